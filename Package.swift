@@ -1,0 +1,50 @@
+// swift-tools-version:6.0
+// wdsync: an offline-first mail cache for WildDuck. No Swift package dependencies:
+// the system's libsqlite3, libz and libssl/libcrypto are reached through module maps.
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "wdsync",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "wdsync", targets: ["wdsync"]),
+        .executable(name: "wdsync-sim", targets: ["wdsync-sim"]),
+    ],
+    targets: [
+        // System libraries.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .target(name: "COpenSSL", path: "Sources/COpenSSL",
+                linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+
+        // Migrations/*.sql are compiled into the binary by this build-tool plugin.
+        .executableTarget(name: "embed-migrations", path: "Sources/embed-migrations", swiftSettings: strict),
+        .plugin(name: "EmbedMigrations", capability: .buildTool(),
+                dependencies: ["embed-migrations"], path: "Sources/EmbedMigrations"),
+
+        // Library modules (see shared/design.md).
+        .target(name: "Net", dependencies: ["COpenSSL"], swiftSettings: strict),
+        .target(name: "WebSocket", dependencies: ["Net", "CZlib", "COpenSSL"], swiftSettings: strict),
+        .target(name: "WildDuck", dependencies: ["Net"], swiftSettings: strict),
+        .target(name: "Store", dependencies: ["CSQLite", "CZlib"], swiftSettings: strict,
+                plugins: ["EmbedMigrations"]),
+        .target(name: "Maildir", dependencies: ["COpenSSL"], swiftSettings: strict),
+        .target(name: "Sync", dependencies: ["WildDuck", "Store", "Maildir", "WebSocket", "Net"],
+                swiftSettings: strict),
+        .executableTarget(name: "wdsync", dependencies: ["Sync"], swiftSettings: strict),
+
+        // The simulator: independent of the client's code paths (shares only WebSocket framing).
+        .target(name: "WildDuckSim", dependencies: ["WebSocket", "CZlib"], swiftSettings: strict),
+        .executableTarget(name: "wdsync-sim", dependencies: ["WildDuckSim"], swiftSettings: strict),
+
+        .testTarget(name: "NetTests", dependencies: ["Net"], swiftSettings: strict),
+        .testTarget(name: "WebSocketTests", dependencies: ["WebSocket"], exclude: ["Fixtures"], swiftSettings: strict),
+        .testTarget(name: "WildDuckTests", dependencies: ["WildDuck", "WildDuckSim"], swiftSettings: strict),
+        .testTarget(name: "StoreTests", dependencies: ["Store"], swiftSettings: strict),
+        .testTarget(name: "MaildirTests", dependencies: ["Maildir"], swiftSettings: strict),
+        .testTarget(name: "WildDuckSimTests", dependencies: ["WildDuckSim"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["WildDuckSim", "Store"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,120 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Thin, checked wrappers around the system calls the module uses. Every wrapper retries on
+/// EINTR and turns a failure into a `MaildirError` that names the path and the operation.
+enum Sys {
+    static let fileMode: mode_t = 0o600
+    static let dirMode: mode_t = 0o700
+
+    static var lastErrno: Int32 { errno }
+
+    /// `open(2)` with EINTR retry. Returns the descriptor or `-errno`.
+    static func openFile(_ path: String, _ flags: Int32, _ mode: mode_t = 0) -> Int32 {
+        while true {
+            let fd = path.withCString { open($0, flags, mode) }
+            if fd >= 0 { return fd }
+            let e = errno
+            if e != EINTR { return -e }
+        }
+    }
+
+    /// `fsync(2)` with EINTR retry. Returns 0 or errno.
+    static func syncDescriptor(_ fd: Int32) -> Int32 {
+        call { fsync(fd) }
+    }
+
+    /// `close(2)`; EINTR is not retried (on Linux the descriptor is gone either way). Returns 0 or errno.
+    static func closeDescriptor(_ fd: Int32) -> Int32 {
+        if close(fd) == 0 { return 0 }
+        let e = errno
+        return e == EINTR ? 0 : e
+    }
+
+    /// Returns 0 or errno.
+    static func call(_ body: () -> Int32) -> Int32 {
+        while true {
+            if body() == 0 { return 0 }
+            let e = errno
+            if e != EINTR { return e }
+        }
+    }
+
+    static func makeDirectory(_ path: String, _ mode: mode_t) -> Int32 {
+        call { path.withCString { mkdir($0, mode) } }
+    }
+    static func changeMode(_ path: String, _ mode: mode_t) -> Int32 {
+        call { path.withCString { chmod($0, mode) } }
+    }
+    static func removeDirectory(_ path: String) -> Int32 {
+        call { path.withCString { rmdir($0) } }
+    }
+    static func removeFile(_ path: String) -> Int32 {
+        call { path.withCString { unlink($0) } }
+    }
+    static func renamePath(_ from: String, _ to: String) -> Int32 {
+        call { from.withCString { f in to.withCString { t in rename(f, t) } } }
+    }
+    static func linkPath(_ from: String, _ to: String) -> Int32 {
+        call { from.withCString { f in to.withCString { t in link(f, t) } } }
+    }
+
+    /// `lstat`-based kind of a path: nil when it does not exist, otherwise whether it is a directory.
+    static func kind(_ path: String) -> (exists: Bool, isDirectory: Bool, errno: Int32) {
+        var st = stat()
+        let r = call { path.withCString { lstat($0, &st) } }
+        if r == ENOENT || r == ENOTDIR { return (false, false, 0) }
+        if r != 0 { return (false, false, r) }
+        return (true, (st.st_mode & S_IFMT) == S_IFDIR, 0)
+    }
+
+    /// Names in a directory, without `.` and `..`. Names that are not valid UTF-8 cannot have
+    /// been written by wdsync; they are counted in `foreign` and not returned.
+    /// Returns nil when the directory does not exist.
+    static func list(_ path: String) throws(MaildirError) -> (names: [String], foreign: Int)? {
+        guard let dir = path.withCString({ opendir($0) }) else {
+            let e = errno
+            if e == ENOENT { return nil }
+            throw MaildirError.from(errno: e, path: path, operation: .listing)
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        var foreign = 0
+        while true {
+            errno = 0
+            guard let entry = readdir(dir) else {
+                let e = errno
+                if e != 0 { throw MaildirError.from(errno: e, path: path, operation: .listing) }
+                break
+            }
+            let name: String? = withUnsafePointer(to: &entry.pointee.d_name) { tuple in
+                tuple.withMemoryRebound(to: UInt8.self, capacity: 256) { cName in
+                    FolderNames.string(validatingUTF8: Array(UnsafeBufferPointer(start: cName, count: strlen(UnsafeRawPointer(cName).assumingMemoryBound(to: CChar.self)))))
+                }
+            }
+            guard let name else { foreign += 1; continue }
+            if name == "." || name == ".." { continue }
+            names.append(name)
+        }
+        return (names, foreign)
+    }
+
+    static func describe(_ e: Int32) -> String {
+        guard let s = strerror(e) else { return "error \(e)" }
+        return String(cString: s)
+    }
+}
+
+/// Joins relative path pieces with `/`, skipping empty pieces ("" is the root folder).
+func joinPath(_ parts: String...) -> String {
+    var out = ""
+    for p in parts where !p.isEmpty {
+        if out.isEmpty { out = p } else { out += "/" + p }
+    }
+    return out
+}

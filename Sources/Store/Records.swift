@@ -1,0 +1,337 @@
+/// Maildir flags as stored in `messages.flags`, in Maildir's ASCII order (bit 0 = D … bit 5 = T).
+public struct MessageFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    public static let draft = MessageFlags(rawValue: 1 << 0)      // D
+    public static let flagged = MessageFlags(rawValue: 1 << 1)    // F
+    public static let passed = MessageFlags(rawValue: 1 << 2)     // P (forwarded)
+    public static let replied = MessageFlags(rawValue: 1 << 3)    // R (answered)
+    public static let seen = MessageFlags(rawValue: 1 << 4)       // S
+    public static let trashed = MessageFlags(rawValue: 1 << 5)    // T (\Deleted)
+}
+
+public struct AccountRecord: Sendable, Equatable {
+    public var server: String
+    public var username: String
+    public var userId: String?
+    public var maildir: String
+    public var layout: String
+    public init(server: String, username: String, userId: String?, maildir: String, layout: String) {
+        self.server = server; self.username = username; self.userId = userId
+        self.maildir = maildir; self.layout = layout
+    }
+}
+
+public struct MailboxRecord: Sendable, Equatable {
+    public var id: String
+    public var path: String
+    public var specialUse: String?
+    public var modifyIndex: Int
+    public var syncedIndex: Int?
+    public var highestUid: Int
+    public var total: Int?
+    public var unseen: Int?
+    public var json: String
+    public var folder: String?
+    public init(id: String, path: String, specialUse: String?, modifyIndex: Int, syncedIndex: Int? = nil,
+                highestUid: Int = 0, total: Int? = nil, unseen: Int? = nil, json: String, folder: String? = nil) {
+        self.id = id; self.path = path; self.specialUse = specialUse; self.modifyIndex = modifyIndex
+        self.syncedIndex = syncedIndex; self.highestUid = highestUid; self.total = total; self.unseen = unseen
+        self.json = json; self.folder = folder
+    }
+}
+
+public struct MessageRecord: Sendable, Equatable {
+    public var mailboxId: String
+    public var uid: Int
+    public var messageId: String?
+    public var size: Int
+    public var idate: Int?
+    public var flags: MessageFlags
+    public var json: String
+    public var uniq: String
+    public var sha256: String?
+    public var file: String?
+    public init(mailboxId: String, uid: Int, messageId: String?, size: Int, idate: Int?, flags: MessageFlags,
+                json: String, uniq: String, sha256: String? = nil, file: String? = nil) {
+        self.mailboxId = mailboxId; self.uid = uid; self.messageId = messageId; self.size = size
+        self.idate = idate; self.flags = flags; self.json = json; self.uniq = uniq
+        self.sha256 = sha256; self.file = file
+    }
+}
+
+/// A delivered file whose message left its mailbox; re-used if the message shows up elsewhere.
+public struct OrphanRecord: Sendable, Equatable {
+    public var file: String
+    public var uniq: String
+    public var messageId: String?
+    public var size: Int
+    public var sha256: String?
+}
+
+// MARK: - Account, settings, filters, autoreply
+
+extension Store {
+    public func account() throws -> AccountRecord? {
+        let s = try db.prepare("SELECT server, username, user_id, maildir, layout FROM account WHERE id = 1")
+        guard try s.step() else { return nil }
+        return AccountRecord(server: s.text(0) ?? "", username: s.text(1) ?? "", userId: s.text(2),
+                             maildir: s.text(3) ?? "", layout: s.text(4) ?? "")
+    }
+
+    /// Records the account. A cache that already belongs to another server or user is refused.
+    public func setAccount(_ account: AccountRecord) throws {
+        if let existing = try self.account(),
+           existing.server != account.server || existing.username != account.username {
+            throw StoreError.accountMismatch(path: path, expected: "\(account.username) at \(account.server)",
+                                             found: "\(existing.username) at \(existing.server)")
+        }
+        try db.run("""
+            INSERT INTO account(id, server, username, user_id, maildir, layout) VALUES (1, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET user_id = excluded.user_id, maildir = excluded.maildir, layout = excluded.layout
+            """, .text(account.server), .text(account.username), SQLValue(account.userId),
+                   .text(account.maildir), .text(account.layout))
+    }
+
+    public func setUserJSON(_ json: String) throws {
+        try db.run("UPDATE account SET user_json = ? WHERE id = 1", .text(json))
+    }
+    public func setAutoreplyJSON(_ json: String) throws {
+        try db.run("UPDATE account SET autoreply_json = ? WHERE id = 1", .text(json))
+    }
+    public func userJSON() throws -> String? { try accountColumn("user_json") }
+    public func autoreplyJSON() throws -> String? { try accountColumn("autoreply_json") }
+    public func lastEventId() throws -> String? { try accountColumn("last_event_id") }
+    public func setLastEventId(_ id: String?) throws {
+        try db.run("UPDATE account SET last_event_id = ? WHERE id = 1", SQLValue(id))
+    }
+    public func setSyncedNow() throws {
+        try db.run("UPDATE account SET synced_at = strftime('%s','now') WHERE id = 1")
+    }
+
+    private func accountColumn(_ column: String) throws -> String? {
+        let s = try db.prepare("SELECT \(column) FROM account WHERE id = 1")
+        return try s.step() ? s.text(0) : nil
+    }
+
+    /// Replaces the stored filter list with the server's.
+    public func replaceFilters(_ filters: [(id: String, json: String)], limitsJSON: String?) throws {
+        try db.run("DELETE FROM filters")
+        for filter in filters {
+            try db.run("INSERT OR REPLACE INTO filters(id, json) VALUES (?, ?)", .text(filter.id), .text(filter.json))
+        }
+        try db.run("UPDATE account SET filters_json = ? WHERE id = 1", SQLValue(limitsJSON))
+    }
+
+    public func filters() throws -> [(id: String, json: String)] {
+        let s = try db.prepare("SELECT id, json FROM filters ORDER BY id")
+        var out: [(id: String, json: String)] = []
+        while try s.step() { out.append((s.text(0) ?? "", s.text(1) ?? "")) }
+        return out
+    }
+}
+
+// MARK: - Mailboxes
+
+extension Store {
+    public func mailboxes() throws -> [MailboxRecord] {
+        let s = try db.prepare("""
+            SELECT id, path, special_use, modify_index, synced_index, highest_uid, total, unseen, json, folder
+            FROM mailboxes ORDER BY path
+            """)
+        var out: [MailboxRecord] = []
+        while try s.step() {
+            out.append(MailboxRecord(id: s.text(0) ?? "", path: s.text(1) ?? "", specialUse: s.text(2),
+                                     modifyIndex: s.int(3), syncedIndex: s.optionalInt(4), highestUid: s.int(5),
+                                     total: s.optionalInt(6), unseen: s.optionalInt(7), json: s.text(8) ?? "{}",
+                                     folder: s.text(9)))
+        }
+        return out
+    }
+
+    /// Inserts or updates what the server says about a mailbox; keeps local sync state.
+    public func upsertMailbox(_ m: MailboxRecord) throws {
+        try db.run("""
+            INSERT INTO mailboxes(id, path, special_use, modify_index, total, unseen, json) VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET path = excluded.path, special_use = excluded.special_use,
+                modify_index = excluded.modify_index, total = excluded.total, unseen = excluded.unseen, json = excluded.json
+            """, .text(m.id), .text(m.path), SQLValue(m.specialUse), .int(m.modifyIndex),
+                   SQLValue(m.total), SQLValue(m.unseen), .text(m.json))
+    }
+
+    /// Forgets a mailbox the server no longer has: its files become orphans (a later arrival of
+    /// the same message elsewhere re-uses them) and its folder is queued for removal.
+    public func removeMailbox(id: String) throws {
+        try db.run("""
+            INSERT OR REPLACE INTO orphans(file, uniq, message_id, size, sha256)
+            SELECT file, uniq, message_id, size, sha256 FROM messages WHERE mailbox_id = ? AND file IS NOT NULL
+            """, .text(id))
+        try db.run("INSERT OR IGNORE INTO dead_folders(folder) SELECT folder FROM mailboxes WHERE id = ? AND folder IS NOT NULL",
+                   .text(id))
+        try db.run("DELETE FROM messages WHERE mailbox_id = ?", .text(id))
+        try db.run("DELETE FROM mailboxes WHERE id = ?", .text(id))
+    }
+
+    public func setMailboxSynced(id: String, index: Int, highestUid: Int) throws {
+        try db.run("UPDATE mailboxes SET synced_index = ?, highest_uid = MAX(highest_uid, ?) WHERE id = ?",
+                   .int(index), .int(highestUid), .text(id))
+    }
+
+    /// Marks a mailbox as needing a full re-listing (e.g. an update we could not apply exactly).
+    public func markMailboxStale(id: String) throws {
+        try db.run("UPDATE mailboxes SET synced_index = NULL WHERE id = ?", .text(id))
+    }
+
+    public func setMailboxFolder(id: String, folder: String?) throws {
+        try db.run("UPDATE mailboxes SET folder = ? WHERE id = ?", SQLValue(folder), .text(id))
+    }
+
+    public func deadFolders() throws -> [String] {
+        let s = try db.prepare("SELECT folder FROM dead_folders ORDER BY length(folder) DESC")
+        var out: [String] = []
+        while try s.step() { if let f = s.text(0) { out.append(f) } }
+        return out
+    }
+
+    public func removeDeadFolder(_ folder: String) throws {
+        try db.run("DELETE FROM dead_folders WHERE folder = ?", .text(folder))
+    }
+}
+
+// MARK: - Messages
+
+extension Store {
+    /// uid → flags for every stored message of a mailbox (for diffing against a server listing).
+    public func messageFlags(mailboxId: String) throws -> [Int: MessageFlags] {
+        let s = try db.prepare("SELECT uid, flags FROM messages WHERE mailbox_id = ?")
+        try s.bind([.text(mailboxId)])
+        var out: [Int: MessageFlags] = [:]
+        while try s.step() { out[s.int(0)] = MessageFlags(rawValue: s.int(1)) }
+        return out
+    }
+
+    public func insertMessage(_ m: MessageRecord) throws {
+        try db.run("""
+            INSERT INTO messages(mailbox_id, uid, message_id, size, idate, flags, json, uniq, dirty)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)
+            ON CONFLICT(mailbox_id, uid) DO UPDATE SET flags = excluded.flags, json = excluded.json,
+                dirty = CASE WHEN messages.flags = excluded.flags THEN messages.dirty ELSE 1 END
+            """, .text(m.mailboxId), .int(m.uid), SQLValue(m.messageId), .int(m.size), SQLValue(m.idate),
+                   .int(m.flags.rawValue), .text(m.json), .text(m.uniq))
+    }
+
+    /// New flags from the server; marks the row for the exporter when they differ.
+    public func updateFlags(mailboxId: String, uid: Int, flags: MessageFlags, json: String?) throws {
+        if let json {
+            try db.run("UPDATE messages SET flags = ?, json = ?, dirty = CASE WHEN flags = ? THEN dirty ELSE 1 END WHERE mailbox_id = ? AND uid = ?",
+                       .int(flags.rawValue), .text(json), .int(flags.rawValue), .text(mailboxId), .int(uid))
+        } else {
+            try db.run("UPDATE messages SET flags = ?, dirty = CASE WHEN flags = ? THEN dirty ELSE 1 END WHERE mailbox_id = ? AND uid = ?",
+                       .int(flags.rawValue), .int(flags.rawValue), .text(mailboxId), .int(uid))
+        }
+    }
+
+    /// The server no longer lists this message: its file (if any) becomes an orphan.
+    public func removeMessage(mailboxId: String, uid: Int) throws {
+        try db.run("""
+            INSERT OR REPLACE INTO orphans(file, uniq, message_id, size, sha256)
+            SELECT file, uniq, message_id, size, sha256 FROM messages WHERE mailbox_id = ? AND uid = ? AND file IS NOT NULL
+            """, .text(mailboxId), .int(uid))
+        try db.run("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", .text(mailboxId), .int(uid))
+    }
+
+    private static let messageColumns = "mailbox_id, uid, message_id, size, idate, flags, json, uniq, sha256, file"
+
+    private func messageRecord(_ s: Statement) -> MessageRecord {
+        MessageRecord(mailboxId: s.text(0) ?? "", uid: s.int(1), messageId: s.text(2), size: s.int(3),
+                      idate: s.optionalInt(4), flags: MessageFlags(rawValue: s.int(5)), json: s.text(6) ?? "{}",
+                      uniq: s.text(7) ?? "", sha256: s.text(8), file: s.text(9))
+    }
+
+    /// Rows the exporter must look at, in (mailbox, uid) order after `after`, at most `limit`.
+    public func dirtyMessages(after: (mailboxId: String, uid: Int)? = nil, limit: Int) throws -> [MessageRecord] {
+        let s = try db.prepare("""
+            SELECT \(Store.messageColumns) FROM messages WHERE dirty = 1 AND (mailbox_id, uid) > (?, ?)
+            ORDER BY mailbox_id, uid LIMIT ?
+            """)
+        try s.bind([.text(after?.mailboxId ?? ""), .int(after?.uid ?? Int.min), .int(limit)])
+        var out: [MessageRecord] = []
+        while try s.step() { out.append(messageRecord(s)) }
+        return out
+    }
+
+    public func message(mailboxId: String, uid: Int) throws -> MessageRecord? {
+        let s = try db.prepare("SELECT \(Store.messageColumns) FROM messages WHERE mailbox_id = ? AND uid = ?")
+        try s.bind([.text(mailboxId), .int(uid)])
+        return try s.step() ? messageRecord(s) : nil
+    }
+
+    /// Every message of a mailbox (or of all mailboxes), for verify and tests.
+    public func messages(mailboxId: String? = nil) throws -> [MessageRecord] {
+        let s: Statement
+        if let mailboxId {
+            s = try db.prepare("SELECT \(Store.messageColumns) FROM messages WHERE mailbox_id = ? ORDER BY uid")
+            try s.bind([.text(mailboxId)])
+        } else {
+            s = try db.prepare("SELECT \(Store.messageColumns) FROM messages ORDER BY mailbox_id, uid")
+        }
+        var out: [MessageRecord] = []
+        while try s.step() { out.append(messageRecord(s)) }
+        return out
+    }
+
+    /// Records that the row's file is in place and matches the row.
+    public func markExported(mailboxId: String, uid: Int, uniq: String, file: String, sha256: String?) throws {
+        try db.run("UPDATE messages SET uniq = ?, file = ?, sha256 = COALESCE(?, sha256), dirty = 0 WHERE mailbox_id = ? AND uid = ?",
+                   .text(uniq), .text(file), SQLValue(sha256), .text(mailboxId), .int(uid))
+    }
+
+    public func countMessages() throws -> (total: Int, pending: Int) {
+        let s = try db.prepare("SELECT COUNT(*), COUNT(*) FILTER (WHERE file IS NULL) FROM messages")
+        _ = try s.step()
+        return (s.int(0), s.int(1))
+    }
+}
+
+// MARK: - Orphans
+
+extension Store {
+    /// An orphan file holding the same message (same Message-ID and size), if any.
+    public func matchOrphan(messageId: String?, size: Int) throws -> OrphanRecord? {
+        guard let messageId else { return nil }
+        let s = try db.prepare("SELECT file, uniq, message_id, size, sha256 FROM orphans WHERE message_id = ? AND size = ? LIMIT 1")
+        try s.bind([.text(messageId), .int(size)])
+        guard try s.step() else { return nil }
+        return OrphanRecord(file: s.text(0) ?? "", uniq: s.text(1) ?? "", messageId: s.text(2), size: s.int(3), sha256: s.text(4))
+    }
+
+    public func orphans() throws -> [OrphanRecord] {
+        let s = try db.prepare("SELECT file, uniq, message_id, size, sha256 FROM orphans ORDER BY file")
+        var out: [OrphanRecord] = []
+        while try s.step() {
+            out.append(OrphanRecord(file: s.text(0) ?? "", uniq: s.text(1) ?? "", messageId: s.text(2), size: s.int(3), sha256: s.text(4)))
+        }
+        return out
+    }
+
+    public func removeOrphan(file: String) throws {
+        try db.run("DELETE FROM orphans WHERE file = ?", .text(file))
+    }
+
+    /// Orphans whose file lived under `folder` now live under `newFolder` (a folder rename).
+    public func renameFolderPrefix(from folder: String, to newFolder: String) throws {
+        for table in ["orphans", "messages"] {
+            try db.run("UPDATE \(table) SET file = ? || substr(file, ?) WHERE file LIKE ? ESCAPE '\\'",
+                       .text(newFolder), .int(folder.utf8.count + 1), .text(Store.likePrefix(folder + "/")))
+        }
+    }
+
+    static func likePrefix(_ s: String) -> String {
+        var out = ""
+        for c in s {
+            if c == "%" || c == "_" || c == "\\" { out.append("\\") }
+            out.append(c)
+        }
+        return out + "%"
+    }
+}

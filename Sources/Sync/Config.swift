@@ -1,0 +1,120 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Maildir
+
+/// Everything needed to mirror one account.
+public struct AccountConfig: Sendable {
+    public var name: String
+    public var server: String
+    public var username: String
+    public var password: PasswordSource
+    public var maildir: String
+    public var db: String
+    public var layout: MaildirLayout
+    public var caFile: String?
+    public var insecure: Bool
+    /// Parallel message downloads.
+    public var connections: Int
+
+    public init(name: String, server: String, username: String, password: PasswordSource, maildir: String,
+                db: String, layout: MaildirLayout = .verbatim, caFile: String? = nil, insecure: Bool = false,
+                connections: Int = 4) {
+        self.name = name; self.server = server; self.username = username; self.password = password
+        self.maildir = maildir; self.db = db; self.layout = layout; self.caFile = caFile
+        self.insecure = insecure; self.connections = connections
+    }
+}
+
+/// Where the password comes from. It is read when wdsync authenticates and never stored.
+public enum PasswordSource: Sendable, Equatable {
+    case file(String)
+    case command(String)
+
+    /// Reads the password. A file readable by group or others is refused.
+    public func read() throws -> String {
+        switch self {
+        case .file(let path):
+            var st = stat()
+            guard stat(path, &st) == 0 else {
+                throw SyncError.config("cannot read the password file \(path): \(String(cString: strerror(errno)))")
+            }
+            if st.st_mode & 0o077 != 0 {
+                throw SyncError.config("the password file \(path) is readable by others (mode \(String(st.st_mode & 0o777, radix: 8))); run: chmod 600 \(path)")
+            }
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw SyncError.config("cannot read the password file \(path)")
+            }
+            return Self.firstLine(data)
+        case .command(let command):
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", command]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardInput = FileHandle.nullDevice
+            do { try process.run() } catch {
+                throw SyncError.config("cannot run the password command: \(error)")
+            }
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else {
+                throw SyncError.config("the password command exited with status \(process.terminationStatus)")
+            }
+            return Self.firstLine(data)
+        }
+    }
+
+    /// The password is the first line (like mbsync's PassCmd); a trailing newline is not part of it.
+    static func firstLine(_ data: Data) -> String {
+        let text = String(decoding: data, as: UTF8.self)
+        return String(text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+            .trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
+    }
+}
+
+/// Failures that decide the exit code. Descriptions never contain secrets.
+public enum SyncError: Error, CustomStringConvertible, Sendable {
+    case config(String)
+    case locked(String)
+    case localIO(String)
+
+    public var description: String {
+        switch self {
+        case .config(let s), .locked(let s), .localIO(let s): return s
+        }
+    }
+}
+
+/// An exclusive lock per account (a `flock` on `<db>.lock`), shared by `--once` and the daemon.
+public final class AccountLock {
+    private let fd: Int32
+
+    public init(dbPath: String) throws {
+        let path = dbPath + ".lock"
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw SyncError.localIO("cannot create the lock file \(path): \(String(cString: strerror(errno)))")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw SyncError.locked("another wdsync is already syncing this account (lock \(path) is held); wait for it or stop it")
+        }
+        _ = ftruncate(fd, 0)
+        let pid = "\(getpid())\n"
+        _ = pid.withCString { write(fd, $0, strlen($0)) }
+    }
+
+    deinit { close(fd) }
+}
+
+/// Messages for the user, by level.
+public protocol SyncLog: Sendable {
+    func log(_ level: LogLevel, _ message: String)
+}
+
+public enum LogLevel: Int, Sendable, Comparable {
+    case error, warning, info, verbose, debug
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+}

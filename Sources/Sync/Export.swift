@@ -1,0 +1,276 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Maildir
+import Store
+import Synchronization
+import WildDuck
+
+/// The exporter: makes the Maildir match the store. It reads only the store (never network
+/// events); the one thing it asks the server for is the bytes of a message that has no file yet.
+extension Mirror {
+    public func export() throws {
+        let mailboxes = try store.mailboxes()
+        let folderOf = try placeFolders(mailboxes)
+
+        var scanned: [String: [String: String]] = [:]   // folder → unique → file, for crash recovery
+        var downloads: [DownloadJob] = []
+        var after: (String, Int)?
+        while true {
+            let batch = try store.dirtyMessages(after: after, limit: 2000)
+            guard let last = batch.last else { break }
+            after = (last.mailboxId, last.uid)
+            try store.transaction {
+                for row in batch {
+                    guard let folder = folderOf[row.mailboxId] else { continue }
+                    let flags = MaildirFlags(rawValue: UInt8(row.flags.rawValue))
+                    if let file = row.file {
+                        let placed = try relocate(file, folder: folder, flags: flags)
+                        if let placed {
+                            if placed != file { summary.renamed += 1 }
+                            try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: row.uniq, file: placed, sha256: nil)
+                            continue
+                        }
+                        // Our file is gone (deleted by hand): fetch it again.
+                        log.log(.warning, "\(file) disappeared from the Maildir; downloading it again")
+                    }
+                    if let orphan = try store.matchOrphan(messageId: row.messageId, size: row.size),
+                       let placed = try relocate(orphan.file, folder: folder, flags: flags) {
+                        try store.removeOrphan(file: orphan.file)
+                        try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: orphan.uniq, file: placed, sha256: orphan.sha256)
+                        summary.reused += 1
+                        continue
+                    }
+                    if scanned[folder] == nil {
+                        scanned[folder] = try maildir.scanUniqueNames(folder: folder)
+                        _ = try maildir.cleanTmp(folder: folder, owns: Mirror.ownsFile)
+                    }
+                    if let existing = scanned[folder]?[row.uniq] {
+                        let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
+                        let hash = try Maildir.sha256(file: maildir.absolutePath(placed))
+                        try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: row.uniq, file: placed, sha256: hash.hex)
+                        summary.recovered += 1
+                        continue
+                    }
+                    downloads.append(DownloadJob(mailboxId: row.mailboxId, uid: row.uid, folder: folder, unique: row.uniq,
+                                                 flags: flags, mtime: row.idate))
+                }
+            }
+            // Rows waiting for a download stay dirty, so fetch them before asking for more.
+            try download(downloads)
+            downloads.removeAll()
+            if batch.count < 2000 { break }
+        }
+
+        // Files of messages that left the server and were not re-used by a move.
+        for orphan in try store.orphans() {
+            if try maildir.removeFile(orphan.file) { summary.removed += 1 }
+            try store.removeOrphan(file: orphan.file)
+        }
+        let live = Set(folderOf.values)
+        for folder in try store.deadFolders() {
+            // A mailbox deleted and re-created under the same path keeps its folder.
+            if !live.contains(folder), try maildir.removeFolder(folder, owns: Mirror.ownsFile) == false {
+                log.log(.warning, "kept folder \(folder): it holds files wdsync did not write")
+            }
+            try store.removeDeadFolder(folder)
+        }
+    }
+
+    /// Creates or renames the folders of all mailboxes so they match the mailboxes' current
+    /// paths, parents first. Returns mailbox id → folder.
+    private func placeFolders(_ mailboxes: [MailboxRecord]) throws -> [String: String] {
+        var current: [String: String?] = [:]
+        for m in mailboxes { current[m.id] = m.folder }
+        var result: [String: String] = [:]
+        for mailbox in mailboxes.sorted(by: { $0.path.split(separator: "/").count < $1.path.split(separator: "/").count }) {
+            let wanted = maildir.folderDirectory(for: mailbox.path)
+            result[mailbox.id] = wanted
+            guard let folder = current[mailbox.id] ?? nil else {
+                try maildir.ensureFolder(wanted)
+                try store.setMailboxFolder(id: mailbox.id, folder: wanted)
+                continue
+            }
+            guard folder != wanted else { continue }
+            log.log(.verbose, "renaming folder \(folder) → \(wanted)")
+            try maildir.renameFolder(from: folder, to: wanted)
+            summary.renamed += 1
+            try store.transaction {
+                try store.renameFolderPrefix(from: folder, to: wanted)
+                try store.setMailboxFolder(id: mailbox.id, folder: wanted)
+                // In the verbatim layout the children moved with it.
+                if maildir.layout == .verbatim {
+                    for other in mailboxes where other.id != mailbox.id {
+                        if let f = current[other.id] ?? nil, f.hasPrefix(folder + "/") {
+                            let moved = wanted + f.dropFirst(folder.count)
+                            current[other.id] = moved
+                            try store.setMailboxFolder(id: other.id, folder: moved)
+                        }
+                    }
+                }
+            }
+        }
+        return result
+    }
+
+    /// Puts an existing file into `folder` with `flags`: into cur/ when seen, new/ when not, as
+    /// the server says (a message marked unseen again goes back to new/). Nil if the file is gone.
+    private func relocate(_ file: String, folder: String, flags: MaildirFlags) throws -> String? {
+        do {
+            return try maildir.moveFile(from: file, to: folder, flags: flags)
+        } catch MaildirError.notFound {
+            return nil
+        }
+    }
+}
+
+struct DownloadJob: Sendable {
+    var mailboxId: String
+    var uid: Int
+    var folder: String
+    var unique: String
+    var flags: MaildirFlags
+    var mtime: Int?
+}
+
+/// What a download worker hands back.
+private enum DownloadResult: Sendable {
+    case delivered(DownloadJob, Delivered)
+    case vanished(DownloadJob)
+}
+
+extension Mirror {
+    /// Downloads message bodies with `config.connections` parallel connections, each streaming
+    /// into tmp/ and renaming into place; the store records finished files in batched
+    /// transactions (after an fsync of the touched folders), so memory stays bounded by the
+    /// number of connections and a kill at any moment loses nothing.
+    func download(_ jobs: [DownloadJob]) throws {
+        guard !jobs.isEmpty else { return }
+        log.log(.verbose, "downloading \(jobs.count) messages")
+        let workers = max(1, min(config.connections, jobs.count))
+        let shared = DownloadQueue(jobs: jobs, workers: workers)
+        let session = self.session
+        let maildir = self.maildir
+        var threads: [Thread] = []
+        for _ in 0..<workers {
+            let thread = Thread {
+                let client = WildDuckClient(session: session)
+                defer { client.close(); shared.workerFinished() }
+                while let job = shared.next() {
+                    do {
+                        let pending = try maildir.beginDelivery(folder: job.folder, unique: job.unique)
+                        do {
+                            try client.downloadMessage(mailbox: job.mailboxId, uid: job.uid) { chunk in try pending.write(chunk) }
+                            shared.finish(.delivered(job, try pending.commit(flags: job.flags, mtime: job.mtime)))
+                        } catch {
+                            pending.abort()
+                            throw error
+                        }
+                    } catch let error as WildDuckError where error.isNotFound {
+                        shared.finish(.vanished(job))
+                    } catch {
+                        shared.fail(error)
+                        return
+                    }
+                }
+            }
+            thread.stackSize = 1 << 20
+            threads.append(thread)
+        }
+        threads.forEach { $0.start() }
+
+        var failure: Error?
+        while true {
+            let (results, done, error) = shared.take(waitUpTo: 0.1)
+            if let error, failure == nil { failure = error }
+            do {
+                try record(results)
+            } catch {
+                if failure == nil { failure = error }
+                shared.fail(error)
+            }
+            if done { break }
+        }
+        if let failure { throw failure }
+    }
+
+    private func record(_ results: [DownloadResult]) throws {
+        guard !results.isEmpty else { return }
+        var folders = Set<String>()
+        for case .delivered(let job, _) in results { folders.insert(job.folder) }
+        for folder in folders { try maildir.syncFolder(folder) }
+        try store.transaction {
+            for result in results {
+                switch result {
+                case .delivered(let job, let delivered):
+                    try store.markExported(mailboxId: job.mailboxId, uid: job.uid, uniq: job.unique,
+                                           file: delivered.relativePath, sha256: delivered.sha256)
+                    summary.downloaded += 1
+                    summary.bytesDownloaded += Int(delivered.size)
+                case .vanished(let job):
+                    // Expunged between listing and download: list the mailbox again next pass.
+                    log.log(.verbose, "message \(job.uid) vanished from the server during the sync")
+                    try store.markMailboxStale(id: job.mailboxId)
+                    summary.vanished += 1
+                }
+            }
+        }
+    }
+}
+
+/// The work list shared by the download threads and the recording thread.
+private final class DownloadQueue: Sendable {
+    private struct State {
+        var jobs: [DownloadJob]
+        var nextIndex = 0
+        var results: [DownloadResult] = []
+        var error: Error?
+        var running: Int
+        var stopped = false
+    }
+    private let state: Mutex<State>
+    /// Signalled when a worker ends or fails; results are collected on a timer instead, so that
+    /// each transaction records a batch of them.
+    private let signal = DispatchSemaphore(value: 0)
+
+    init(jobs: [DownloadJob], workers: Int) {
+        state = Mutex(State(jobs: jobs, running: workers))
+    }
+
+    func next() -> DownloadJob? {
+        state.withLock { s in
+            guard !s.stopped, s.nextIndex < s.jobs.count else { return nil }
+            defer { s.nextIndex += 1 }
+            return s.jobs[s.nextIndex]
+        }
+    }
+
+    func finish(_ result: DownloadResult) {
+        state.withLock { $0.results.append(result) }
+    }
+
+    func fail(_ error: Error) {
+        state.withLock { s in
+            if s.error == nil { s.error = error }
+            s.stopped = true
+        }
+        signal.signal()
+    }
+
+    func workerFinished() {
+        state.withLock { $0.running -= 1 }
+        signal.signal()
+    }
+
+    /// Waits up to `seconds` (less if a worker ends), then returns the results so far, whether
+    /// every worker has finished, and the first error.
+    func take(waitUpTo seconds: Double) -> ([DownloadResult], Bool, Error?) {
+        _ = signal.wait(timeout: .now() + seconds)
+        return state.withLock { s in
+            let results = s.results
+            s.results.removeAll(keepingCapacity: true)
+            return (results, s.running == 0, s.error)
+        }
+    }
+}

@@ -1,0 +1,249 @@
+import Net
+import Synchronization
+
+/// The account's credentials and current access token, shared by every connection of one
+/// account. The password is obtained from `password` each time wdsync must authenticate
+/// (a password command therefore runs again after a token expires) and is never stored.
+public final class Session: Sendable {
+    public let endpoint: HTTPEndpoint
+    public let username: String
+    let password: @Sendable () throws -> String
+    let connector: HTTPConnection.Connector
+    private struct State { var token: String?; var userId: String?; var generation = 0 }
+    private let state = Mutex(State())
+
+    public init(endpoint: HTTPEndpoint, username: String, password: @escaping @Sendable () throws -> String,
+                connector: @escaping HTTPConnection.Connector) {
+        self.endpoint = endpoint
+        self.username = username
+        self.password = password
+        self.connector = connector
+    }
+
+    /// The user id from the last authentication.
+    public var userId: String? { state.withLock { $0.userId } }
+    /// The current token, for protocols that carry it in their messages (WebSocket subscribe).
+    public var token: String? { state.withLock { $0.token } }
+
+    fileprivate func current() -> (token: String?, generation: Int) {
+        state.withLock { ($0.token, $0.generation) }
+    }
+
+    /// Authenticates unless another connection already did so since `generation`.
+    fileprivate func reauthenticate(after generation: Int, using connection: HTTPConnection) throws {
+        // Serialised by the caller being rare; two threads may both authenticate, which is harmless.
+        if state.withLock({ $0.generation > generation && $0.token != nil }) { return }
+        try authenticate(using: connection)
+    }
+
+    /// `POST /authenticate` with scope master and token true.
+    public func authenticate(using connection: HTTPConnection) throws {
+        // A failure to obtain the password (unsafe file, failing command) is passed on as is.
+        let secret = try password()
+        var body = "{\"username\":"
+        JSON.quote(username, into: &body)
+        body += ",\"password\":"
+        JSON.quote(secret, into: &body)
+        body += ",\"scope\":\"master\",\"token\":true}"
+        let response: HTTPResponse
+        do {
+            response = try connection.request("POST", "/authenticate",
+                                              headers: [("Content-Type", "application/json"), ("Accept", "application/json")],
+                                              body: Array(body.utf8))
+        } catch let error as NetError {
+            throw WildDuckClient.classify(error, route: "POST /authenticate", endpoint: endpoint)
+        }
+        let json = try WildDuckClient.decode(response, route: "POST /authenticate")
+        guard json["success"]?.bool == true else {
+            let message = json["error"]?.string ?? json["message"]?.string ?? "HTTP \(response.status)"
+            if response.status == 403 || json["code"]?.string == "AuthFailed" {
+                throw WildDuckError.authenticationFailed(message)
+            }
+            throw WildDuckError.server(route: "POST /authenticate", status: response.status,
+                                       code: json["code"]?.string, message: message)
+        }
+        guard let token = json["token"]?.string, let id = json["id"]?.string else {
+            throw WildDuckError.malformed(route: "POST /authenticate", detail: "no token or id in the answer")
+        }
+        state.withLock { $0.token = token; $0.userId = id; $0.generation += 1 }
+    }
+}
+
+/// A REST client on one keep-alive connection. Use one per thread.
+public final class WildDuckClient {
+    public let session: Session
+    public let connection: HTTPConnection
+
+    public init(session: Session, timeout: Double = 60) {
+        self.session = session
+        connection = HTTPConnection(endpoint: session.endpoint, timeout: timeout, connector: session.connector)
+    }
+
+    public func close() { connection.close() }
+
+    var user: String { session.userId ?? "me" }
+
+    // MARK: Calls
+
+    public func authenticate() throws { try session.authenticate(using: connection) }
+
+    public func fetchUser() throws -> JSON { try call("GET", "/users/\(user)") }
+
+    public func fetchAutoreply() throws -> JSON { try call("GET", "/users/\(user)/autoreply") }
+
+    public func fetchFilters() throws -> (limits: JSON?, filters: [(id: String, json: JSON)]) {
+        let json = try call("GET", "/users/\(user)/filters")
+        guard let results = json["results"]?.array else {
+            throw WildDuckError.malformed(route: "GET filters", detail: "no results array")
+        }
+        return (json["limits"], results.compactMap { item in item["id"]?.string.map { ($0, item) } })
+    }
+
+    public func fetchMailboxes() throws -> [Mailbox] {
+        let json = try call("GET", "/users/\(user)/mailboxes", query: [("counters", "true")])
+        guard let results = json["results"]?.array else {
+            throw WildDuckError.malformed(route: "GET mailboxes", detail: "no results array")
+        }
+        return try results.map { item in
+            guard let mailbox = Mailbox(item) else {
+                throw WildDuckError.malformed(route: "GET mailboxes", detail: "a mailbox without id or path")
+            }
+            return mailbox
+        }
+    }
+
+    /// One page of a mailbox listing, oldest first, up to 250 items.
+    public func listMessages(mailbox: String, cursor: String?, limit: Int = 250) throws -> MessagePage {
+        var query = [("limit", String(limit)), ("order", "asc")]
+        if let cursor { query.append(("next", cursor)) }
+        return try page(try call("GET", "/users/\(user)/mailboxes/\(mailbox)/messages", query: query), route: "GET messages")
+    }
+
+    /// One page of messages with uid ≥ `fromUid`.
+    public func searchNew(mailbox: String, fromUid: Int, cursor: String?, limit: Int = 250) throws -> MessagePage {
+        var query = [("mailbox", mailbox), ("id", "\(fromUid):*"), ("limit", String(limit)), ("order", "asc")]
+        if let cursor { query.append(("next", cursor)) }
+        return try page(try call("GET", "/users/\(user)/search", query: query), route: "GET search")
+    }
+
+    private func page(_ json: JSON, route: String) throws -> MessagePage {
+        guard let results = json["results"]?.array else {
+            throw WildDuckError.malformed(route: route, detail: "no results array")
+        }
+        let items = try results.map { item in
+            guard let message = MessageItem(item) else {
+                throw WildDuckError.malformed(route: route, detail: "a message without a uid")
+            }
+            return message
+        }
+        let next = json["nextCursor"]?.string.flatMap { $0.isEmpty ? nil : $0 }
+        return MessagePage(items: items, nextCursor: next, total: json["total"]?.int)
+    }
+
+    /// Streams `message.eml` to `sink`. The body has no Content-Length on real servers.
+    public func downloadMessage(mailbox: String, uid: Int, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        let path = "/users/\(user)/mailboxes/\(mailbox)/messages/\(uid)/message.eml"
+        _ = try withToken(route: "GET message.eml") { token in
+            var errorBody = [UInt8]()
+            var failed = false
+            let head = try connection.stream("GET", path, headers: [("X-Access-Token", token)], onHead: { head in
+                failed = head.status != 200
+            }, sink: { chunk in
+                if failed { if errorBody.count < 65536 { errorBody.append(contentsOf: chunk) } } else { try sink(chunk) }
+            })
+            if failed {
+                let json = (try? JSON.parse(errorBody)) ?? .object([])
+                return (head.status, json)
+            }
+            return (200, .object([("success", .bool(true))]))
+        }
+    }
+
+    /// A JSON call with the token; checks `success === true`.
+    public func call(_ method: String, _ path: String, query: [(String, String)] = [], body: JSON? = nil) throws -> JSON {
+        var target = path
+        if !query.isEmpty {
+            target += "?" + query.map { "\(percentEncode($0.0))=\(percentEncode($0.1))" }.joined(separator: "&")
+        }
+        let route = "\(method) \(path.replacingUserSegment())"
+        let payload = body.map { Array($0.text.utf8) }
+        return try withToken(route: route) { token in
+            var headers = [("X-Access-Token", token), ("Accept", "application/json")]
+            if payload != nil { headers.append(("Content-Type", "application/json")) }
+            let response = try connection.request(method, target, headers: headers, body: payload)
+            return (response.status, try WildDuckClient.decode(response, route: route))
+        }
+    }
+
+    /// Runs an exchange with the current token; on 403 InvalidToken authenticates again once.
+    private func withToken(route: String, _ exchange: (String) throws -> (Int, JSON)) throws -> JSON {
+        var (token, generation) = session.current()
+        if token == nil {
+            try session.authenticate(using: connection)
+            (token, generation) = session.current()
+        }
+        for attempt in 0..<2 {
+            let (status, json): (Int, JSON)
+            do { (status, json) = try exchange(token ?? "") } catch let error as NetError {
+                throw WildDuckClient.classify(error, route: route, endpoint: session.endpoint)
+            }
+            if json["success"]?.bool == true { return json }
+            let code = json["code"]?.string
+            if code == "InvalidToken" {
+                if attempt == 0 {
+                    try session.reauthenticate(after: generation, using: connection)
+                    (token, generation) = session.current()
+                    continue
+                }
+                throw WildDuckError.invalidToken
+            }
+            let message = json["error"]?.string ?? json["message"]?.string ?? "no success flag in the answer"
+            throw WildDuckError.server(route: route, status: status, code: code, message: message)
+        }
+        throw WildDuckError.invalidToken
+    }
+
+    static func decode(_ response: HTTPResponse, route: String) throws -> JSON {
+        do { return try JSON.parse(response.body) } catch {
+            if response.status >= 500 || response.status == 429 {
+                throw WildDuckError.server(route: route, status: response.status, code: nil,
+                                           message: "non-JSON error body")
+            }
+            throw WildDuckError.malformed(route: route, detail: "HTTP \(response.status), \(error)")
+        }
+    }
+
+    static func classify(_ error: NetError, route: String, endpoint: HTTPEndpoint) -> WildDuckError {
+        switch error {
+        case .resolve, .connect, .tls:
+            return .unreachable(server: "\(endpoint.host):\(endpoint.port)", detail: error.description)
+        default:
+            return .network(route: route, detail: error.description)
+        }
+    }
+}
+
+extension String {
+    /// Routes in messages name the endpoint, not the user id.
+    fileprivate func replacingUserSegment() -> String {
+        var parts = split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        if parts.count > 2, parts[1] == "users" { parts[2] = ":user" }
+        if parts.count > 4, parts[3] == "mailboxes" { parts[4] = ":mailbox" }
+        return parts.joined(separator: "/")
+    }
+}
+
+func percentEncode(_ s: String) -> String {
+    var out = ""
+    for byte in s.utf8 {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+             UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+            out.unicodeScalars.append(Unicode.Scalar(byte))
+        default:
+            let hex = String(byte, radix: 16, uppercase: true)
+            out += "%" + (hex.count == 1 ? "0" : "") + hex
+        }
+    }
+    return out
+}

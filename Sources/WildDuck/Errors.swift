@@ -1,0 +1,60 @@
+import Net
+
+/// What went wrong talking to the server. Descriptions say what happened and what to do,
+/// and never contain the password or the token.
+public enum WildDuckError: Error, CustomStringConvertible, Sendable {
+    /// The server refused the username/password (403 AuthFailed, possibly rate limited).
+    case authenticationFailed(String)
+    /// The token was refused even after authenticating again.
+    case invalidToken
+    /// The server could not be reached at all.
+    case unreachable(server: String, detail: String)
+    /// The connection broke during an exchange.
+    case network(route: String, detail: String)
+    /// The server answered with an error.
+    case server(route: String, status: Int, code: String?, message: String)
+    /// The answer could not be understood.
+    case malformed(route: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case .authenticationFailed(let message):
+            return "authentication failed: \(message); check the username and the password file or command"
+        case .invalidToken:
+            return "the server rejected the access token right after issuing it; check the server's access-control settings"
+        case .unreachable(let server, let detail):
+            return "cannot reach \(server): \(detail); check --server and the network, then re-run"
+        case .network(let route, let detail):
+            return "connection lost during \(route): \(detail); re-run to continue where this run stopped"
+        case .server(let route, let status, let code, let message):
+            let what = code.map { "\($0): \(message)" } ?? message
+            let hint = status >= 500 ? "the server had a problem; re-run later" : "re-run; if it persists, report it"
+            return "server error on \(route) (HTTP \(status), \(what)); \(hint)"
+        case .malformed(let route, let detail):
+            return "unexpected answer from the server on \(route): \(detail); is --server a WildDuck API URL?"
+        }
+    }
+
+    /// 404-style errors: the thing asked for is gone (a message expunged mid-sync, a mailbox deleted).
+    public var isNotFound: Bool {
+        if case .server(_, let status, let code, _) = self {
+            return status == 404 || code == "MessageNotFound" || code == "NoSuchMailbox"
+        }
+        return false
+    }
+
+    /// A rejected paging cursor (400 on a request that carried one).
+    public var isInputValidation: Bool {
+        if case .server(_, let status, let code, _) = self { return status == 400 || code == "InputValidationError" }
+        return false
+    }
+
+    /// Whether retrying later might help (network trouble, 5xx, 429).
+    public var isTemporary: Bool {
+        switch self {
+        case .unreachable, .network: return true
+        case .server(_, let status, _, _): return status >= 500 || status == 429
+        default: return false
+        }
+    }
+}

@@ -1,0 +1,250 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A parsed HTTP/1.1 request.
+public struct HTTPRequest: Sendable {
+    public var method: String
+    /// the raw target (path + query)
+    public var target: String
+    /// decoded path segments (empty segments dropped)
+    public var segments: [String]
+    public var query: [String: String]
+    /// lower-cased names
+    public var headers: [String: String]
+    public var body: [UInt8]
+    public var keepAlive: Bool
+
+    public func header(_ name: String) -> String? { headers[name.lowercased()] }
+}
+
+/// A response to write.
+struct HTTPResponse: Sendable {
+    var status: Int
+    var headers: [(String, String)] = []
+    var body: [UInt8] = []
+    /// send with `Transfer-Encoding: chunked` (one chunk) instead of Content-Length
+    var chunked = false
+
+    static func json(_ status: Int, _ value: JSONValue) -> HTTPResponse {
+        HTTPResponse(status: status, headers: [("Content-Type", "application/json; charset=utf-8")], body: value.serialized())
+    }
+
+    static func jsonBytes(_ status: Int, _ bytes: [UInt8]) -> HTTPResponse {
+        HTTPResponse(status: status, headers: [("Content-Type", "application/json; charset=utf-8")], body: bytes)
+    }
+
+    /// Serialises status line, headers and body. With `truncateAt`, only that many body bytes are included.
+    func encoded(keepAlive: Bool, truncateAt: Int? = nil) -> [UInt8] {
+        var head = "HTTP/1.1 \(status) \(HTTPResponse.reason(status))\r\n"
+        for (k, v) in headers { head += "\(k): \(v)\r\n" }
+        if chunked { head += "Transfer-Encoding: chunked\r\n" } else { head += "Content-Length: \(body.count)\r\n" }
+        head += keepAlive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n"
+        var out: [UInt8] = []
+        out.reserveCapacity(head.utf8.count + body.count + 32)
+        out.append(contentsOf: head.utf8)
+        let limit = truncateAt.map { min($0, body.count) } ?? body.count
+        if chunked {
+            if !body.isEmpty {
+                out.append(contentsOf: String(body.count, radix: 16).utf8)
+                out.append(contentsOf: [0x0D, 0x0A])
+                out.append(contentsOf: body[0..<limit])
+                if truncateAt != nil { return out }
+                out.append(contentsOf: [0x0D, 0x0A])
+            }
+            if truncateAt != nil { return out }
+            out.append(contentsOf: Array("0\r\n\r\n".utf8))
+        } else {
+            out.append(contentsOf: body[0..<limit])
+        }
+        return out
+    }
+
+    static func reason(_ s: Int) -> String {
+        switch s {
+        case 200: return "OK"
+        case 201: return "Created"
+        case 204: return "No Content"
+        case 400: return "Bad Request"
+        case 401: return "Unauthorized"
+        case 403: return "Forbidden"
+        case 404: return "Not Found"
+        case 405: return "Method Not Allowed"
+        case 408: return "Request Timeout"
+        case 413: return "Payload Too Large"
+        case 429: return "Too Many Requests"
+        case 500: return "Internal Server Error"
+        case 502: return "Bad Gateway"
+        case 503: return "Service Unavailable"
+        case 504: return "Gateway Timeout"
+        default: return "Status \(s)"
+        }
+    }
+}
+
+enum HTTPParseError: Error { case malformed(String), tooLarge }
+
+/// Incremental request parser: feed bytes, take complete requests (handles pipelining and partial reads).
+struct HTTPRequestParser {
+    var buffer: [UInt8] = []
+    var start = 0
+    let maxHeader = 64 * 1024
+    let maxBody = 80 * 1024 * 1024
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        if start > 0 && start >= buffer.count / 2 {
+            buffer.removeFirst(start)
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    var pending: Int { buffer.count - start }
+    /// Set when a request with `Expect: 100-continue` waits for its body; the caller answers `100 Continue` once.
+    var wantsContinue = false
+    var continuedAt = -1
+
+    /// Returns a complete request, or nil when more bytes are needed.
+    mutating func next() throws -> HTTPRequest? {
+        guard start < buffer.count else { return nil }
+        // skip stray CRLF between requests
+        while start + 1 < buffer.count, buffer[start] == 0x0D, buffer[start + 1] == 0x0A { start += 2 }
+        guard let headEnd = buffer.firstIndex(of: [0x0D, 0x0A, 0x0D, 0x0A], from: start) else {
+            if buffer.count - start > maxHeader { throw HTTPParseError.tooLarge }
+            return nil
+        }
+        let headText = String(decoding: buffer[start..<headEnd], as: UTF8.self)
+        var lines = headText.components(separatedBy: "\r\n")
+        guard !lines.isEmpty else { throw HTTPParseError.malformed("empty") }
+        let requestLine = lines.removeFirst().split(separator: " ", omittingEmptySubsequences: true)
+        guard requestLine.count == 3, requestLine[2].hasPrefix("HTTP/1.") else { throw HTTPParseError.malformed("request line") }
+        let method = String(requestLine[0])
+        let target = String(requestLine[1])
+        let http10 = requestLine[2] == "HTTP/1.0"
+        var headers: [String: String] = [:]
+        for l in lines {
+            guard let colon = l.firstIndex(of: ":") else { throw HTTPParseError.malformed("header") }
+            let name = l[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
+            let value = l[l.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            if let old = headers[name] { headers[name] = old + ", " + value } else { headers[name] = value }
+        }
+        var pos = headEnd + 4
+        var body: [UInt8] = []
+        if let ex = headers["expect"], ex.lowercased() == "100-continue", continuedAt != start {
+            let complete: Bool
+            if let cl = headers["content-length"].flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) {
+                complete = buffer.count - pos >= cl
+            } else { complete = false }
+            if !complete { wantsContinue = true; continuedAt = start; return nil }
+        }
+        if let te = headers["transfer-encoding"], te.lowercased().contains("chunked") {
+            // chunked body
+            while true {
+                guard let lineEnd = buffer.firstIndex(of: [0x0D, 0x0A], from: pos) else { return nil }
+                let sizeText = String(decoding: buffer[pos..<lineEnd], as: UTF8.self).split(separator: ";").first.map(String.init) ?? ""
+                guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16), size >= 0 else {
+                    throw HTTPParseError.malformed("chunk size")
+                }
+                if body.count + size > maxBody { throw HTTPParseError.tooLarge }
+                let dataStart = lineEnd + 2
+                if size == 0 {
+                    // trailers until empty line
+                    var p = dataStart
+                    while true {
+                        guard let e = buffer.firstIndex(of: [0x0D, 0x0A], from: p) else { return nil }
+                        if e == p { pos = e + 2; break }
+                        p = e + 2
+                    }
+                    break
+                }
+                guard buffer.count >= dataStart + size + 2 else { return nil }
+                body.append(contentsOf: buffer[dataStart..<(dataStart + size)])
+                pos = dataStart + size + 2
+            }
+        } else if let cl = headers["content-length"] {
+            guard let n = Int(cl.trimmingCharacters(in: .whitespaces)), n >= 0 else { throw HTTPParseError.malformed("content-length") }
+            if n > maxBody { throw HTTPParseError.tooLarge }
+            guard buffer.count - pos >= n else { return nil }
+            body = Array(buffer[pos..<(pos + n)])
+            pos += n
+        }
+        start = pos
+        let conn = headers["connection"]?.lowercased() ?? ""
+        let keepAlive = http10 ? conn.contains("keep-alive") : !conn.contains("close")
+        let (segments, query) = HTTPRequestParser.splitTarget(target)
+        return HTTPRequest(method: method, target: target, segments: segments, query: query, headers: headers, body: body, keepAlive: keepAlive)
+    }
+
+    static func percentDecode(_ s: Substring, plusIsSpace: Bool) -> String {
+        guard s.contains("%") || (plusIsSpace && s.contains("+")) else { return String(s) }
+        var out: [UInt8] = []
+        let u = Array(s.utf8)
+        var i = 0
+        func hv(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 0x30...0x39: return c - 0x30
+            case 0x41...0x46: return c - 0x41 + 10
+            case 0x61...0x66: return c - 0x61 + 10
+            default: return nil
+            }
+        }
+        while i < u.count {
+            if u[i] == UInt8(ascii: "%"), i + 2 < u.count, let a = hv(u[i + 1]), let b = hv(u[i + 2]) {
+                out.append(a << 4 | b); i += 3; continue
+            }
+            if plusIsSpace && u[i] == UInt8(ascii: "+") { out.append(0x20); i += 1; continue }
+            out.append(u[i]); i += 1
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func splitTarget(_ target: String) -> ([String], [String: String]) {
+        var pathPart = Substring(target)
+        var queryPart: Substring = ""
+        if let q = target.firstIndex(of: "?") {
+            pathPart = target[..<q]
+            queryPart = target[target.index(after: q)...]
+        }
+        if let h = pathPart.firstIndex(of: "#") { pathPart = pathPart[..<h] }
+        let segments = pathPart.split(separator: "/").map { percentDecode($0, plusIsSpace: false) }
+        var query: [String: String] = [:]
+        for pair in queryPart.split(separator: "&") {
+            if let eq = pair.firstIndex(of: "=") {
+                query[percentDecode(pair[..<eq], plusIsSpace: true)] = percentDecode(pair[pair.index(after: eq)...], plusIsSpace: true)
+            } else {
+                query[percentDecode(pair, plusIsSpace: true)] = ""
+            }
+        }
+        return (segments, query)
+    }
+}
+
+/// Socket helpers.
+enum Sock {
+    /// Writes everything; false when the peer is gone.
+    @discardableResult
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        var off = 0
+        return bytes.withUnsafeBytes { p -> Bool in
+            guard let base = p.baseAddress else { return true }
+            while off < bytes.count {
+                let n = send(fd, base + off, bytes.count - off, Int32(MSG_NOSIGNAL))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                if n == 0 { return false }
+                off += n
+            }
+            return true
+        }
+    }
+
+    static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) {
+        var v = value
+        _ = setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size))
+    }
+}

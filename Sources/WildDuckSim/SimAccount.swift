@@ -1,0 +1,710 @@
+import Foundation
+import Synchronization
+
+// MARK: - public value types
+
+public struct SimMailbox: Sendable, Equatable {
+    public var id: String
+    public var path: String
+    public var specialUse: String?
+    public var modifyIndex: Int
+    public var total: Int
+    public var unseen: Int
+    public var subscribed: Bool
+    public var hidden: Bool
+    public var name: String { path.split(separator: "/", omittingEmptySubsequences: false).last.map(String.init) ?? path }
+}
+
+public struct SimMessage: Sendable {
+    public var uid: Int
+    public var messageId: String
+    public var size: Int
+    public var raw: [UInt8]
+    public var seen: Bool
+    public var flagged: Bool
+    public var draft: Bool
+    public var deleted: Bool
+    public var answered: Bool
+    public var forwarded: Bool
+    public var idate: Date
+    public var subject: String
+    public var thread: String
+}
+
+public enum SimSizeMix: Sendable {
+    /// mostly 2–30 KB, about 3 % between 200 KB and 2 MB
+    case realistic
+    /// about 2 KB each
+    case small
+}
+
+public enum SimAccountError: Error, Sendable, Equatable, CustomStringConvertible {
+    case noSuchMailbox
+    case mailboxExists
+    case disallowed(String)
+    case invalidPath(String)
+    case messageNotFound
+    case io(String)
+
+    public var description: String {
+        switch self {
+        case .noSuchMailbox: return "Mailbox update failed with code NoSuchMailbox"
+        case .mailboxExists: return "Mailbox creation failed with code MailboxExistsError"
+        case let .disallowed(m): return m
+        case let .invalidPath(m): return m
+        case .messageNotFound: return "Message was not found"
+        case let .io(m): return m
+        }
+    }
+}
+
+// MARK: - internal storage
+
+/// Where the bytes of a message come from. Generated messages are composed from shared blocks, so that
+/// 100 000 of them cost little memory.
+enum RawSource: Sendable {
+    case bytes([UInt8])
+    case composed(prefix: [UInt8], block: SynthBlock, offset: Int, length: Int, suffix: [UInt8])
+
+    var count: Int {
+        switch self {
+        case let .bytes(b): return b.count
+        case let .composed(p, _, _, l, s): return p.count + l + s.count
+        }
+    }
+
+    func write(to out: inout [UInt8]) {
+        switch self {
+        case let .bytes(b): out.append(contentsOf: b)
+        case let .composed(p, block, o, l, s):
+            out.append(contentsOf: p)
+            let data = block.bytes
+            out.append(contentsOf: data[o..<(o + l)])
+            out.append(contentsOf: s)
+        }
+    }
+
+    var bytes: [UInt8] {
+        if case let .bytes(b) = self { return b }
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        write(to: &out)
+        return out
+    }
+}
+
+/// Immutable per-message content, shared between the source and target of a move.
+final class MessageContent: Sendable {
+    let source: RawSource
+    let size: Int
+    let objectId: String
+    let messageId: String
+    let thread: String
+    let subject: String
+    let parsed: ParsedMail
+    let dateMs: Int64?
+    /// The list-item fields that never change, serialised once: `"thread":...,"size":N` (no braces).
+    let staticJSON: [UInt8]
+
+    init(source: RawSource, parsed: ParsedMail, objectId: String, messageId: String, thread: String) {
+        self.source = source
+        self.size = source.count
+        self.objectId = objectId
+        self.messageId = messageId
+        self.thread = thread
+        self.subject = parsed.subject
+        self.parsed = parsed
+        self.dateMs = parsed.dateMs
+        var pairs: [(String, JSONValue)] = [
+            ("thread", .string(thread)),
+            ("from", parsed.from.map { $0.json } ?? .null),
+            ("to", .array(parsed.to.map { $0.json })),
+            ("cc", .array(parsed.cc.map { $0.json })),
+            ("bcc", .array(parsed.bcc.map { $0.json })),
+            ("messageId", .string(messageId)),
+            ("subject", .string(parsed.subject)),
+            ("intro", .string(parsed.intro)),
+            ("attachments", .bool(parsed.hasAttachments)),
+            ("size", .int(source.count)),
+            ("references", .array(parsed.references.map { .string($0) })),
+            ("encrypted", .bool(parsed.contentType == "multipart/encrypted")),
+        ]
+        if let ct = parsed.contentType {
+            var ctPairs: [(String, JSONValue)] = [("value", .string(ct))]
+            if !parsed.contentTypeParams.isEmpty {
+                ctPairs.append(("params", .object(parsed.contentTypeParams.map { ($0.0, .string($0.1)) })))
+            }
+            pairs.append(("contentType", .object(ctPairs)))
+        }
+        var out: [UInt8] = []
+        JSONValue.object(pairs).write(to: &out)
+        // strip the braces
+        staticJSON = Array(out.dropFirst().dropLast())
+    }
+}
+
+struct MsgFlags: Sendable, Equatable {
+    var seen = false, flagged = false, draft = false, deleted = false, answered = false, forwarded = false
+
+    var list: [String] {
+        var f: [String] = []
+        if answered { f.append("\\Answered") }
+        if deleted { f.append("\\Deleted") }
+        if draft { f.append("\\Draft") }
+        if flagged { f.append("\\Flagged") }
+        if seen { f.append("\\Seen") }
+        if forwarded { f.append("$Forwarded") }
+        return f
+    }
+}
+
+struct MsgRecord: Sendable {
+    var uid: Int
+    var idate: Int64
+    var seq: Int64
+    var flags: MsgFlags
+    let content: MessageContent
+
+    var key: SortKey { SortKey(a: idate, b: Int64(uid)) }
+}
+
+struct SortKey: Comparable, Sendable {
+    var a: Int64
+    var b: Int64
+    static func < (l: SortKey, r: SortKey) -> Bool { l.a != r.a ? l.a < r.a : l.b < r.b }
+}
+
+struct MailboxState: Sendable {
+    let id: String
+    var path: String
+    var specialUse: String?
+    var modifyIndex = 0
+    var uidNext = 1
+    var subscribed = true
+    var hidden = false
+    var encryptMessages = false
+    var retention: Int?
+    /// sorted by (idate, uid)
+    var byDate: [MsgRecord] = []
+    /// uid → idate, to find a record in `byDate`
+    var idateByUid: [Int: Int64] = [:]
+    /// ascending
+    var uids: [Int] = []
+    var unseen = 0
+
+    func index(ofUid uid: Int) -> Int? {
+        guard let d = idateByUid[uid] else { return nil }
+        let k = SortKey(a: d, b: Int64(uid))
+        let i = Paging.lowerBound(byDate.count) { byDate[$0].key < k }
+        return i < byDate.count && byDate[i].uid == uid ? i : nil
+    }
+
+    mutating func insert(_ r: MsgRecord) {
+        let k = r.key
+        if let last = byDate.last, last.key < k { byDate.append(r) } else {
+            let i = Paging.lowerBound(byDate.count) { byDate[$0].key < k }
+            byDate.insert(r, at: i)
+        }
+        idateByUid[r.uid] = r.idate
+        if let l = uids.last, l > r.uid {
+            let i = Paging.lowerBound(uids.count) { uids[$0] < r.uid }
+            uids.insert(r.uid, at: i)
+        } else { uids.append(r.uid) }
+        if !r.flags.seen { unseen += 1 }
+    }
+
+    mutating func remove(uid: Int) -> MsgRecord? {
+        guard let i = index(ofUid: uid) else { return nil }
+        let r = byDate.remove(at: i)
+        idateByUid[uid] = nil
+        let j = Paging.lowerBound(uids.count) { uids[$0] < uid }
+        if j < uids.count, uids[j] == uid { uids.remove(at: j) }
+        if !r.flags.seen { unseen -= 1 }
+        return r
+    }
+
+    var publicValue: SimMailbox {
+        SimMailbox(id: id, path: path, specialUse: specialUse, modifyIndex: modifyIndex, total: byDate.count, unseen: unseen,
+                   subscribed: subscribed, hidden: hidden)
+    }
+}
+
+struct FilterState: Sendable {
+    let id: String
+    var name: String
+    var created: Int64
+    var disabled = false
+    var query: JSONValue = .object([("from", .string("alerts@example.com"))])
+    var action: JSONValue = .object([("seen", .bool(true))])
+}
+
+struct AutoreplyState: Sendable {
+    var status = false
+    var name = ""
+    var subject = ""
+    var text = ""
+    var html = ""
+    var start: Int64?
+    var end: Int64?
+    var created: Int64?
+}
+
+/// One journal entry (spec §6).
+struct JournalEntry: Sendable {
+    let id: String
+    let created: Int64
+    let command: String
+    let mailbox: String?
+    /// the payload without `command`, in order
+    let fields: [(String, JSONValue)]
+    let unseenChange: Bool
+}
+
+struct AccountState: Sendable {
+    var idPrefix: String
+    var idCounter: UInt64 = 0
+    var seq: Int64 = 0
+    var userId = ""
+    var username: String
+    var password: String
+    var user: [String: String] = [:]
+    var quota = 1_073_741_824
+    var mailboxes: [String: MailboxState] = [:]
+    var pathIndex: [String: String] = [:]
+    var tokens: Set<String> = []
+    var filters: [FilterState] = []
+    var autoreply = AutoreplyState()
+    var journal: [JournalEntry] = []
+    var journalTTLms: Int64 = 3 * 3600 * 1000
+    var journalGeneration: UInt64 = 0
+
+    init(username: String, password: String) {
+        self.username = username
+        self.password = password
+        let t = UInt64(max(0, Date().timeIntervalSince1970))
+        var g = SystemRandomNumberGenerator()
+        idPrefix = Hex.fixed(t & 0xFFFF_FFFF, width: 8) + Hex.fixed(UInt64.random(in: 0...0xFF_FFFF, using: &g), width: 6)
+    }
+
+    /// 24-hex ids, increasing within the account (like Mongo ObjectIds from one process).
+    mutating func newId() -> String {
+        idCounter += 1
+        return idPrefix + Hex.fixed(idCounter, width: 10)
+    }
+
+    mutating func publish(_ command: String, mailbox: String?, _ fields: [(String, JSONValue)], unseenChange: Bool = false) {
+        let now = nowMillis()
+        journal.append(JournalEntry(id: newId(), created: now, command: command, mailbox: mailbox, fields: fields, unseenChange: unseenChange))
+        journalGeneration &+= 1
+        // expire old entries
+        if let first = journal.first, now - first.created > journalTTLms {
+            let cut = journal.firstIndex(where: { now - $0.created <= journalTTLms }) ?? journal.count
+            journal.removeFirst(cut)
+        }
+    }
+}
+
+// MARK: - SimAccount
+
+/// An in-memory WildDuck account. All methods are thread-safe.
+public final class SimAccount: Sendable {
+    let state: Mutex<AccountState>
+    /// Signalled (broadcast) after every journal append; used by the SSE stream.
+    let journalSignal = JournalSignal()
+
+    public init(username: String = "demo", password: String = "demo") {
+        var s = AccountState(username: username, password: password)
+        s.userId = s.newId()
+        s.user = ["name": username.prefix(1).uppercased() + username.dropFirst(), "address": "\(username)@example.com"]
+        state = Mutex(s)
+        for (path, su) in [("INBOX", nil), ("Sent Mail", "\\Sent"), ("Trash", "\\Trash"), ("Drafts", "\\Drafts"), ("Junk", "\\Junk")] as [(String, String?)] {
+            _ = try? createMailbox(path: path, specialUse: su)
+        }
+        // default folders are not announced on the journal
+        state.withLock { $0.journal.removeAll() }
+    }
+
+    public var userId: String { state.withLock { $0.userId } }
+    public var username: String { state.withLock { $0.username } }
+    public var password: String { state.withLock { $0.password } }
+    public var address: String { state.withLock { $0.user["address"] ?? "" } }
+
+    func mutate<R>(_ body: (inout AccountState) throws -> R) rethrows -> R {
+        let (r, published) = try state.withLock { s -> (R, Bool) in
+            let g = s.journalGeneration
+            let r = try body(&s)
+            return (r, s.journalGeneration != g)
+        }
+        if published { journalSignal.broadcast() }
+        return r
+    }
+
+    // MARK: mailboxes
+
+    static func validate(path: String) throws {
+        guard !path.isEmpty, !path.hasPrefix("/"), !path.hasSuffix("/"), !path.contains("//") else {
+            throw SimAccountError.invalidPath("\"path\" contains an invalid value")
+        }
+        let segs = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard segs.count <= 128 else { throw SimAccountError.disallowed("Mailbox path is too deep") }
+        guard segs.allSatisfy({ $0.utf8.count <= 512 }) else { throw SimAccountError.disallowed("Mailbox name is too long") }
+    }
+
+    static func normalise(_ path: String) -> String {
+        if path.uppercased() == "INBOX" { return "INBOX" }
+        if path.uppercased().hasPrefix("INBOX/") { return "INBOX" + path.dropFirst(5) }
+        return path
+    }
+
+    @discardableResult
+    public func createMailbox(path: String, specialUse: String? = nil) throws -> String {
+        try createMailbox(path: path, specialUse: specialUse, hidden: false, retention: nil, encryptMessages: false)
+    }
+
+    @discardableResult
+    public func createMailbox(path rawPath: String, specialUse: String?, hidden: Bool, retention: Int?, encryptMessages: Bool) throws -> String {
+        try SimAccount.validate(path: rawPath)
+        let path = SimAccount.normalise(rawPath)
+        return try mutate { s in
+            guard s.pathIndex[path] == nil else { throw SimAccountError.mailboxExists }
+            guard s.mailboxes.count < 1500 else { throw SimAccountError.disallowed("Mailbox limit reached") }
+            let id = s.newId()
+            var mb = MailboxState(id: id, path: path, specialUse: specialUse)
+            mb.hidden = hidden
+            mb.retention = retention ?? ((specialUse == "\\Trash" || specialUse == "\\Junk") ? 30 * 24 * 3600 * 1000 : nil)
+            mb.encryptMessages = encryptMessages
+            s.mailboxes[id] = mb
+            s.pathIndex[path] = id
+            s.publish("CREATE", mailbox: id, [("mailbox", .string(id)), ("path", .string(path))])
+            return id
+        }
+    }
+
+    public func renameMailbox(id: String, to rawPath: String) throws {
+        try SimAccount.validate(path: rawPath)
+        let path = SimAccount.normalise(rawPath)
+        try mutate { s in
+            guard let mb = s.mailboxes[id] else { throw SimAccountError.noSuchMailbox }
+            guard mb.path != "INBOX" else { throw SimAccountError.disallowed("INBOX can not be renamed") }
+            guard !mb.hidden else { throw SimAccountError.disallowed("Hidden mailboxes can not be renamed") }
+            if mb.path == path { return }
+            guard s.pathIndex[path] == nil else { throw SimAccountError.mailboxExists }
+            guard path != "INBOX" else { throw SimAccountError.mailboxExists }
+            let old = mb.path
+            // the mailbox itself and its children
+            let affected = s.mailboxes.values.filter { $0.path == old || $0.path.hasPrefix(old + "/") }
+                .sorted { $0.path.count < $1.path.count }
+            for m in affected {
+                let newPath = path + m.path.dropFirst(old.count)
+                s.pathIndex[m.path] = nil
+                s.pathIndex[newPath] = m.id
+                s.mailboxes[m.id]?.path = newPath
+                s.publish("RENAME", mailbox: m.id, [("mailbox", .string(m.id)), ("path", .string(newPath))])
+            }
+        }
+    }
+
+    public func updateMailbox(id: String, subscribed: Bool? = nil, hidden: Bool? = nil, encryptMessages: Bool? = nil, retention: Int? = nil) throws {
+        try mutate { s in
+            guard s.mailboxes[id] != nil else { throw SimAccountError.noSuchMailbox }
+            if let v = subscribed { s.mailboxes[id]?.subscribed = v }
+            if let v = hidden { s.mailboxes[id]?.hidden = v }
+            if let v = encryptMessages { s.mailboxes[id]?.encryptMessages = v }
+            if let v = retention { s.mailboxes[id]?.retention = v }
+        }
+    }
+
+    public func deleteMailbox(id: String) throws {
+        try mutate { s in
+            guard let mb = s.mailboxes[id] else { throw SimAccountError.noSuchMailbox }
+            guard mb.path != "INBOX" else { throw SimAccountError.disallowed("INBOX can not be deleted") }
+            guard mb.specialUse == nil else { throw SimAccountError.disallowed("Special use mailboxes can not be deleted") }
+            guard !mb.hidden else { throw SimAccountError.disallowed("Hidden mailboxes can not be deleted") }
+            s.mailboxes[id] = nil
+            s.pathIndex[mb.path] = nil
+            s.publish("DELETE", mailbox: id, [("mailbox", .string(id))])
+        }
+    }
+
+    public func mailboxId(path: String) -> String? {
+        state.withLock { $0.pathIndex[SimAccount.normalise(path)] }
+    }
+
+    /// All mailboxes, in the order of the REST list (hidden ones included).
+    public func mailboxes() -> [SimMailbox] {
+        state.withLock { s in SimAccount.sorted(Array(s.mailboxes.values)).map { $0.publicValue } }
+    }
+
+    func mailboxStates() -> [MailboxState] {
+        state.withLock { s in SimAccount.sorted(s.mailboxes.values.map { m in var c = m; c.byDate = []; c.idateByUid = [:]; c.uids = []; return c }) }
+    }
+
+    /// INBOX first, then INBOX/…, then subscribed before unsubscribed, then by path (locale-like: case-insensitive first).
+    static func sorted(_ list: [MailboxState]) -> [MailboxState] {
+        list.sorted { a, b in
+            func rank(_ m: MailboxState) -> Int { m.path == "INBOX" ? 0 : (m.path.hasPrefix("INBOX/") ? 1 : 2) }
+            let ra = rank(a), rb = rank(b)
+            if ra != rb { return ra < rb }
+            if a.subscribed != b.subscribed { return a.subscribed }
+            let la = a.path.lowercased(), lb = b.path.lowercased()
+            if la != lb { return la < lb }
+            return a.path < b.path
+        }
+    }
+
+    // MARK: messages
+
+    static func threadId(for parsed: ParsedMail, messageId: String) -> String {
+        let root = parsed.references.first ?? parsed.inReplyTo?.trimmingCharacters(in: .whitespaces) ?? messageId
+        let subj = parsed.subject.lowercased().replacingOccurrences(of: "re: ", with: "").replacingOccurrences(of: "fwd: ", with: "")
+        let h1 = FNV.hash64(Array(root.utf8))
+        let h2 = FNV.hash64(Array(subj.utf8))
+        return Hex.fixed(h1, width: 16) + Hex.fixed(h2 >> 32, width: 8)
+    }
+
+    func makeContent(_ source: RawSource, parsed: ParsedMail, objectId: String) -> MessageContent {
+        let mid = parsed.messageId ?? "<\(uuidString())@wildduck.email>"
+        return MessageContent(source: source, parsed: parsed, objectId: objectId, messageId: mid, thread: SimAccount.threadId(for: parsed, messageId: mid))
+    }
+
+    @discardableResult
+    public func deliver(_ raw: [UInt8], to mailboxId: String, seen: Bool = false, flagged: Bool = false, draft: Bool = false, idate: Date? = nil) throws -> Int {
+        let parsed = MailParser.parse(raw)
+        let ms = idate.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+        return try deliver(source: .bytes(raw), parsed: parsed, to: mailboxId, flags: MsgFlags(seen: seen, flagged: flagged, draft: draft), idateMs: ms).uid
+    }
+
+    func deliver(source: RawSource, parsed: ParsedMail, to mailboxId: String, flags: MsgFlags, idateMs: Int64?) throws -> (uid: Int, size: Int) {
+        let oid = state.withLock { $0.newId() }
+        let content = makeContent(source, parsed: parsed, objectId: oid)
+        return try mutate { s in
+            guard s.mailboxes[mailboxId] != nil else { throw SimAccountError.noSuchMailbox }
+            let uid = s.add(content: content, to: mailboxId, flags: flags, idate: idateMs ?? nowMillis())
+            return (uid, content.size)
+        }
+    }
+
+    public func setFlags(mailboxId: String, uid: Int, seen: Bool? = nil, flagged: Bool? = nil, draft: Bool? = nil, deleted: Bool? = nil,
+                         answered: Bool? = nil, forwarded: Bool? = nil) throws {
+        try mutate { s in
+            guard s.mailboxes[mailboxId] != nil else { throw SimAccountError.noSuchMailbox }
+            guard try s.setFlags(mailboxId: mailboxId, uid: uid, seen: seen, flagged: flagged, draft: draft, deleted: deleted,
+                                 answered: answered, forwarded: forwarded) != nil else { throw SimAccountError.messageNotFound }
+        }
+    }
+
+    @discardableResult
+    public func move(mailboxId: String, uid: Int, to target: String) throws -> Int {
+        try mutate { s in
+            guard s.mailboxes[mailboxId] != nil, s.mailboxes[target] != nil else { throw SimAccountError.noSuchMailbox }
+            guard let newUid = s.move(mailboxId: mailboxId, uid: uid, to: target) else { throw SimAccountError.messageNotFound }
+            return newUid
+        }
+    }
+
+    public func expunge(mailboxId: String, uid: Int) throws {
+        try mutate { s in
+            guard s.mailboxes[mailboxId] != nil else { throw SimAccountError.noSuchMailbox }
+            guard s.expunge(mailboxId: mailboxId, uid: uid) else { throw SimAccountError.messageNotFound }
+        }
+    }
+
+    public func messages(mailboxId: String) -> [SimMessage] {
+        let records = state.withLock { s -> [MsgRecord] in
+            guard let mb = s.mailboxes[mailboxId] else { return [] }
+            return mb.uids.compactMap { uid in mb.index(ofUid: uid).map { mb.byDate[$0] } }
+        }
+        return records.map { r in
+            SimMessage(uid: r.uid, messageId: r.content.messageId, size: r.content.size, raw: r.content.source.bytes,
+                       seen: r.flags.seen, flagged: r.flags.flagged, draft: r.flags.draft, deleted: r.flags.deleted,
+                       answered: r.flags.answered, forwarded: r.flags.forwarded,
+                       idate: Date(timeIntervalSince1970: Double(r.idate) / 1000), subject: r.content.subject, thread: r.content.thread)
+        }
+    }
+
+    func record(mailboxId: String, uid: Int) -> MsgRecord? {
+        state.withLock { s in
+            guard let mb = s.mailboxes[mailboxId], let i = mb.index(ofUid: uid) else { return nil }
+            return mb.byDate[i]
+        }
+    }
+
+    // MARK: user, filters, autoreply, tokens
+
+    public func updateUser(_ fields: [String: String]) {
+        mutate { s in
+            for (k, v) in fields {
+                if k == "password" { s.password = v; s.tokens.removeAll(); continue }
+                s.user[k] = v
+            }
+        }
+    }
+
+    func userField(_ k: String) -> String? { state.withLock { $0.user[k] } }
+
+    @discardableResult
+    public func addFilter(name: String) -> String {
+        mutate { s in
+            let id = s.newId()
+            s.filters.append(FilterState(id: id, name: name, created: nowMillis()))
+            return id
+        }
+    }
+
+    public func deleteFilter(id: String) {
+        mutate { s in s.filters.removeAll { $0.id == id } }
+    }
+
+    public func setAutoreply(status: Bool, subject: String, text: String) {
+        mutate { s in
+            s.autoreply.status = status
+            s.autoreply.subject = subject
+            s.autoreply.text = text
+            if s.autoreply.created == nil { s.autoreply.created = nowMillis() }
+        }
+    }
+
+    public func revokeTokens() { mutate { $0.tokens.removeAll() } }
+
+    /// Issues a token as `POST /authenticate` would.
+    public func issueToken() -> String {
+        let t = randomHex(bytes: 20)
+        mutate { _ = $0.tokens.insert(t) }
+        return t
+    }
+
+    func isValid(token: String) -> Bool {
+        guard Hex.isHex(token, count: 40) else { return false }
+        return state.withLock { $0.tokens.contains(token.lowercased()) }
+    }
+
+    func revoke(token: String) { mutate { _ = $0.tokens.remove(token.lowercased()) } }
+
+    /// Journal entries expire after this many seconds (default 3 hours, like the server's TTL index).
+    public func setJournalTTL(seconds: Double) {
+        mutate { $0.journalTTLms = Int64(seconds * 1000) }
+    }
+
+    // MARK: seeding
+
+    /// Delivers every regular file under `directory` (recursively, sorted by path) into the mailbox.
+    @discardableResult
+    public func seed(directory: String, mailboxId: String) throws -> Int {
+        let files = try SimAccount.regularFiles(under: directory)
+        var n = 0
+        for f in files {
+            guard let data = FileManager.default.contents(atPath: f) else { continue }
+            try deliver([UInt8](data), to: mailboxId)
+            n += 1
+        }
+        return n
+    }
+
+    static func regularFiles(under directory: String) throws -> [String] {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), isDir.boolValue else {
+            throw SimAccountError.io("not a directory: \(directory)")
+        }
+        guard let subs = try? FileManager.default.subpathsOfDirectory(atPath: directory) else {
+            throw SimAccountError.io("cannot read \(directory)")
+        }
+        let base = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        return subs.sorted().map { base + "/" + $0 }.filter { p in
+            var d: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: p, isDirectory: &d), !d.boolValue else { return false }
+            let attrs = try? FileManager.default.attributesOfItem(atPath: p)
+            return (attrs?[.type] as? FileAttributeType) == .typeRegular
+        }
+    }
+}
+
+// MARK: - mutations on the locked state
+
+extension AccountState {
+    mutating func add(content: MessageContent, to mailboxId: String, flags: MsgFlags, idate: Int64) -> Int {
+        guard var mb = mailboxes[mailboxId] else { return 0 }
+        mailboxes[mailboxId] = nil // avoid copy-on-write of the big arrays
+        let uid = mb.uidNext
+        mb.uidNext += 1
+        mb.modifyIndex += 1
+        seq += 1
+        mb.insert(MsgRecord(uid: uid, idate: idate, seq: seq, flags: flags, content: content))
+        mailboxes[mailboxId] = mb
+        publish("EXISTS", mailbox: mailboxId, [("mailbox", .string(mailboxId)), ("uid", .int(uid)), ("message", .string(content.objectId)),
+                                               ("thread", .string(content.thread)), ("idate", .string(ISODate.format(ms: idate)))],
+                unseenChange: !flags.seen)
+        return uid
+    }
+
+    /// nil when the message does not exist; otherwise whether anything changed.
+    mutating func setFlags(mailboxId: String, uid: Int, seen: Bool?, flagged: Bool?, draft: Bool?, deleted: Bool?,
+                           answered: Bool?, forwarded: Bool?) throws -> Bool? {
+        guard var mb = mailboxes[mailboxId] else { throw SimAccountError.noSuchMailbox }
+        guard let i = mb.index(ofUid: uid) else { return nil }
+        mailboxes[mailboxId] = nil
+        defer { mailboxes[mailboxId] = mb }
+        var f = mb.byDate[i].flags
+        let old = f
+        if let v = seen { f.seen = v }
+        if let v = flagged { f.flagged = v }
+        if let v = draft { f.draft = v }
+        if let v = deleted { f.deleted = v }
+        if let v = answered { f.answered = v }
+        if let v = forwarded { f.forwarded = v }
+        guard f != old else { return false }
+        mb.byDate[i].flags = f
+        if old.seen != f.seen { mb.unseen += f.seen ? -1 : 1 }
+        mb.modifyIndex += 1
+        let c = mb.byDate[i].content
+        publish("FETCH", mailbox: mailboxId, [("mailbox", .string(mailboxId)), ("uid", .int(uid)), ("flags", .array(f.list.map { .string($0) })),
+                                              ("message", .string(c.objectId)), ("thread", .string(c.thread))],
+                unseenChange: old.seen != f.seen)
+        return true
+    }
+
+    mutating func move(mailboxId: String, uid: Int, to target: String) -> Int? {
+        guard var mb = mailboxes[mailboxId] else { return nil }
+        mailboxes[mailboxId] = nil
+        guard let r = mb.remove(uid: uid) else { mailboxes[mailboxId] = mb; return nil }
+        mb.modifyIndex += 1
+        mailboxes[mailboxId] = mb
+        publish("EXPUNGE", mailbox: mailboxId, [("mailbox", .string(mailboxId)), ("uid", .int(uid)), ("message", .string(r.content.objectId)),
+                                                ("thread", .string(r.content.thread))], unseenChange: !r.flags.seen)
+        return add(content: r.content, to: target, flags: r.flags, idate: r.idate)
+    }
+
+    mutating func expunge(mailboxId: String, uid: Int) -> Bool {
+        guard var mb = mailboxes[mailboxId] else { return false }
+        mailboxes[mailboxId] = nil
+        let r = mb.remove(uid: uid)
+        if r != nil { mb.modifyIndex += 1 }
+        mailboxes[mailboxId] = mb
+        guard let rec = r else { return false }
+        publish("EXPUNGE", mailbox: mailboxId, [("mailbox", .string(mailboxId)), ("uid", .int(uid)), ("message", .string(rec.content.objectId)),
+                                                ("thread", .string(rec.content.thread))], unseenChange: !rec.flags.seen)
+        return true
+    }
+}
+
+/// A broadcast signal: waiters block until the generation changes or a timeout passes.
+final class JournalSignal: Sendable {
+    private let cond = Mutex<UInt64>(0)
+
+    func broadcast() { cond.withLock { $0 &+= 1 } }
+
+    var generation: UInt64 { cond.withLock { $0 } }
+
+    /// Waits (polling at a fine grain) until the generation differs from `seen` or `timeout` seconds pass.
+    /// Returns the current generation.
+    func wait(after seen: UInt64, timeout: Double, cancelled: () -> Bool) -> UInt64 {
+        let deadline = Date().addingTimeInterval(timeout)
+        var sleepUs: UInt32 = 200
+        while true {
+            let g = generation
+            if g != seen || cancelled() { return g }
+            if Date() >= deadline { return g }
+            usleep(sleepUs)
+            sleepUs = min(sleepUs * 2, 20_000)
+        }
+    }
+}

@@ -1,0 +1,275 @@
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+public struct SimStats: Sendable, Equatable {
+    /// every request that was read, including faulted ones
+    public var totalRequests: Int = 0
+    /// keyed "authenticate", "mailboxes", "messages", "search", "message.eml", "user", "filters", "autoreply", "updates", "other"
+    public var perRoute: [String: Int] = [:]
+    /// bytes written to sockets (headers included)
+    public var bytesSent: Int = 0
+
+    public subscript(route: String) -> Int { perRoute[route] ?? 0 }
+}
+
+public enum SimFault: Sendable, Equatable {
+    /// answer with this status and (JSON) body instead of the real response
+    case status(Int, body: String)
+    /// answer 200 with a body that is not valid JSON
+    case malformedJSON
+    /// close the connection without answering
+    case dropConnection
+    /// wait, then answer normally
+    case delay(milliseconds: Int)
+    /// the next request *that carries a cursor* (`next`/`previous`) gets 400 InputValidationError
+    case rejectCursor
+    /// send the headers and half of the body, then close the connection
+    case truncateBody
+}
+
+struct ServerCore: Sendable {
+    var listenFD: Int32 = -1
+    var port: UInt16 = 0
+    var host = "127.0.0.1"
+    var running = false
+    var connections: Set<Int32> = []
+    var stats = SimStats()
+    var faults: [String: [(fault: SimFault, remaining: Int)]] = [:]
+    var sseIdleSeconds: Double = 15
+}
+
+enum RouteResult {
+    case response(HTTPResponse)
+    /// takes over the connection (SSE); returns whether the connection may be reused
+    case stream(@Sendable (Int32) -> Bool)
+}
+
+/// A WildDuck-compatible HTTP/1.1 server for one `SimAccount`.
+public final class SimServer: Sendable {
+    public let account: SimAccount
+    let core = Mutex(ServerCore())
+    let acceptDone = Mutex<Bool>(true)
+    public static let routeKinds = ["authenticate", "mailboxes", "messages", "search", "message.eml", "user", "filters", "autoreply", "updates", "other"]
+
+    public init(account: SimAccount) {
+        self.account = account
+    }
+
+    public var port: UInt16 { core.withLock { $0.port } }
+    public var baseURL: String { core.withLock { "http://\($0.host):\($0.port)" } }
+
+    /// Seconds without activity before an SSE stream sends `: idling` (the real server uses 15).
+    public func setSSEHeartbeat(seconds: Double) { core.withLock { $0.sseIdleSeconds = seconds } }
+    var sseIdleSeconds: Double { core.withLock { $0.sseIdleSeconds } }
+
+    public func start(host: String = "127.0.0.1", port: UInt16 = 0) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw SimAccountError.io("socket() failed: errno \(errno)") }
+        Sock.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else {
+            close(fd)
+            throw SimAccountError.io("invalid IPv4 address \(host)")
+        }
+        let rc = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            let e = errno
+            close(fd)
+            throw SimAccountError.io("bind \(host):\(port) failed: errno \(e)")
+        }
+        guard listen(fd, 1024) == 0 else {
+            close(fd)
+            throw SimAccountError.io("listen failed: errno \(errno)")
+        }
+        var bound = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &bound) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        let actual = UInt16(bigEndian: bound.sin_port)
+        core.withLock { c in
+            c.listenFD = fd
+            c.port = actual
+            c.host = host
+            c.running = true
+        }
+        acceptDone.withLock { $0 = false }
+        let t = Thread { [self] in self.acceptLoop(fd) }
+        t.name = "wdsync-sim accept"
+        t.start()
+    }
+
+    /// Closes the listener and every open connection; returns once the accept thread has ended.
+    public func stop() {
+        let (fd, conns) = core.withLock { c -> (Int32, Set<Int32>) in
+            let r = (c.running ? c.listenFD : -1, c.connections)
+            c.running = false
+            return r
+        }
+        if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
+        core.withLock { c in
+            for cfd in c.connections where conns.contains(cfd) { shutdown(cfd, Int32(SHUT_RDWR)) }
+        }
+        account.journalSignal.broadcast()
+        while !acceptDone.withLock({ $0 }) { usleep(1000) }
+    }
+
+    public func stats() -> SimStats { core.withLock { $0.stats } }
+    public func resetStats() { core.withLock { $0.stats = SimStats() } }
+
+    /// Queues a fault for the next `count` requests of a route kind (see `SimStats.perRoute` for the names).
+    public func injectFault(_ fault: SimFault, on route: String, count: Int = 1) {
+        guard count > 0 else { return }
+        core.withLock { $0.faults[route, default: []].append((fault, count)) }
+    }
+
+    public func clearFaults() { core.withLock { $0.faults.removeAll() } }
+
+    func takeFault(kind: String, hasCursor: Bool) -> SimFault? {
+        core.withLock { c in
+            guard var list = c.faults[kind], !list.isEmpty else { return nil }
+            guard let i = list.firstIndex(where: { $0.fault != .rejectCursor || hasCursor }) else { return nil }
+            let f = list[i].fault
+            list[i].remaining -= 1
+            if list[i].remaining <= 0 { list.remove(at: i) }
+            c.faults[kind] = list.isEmpty ? nil : list
+            return f
+        }
+    }
+
+    func count(kind: String) {
+        core.withLock { c in
+            c.stats.totalRequests += 1
+            c.stats.perRoute[kind, default: 0] += 1
+        }
+    }
+
+    func sent(_ n: Int) { core.withLock { $0.stats.bytesSent += n } }
+
+    var isRunning: Bool { core.withLock { $0.running } }
+
+    // MARK: sockets
+
+    private func acceptLoop(_ listenFD: Int32) {
+        while true {
+            let cfd = accept(listenFD, nil, nil)
+            if cfd < 0 {
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                if errno == EMFILE || errno == ENFILE { usleep(10_000); if isRunning { continue } }
+                break
+            }
+            let ok = core.withLock { c -> Bool in
+                guard c.running else { return false }
+                c.connections.insert(cfd)
+                return true
+            }
+            guard ok else { close(cfd); break }
+            Sock.setOption(cfd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+            let t = Thread { [self] in self.serve(cfd) }
+            t.stackSize = 1 << 20
+            t.start()
+        }
+        close(listenFD)
+        core.withLock { $0.listenFD = -1 }
+        acceptDone.withLock { $0 = true }
+    }
+
+    private func serve(_ fd: Int32) {
+        var parser = HTTPRequestParser()
+        var buf = [UInt8](repeating: 0, count: 64 * 1024)
+        outer: while true {
+            do {
+                while let req = try parser.next() {
+                    if !handle(fd, req) { break outer }
+                }
+                if parser.wantsContinue {
+                    parser.wantsContinue = false
+                    Sock.writeAll(fd, Array("HTTP/1.1 100 Continue\r\n\r\n".utf8))
+                }
+            } catch {
+                let body = JSONValue.object([("code", .string("BadRequest")), ("message", .string("Malformed HTTP request"))])
+                let r = HTTPResponse.json(400, body).encoded(keepAlive: false)
+                Sock.writeAll(fd, r)
+                break
+            }
+            let n = buf.withUnsafeMutableBytes { p in recv(fd, p.baseAddress, p.count, 0) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            buf.withUnsafeBytes { p in parser.append(UnsafeRawBufferPointer(rebasing: p[0..<n])) }
+        }
+        core.withLock { _ = $0.connections.remove(fd) }
+        close(fd)
+    }
+
+    /// Handles one request; false closes the connection.
+    private func handle(_ fd: Int32, _ req: HTTPRequest) -> Bool {
+        let kind = SimServer.kind(of: req)
+        count(kind: kind)
+        let hasCursor = (req.query["next"].map { !$0.isEmpty } ?? false) || (req.query["previous"].map { !$0.isEmpty } ?? false)
+        var truncate = false
+        var fault = takeFault(kind: kind, hasCursor: hasCursor)
+        if case let .delay(ms)? = fault {
+            usleep(UInt32(max(0, ms)) * 1000)
+            fault = nil
+        }
+        var response: HTTPResponse
+        switch fault {
+        case .dropConnection?:
+            return false
+        case let .status(code, body)?:
+            response = HTTPResponse.jsonBytes(code, Array(body.utf8))
+        case .malformedJSON?:
+            response = HTTPResponse.jsonBytes(200, Array("{\"success\":true,\"results\":[{\"id\":1,\"mailbox\":".utf8))
+        case .rejectCursor?:
+            let which = (req.query["next"].map { !$0.isEmpty } ?? false) ? "next" : "previous"
+            response = Routes.validation(which, "\"\(which)\" must be a valid cursor")
+        case .truncateBody?:
+            truncate = true
+            fallthrough
+        default:
+            switch Routes(server: self).route(req) {
+            case let .response(r): response = r
+            case let .stream(body):
+                return body(fd) && req.keepAlive
+            }
+        }
+        if truncate {
+            let bytes = response.encoded(keepAlive: false, truncateAt: max(0, response.body.count / 2))
+            sent(bytes.count)
+            Sock.writeAll(fd, bytes)
+            return false
+        }
+        let bytes = response.encoded(keepAlive: req.keepAlive)
+        sent(bytes.count)
+        guard Sock.writeAll(fd, bytes) else { return false }
+        return req.keepAlive
+    }
+
+    static func kind(of req: HTTPRequest) -> String {
+        let s = req.segments
+        if s.first == "authenticate" && s.count == 1 { return "authenticate" }
+        guard s.first == "users", s.count >= 2 else { return "other" }
+        if s.count == 2 { return "user" }
+        switch s[2] {
+        case "mailboxes":
+            if s.count <= 4 { return "mailboxes" }
+            guard s[4] == "messages" else { return "other" }
+            if s.count == 7 && s[6] == "message.eml" { return "message.eml" }
+            return s.count <= 6 ? "messages" : "other"
+        case "search": return s.count == 3 ? "search" : "other"
+        case "filters": return s.count <= 4 ? "filters" : "other"
+        case "autoreply": return s.count == 3 ? "autoreply" : "other"
+        case "updates": return s.count == 3 ? "updates" : "other"
+        default: return "other"
+        }
+    }
+}

@@ -1,0 +1,220 @@
+import Foundation
+import Maildir
+import Sync
+
+/// One command-line option. The help text is generated from this table, so it cannot drift.
+struct OptionSpec {
+    var long: String
+    var short: Character?
+    var value: String?          // nil for a flag
+    var help: String
+    var configKey: Bool = true  // may also appear in the config file
+}
+
+let optionSpecs: [OptionSpec] = [
+    OptionSpec(long: "once", short: nil, value: nil, help: "Do one complete sync and exit (for cron or a systemd timer).", configKey: false),
+    OptionSpec(long: "server", short: nil, value: "URL", help: "WildDuck API base URL, e.g. https://mail.example.com/api"),
+    OptionSpec(long: "user", short: nil, value: "NAME", help: "Username or e-mail address."),
+    OptionSpec(long: "password-file", short: nil, value: "FILE", help: "File whose first line is the password; must not be readable by group or others."),
+    OptionSpec(long: "password-command", short: nil, value: "CMD", help: "Shell command that prints the password (run each time wdsync authenticates)."),
+    OptionSpec(long: "maildir", short: nil, value: "DIR", help: "Maildir root. Default: $XDG_DATA_HOME/wdsync/ACCOUNT/mail"),
+    OptionSpec(long: "db", short: nil, value: "FILE", help: "SQLite cache. Default: $XDG_DATA_HOME/wdsync/ACCOUNT/cache.sqlite"),
+    OptionSpec(long: "layout", short: nil, value: "verbatim|maildir++", help: "Folder layout (default verbatim: Work/Projects → DIR/Work/Projects)."),
+    OptionSpec(long: "ca-file", short: nil, value: "FILE", help: "Trust this CA bundle for https:// instead of the system store."),
+    OptionSpec(long: "insecure", short: nil, value: nil, help: "Do not verify TLS certificates (prints a warning)."),
+    OptionSpec(long: "connections", short: nil, value: "N", help: "Parallel message downloads (default 4)."),
+    OptionSpec(long: "config", short: nil, value: "FILE", help: "Config file. Default: $XDG_CONFIG_HOME/wdsync/config", configKey: false),
+    OptionSpec(long: "account", short: nil, value: "NAME", help: "Sync only this account of the config file (default: all).", configKey: false),
+    OptionSpec(long: "verbose", short: "v", value: nil, help: "Say what is being done.", configKey: false),
+    OptionSpec(long: "debug", short: nil, value: nil, help: "Log everything, with timestamps (secrets redacted).", configKey: false),
+    OptionSpec(long: "quiet", short: "q", value: nil, help: "Print errors only.", configKey: false),
+    OptionSpec(long: "help", short: "h", value: nil, help: "Show this help.", configKey: false),
+    OptionSpec(long: "version", short: nil, value: nil, help: "Show the version.", configKey: false),
+]
+
+let version = "wdsync 0.1.0"
+
+/// Exit codes (also in the README).
+enum ExitCode: Int32 {
+    case ok = 0
+    case usage = 64          // EX_USAGE: bad arguments or config
+    case unreachable = 69    // EX_UNAVAILABLE: server unreachable or connection lost
+    case software = 70       // EX_SOFTWARE: a bug
+    case localIO = 74        // EX_IOERR: disk full, permissions, cache unusable
+    case locked = 75         // EX_TEMPFAIL: another wdsync holds the account lock
+    case server = 76         // EX_PROTOCOL: the server answered with an error or nonsense
+    case auth = 77           // EX_NOPERM: authentication failed
+}
+
+func helpText() -> String {
+    var text = """
+    \(version) — an offline-first mirror of a WildDuck account into SQLite and Maildir
+
+    usage: wdsync --once --server URL --user NAME (--password-file F | --password-command CMD)
+                  [--maildir DIR] [--db FILE] [--layout verbatim|maildir++] [-v|-q]
+           wdsync --once [--config FILE] [--account NAME]
+
+    options:
+
+    """
+    for spec in optionSpecs {
+        var left = "  "
+        left += spec.short.map { "-\($0), " } ?? "    "
+        left += "--\(spec.long)"
+        if let value = spec.value { left += " \(value)" }
+        let pad = max(2, 36 - left.count)
+        text += left + String(repeating: " ", count: pad) + spec.help + "\n"
+    }
+    text += """
+
+    The config file holds the same settings (without the leading --) as `key = value` lines;
+    lines before the first `[account NAME]` section apply to every account.
+
+    exit codes: 0 ok, 64 usage or config, 69 server unreachable, 74 local I/O (disk, permissions,
+    cache), 75 another wdsync holds the account lock, 76 server error, 77 authentication failed.
+    """
+    return text
+}
+
+struct UsageError: Error, CustomStringConvertible { var description: String }
+
+/// Parsed command line: settings by option name, plus flags.
+struct CommandLineArgs {
+    var values: [String: String] = [:]
+    var flags: Set<String> = []
+
+    init(_ args: [String]) throws {
+        var i = 0
+        while i < args.count {
+            let arg = args[i]
+            i += 1
+            var name: String
+            var inline: String?
+            if arg.hasPrefix("--") {
+                name = String(arg.dropFirst(2))
+                if let eq = name.firstIndex(of: "=") {
+                    inline = String(name[name.index(after: eq)...])
+                    name = String(name[..<eq])
+                }
+            } else if arg.hasPrefix("-"), arg.count == 2, let c = arg.last,
+                      let spec = optionSpecs.first(where: { $0.short == c }) {
+                name = spec.long
+            } else {
+                throw UsageError(description: "unexpected argument \(arg) (see wdsync --help)")
+            }
+            guard let spec = optionSpecs.first(where: { $0.long == name }) else {
+                throw UsageError(description: "unknown option --\(name) (see wdsync --help)")
+            }
+            if spec.value == nil {
+                guard inline == nil else { throw UsageError(description: "--\(name) takes no value") }
+                flags.insert(name)
+            } else if let inline {
+                values[name] = inline
+            } else {
+                guard i < args.count else { throw UsageError(description: "--\(name) needs a value (\(spec.value ?? ""))") }
+                values[name] = args[i]
+                i += 1
+            }
+        }
+    }
+}
+
+/// The config file: `key = value` lines, `#` comments, `[account NAME]` sections.
+struct ConfigFile {
+    var defaults: [String: String] = [:]
+    var accounts: [(name: String, values: [String: String])] = []
+
+    init(path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw UsageError(description: "cannot read the config file \(path)")
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        var current: Int?
+        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = rawLine.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("[") {
+                guard line.hasSuffix("]") else { throw UsageError(description: "\(path):\(number + 1): unterminated section") }
+                let inner = line.dropFirst().dropLast().trimmingCharacters(in: .whitespaces)
+                let parts = inner.split(separator: " ", maxSplits: 1)
+                guard parts.count == 2, parts[0] == "account" else {
+                    throw UsageError(description: "\(path):\(number + 1): expected [account NAME]")
+                }
+                accounts.append((String(parts[1]).trimmingCharacters(in: .whitespaces), [:]))
+                current = accounts.count - 1
+                continue
+            }
+            guard let eq = line.firstIndex(of: "=") else {
+                throw UsageError(description: "\(path):\(number + 1): expected key = value")
+            }
+            let key = line[..<eq].trimmingCharacters(in: .whitespaces)
+            let value = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+            guard let spec = optionSpecs.first(where: { $0.long == key }), spec.configKey else {
+                throw UsageError(description: "\(path):\(number + 1): unknown setting \(key)")
+            }
+            if let current { accounts[current].values[key] = value } else { defaults[key] = value }
+        }
+    }
+}
+
+/// Builds the account configurations from the command line and the config file.
+func resolveAccounts(_ args: CommandLineArgs, environment: [String: String]) throws -> [AccountConfig] {
+    let home = environment["HOME"] ?? NSHomeDirectory()
+    let configHome = environment["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.config"
+    let dataHome = environment["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.local/share"
+    let explicitConfig = args.values["config"]
+    let configPath = explicitConfig ?? configHome + "/wdsync/config"
+
+    var sources: [(name: String, values: [String: String])] = []
+    let commandLineAccount = args.values["server"] != nil || args.values["user"] != nil
+    if explicitConfig != nil || (!commandLineAccount && FileManager.default.fileExists(atPath: configPath)) {
+        let file = try ConfigFile(path: configPath)
+        var list = file.accounts.map { (name: $0.name, values: file.defaults.merging($0.values) { $1 }) }
+        if list.isEmpty { list = [("default", file.defaults)] }
+        if let only = args.values["account"] {
+            list = list.filter { $0.name == only }
+            guard !list.isEmpty else { throw UsageError(description: "no account \(only) in \(configPath)") }
+        }
+        sources = list
+    } else {
+        guard args.values["account"] == nil else {
+            throw UsageError(description: "--account needs a config file (\(configPath) does not exist)")
+        }
+        sources = [("default", [:])]
+    }
+
+    func expand(_ path: String) -> String {
+        path == "~" ? home : path.hasPrefix("~/") ? home + path.dropFirst(1) : path
+    }
+
+    return try sources.map { source in
+        let values = source.values.merging(args.values.filter { $0.key != "config" && $0.key != "account" }) { $1 }
+        let flags = args.flags
+        guard let server = values["server"] else { throw UsageError(description: "no --server given for account \(source.name)") }
+        guard let user = values["user"] else { throw UsageError(description: "no --user given for account \(source.name)") }
+        let password: PasswordSource
+        switch (values["password-file"], values["password-command"]) {
+        case (let file?, nil): password = .file(expand(file))
+        case (nil, let command?): password = .command(command)
+        case (nil, nil): throw UsageError(description: "give --password-file or --password-command for account \(source.name)")
+        default: throw UsageError(description: "give only one of --password-file and --password-command")
+        }
+        let layout: MaildirLayout
+        switch values["layout"] ?? "verbatim" {
+        case "verbatim": layout = .verbatim
+        case "maildir++": layout = .maildirPlusPlus
+        case let other: throw UsageError(description: "unknown layout \(other) (verbatim or maildir++)")
+        }
+        let connections = try values["connections"].map { text -> Int in
+            guard let n = Int(text), (1...32).contains(n) else { throw UsageError(description: "--connections must be 1…32") }
+            return n
+        } ?? 4
+        let base = "\(dataHome)/wdsync/\(source.name)"
+        let insecure = flags.contains("insecure") || values["insecure"] == "true"
+        return AccountConfig(name: source.name, server: server, username: user, password: password,
+                             maildir: expand(values["maildir"] ?? base + "/mail"),
+                             db: expand(values["db"] ?? base + "/cache.sqlite"),
+                             layout: layout, caFile: values["ca-file"].map(expand), insecure: insecure,
+                             connections: connections)
+    }
+}

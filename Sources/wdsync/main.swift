@@ -1,0 +1,98 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Maildir
+import Store
+import Sync
+import WildDuck
+
+/// Writes log lines to standard error; never sees secrets (callers don't pass them).
+struct StderrLog: SyncLog {
+    let level: LogLevel
+    let timestamps: Bool
+    let account: String?
+
+    func log(_ level: LogLevel, _ message: String) {
+        guard level <= self.level else { return }
+        var line = ""
+        if timestamps { line += ISO8601DateFormatter.string(from: Date(), timeZone: .current, formatOptions: [.withInternetDateTime, .withFractionalSeconds]) + " " }
+        if let account { line += "[\(account)] " }
+        switch level {
+        case .error: line += "error: "
+        case .warning: line += "warning: "
+        default: break
+        }
+        line += message + "\n"
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+}
+
+/// Maps a failure to its exit code and one line for the user.
+func classify(_ error: Error) -> (ExitCode, String) {
+    switch error {
+    case let e as UsageError: return (.usage, e.description)
+    case let e as SyncError:
+        switch e {
+        case .config: return (.usage, e.description)
+        case .locked: return (.locked, e.description)
+        case .localIO: return (.localIO, e.description)
+        }
+    case let e as WildDuckError:
+        switch e {
+        case .authenticationFailed, .invalidToken: return (.auth, e.description)
+        case .unreachable, .network: return (.unreachable, e.description)
+        case .server, .malformed: return (.server, e.description)
+        }
+    case let e as MaildirError: return (.localIO, e.description)
+    case let e as StoreError: return (.localIO, e.description)
+    case let e as SQLiteError: return (.localIO, "the cache failed: \(e.description)")
+    default: return (.software, "unexpected error: \(error)")
+    }
+}
+
+func run() -> ExitCode {
+    let args: CommandLineArgs
+    do { args = try CommandLineArgs(Array(CommandLine.arguments.dropFirst())) } catch {
+        FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
+        return .usage
+    }
+    if args.flags.contains("help") { print(helpText()); return .ok }
+    if args.flags.contains("version") { print(version); return .ok }
+    let level: LogLevel = args.flags.contains("debug") ? .debug : args.flags.contains("verbose") ? .verbose
+        : args.flags.contains("quiet") ? .error : .info
+    let accounts: [AccountConfig]
+    do { accounts = try resolveAccounts(args, environment: ProcessInfo.processInfo.environment) } catch {
+        FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
+        return .usage
+    }
+    guard args.flags.contains("once") else {
+        FileHandle.standardError.write(Data("wdsync: live sync needs --once for now (see README: Status)\n".utf8))
+        return .usage
+    }
+    var result = ExitCode.ok
+    for account in accounts {
+        let log = StderrLog(level: level, timestamps: args.flags.contains("debug"),
+                            account: accounts.count > 1 ? account.name : nil)
+        if account.insecure { log.log(.warning, "--insecure: TLS certificates are not verified") }
+        do {
+            let lock = try AccountLock(dbPath: account.db)
+            let mirror = try Mirror(config: account, log: log)
+            let start = Date()
+            let summary = try mirror.syncOnce()
+            withExtendedLifetime(lock) {}
+            let seconds = Date().timeIntervalSince(start)
+            log.log(.info, String(format: "synced %d mailboxes (%d changed): %d downloaded (%.1f MB), %d moved, %d renamed, %d removed in %.2f s",
+                                  summary.mailboxesListed, summary.mailboxesChanged, summary.downloaded,
+                                  Double(summary.bytesDownloaded) / 1_000_000, summary.reused, summary.renamed,
+                                  summary.removed, seconds))
+        } catch {
+            let (code, message) = classify(error)
+            log.log(.error, message)
+            if result == .ok { result = code }
+        }
+    }
+    return result
+}
+
+exit(run().rawValue)

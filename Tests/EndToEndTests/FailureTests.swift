@@ -1,0 +1,161 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Testing
+import WildDuckSim
+
+/// Bad input gets a clear error and loses nothing.
+@Suite(.serialized) struct FailureTests {
+    @Test func wrongPasswordExitsWithTheAuthCodeAndNeverPrintsIt() throws {
+        let h = try Harness()
+        let wrong = h.dir + "/wrong"
+        _ = FileManager.default.createFile(atPath: wrong, contents: Data("not-the-pw-42\n".utf8), attributes: [.posixPermissions: 0o600])
+        let r = try h.run(extra: ["--password-file", wrong])
+        #expect(r.status == 77)
+        #expect(r.stderr.contains("authentication failed"))
+        #expect(!r.stderr.contains("not-the-pw-42"))
+    }
+
+    @Test func groupReadablePasswordFileIsRefusedWithAFix() throws {
+        let h = try Harness()
+        chmod(h.passwordFile, 0o644)
+        let r = try h.run()
+        #expect(r.status == 64)
+        #expect(r.stderr.contains("chmod 600"))
+        #expect(h.server.stats().totalRequests == 0)
+    }
+
+    @Test func unreachableServer() throws {
+        let h = try Harness()
+        let r = try h.run(["--once", "--server", "http://127.0.0.1:1", "--user", "demo", "--password-file", h.passwordFile,
+                           "--maildir", h.maildir, "--db", h.db])
+        #expect(r.status == 69)
+        #expect(r.stderr.contains("cannot reach"))
+    }
+
+    @Test func usageErrors() throws {
+        let h = try Harness()
+        #expect(try h.run(["--once", "--bogus"]).status == 64)
+        #expect(try h.run(["--once", "--server", h.server.baseURL]).status == 64)
+        let help = try h.run(["--help"])
+        #expect(help.status == 0 && help.stdout.contains("--password-command"))
+    }
+
+    @Test func serverErrorsMidSyncThenARerunConverges() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 40)
+        h.server.injectFault(.status(500, body: #"{"error":"MongoDB Error: boom","code":"InternalDatabaseError"}"#), on: "message.eml", count: 1)
+        let r = try h.run()
+        #expect(r.status == 76)
+        #expect(r.stderr.contains("HTTP 500"))
+        try h.sync()
+        try h.expectMirror()
+    }
+
+    @Test func malformedJSONIsAServerError() throws {
+        let h = try Harness()
+        h.server.injectFault(.malformedJSON, on: "mailboxes", count: 1)
+        let r = try h.run()
+        #expect(r.status == 76)
+        #expect(r.stderr.contains("unexpected answer"))
+        try h.sync()
+    }
+
+    @Test func rejectedCursorRestartsTheListing() throws {
+        let h = try Harness()
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        try h.account.generate(count: 600, mailboxIds: [inbox], seed: 3, sizeMix: .small)
+        h.server.injectFault(.rejectCursor, on: "messages", count: 1)
+        try h.sync()
+        try h.expectMirror()
+    }
+
+    @Test func aMessageThat404sMidSyncIsPickedUpNextRun() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 20)
+        h.server.injectFault(.status(404, body: #"{"error":"This message does not exist","code":"MessageNotFound"}"#), on: "message.eml", count: 1)
+        try h.sync()
+        #expect(h.snapshot().count == h.totalServerMessages - 1)
+        try h.sync()
+        try h.expectMirror()
+    }
+
+    @Test func droppedConnectionMidDownload() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 20)
+        h.server.injectFault(.truncateBody, on: "message.eml", count: 1)
+        let r = try h.run()
+        #expect(r.status == 69)
+        #expect(r.stderr.contains("re-run"))
+        try h.sync()
+        try h.expectMirror()
+    }
+
+    @Test func aSecondProcessOnTheSameAccountIsLockedOut() throws {
+        let h = try Harness()
+        let fd = open(h.db + ".lock", O_RDWR | O_CREAT, 0o600)
+        defer { close(fd) }
+        #expect(flock(fd, LOCK_EX | LOCK_NB) == 0)
+        let r = try h.run()
+        #expect(r.status == 75)
+        #expect(r.stderr.contains("already syncing"))
+    }
+
+    @Test func unusableMaildirIsALocalIOError() throws {
+        let h = try Harness()
+        _ = FileManager.default.createFile(atPath: h.dir + "/notadir", contents: Data())
+        h.maildir = h.dir + "/notadir/mail"
+        let r = try h.run()
+        #expect(r.status == 74)
+    }
+
+    @Test func diskFullLosesNothingAndTheNextRunFinishes() throws {
+        let h = try Harness()
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        try h.account.generate(count: 40, mailboxIds: [inbox], seed: 5, sizeMix: .realistic)
+        let mount = h.dir + "/small"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        let (status, output) = try shell("mount -t tmpfs -o size=256k tmpfs '\(mount)'")
+        try #require(status == 0, "tests need root to mount a small tmpfs: \(output)")
+        defer { _ = try? shell("umount '\(mount)'") }
+        h.maildir = mount + "/mail"
+        let r = try h.run()
+        #expect(r.status == 74)
+        #expect(r.stderr.contains("disk full") || r.stderr.contains("disk is full"))
+        // Nothing half-written: every file in new/ and cur/ is a complete server message.
+        let all = Set(h.account.messages(mailboxId: inbox).map { Data($0.raw) })
+        for (rel, _) in h.snapshot() where rel.contains("/new/") || rel.contains("/cur/") {
+            #expect(all.contains(FileManager.default.contents(atPath: h.maildir + "/" + rel) ?? Data()), "\(rel) is partial")
+        }
+        _ = try shell("mount -o remount,size=64m '\(mount)'")
+        try h.sync()
+        try h.expectMirror()
+    }
+
+    @Test func hostileMailboxNamesStayInsideTheRoot() throws {
+        let h = try Harness()
+        let names = ["../../escape", ".hidden", "Work/cur", "new", "a\nb", "50%/off", "x/../../y", String(repeating: "L", count: 400)]
+        for name in names {
+            let id = try h.account.createMailbox(path: name)
+            try h.account.deliver(Array("Subject: \(name.prefix(20))\r\n\r\nbody\r\n".utf8), to: id)
+        }
+        try h.sync()
+        let root = URL(fileURLWithPath: h.maildir).resolvingSymlinksInPath().path
+        var count = 0
+        let e = FileManager.default.enumerator(atPath: h.dir)
+        while let rel = e?.nextObject() as? String {
+            let full = URL(fileURLWithPath: h.dir + "/" + rel).resolvingSymlinksInPath().path
+            if full.contains("/cur/") || full.contains("/new/") {
+                if (try? FileManager.default.attributesOfItem(atPath: full)[.type] as? FileAttributeType) == .typeRegular {
+                    #expect(full.hasPrefix(root + "/"), "\(full) is outside the Maildir")
+                    count += 1
+                }
+            }
+        }
+        #expect(count == h.totalServerMessages)
+        #expect(!FileManager.default.fileExists(atPath: h.dir + "/escape"))
+        // No mailbox landed in another mailbox's cur/new/tmp.
+        #expect(!FileManager.default.fileExists(atPath: h.maildir + "/Work/cur/cur"))
+    }
+}

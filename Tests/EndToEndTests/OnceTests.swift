@@ -1,0 +1,171 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Store
+import Testing
+import WildDuckSim
+
+/// `wdsync --once` against the simulator, checked with real Maildir readers.
+@Suite(.serialized) struct OnceTests {
+    @Test func mirrorsTheCorpusExactlyAndReadersAgree() throws {
+        let h = try Harness()
+        try h.seedStandard()
+        let first = try h.sync()
+        #expect(!first.stderr.contains("demo-secret-pw"))
+        try h.expectMirror()
+
+        // Modes: files 0600, folders 0700; mtime = internal date.
+        let files = h.snapshot()
+        #expect(files.count == h.totalServerMessages)
+        for (rel, _) in files {
+            var st = stat()
+            #expect(stat(h.maildir + "/" + rel, &st) == 0)
+            #expect(st.st_mode & 0o777 == 0o600, "\(rel) is not 0600")
+        }
+        var st = stat()
+        #expect(stat(h.maildir + "/Work/Projects/cur", &st) == 0 && st.st_mode & 0o777 == 0o700)
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        for m in h.account.messages(mailboxId: inbox).prefix(5) {
+            let name = try #require(files.keys.first { key in
+                FileManager.default.contents(atPath: h.maildir + "/" + key) == Data(m.raw) && key.hasPrefix("INBOX/")
+            })
+            #expect(stat(h.maildir + "/" + name, &st) == 0)
+            // The server sends the date with millisecond precision; the file has whole seconds.
+            #expect(abs(Int(st.st_mtim.tv_sec) - Int(m.idate.timeIntervalSince1970)) <= 1)
+        }
+
+        // The cache knows every file and its SHA-256, and holds no password.
+        let store = try Store(path: h.db)
+        let rows = try store.messages()
+        #expect(rows.count == h.totalServerMessages)
+        #expect(rows.allSatisfy { $0.file != nil && $0.sha256?.count == 64 })
+        let dbBytes = try Data(contentsOf: URL(fileURLWithPath: h.db))
+        #expect(dbBytes.range(of: Data("demo-secret-pw".utf8)) == nil)
+        #expect(stat(h.db, &st) == 0 && st.st_mode & 0o777 == 0o600)
+
+        // Python's mailbox module reads every folder with the same counts and flags.
+        let script = """
+        import mailbox, sys, json
+        root = sys.argv[1]
+        out = {}
+        for path in sys.argv[2:]:
+            md = mailbox.Maildir(root + '/' + path, factory=None, create=False)
+            out[path] = sorted(m.get_flags() + ('|new' if m.get_subdir() == 'new' else '|cur') for m in md)
+        print(json.dumps(out))
+        """
+        let paths = h.account.mailboxes().map(\.path)
+        let quoted = paths.map { "'\($0)'" }.joined(separator: " ")
+        let (status, output) = try shell("python3 -c \"$PY\" '\(h.maildir)' \(quoted)", env: ["PY": script])
+        #expect(status == 0, "python mailbox failed: \(output)")
+        let parsed = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: [String]] ?? [:]
+        for mailbox in h.account.mailboxes() {
+            let expected = h.account.messages(mailboxId: mailbox.id).map { Harness.letters($0) + ($0.seen ? "|cur" : "|new") }.sorted()
+            #expect(parsed[mailbox.path] == expected, "python sees \(mailbox.path) differently")
+        }
+
+        // notmuch indexes every file it considers mail, and names the ones it does not.
+        let nmConfig = h.dir + "/notmuch-config"
+        try "[database]\npath=\(h.maildir)\n[new]\ntags=new\n[maildir]\nsynchronize_flags=true\n".write(toFile: nmConfig, atomically: true, encoding: .utf8)
+        let (nmStatus, nmOut) = try shell("notmuch new 2>&1", env: ["NOTMUCH_CONFIG": nmConfig])
+        #expect(nmStatus == 0, "notmuch failed: \(nmOut)")
+        let ignored = Set(nmOut.split(separator: "\n").compactMap { line -> String? in
+            guard let range = line.range(of: "Ignoring non-mail file: ") else { return nil }
+            return String(line[range.upperBound...])
+        })
+        let (_, indexed) = try shell("notmuch search --output=files '*'", env: ["NOTMUCH_CONFIG": nmConfig])
+        let indexedFiles = Set(indexed.split(separator: "\n").map(String.init))
+        let allFiles = Set(files.keys.map { h.maildir + "/" + $0 })
+        #expect(indexedFiles.union(ignored) == allFiles)
+        #expect(ignored.count <= 5, "notmuch ignored \(ignored.count) files")
+
+        // neomutt opens the folder and sees every message (it copies them all to an mbox).
+        let work = try #require(h.account.mailboxId(path: "Work"))
+        let expectedWork = h.account.messages(mailboxId: work).count
+        let mbox = h.dir + "/neomutt.mbox"
+        let command = "stty cols 300 rows 50; TERM=xterm neomutt -n -F /dev/null -R -f '\(h.maildir)/Work' -e 'set mbox_type=mbox confirmcreate=no quit=yes' -e 'push \"<tag-pattern>~A<enter><tag-prefix><copy-message>\(mbox)<enter><quit>\"'"
+        let (muttStatus, screen) = try shell("timeout 60 script -qec \"$CMD\" /dev/null", env: ["CMD": command])
+        #expect(muttStatus == 0, "neomutt failed")
+        #expect(screen.contains("Msgs:\(expectedWork)"), "neomutt's status line does not show \(expectedWork) messages")
+        let copied = (try? String(contentsOfFile: mbox, encoding: .isoLatin1)) ?? ""
+        #expect(copied.components(separatedBy: "\nFrom ").count + (copied.hasPrefix("From ") ? 0 : -1) == expectedWork)
+    }
+
+    @Test func aSecondRunWithNoServerChangeTouchesNothing() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 60)
+        try h.sync()
+        let before = h.snapshot()
+        h.server.resetStats()
+        try h.sync()
+        #expect(h.snapshot() == before, "a no-op run rewrote or renamed files")
+        let stats = h.server.stats()
+        #expect(stats.perRoute["message.eml", default: 0] == 0)
+        #expect(stats.perRoute["messages", default: 0] == 0, "unchanged mailboxes were listed again")
+        // authenticate + user + autoreply + filters + mailboxes: O(1), not O(messages).
+        #expect(stats.totalRequests <= 5)
+    }
+
+    @Test func serverChangesConvergeWithRenamesNotDownloads() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 60)
+        try h.sync()
+        let a = h.account
+        let inbox = try #require(a.mailboxId(path: "INBOX"))
+        let work = try #require(a.mailboxId(path: "Work"))
+        let projects = try #require(a.mailboxId(path: "Work/Projects"))
+        let inboxMessages = a.messages(mailboxId: inbox)
+        let workMessages = a.messages(mailboxId: work)
+
+        // Flag change, expunge, move, new mail, mailbox rename, mailbox delete, mailbox create.
+        try a.setFlags(mailboxId: inbox, uid: inboxMessages[0].uid, seen: !inboxMessages[0].seen, flagged: true)
+        try a.expunge(mailboxId: inbox, uid: inboxMessages[1].uid)
+        let moved = inboxMessages[2]
+        let before = h.snapshot()
+        let movedFile = try #require(before.first { FileManager.default.contents(atPath: h.maildir + "/" + $0.key) == Data(moved.raw) })
+        try a.move(mailboxId: inbox, uid: moved.uid, to: work)
+        try a.deliver(Array("From: x@y\r\nSubject: new\r\nMessage-ID: <brand-new@x>\r\n\r\nhello\r\n".utf8), to: inbox)
+        try a.renameMailbox(id: projects, to: "Archive/Projects 2025")
+        let trash = try a.createMailbox(path: "Scratch")
+        try a.deliver(Array("Subject: scratch\r\n\r\nx\r\n".utf8), to: trash)
+        _ = workMessages
+        h.server.resetStats()
+        try h.sync()
+        try h.expectMirror()
+        #expect(h.server.stats().perRoute["message.eml", default: 0] == 2, "only the two new messages are downloaded")
+        let after = h.snapshot()
+        #expect(after.contains { $0.value.inode == movedFile.value.inode && $0.key.hasPrefix("Work/") },
+                "the moved message was not renamed into Work")
+        #expect(!FileManager.default.fileExists(atPath: h.maildir + "/Work/Projects"))
+        #expect(FileManager.default.fileExists(atPath: h.maildir + "/Archive/Projects 2025/cur"))
+
+        // Delete a mailbox: its folder goes away.
+        try a.deleteMailbox(id: trash)
+        try h.sync()
+        try h.expectMirror()
+        #expect(!FileManager.default.fileExists(atPath: h.maildir + "/Scratch"))
+    }
+
+    @Test func killedAtAnyMomentThenRerunConverges() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 300)
+        let total = h.totalServerMessages
+        for threshold in [10, 120, 260] {
+            // Slow the downloads a little so the kill lands mid-run.
+            h.server.injectFault(.delay(milliseconds: 3), on: "message.eml", count: 100_000)
+            let (p, _, _) = h.process(h.baseArguments + ["-q"])
+            try p.run()
+            _ = Harness.wait(timeout: 60) { h.snapshot().count >= threshold || !p.isRunning }
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            h.server.clearFaults()
+        }
+        let final = try h.sync()
+        _ = final
+        try h.expectMirror()
+        #expect(h.snapshot().count == total, "duplicates or missing files after kill -9")
+        h.server.resetStats()
+        try h.sync()
+        #expect(h.server.stats().perRoute["message.eml", default: 0] == 0)
+    }
+}

@@ -1,0 +1,377 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+@testable import Maildir
+
+@Suite("Delivery and file operations")
+struct DeliveryTests {
+    @Test("streamed delivery: bytes, hash, size, mode, mtime, placement", arguments: MaildirLayout.allCases)
+    func delivery(layout: MaildirLayout) throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/mail", layout: layout)
+        let folder = md.folderDirectory(for: "Work/Projects")
+        // A body larger than the write buffer, fed in odd-sized chunks.
+        var rng = SplitMix64(seed: 7)
+        let body = (0..<(300 * 1024 + 17)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let unique = Maildir.uniqueName(time: 1_700_000_000, key: "abc123", host: "host")
+        let pending = try md.beginDelivery(folder: folder, unique: unique)
+        var offset = 0
+        var sizes = [1, 4096, 200_000, 3, 131_072]
+        while offset < body.count {
+            let n = min(sizes.removeFirst(), body.count - offset)
+            sizes.append(n + 1)
+            try body[offset..<(offset + n)].withUnsafeBytes { try pending.write($0) }
+            offset += n
+        }
+        let delivered = try pending.commit(flags: [], mtime: 1_600_000_000)
+        #expect(delivered.relativePath == joinPath(folder, "new", unique + ":2,"))
+        #expect(delivered.size == Int64(body.count))
+        #expect(delivered.sha256 == sha256Hex(body))
+        let path = md.absolutePath(delivered.relativePath)
+        #expect(fileATime(path) == 1_600_000_000)  // before anything reads it
+        #expect(readBytes(path) == body)
+        #expect(fileMode(path) == 0o600)
+        #expect(fileMTime(path) == 1_600_000_000)
+        #expect(fileMode(md.absolutePath(folder)) == 0o700)
+        #expect(fileMode(md.absolutePath(joinPath(folder, "cur"))) == 0o700)
+        #expect(listing(md.absolutePath(joinPath(folder, "tmp"))).isEmpty)
+        let check = try Maildir.sha256(file: path)
+        #expect(check.hex == delivered.sha256 && check.size == delivered.size)
+        if layout == .maildirPlusPlus {
+            #expect(listing(md.absolutePath(folder)).contains("maildirfolder"))
+        }
+        // Seen mail goes to cur/.
+        let seen = try body.withUnsafeBytes {
+            try md.deliver(folder: folder, unique: "2.k.h", contents: $0, flags: [.seen, .replied], mtime: nil)
+        }
+        #expect(seen.relativePath == joinPath(folder, "cur", "2.k.h:2,RS"))
+        try md.syncFolder(folder)
+    }
+
+    @Test("modes are 0600/0700 even with a permissive umask")
+    func umaskIgnored() throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m")
+        // umask is process-wide; 022 is the common default and only removes group/other write.
+        let old = umask(0o022)
+        defer { umask(old) }
+        let d = try [UInt8](repeating: 65, count: 10).withUnsafeBytes {
+            try md.deliver(folder: "INBOX", unique: "1.a.h", contents: $0, flags: [], mtime: nil)
+        }
+        #expect(fileMode(md.absolutePath(d.relativePath)) == 0o600)
+        #expect(fileMode(md.absolutePath("INBOX/new")) == 0o700)
+        #expect(fileMode(md.root) == 0o700)
+    }
+
+    @Test("abort and dropping a delivery leave nothing behind")
+    func abortLeavesNothing() throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m")
+        let p = try md.beginDelivery(folder: "INBOX", unique: "1.a.h")
+        try p.write(message("x"))
+        #expect(listing(md.absolutePath("INBOX/tmp")) == ["1.a.h"])
+        p.abort()
+        p.abort()
+        #expect(throws: MaildirError.self) { try p.write([1]) }
+        #expect(throws: MaildirError.self) { _ = try p.commit(flags: [], mtime: nil) }
+        do {
+            let q = try md.beginDelivery(folder: "INBOX", unique: "2.a.h")
+            try q.write(message("y"))
+        }
+        for sub in ["tmp", "new", "cur"] { #expect(listing(md.absolutePath("INBOX/" + sub)).isEmpty) }
+    }
+
+    @Test("disk full while writing leaves nothing in tmp, new or cur")
+    func diskFullSimulated() throws {
+        let tmp = TempDir()
+        // A write that accepts 1000 bytes, then short-writes, then fails with ENOSPC.
+        final class Budget: @unchecked Sendable { var left = 1000 }  // used from this test only
+        let budget = Budget()
+        let io = FileIO(write: { fd, buffer, count in
+            if budget.left == 0 { errno = ENOSPC; return -1 }
+            let n = min(count, budget.left, 300)
+            budget.left -= n
+            return write(fd, buffer, n)
+        })
+        let md = Maildir(root: tmp.path + "/m", layout: .verbatim, io: io)
+        let p = try md.beginDelivery(folder: "INBOX", unique: "1.a.h")
+        try p.write([UInt8](repeating: 1, count: 500))
+        var caught: MaildirError?
+        do {
+            try p.write([UInt8](repeating: 2, count: 200 * 1024))
+            _ = try p.commit(flags: [.seen], mtime: nil)
+        } catch {
+            caught = error
+        }
+        guard case .diskFull(_, .writing) = caught else { Issue.record("expected diskFull, got \(String(describing: caught))"); return }
+        #expect(caught?.description.contains("nothing was half-delivered") == true)
+        #expect(caught?.description.contains("free some space") == true)
+        for sub in ["tmp", "new", "cur"] { #expect(listing(md.absolutePath("INBOX/" + sub)).isEmpty) }
+    }
+
+    @Test("a failing publish step removes the temporary file")
+    func publishFailure() throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m")
+        try md.ensureFolder("INBOX")
+        // new/ replaced by a regular file: link() fails with ENOTDIR.
+        #expect(rmdir(md.absolutePath("INBOX/new")) == 0)
+        #expect(FileManager.default.createFile(atPath: md.absolutePath("INBOX/new"), contents: Data()))
+        let p = try md.beginDelivery(folder: "INBOX", unique: "1.a.h")
+        try p.write(message("x"))
+        #expect(throws: MaildirError.notADirectory(path: md.absolutePath("INBOX/new/1.a.h:2,"))) {
+            _ = try p.commit(flags: [], mtime: nil)
+        }
+        #expect(listing(md.absolutePath("INBOX/tmp")).isEmpty)
+        #expect(listing(md.absolutePath("INBOX/cur")).isEmpty)
+    }
+
+    @Test("permission denied is reported and leaves nothing (skipped as root)")
+    func permissionDenied() throws {
+        guard getuid() != 0 else { return }  // root ignores directory permissions
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m")
+        try md.ensureFolder("INBOX")
+        #expect(chmod(md.absolutePath("INBOX/cur"), 0o500) == 0)
+        defer { chmod(md.absolutePath("INBOX/cur"), 0o700) }
+        let p = try md.beginDelivery(folder: "INBOX", unique: "1.a.h")
+        try p.write(message("x"))
+        #expect(throws: MaildirError.permissionDenied(path: md.absolutePath("INBOX/cur/1.a.h:2,S"), operation: .delivering)) {
+            _ = try p.commit(flags: [.seen], mtime: nil)
+        }
+        #expect(listing(md.absolutePath("INBOX/tmp")).isEmpty)
+    }
+
+    @Test("an existing target is never overwritten")
+    func noClobber() throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m")
+        let first = try message("one").withUnsafeBytes {
+            try md.deliver(folder: "INBOX", unique: "1.a.h", contents: $0, flags: [], mtime: nil)
+        }
+        #expect(throws: MaildirError.alreadyExists(path: md.absolutePath(first.relativePath))) {
+            try message("two").withUnsafeBytes {
+                _ = try md.deliver(folder: "INBOX", unique: "1.a.h", contents: $0, flags: [], mtime: nil)
+            }
+        }
+        #expect(readBytes(md.absolutePath(first.relativePath)) == message("one"))
+        #expect(listing(md.absolutePath("INBOX/tmp")).isEmpty)
+    }
+
+    @Test("a committed delivery, when dropped, does not touch a later delivery of the same name")
+    func committedThenRedelivered() throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m")
+        var first: PendingDelivery? = try md.beginDelivery(folder: "INBOX", unique: "1.a.h")
+        try first?.write([1, 2, 3])
+        _ = try first?.commit(flags: [.seen], mtime: nil)
+        let second = try md.beginDelivery(folder: "INBOX", unique: "1.a.h")
+        try second.write([4])
+        first = nil
+        #expect(first == nil)
+        #expect(listing(md.absolutePath("INBOX/tmp")) == ["1.a.h"])
+        let d = try second.commit(flags: [], mtime: nil)
+        #expect(readBytes(md.absolutePath(d.relativePath)) == [4])
+    }
+
+    @Test("bad unique names and over-long names are refused")
+    func badNames() throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m")
+        for bad in ["", ".x", "a/b", "a:b", "a\u{0}b", String(repeating: "u", count: 250)] {
+            #expect(throws: MaildirError.self) { _ = try md.beginDelivery(folder: "INBOX", unique: bad) }
+        }
+        // A folder path beyond what the file system accepts: ENAMETOOLONG, reported as such.
+        let deep = (0..<40).map { _ in String(repeating: "d", count: 200) }.joined(separator: "/")
+        let folder = md.folderDirectory(for: deep)
+        let result = Result { () throws(MaildirError) in _ = try md.beginDelivery(folder: folder, unique: "1.a.h") }
+        guard case .failure(.nameTooLong(_, _)) = result else { Issue.record("expected nameTooLong: \(result)"); return }
+    }
+
+    @Test("flag renames keep the unique part and follow files moved by a MUA")
+    func flagRename() throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m")
+        let d = try message("a").withUnsafeBytes {
+            try md.deliver(folder: "INBOX", unique: "1.a.h", contents: $0, flags: [], mtime: nil)
+        }
+        let p1 = try md.renameForFlags(d.relativePath, flags: [.flagged])
+        #expect(p1 == "INBOX/new/1.a.h:2,F")
+        let p2 = try md.renameForFlags(p1, flags: [.flagged, .seen])
+        #expect(p2 == "INBOX/cur/1.a.h:2,FS")
+        #expect(try md.renameForFlags(p2, flags: [.flagged, .seen]) == p2)
+        // Unseen again: stays in cur/ (a MUA's cur/ without S is "old unread").
+        let p3 = try md.renameForFlags(p2, flags: [])
+        #expect(p3 == "INBOX/cur/1.a.h:2,")
+        // A MUA renames it behind our back; we find it by the unique part.
+        #expect(rename(md.absolutePath(p3), md.absolutePath("INBOX/cur/1.a.h:2,Sa")) == 0)
+        let p4 = try md.renameForFlags(p3, flags: [.replied])
+        #expect(p4 == "INBOX/cur/1.a.h:2,R")
+        #expect(readBytes(md.absolutePath(p4)) == message("a"))
+        #expect(listing(md.absolutePath("INBOX/cur")) == ["1.a.h:2,R"])
+        #expect(throws: MaildirError.self) { _ = try md.renameForFlags("INBOX/cur/9.z.h:2,", flags: [.seen]) }
+    }
+
+    @Test("moves, removals and scans", arguments: MaildirLayout.allCases)
+    func moveRemoveScan(layout: MaildirLayout) throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m", layout: layout)
+        let inbox = md.folderDirectory(for: "INBOX")
+        let archive = md.folderDirectory(for: "Archive/2024")
+        var paths: [String: String] = [:]
+        for i in 0..<5 {
+            let d = try message("m\(i)").withUnsafeBytes {
+                try md.deliver(folder: inbox, unique: "\(i).k.h", contents: $0, flags: i % 2 == 0 ? [.seen] : [], mtime: nil)
+            }
+            paths[d.unique] = d.relativePath
+        }
+        #expect(try md.scanUniqueNames(folder: inbox) == paths)
+        let moved = try md.moveFile(from: paths["0.k.h"] ?? "", to: archive, flags: [.seen, .flagged])
+        #expect(moved == joinPath(archive, "cur", "0.k.h:2,FS"))
+        #expect(readBytes(md.absolutePath(moved)) == message("m0"))
+        #expect(try md.scanUniqueNames(folder: archive) == ["0.k.h": moved])
+        // A file renamed by a MUA is still found for a move and a removal.
+        let p1 = paths["1.k.h"] ?? ""
+        #expect(rename(md.absolutePath(p1), md.absolutePath(joinPath(inbox, "cur", "1.k.h:2,S"))) == 0)
+        let moved1 = try md.moveFile(from: p1, to: archive, flags: [])
+        #expect(moved1 == joinPath(archive, "new", "1.k.h:2,"))
+        #expect(try md.removeFile(moved1))
+        #expect(try md.removeFile(moved1) == false)
+        let p2 = paths["2.k.h"] ?? ""
+        #expect(rename(md.absolutePath(p2), md.absolutePath(joinPath(inbox, "cur", "2.k.h:2,ST"))) == 0)
+        #expect(try md.removeFile(p2))
+        #expect(Set(try md.scanUniqueNames(folder: inbox).keys) == ["3.k.h", "4.k.h"])
+        #expect(try md.scanUniqueNames(folder: md.folderDirectory(for: "Nope")).isEmpty)
+    }
+
+    @Test("cleanTmp removes only our leftovers")
+    func cleanTmp() throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m")
+        try md.ensureFolder("INBOX")
+        for name in ["1.ours.h", "2.ours.h", "3.theirs.h"] {
+            #expect(FileManager.default.createFile(atPath: md.absolutePath("INBOX/tmp/" + name), contents: Data([1])))
+        }
+        #expect(try md.cleanTmp(folder: "INBOX", owns: { $0.hasSuffix(".h") && $0.contains(".ours.") }) == 2)
+        #expect(listing(md.absolutePath("INBOX/tmp")) == ["3.theirs.h"])
+        // A stale tmp file with the same unique name is replaced by a new delivery.
+        #expect(FileManager.default.createFile(atPath: md.absolutePath("INBOX/tmp/4.a.h"), contents: Data([9, 9])))
+        let d = try [UInt8]([7]).withUnsafeBytes {
+            try md.deliver(folder: "INBOX", unique: "4.a.h", contents: $0, flags: [], mtime: nil)
+        }
+        #expect(readBytes(md.absolutePath(d.relativePath)) == [7])
+    }
+
+    @Test("renameFolder creates parents and never clobbers", arguments: MaildirLayout.allCases)
+    func renameFolder(layout: MaildirLayout) throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m", layout: layout)
+        let work = md.folderDirectory(for: "Work")
+        let target = md.folderDirectory(for: "Old/Stuff/Work")
+        let d = try message("w").withUnsafeBytes {
+            try md.deliver(folder: work, unique: "1.w.h", contents: $0, flags: [], mtime: nil)
+        }
+        try md.renameFolder(from: work, to: target)
+        #expect(try md.scanUniqueNames(folder: target) == ["1.w.h": joinPath(target, "new", "1.w.h:2,")])
+        #expect(!FileManager.default.fileExists(atPath: md.absolutePath(d.relativePath)))
+        // Back onto an existing, non-empty folder: refused, both kept.
+        try md.ensureFolder(work)
+        #expect(throws: MaildirError.folderExists(path: md.absolutePath(work))) {
+            try md.renameFolder(from: target, to: work)
+        }
+        #expect(try md.scanUniqueNames(folder: target).count == 1)
+        #expect(throws: MaildirError.self) { try md.renameFolder(from: md.folderDirectory(for: "Missing"), to: md.folderDirectory(for: "X")) }
+    }
+
+    @Test("removeFolder removes only owned files and keeps folders with foreign content", arguments: MaildirLayout.allCases)
+    func removeFolder(layout: MaildirLayout) throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m", layout: layout)
+        let a = md.folderDirectory(for: "A")
+        let b = md.folderDirectory(for: "B")
+        for f in [a, b] {
+            for i in 0..<3 {
+                _ = try message("\(f)\(i)").withUnsafeBytes {
+                    try md.deliver(folder: f, unique: "\(i).ours.h", contents: $0, flags: i == 0 ? [.seen] : [], mtime: nil)
+                }
+            }
+        }
+        #expect(FileManager.default.createFile(atPath: md.absolutePath(joinPath(b, "cur", "9.foreign.h:2,S")), contents: Data([1])))
+        let owns: (String) -> Bool = { $0.contains(".ours.") }
+        #expect(try md.removeFolder(a, owns: owns))
+        #expect(!FileManager.default.fileExists(atPath: md.absolutePath(a)))
+        #expect(try md.removeFolder(b, owns: owns) == false)
+        #expect(try md.scanUniqueNames(folder: b) == ["9.foreign.h": joinPath(b, "cur", "9.foreign.h:2,S")])
+        #expect(listing(md.absolutePath(b)).contains("new"))
+        #expect(try md.removeFolder(md.folderDirectory(for: "Gone"), owns: owns))
+        if layout == .maildirPlusPlus {
+            // The root (INBOX) is never removed.
+            try md.ensureFolder("")
+            #expect(try md.removeFolder("", owns: owns) == false)
+            #expect(FileManager.default.fileExists(atPath: md.absolutePath("cur")))
+        }
+    }
+
+    @Test("Python's mailbox.Maildir reads what we wrote", arguments: MaildirLayout.allCases)
+    func pythonReads(layout: MaildirLayout) throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m", layout: layout)
+        let inbox = md.folderDirectory(for: "INBOX")
+        let flagSets: [MaildirFlags] = [[], [.seen], [.seen, .flagged], [.replied], [.draft, .trashed, .passed]]
+        for (i, flags) in flagSets.enumerated() {
+            _ = try message("p\(i)").withUnsafeBytes {
+                try md.deliver(folder: inbox, unique: "\(1_700_000_000 + i).k\(i).host", contents: $0, flags: flags, mtime: 1_700_000_000)
+            }
+        }
+        _ = try message("sub").withUnsafeBytes {
+            try md.deliver(folder: md.folderDirectory(for: "Work/Projects"), unique: "1.s.h", contents: $0, flags: [.seen], mtime: nil)
+        }
+        try md.syncFolder(inbox)
+        let script = """
+        import mailbox, sys
+        md = mailbox.Maildir(sys.argv[1], factory=None, create=False)
+        rows = sorted((m['Subject'], m.get_subdir(), m.get_flags()) for m in md)
+        print(len(rows))
+        for r in rows: print(' '.join(r) if r[2] else r[0] + ' ' + r[1] + ' -')
+        if sys.argv[2] == 'pp':
+            print(','.join(sorted(md.list_folders())))
+        """
+        let (status, out) = try runPython(script, [md.absolutePath(inbox), layout == .maildirPlusPlus ? "pp" : "v"])
+        #expect(status == 0)
+        var expected = "5\np0 new -\np1 cur S\np2 cur FS\np3 new R\np4 new DPT\n"
+        if layout == .maildirPlusPlus { expected += "Work.Projects\n" }
+        #expect(out == expected)
+    }
+
+    @Test("many deliveries, one folder sync per batch")
+    func manyDeliveries() throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m")
+        let body = message("bulk", bodyLines: 50)
+        try body.withUnsafeBytes { raw in
+            for i in 0..<500 {
+                _ = try md.deliver(folder: "INBOX", unique: "\(i).bulk.h", contents: raw, flags: i % 3 == 0 ? [.seen] : [], mtime: 1_700_000_000)
+            }
+        }
+        try md.syncFolder("INBOX")
+        #expect(try md.scanUniqueNames(folder: "INBOX").count == 500)
+        #expect(listing(md.absolutePath("INBOX/new")).count == 333)
+        #expect(listing(md.absolutePath("INBOX/tmp")).isEmpty)
+    }
+
+    @Test("error messages say what happened and what to do")
+    func errorMessages() {
+        let e = MaildirError.diskFull(path: "/m/INBOX/tmp/x", operation: .writing)
+        #expect(e.description == "disk full (or quota exceeded) while writing /m/INBOX/tmp/x: free some space and re-run wdsync; nothing was half-delivered (the temporary file was removed)")
+        #expect(MaildirError.from(errno: EROFS, path: "/p", operation: .renaming) == .readOnlyFileSystem(path: "/p", operation: .renaming))
+        #expect(MaildirError.from(errno: EACCES, path: "/p", operation: .renaming) == .permissionDenied(path: "/p", operation: .renaming))
+        #expect(MaildirError.from(errno: ENAMETOOLONG, path: "/p", operation: .creatingFolder) == .nameTooLong(path: "/p", operation: .creatingFolder))
+        #expect(MaildirError.from(errno: ENOSPC, path: "/p", operation: .creatingFolder).description.contains("free some space"))
+        #expect(!MaildirError.readOnlyFileSystem(path: "/p", operation: .renaming).description.contains("half-delivered"))
+        #expect(MaildirError.system(path: "/p", operation: .reading, errno: EIO).description.contains("errno \(EIO)"))
+    }
+}

@@ -1,0 +1,32 @@
+import Testing
+@testable import Maildir
+
+@Suite("Flags")
+struct FlagsTests {
+    @Test("info string is sorted and complete")
+    func info() {
+        #expect(MaildirFlags().info == ":2,")
+        #expect(MaildirFlags([.seen, .flagged]).info == ":2,FS")
+        #expect(MaildirFlags([.trashed, .draft, .replied, .passed, .seen, .flagged]).info == ":2,DFPRST")
+        #expect(MaildirFlags.replied.letters == "R")
+    }
+
+    @Test("parsing ignores unknown and lowercase letters")
+    func parse() {
+        #expect(MaildirFlags(fileName: "1.a.h:2,FRSab") == [.flagged, .replied, .seen])
+        #expect(MaildirFlags(fileName: "1.a.h:2,") == [])
+        #expect(MaildirFlags(fileName: "1.a.h") == [])
+        #expect(MaildirFlags(fileName: "1.a.h:1,S") == [])
+        #expect(MaildirFlags(fileName: "1.a.h:2,TSRPFD") == [.draft, .flagged, .passed, .replied, .seen, .trashed])
+    }
+
+    @Test("every combination round-trips")
+    func roundTrip() {
+        for raw in UInt8(0)..<64 {
+            let flags = MaildirFlags(rawValue: raw)
+            #expect(MaildirFlags(fileName: "x" + flags.info) == flags)
+            let letters = Array(flags.letters.utf8)
+            #expect(letters == letters.sorted())
+        }
+    }
+}

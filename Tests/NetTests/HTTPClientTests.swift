@@ -1,0 +1,149 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Testing
+@testable import Net
+
+/// A loopback server that answers each request on a connection with the next scripted reply.
+/// `closeAfter` closes the connection after that many replies (to test keep-alive recovery).
+final class ScriptedServer: @unchecked Sendable {
+    let listener: Int32
+    let port: Int
+    let replies: [[UInt8]]
+    let closeAfter: Int
+    private let lock = NSLock()
+    private var requestsSeen: [String] = []
+    private var connectionsAccepted = 0
+
+    init(replies: [String], closeAfter: Int = .max) throws {
+        self.replies = replies.map { Array($0.utf8) }
+        self.closeAfter = closeAfter
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(fd, 8)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        listener = fd
+        port = Int(UInt16(bigEndian: addr.sin_port))
+        let thread = Thread { [self] in self.serve() }
+        thread.start()
+    }
+
+    var requests: [String] { lock.lock(); defer { lock.unlock() }; return requestsSeen }
+    var connections: Int { lock.lock(); defer { lock.unlock() }; return connectionsAccepted }
+
+    private func serve() {
+        var next = 0
+        while true {
+            let c = accept(listener, nil, nil)
+            if c < 0 { return }
+            lock.lock(); connectionsAccepted += 1; lock.unlock()
+            var served = 0
+            var pending = [UInt8]()
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while served < closeAfter && next < replies.count {
+                // Read one request head (and a Content-Length body if any).
+                while !(String(decoding: pending, as: UTF8.self).contains("\r\n\r\n")) {
+                    let n = recv(c, &buffer, buffer.count, 0)
+                    if n <= 0 { close(c); return }
+                    pending += buffer[0..<n]
+                }
+                let text = String(decoding: pending, as: UTF8.self)
+                let headEnd = text.range(of: "\r\n\r\n")!
+                let head = String(text[..<headEnd.lowerBound])
+                var bodyLength = 0
+                for line in head.split(separator: "\r\n") where line.lowercased().hasPrefix("content-length:") {
+                    bodyLength = Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) ?? 0
+                }
+                let total = text.utf8.distance(from: text.utf8.startIndex, to: headEnd.upperBound) + bodyLength
+                while pending.count < total {
+                    let n = recv(c, &buffer, buffer.count, 0)
+                    if n <= 0 { close(c); return }
+                    pending += buffer[0..<n]
+                }
+                lock.lock(); requestsSeen.append(String(decoding: pending[0..<total], as: UTF8.self)); lock.unlock()
+                pending.removeFirst(total)
+                let reply = replies[next]
+                next += 1
+                served += 1
+                _ = reply.withUnsafeBytes { send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            }
+            shutdown(c, Int32(SHUT_RDWR))
+            close(c)
+            if next >= replies.count { close(listener); return }
+        }
+    }
+}
+
+@Suite struct HTTPClientTests {
+    @Test func endpointParsing() {
+        let e = HTTPEndpoint(url: "https://mail.example.com/api/")
+        #expect(e?.tls == true && e?.host == "mail.example.com" && e?.port == 443 && e?.prefix == "/api")
+        let v6 = HTTPEndpoint(url: "http://[::1]:8080")
+        #expect(v6?.host == "::1" && v6?.port == 8080 && v6?.hostHeader == "[::1]:8080")
+        #expect(HTTPEndpoint(url: "ftp://x") == nil)
+        #expect(HTTPEndpoint(url: "http://user:pw@host") == nil)   // credentials in URLs are refused
+        #expect(HTTPEndpoint(url: "http://host:99999") == nil)
+    }
+
+    @Test func contentLengthChunkedAndCloseDelimitedBodies() throws {
+        let server = try ScriptedServer(replies: [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n\r\nuntil close",
+        ])
+        let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:\(server.port)"))
+        let client = HTTPConnection(endpoint: endpoint, timeout: 5, connector: HTTPConnection.tcpConnector(timeout: 5))
+        #expect(try client.request("GET", "/a").body == Array("hello".utf8))
+        #expect(try client.request("POST", "/b", body: Array("xyz".utf8)).body == Array("abcde".utf8))
+        #expect(try client.request("GET", "/c").body == Array("until close".utf8))
+        #expect(server.requests.count == 3)
+        #expect(server.requests[1].contains("Content-Length: 3\r\n\r\nxyz"))
+        #expect(server.connections == 1)   // keep-alive reused the connection
+    }
+
+    @Test func reconnectsWhenTheServerClosedAnIdleConnection() throws {
+        let server = try ScriptedServer(replies: [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2",
+        ], closeAfter: 1)
+        let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:\(server.port)"))
+        let client = HTTPConnection(endpoint: endpoint, timeout: 5, connector: HTTPConnection.tcpConnector(timeout: 5))
+        #expect(try client.request("GET", "/1").body == [UInt8(ascii: "1")])
+        #expect(try client.request("GET", "/2").body == [UInt8(ascii: "2")])
+        #expect(server.connections == 2)
+    }
+
+    @Test func malformedResponsesAreErrorsNotCrashes() throws {
+        let server = try ScriptedServer(replies: [
+            "SMTP ready\r\n\r\n",
+        ])
+        let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:\(server.port)"))
+        let client = HTTPConnection(endpoint: endpoint, timeout: 5, connector: HTTPConnection.tcpConnector(timeout: 5))
+        #expect(throws: HTTPError.self) { try client.request("GET", "/") }
+    }
+
+    @Test func headerInjectionIsRefused() throws {
+        let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:1"))
+        let client = HTTPConnection(endpoint: endpoint, timeout: 1, connector: HTTPConnection.tcpConnector(timeout: 1))
+        #expect(throws: HTTPError.self) { try client.request("GET", "/", headers: [("X", "a\r\nEvil: 1")]) }
+    }
+
+    @Test func connectionRefusedIsAConnectError() throws {
+        let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:1"))
+        let client = HTTPConnection(endpoint: endpoint, timeout: 1, connector: HTTPConnection.tcpConnector(timeout: 1))
+        #expect {
+            try client.request("GET", "/")
+        } throws: { error in
+            if case NetError.connect = error { return true }
+            return false
+        }
+    }
+}

@@ -1,0 +1,140 @@
+import Foundation
+import Testing
+@testable import Store
+
+private func tempPath(_ name: String) -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wdsync-store-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return dir.appendingPathComponent(name).path
+}
+
+private func mailbox(_ id: String, _ path: String, index: Int = 1) -> MailboxRecord {
+    MailboxRecord(id: id, path: path, specialUse: nil, modifyIndex: index, json: "{}")
+}
+
+private func message(_ mailbox: String, _ uid: Int, flags: MessageFlags = [], messageId: String? = nil, size: Int = 100) -> MessageRecord {
+    MessageRecord(mailboxId: mailbox, uid: uid, messageId: messageId ?? "<\(uid)@x>", size: size, idate: 1_700_000_000,
+                  flags: flags, json: "{\"id\":\(uid)}", uniq: "u-\(mailbox)-\(uid)")
+}
+
+@Suite struct StoreTests {
+    @Test func createsDatabaseWithPrivateModeAndAllMigrations() throws {
+        let path = tempPath("cache.sqlite")
+        let store = try Store(path: path)
+        var st = stat()
+        #expect(stat(path, &st) == 0)
+        #expect(st.st_mode & 0o777 == 0o600)
+        let s = try store.db.prepare("SELECT COUNT(*), MAX(version) FROM schema_migrations")
+        #expect(try s.step())
+        #expect(s.int(0) == embeddedMigrations.count)
+        #expect(s.int(1) == Store.schemaVersion)
+        let mode = try store.db.prepare("PRAGMA journal_mode")
+        #expect(try mode.step())
+        #expect(mode.text(0) == "wal")
+        let fk = try store.db.prepare("PRAGMA foreign_keys")
+        #expect(try fk.step())
+        #expect(fk.int(0) == 1)
+    }
+
+    @Test func migrationsMatchTheSQLFiles() throws {
+        // The binary carries Migrations/*.sql; make sure it carries exactly those files.
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Migrations")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".sql") }.sorted()
+        #expect(files.count == embeddedMigrations.count)
+        for (file, migration) in zip(files, embeddedMigrations.sorted { $0.version < $1.version }) {
+            let sql = try String(contentsOf: dir.appendingPathComponent(file), encoding: .utf8)
+            #expect(file.hasPrefix(String(format: "%04d_", migration.version)))
+            #expect(migration.sql.trimmingCharacters(in: .whitespacesAndNewlines) == sql.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+    }
+
+    @Test func reopeningIsIdempotentAndNewerSchemaIsRefused() throws {
+        let path = tempPath("cache.sqlite")
+        do { _ = try Store(path: path) }
+        do { _ = try Store(path: path) }   // second open applies nothing and succeeds
+        let store = try Store(path: path)
+        try store.db.run("INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, 'future', 0)", .int(Store.schemaVersion + 1))
+        #expect {
+            _ = try Store(path: path)
+        } throws: { error in
+            guard let e = error as? StoreError, case .newerSchema = e else { return false }
+            return e.description.contains("newer wdsync")
+        }
+    }
+
+    @Test func accountMismatchIsRefused() throws {
+        let store = try Store(path: tempPath("c.sqlite"))
+        try store.setAccount(AccountRecord(server: "http://a", username: "alice", userId: "1", maildir: "/m", layout: "verbatim"))
+        try store.setAccount(AccountRecord(server: "http://a", username: "alice", userId: "2", maildir: "/m2", layout: "verbatim"))
+        #expect(try store.account()?.userId == "2")
+        #expect(throws: StoreError.self) {
+            try store.setAccount(AccountRecord(server: "http://b", username: "bob", userId: "3", maildir: "/m", layout: "verbatim"))
+        }
+    }
+
+    @Test func messagesBecomeOrphansAndDirtyTracksFlagChanges() throws {
+        let store = try Store(path: tempPath("c.sqlite"))
+        try store.upsertMailbox(mailbox("A", "INBOX"))
+        try store.insertMessage(message("A", 1))
+        try store.insertMessage(message("A", 2, flags: [.seen]))
+        #expect(try store.dirtyMessages(limit: 10).count == 2)
+        try store.markExported(mailboxId: "A", uid: 1, uniq: "u-A-1", file: "INBOX/new/u-A-1:2,", sha256: "ab")
+        try store.markExported(mailboxId: "A", uid: 2, uniq: "u-A-2", file: "INBOX/cur/u-A-2:2,S", sha256: "cd")
+        #expect(try store.dirtyMessages(limit: 10).isEmpty)
+
+        // Same flags: stays clean. Different flags: dirty again.
+        try store.updateFlags(mailboxId: "A", uid: 2, flags: [.seen], json: nil)
+        #expect(try store.dirtyMessages(limit: 10).isEmpty)
+        try store.updateFlags(mailboxId: "A", uid: 2, flags: [.seen, .flagged], json: nil)
+        #expect(try store.dirtyMessages(limit: 10).map(\.uid) == [2])
+
+        // Keyset paging over dirty rows.
+        #expect(try store.dirtyMessages(after: ("A", 2), limit: 10).isEmpty)
+
+        try store.removeMessage(mailboxId: "A", uid: 1)
+        let orphan = try store.matchOrphan(messageId: "<1@x>", size: 100)
+        #expect(orphan?.file == "INBOX/new/u-A-1:2,")
+        #expect(orphan?.sha256 == "ab")
+        #expect(try store.matchOrphan(messageId: "<1@x>", size: 101) == nil)
+        #expect(try store.message(mailboxId: "A", uid: 1) == nil)
+    }
+
+    @Test func removingAMailboxOrphansItsFilesAndQueuesItsFolder() throws {
+        let store = try Store(path: tempPath("c.sqlite"))
+        try store.upsertMailbox(mailbox("B", "Work"))
+        try store.setMailboxFolder(id: "B", folder: "Work")
+        try store.insertMessage(message("B", 7))
+        try store.markExported(mailboxId: "B", uid: 7, uniq: "u-B-7", file: "Work/cur/u-B-7:2,S", sha256: nil)
+        try store.removeMailbox(id: "B")
+        #expect(try store.mailboxes().isEmpty)
+        #expect(try store.messages().isEmpty)
+        #expect(try store.orphans().map(\.file) == ["Work/cur/u-B-7:2,S"])
+        #expect(try store.deadFolders() == ["Work"])
+    }
+
+    @Test func folderRenameRewritesFilePathsExactlyUnderThePrefix() throws {
+        let store = try Store(path: tempPath("c.sqlite"))
+        try store.upsertMailbox(mailbox("C", "a_b"))
+        try store.insertMessage(message("C", 1))
+        try store.insertMessage(message("C", 2))
+        try store.markExported(mailboxId: "C", uid: 1, uniq: "x", file: "a_b/cur/x:2,S", sha256: nil)
+        try store.markExported(mailboxId: "C", uid: 2, uniq: "y", file: "aXb/cur/y:2,S", sha256: nil)  // '_' is not a wildcard
+        try store.renameFolderPrefix(from: "a_b", to: "New/Name")
+        let files = try store.messages().compactMap(\.file).sorted()
+        #expect(files == ["New/Name/cur/x:2,S", "aXb/cur/y:2,S"])
+    }
+
+    @Test func failedTransactionRollsBack() throws {
+        let store = try Store(path: tempPath("c.sqlite"))
+        try store.upsertMailbox(mailbox("A", "INBOX"))
+        struct Boom: Error {}
+        #expect(throws: Boom.self) {
+            try store.transaction {
+                try store.insertMessage(message("A", 1))
+                throw Boom()
+            }
+        }
+        #expect(try store.messages().isEmpty)
+    }
+}

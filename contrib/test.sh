@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every wdsync test on a fresh Debian machine: installs what the tests use (the real
+# Maildir readers notmuch and neomutt, Python's websockets for WebSocket interop), then
+# `swift test`. Needs root (or sudo) for apt-get and for the disk-full test's small tmpfs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+need=()
+for pkg in libsqlite3-dev zlib1g-dev libssl-dev notmuch neomutt bsdutils openssl; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+python3 -c 'import websockets' 2>/dev/null || python3 -m pip install --quiet 'websockets>=12,<16'
+
+export PATH="/opt/swift/usr/bin:$PATH"
+log=$(mktemp)
+set +e
+swift test 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One plain closing line with the counts, whatever the test library printed.
+passed=$(grep -cE '^(✔|􁁛) Test .* passed' "$log" || true)
+failed=$(grep -cE '^(✘|􀢄) Test .* (failed|recorded an issue)' "$log" || true)
+echo "tests: $passed passed, $failed failed"
+rm -f "$log"
+exit "$status"
