@@ -24,8 +24,9 @@ swift test 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One plain closing line with the counts, whatever the test library printed.
-passed=$(grep -cE '^(✔|􁁛) Test .* passed' "$log" || true)
-failed=$(grep -cE '^(✘|􀢄) Test .* (failed|recorded an issue)' "$log" || true)
+total=$(grep -oE 'Test run with [0-9]+ tests' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
+failed=$(grep -cE '^(✘|􀢄) Test .* failed after' "$log" || true)
+passed=$(( total - failed ))
 echo "tests: $passed passed, $failed failed"
 rm -f "$log"
 exit "$status"

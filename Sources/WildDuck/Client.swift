@@ -8,7 +8,7 @@ public final class Session: Sendable {
     public let endpoint: HTTPEndpoint
     public let username: String
     let password: @Sendable () throws -> String
-    let connector: HTTPConnection.Connector
+    public let connector: HTTPConnection.Connector
     private struct State { var token: String?; var userId: String?; var generation = 0 }
     private let state = Mutex(State())
 
@@ -122,6 +122,13 @@ public final class WildDuckClient {
     /// One page of messages with uid ≥ `fromUid`.
     public func searchNew(mailbox: String, fromUid: Int, cursor: String?, limit: Int = 250) throws -> MessagePage {
         var query = [("mailbox", mailbox), ("id", "\(fromUid):*"), ("limit", String(limit)), ("order", "asc")]
+        if let cursor { query.append(("next", cursor)) }
+        return try page(try call("GET", "/users/\(user)/search", query: query), route: "GET search")
+    }
+
+    /// Messages with exactly these uids (a comma-separated list).
+    public func searchUids(mailbox: String, uids: String, cursor: String?, limit: Int = 250) throws -> MessagePage {
+        var query = [("mailbox", mailbox), ("id", uids), ("limit", String(limit))]
         if let cursor { query.append(("next", cursor)) }
         return try page(try call("GET", "/users/\(user)/search", query: query), route: "GET search")
     }

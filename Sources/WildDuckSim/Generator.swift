@@ -75,7 +75,7 @@ extension SimAccount {
         return "\(dow), \(d) \(mon) \(y) \(s(11, 19)) +0000"
     }
 
-    /// Deterministic bulk generator. Messages get unique Message-IDs, idates spread over the past year
+    /// Deterministic bulk generator. Messages get unique Message-IDs, idates spread over the year 2025
     /// (increasing with the index), and a mix of seen (≈70 %) and flagged (≈8 %).
     /// With `corpus`, bodies are corpus files (their Message-ID replaced by a unique one).
     @discardableResult
@@ -90,7 +90,8 @@ extension SimAccount {
         var g = SplitMix64(seed: seed)
         let user = username
         let addr = address
-        let end = nowMillis()
+        // fixed window (2025) so that output does not depend on the clock
+        let end: Int64 = 1_767_225_600_000
         let start = end - 365 * 24 * 3600 * 1000
         let step = max(1, (end - start) / Int64(count))
         let textBlock = SynthBlocks.text
@@ -128,14 +129,17 @@ extension SimAccount {
                         bodyLen = Int(1500 * pow(15.0, u))
                     }
                 }
+                let dateMs = (idate - 60_000) / 1000 * 1000
+                let cc = g.next() % 4 == 0
+                let refs = subject.hasPrefix("Re:") ? ["<thread.\(i % 97)@wdsync.sim>"] : []
                 var h = "Return-Path: <\(name.lowercased())@\(domain)>\r\n"
                 h += "Message-ID: \(msgId)\r\n"
-                h += "Date: \(SimAccount.rfc2822(ms: idate - 60_000))\r\n"
+                h += "Date: \(SimAccount.rfc2822(ms: dateMs))\r\n"
                 h += "From: \(name) <\(name.lowercased())@\(domain)>\r\n"
                 h += "To: \(user) <\(addr)>\r\n"
-                if g.next() % 4 == 0 { h += "Cc: team@\(domain)\r\n" }
+                if cc { h += "Cc: team@\(domain)\r\n" }
                 h += "Subject: \(subject)\r\n"
-                if subject.hasPrefix("Re:") { h += "References: <thread.\(i % 97)@wdsync.sim>\r\nIn-Reply-To: <thread.\(i % 97)@wdsync.sim>\r\n" }
+                if let r = refs.first { h += "References: \(r)\r\nIn-Reply-To: \(r)\r\n" }
                 h += "MIME-Version: 1.0\r\n"
                 if big {
                     let boundary = "----=_sim_\(i)"
@@ -148,19 +152,48 @@ extension SimAccount {
                     let len = min(b64Block.count, bodyLen) / 78 * 78
                     let suffix = Array("--\(boundary)--\r\n".utf8)
                     source = .composed(prefix: prefix, block: .base64, offset: 0, length: len, suffix: suffix)
-                    parsed = MailParser.parse(prefix)
+                    parsed = SimAccount.synthParsed(name: name, domain: domain, user: user, addr: addr, cc: cc, subject: subject,
+                                                    msgId: msgId, refs: refs, dateMs: dateMs, contentType: "multipart/mixed",
+                                                    params: [("boundary", boundary)], introBytes: textBlock[off..<(off + 400)],
+                                                    attachment: (filename: "data\(i).bin", contentType: "application/octet-stream", size: len))
                 } else {
                     h += "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
                     let len = min(bodyLen, textBlock.count - 1)
                     let off = Int(g.next() % UInt64(textBlock.count - len))
                     let prefix = Array(h.utf8)
                     source = .composed(prefix: prefix, block: .text, offset: off, length: len, suffix: [0x0D, 0x0A])
-                    parsed = MailParser.parse(prefix + textBlock[off..<min(off + 400, off + len)])
+                    parsed = SimAccount.synthParsed(name: name, domain: domain, user: user, addr: addr, cc: cc, subject: subject,
+                                                    msgId: msgId, refs: refs, dateMs: dateMs, contentType: "text/plain",
+                                                    params: [("charset", "utf-8")], introBytes: textBlock[off..<min(off + 400, off + len)],
+                                                    attachment: nil)
                 }
             }
             _ = try deliver(source: source, parsed: parsed, to: mailbox, flags: MsgFlags(seen: seen, flagged: flagged), idateMs: idate)
         }
         return count
+    }
+
+    static func synthParsed(name: String, domain: String, user: String, addr: String, cc: Bool, subject: String, msgId: String,
+                            refs: [String], dateMs: Int64, contentType: String, params: [(String, String)], introBytes: ArraySlice<UInt8>,
+                            attachment: (filename: String, contentType: String, size: Int)?) -> ParsedMail {
+        var p = ParsedMail()
+        p.subject = subject
+        p.from = SimAddress(name: name, address: "\(name.lowercased())@\(domain)")
+        p.to = [SimAddress(name: user, address: addr)]
+        if cc { p.cc = [SimAddress(name: "", address: "team@\(domain)")] }
+        p.dateMs = dateMs
+        p.messageId = msgId
+        p.references = refs
+        p.inReplyTo = refs.first
+        p.contentType = contentType
+        p.contentTypeParams = params
+        p.text = String(decoding: introBytes, as: UTF8.self)
+        p.intro = MailParser.intro(p.text)
+        if let a = attachment {
+            p.hasAttachments = true
+            p.attachmentNames = [a]
+        }
+        return p
     }
 
     /// Removes Message-ID header lines and prepends a new one (keeps the file's line ending style).

@@ -116,26 +116,33 @@ struct HTTPRequestParser {
             if buffer.count - start > maxHeader { throw HTTPParseError.tooLarge }
             return nil
         }
-        let headText = String(decoding: buffer[start..<headEnd], as: UTF8.self)
-        var lines = headText.components(separatedBy: "\r\n")
-        guard !lines.isEmpty else { throw HTTPParseError.malformed("empty") }
-        let requestLine = lines.removeFirst().split(separator: " ", omittingEmptySubsequences: true)
-        guard requestLine.count == 3, requestLine[2].hasPrefix("HTTP/1.") else { throw HTTPParseError.malformed("request line") }
-        let method = String(requestLine[0])
-        let target = String(requestLine[1])
-        let http10 = requestLine[2] == "HTTP/1.0"
+        // request line and headers, parsed on bytes
+        var lineStart = start
+        var lineEnd = buffer.firstIndex(of: [0x0D, 0x0A], from: lineStart) ?? headEnd
+        if lineEnd > headEnd { lineEnd = headEnd }
+        let requestLine = buffer[lineStart..<lineEnd].split(separator: 0x20, omittingEmptySubsequences: true)
+        guard requestLine.count == 3, requestLine[2].starts(with: Array("HTTP/1.".utf8)) else { throw HTTPParseError.malformed("request line") }
+        let method = String(decoding: requestLine[0], as: UTF8.self)
+        let target = String(decoding: requestLine[1], as: UTF8.self)
+        let http10 = Array(requestLine[2]) == Array("HTTP/1.0".utf8)
         var headers: [String: String] = [:]
-        for l in lines {
-            guard let colon = l.firstIndex(of: ":") else { throw HTTPParseError.malformed("header") }
-            let name = l[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
-            let value = l[l.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        lineStart = lineEnd + 2
+        while lineStart < headEnd {
+            var e = lineStart
+            while e + 1 < headEnd + 2, !(buffer[e] == 0x0D && buffer[e + 1] == 0x0A) { e += 1 }
+            guard let colon = buffer[lineStart..<e].firstIndex(of: UInt8(ascii: ":")) else { throw HTTPParseError.malformed("header") }
+            var nameBytes = Array(buffer[lineStart..<colon])
+            for i in nameBytes.indices where nameBytes[i] >= 0x41 && nameBytes[i] <= 0x5A { nameBytes[i] += 0x20 }
+            let name = String(decoding: nameBytes, as: UTF8.self).trimmedWS
+            let value = String(decoding: buffer[(colon + 1)..<e], as: UTF8.self).trimmedWS
             if let old = headers[name] { headers[name] = old + ", " + value } else { headers[name] = value }
+            lineStart = e + 2
         }
         var pos = headEnd + 4
         var body: [UInt8] = []
         if let ex = headers["expect"], ex.lowercased() == "100-continue", continuedAt != start {
             let complete: Bool
-            if let cl = headers["content-length"].flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) {
+            if let cl = headers["content-length"].flatMap({ Int($0.trimmedWS) }) {
                 complete = buffer.count - pos >= cl
             } else { complete = false }
             if !complete { wantsContinue = true; continuedAt = start; return nil }
@@ -145,7 +152,7 @@ struct HTTPRequestParser {
             while true {
                 guard let lineEnd = buffer.firstIndex(of: [0x0D, 0x0A], from: pos) else { return nil }
                 let sizeText = String(decoding: buffer[pos..<lineEnd], as: UTF8.self).split(separator: ";").first.map(String.init) ?? ""
-                guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16), size >= 0 else {
+                guard let size = Int(sizeText.trimmedWS, radix: 16), size >= 0 else {
                     throw HTTPParseError.malformed("chunk size")
                 }
                 if body.count + size > maxBody { throw HTTPParseError.tooLarge }
@@ -165,7 +172,7 @@ struct HTTPRequestParser {
                 pos = dataStart + size + 2
             }
         } else if let cl = headers["content-length"] {
-            guard let n = Int(cl.trimmingCharacters(in: .whitespaces)), n >= 0 else { throw HTTPParseError.malformed("content-length") }
+            guard let n = Int(cl.trimmedWS), n >= 0 else { throw HTTPParseError.malformed("content-length") }
             if n > maxBody { throw HTTPParseError.tooLarge }
             guard buffer.count - pos >= n else { return nil }
             body = Array(buffer[pos..<(pos + n)])

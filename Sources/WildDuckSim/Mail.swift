@@ -42,8 +42,8 @@ enum MailParser {
         func flush() {
             guard !current.isEmpty else { return }
             if let colon = current.firstIndex(of: UInt8(ascii: ":")), colon > 0 {
-                let name = String(decoding: current[0..<colon], as: UTF8.self).trimmingCharacters(in: .whitespaces).lowercased()
-                let value = String(decoding: current[(colon + 1)...], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+                let name = String(decoding: current[0..<colon], as: UTF8.self).trimmedWS.lowercased()
+                let value = String(decoding: current[(colon + 1)...], as: UTF8.self).trimmedWS
                 if !name.isEmpty { fields.append((name, value)) }
             }
             current.removeAll(keepingCapacity: true)
@@ -87,7 +87,7 @@ enum MailParser {
         m.bcc = fields.filter { $0.0 == "bcc" }.flatMap { addresses($0.1) }
         if let d = first("date") { m.dateMs = rfc2822Date(d) }
         if let mid = first("message-id") {
-            let t = mid.trimmingCharacters(in: .whitespaces)
+            let t = mid.trimmedWS
             if !t.isEmpty { m.messageId = t }
         }
         m.inReplyTo = first("in-reply-to")
@@ -109,7 +109,7 @@ enum MailParser {
         m.hasAttachments = att
         m.attachmentNames = names
         var introSource = m.text
-        if introSource.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, let h = htmls.first { introSource = stripTags(h) }
+        if introSource.trimmedWS.isEmpty, let h = htmls.first { introSource = stripTags(h) }
         m.intro = intro(introSource)
         return m
     }
@@ -126,7 +126,7 @@ enum MailParser {
             }
             if count >= 128 { break }
         }
-        return out.trimmingCharacters(in: .whitespaces)
+        return out.trimmedWS
     }
 
     static func stripTags(_ s: String) -> String {
@@ -171,7 +171,7 @@ enum MailParser {
             names.append((decodeWords(filename ?? "attachment"), ct, end - start))
             return
         }
-        let cte = (first("content-transfer-encoding") ?? "").lowercased().trimmingCharacters(in: .whitespaces)
+        let cte = (first("content-transfer-encoding") ?? "").lowercased().trimmedWS
         let bodyBytes = Array(raw[start..<end])
         let decoded: [UInt8]
         switch cte {
@@ -230,12 +230,12 @@ enum MailParser {
             cur.append(ch)
         }
         parts.append(cur)
-        let main = (parts.first ?? "").trimmingCharacters(in: .whitespaces).lowercased()
+        let main = (parts.first ?? "").trimmedWS.lowercased()
         var params: [(String, String)] = []
         for p in parts.dropFirst() {
             guard let eq = p.firstIndex(of: "=") else { continue }
-            var name = p[..<eq].trimmingCharacters(in: .whitespaces).lowercased()
-            var v = p[p.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+            var name = p[..<eq].trimmedWS.lowercased()
+            var v = p[p.index(after: eq)...].trimmedWS
             if v.hasPrefix("\"") && v.hasSuffix("\"") && v.count >= 2 { v = String(v.dropFirst().dropLast()) }
             if name.hasSuffix("*") { // RFC 2231 (simplified)
                 name.removeLast()
@@ -293,7 +293,7 @@ enum MailParser {
     }
 
     static func decodeCharset(_ bytes: [UInt8], _ charset: String) -> String {
-        let cs = charset.lowercased().trimmingCharacters(in: .whitespaces)
+        let cs = charset.lowercased().trimmedWS
         switch cs {
         case "utf-8", "utf8", "us-ascii", "ascii", "":
             return String(decoding: bytes, as: UTF8.self)
@@ -383,12 +383,12 @@ enum MailParser {
         pieces.append(cur)
         var out: [SimAddress] = []
         for raw in pieces {
-            let p = raw.trimmingCharacters(in: .whitespaces)
+            let p = raw.trimmedWS
             if p.isEmpty { continue }
             if let lt = p.lastIndex(of: "<") {
                 let addrPart = p[p.index(after: lt)...]
-                let addr = String(addrPart.prefix { $0 != ">" }).trimmingCharacters(in: .whitespaces)
-                var name = String(p[..<lt]).trimmingCharacters(in: .whitespaces)
+                let addr = String(addrPart.prefix { $0 != ">" }).trimmedWS
+                var name = String(p[..<lt]).trimmedWS
                 if name.hasPrefix("\"") && name.hasSuffix("\"") && name.count >= 2 {
                     name = String(name.dropFirst().dropLast()).replacingOccurrences(of: "\\\"", with: "\"").replacingOccurrences(of: "\\\\", with: "\\")
                 }
@@ -402,9 +402,9 @@ enum MailParser {
                     if ch == ")" && depth > 0 { depth -= 1; if depth == 0 { continue } }
                     if depth > 0 { comment.append(ch) } else { addr.append(ch) }
                 }
-                addr = addr.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+                addr = addr.trimmedWS.trimmingCharacters(in: CharacterSet(charactersIn: "\""))
                 if addr.isEmpty && comment.isEmpty { continue }
-                out.append(SimAddress(name: decodeWords(comment.trimmingCharacters(in: .whitespaces)), address: addr))
+                out.append(SimAddress(name: decodeWords(comment.trimmedWS), address: addr))
             }
         }
         return out

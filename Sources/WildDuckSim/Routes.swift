@@ -104,7 +104,7 @@ struct Routes {
         if let t = req.header("x-access-token"), !t.isEmpty { return t }
         if let a = req.header("authorization") {
             let parts = a.split(separator: " ", maxSplits: 1)
-            if parts.count == 2, parts[0].lowercased() == "bearer" { return parts[1].trimmingCharacters(in: .whitespaces) }
+            if parts.count == 2, parts[0].lowercased() == "bearer" { return parts[1].trimmedWS }
         }
         return nil
     }

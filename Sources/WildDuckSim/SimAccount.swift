@@ -455,7 +455,7 @@ public final class SimAccount: Sendable {
     // MARK: messages
 
     static func threadId(for parsed: ParsedMail, messageId: String) -> String {
-        let root = parsed.references.first ?? parsed.inReplyTo?.trimmingCharacters(in: .whitespaces) ?? messageId
+        let root = parsed.references.first ?? parsed.inReplyTo?.trimmedWS ?? messageId
         let subj = parsed.subject.lowercased().replacingOccurrences(of: "re: ", with: "").replacingOccurrences(of: "fwd: ", with: "")
         let h1 = FNV.hash64(Array(root.utf8))
         let h2 = FNV.hash64(Array(subj.utf8))

@@ -170,3 +170,15 @@ extension Array where Element == UInt8 {
         return nil
     }
 }
+
+extension StringProtocol {
+    /// Trims ASCII spaces, tabs, CR and LF (much cheaper than Foundation's trimmingCharacters).
+    var trimmedWS: String {
+        let u = Array(utf8)
+        var s = 0, e = u.count
+        func ws(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0D || c == 0x0A }
+        while s < e, ws(u[s]) { s += 1 }
+        while e > s, ws(u[e - 1]) { e -= 1 }
+        return String(decoding: u[s..<e], as: UTF8.self)
+    }
+}

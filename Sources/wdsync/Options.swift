@@ -23,6 +23,10 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "ca-file", short: nil, value: "FILE", help: "Trust this CA bundle for https:// instead of the system store."),
     OptionSpec(long: "insecure", short: nil, value: nil, help: "Do not verify TLS certificates (prints a warning)."),
     OptionSpec(long: "connections", short: nil, value: "N", help: "Parallel message downloads (default 4)."),
+    OptionSpec(long: "poll-interval", short: nil, value: "S", help: "Live sync: seconds between REST polls when neither WebSocket nor SSE works (default 30)."),
+    OptionSpec(long: "reconnect-delay", short: nil, value: "MS", help: "Live sync: first reconnection delay (default 1000, doubling with jitter)."),
+    OptionSpec(long: "max-reconnect-delay", short: nil, value: "MS", help: "Live sync: longest reconnection delay (default 32000)."),
+    OptionSpec(long: "reconnect-attempts", short: nil, value: "N", help: "Live sync: give up after N failed reconnections (default 0 = never)."),
     OptionSpec(long: "config", short: nil, value: "FILE", help: "Config file. Default: $XDG_CONFIG_HOME/wdsync/config", configKey: false),
     OptionSpec(long: "account", short: nil, value: "NAME", help: "Sync only this account of the config file (default: all).", configKey: false),
     OptionSpec(long: "verbose", short: "v", value: nil, help: "Say what is being done.", configKey: false),
@@ -50,9 +54,13 @@ func helpText() -> String {
     var text = """
     \(version) — an offline-first mirror of a WildDuck account into SQLite and Maildir
 
-    usage: wdsync --once --server URL --user NAME (--password-file F | --password-command CMD)
+    usage: wdsync [--once] --server URL --user NAME (--password-file F | --password-command CMD)
                   [--maildir DIR] [--db FILE] [--layout verbatim|maildir++] [-v|-q]
-           wdsync --once [--config FILE] [--account NAME]
+           wdsync [--once] [--config FILE] [--account NAME]
+
+    Without --once, wdsync stays running and keeps the mirror current (WebSocket, falling back
+    to the SSE update stream and then to REST polling). SIGUSR1 reconciles at once; SIGINT and
+    SIGTERM stop it cleanly.
 
     options:
 
@@ -155,6 +163,22 @@ struct ConfigFile {
             if let current { accounts[current].values[key] = value } else { defaults[key] = value }
         }
     }
+}
+
+/// Live-sync settings from the command line or config values.
+func liveOptions(_ values: [String: String]) throws -> LiveOptions {
+    var o = LiveOptions()
+    func number(_ key: String, _ range: ClosedRange<Double>) throws -> Double? {
+        guard let text = values[key] else { return nil }
+        guard let v = Double(text), range.contains(v) else { throw UsageError(description: "--\(key) must be a number in \(Int(range.lowerBound))…\(Int(range.upperBound))") }
+        return v
+    }
+    if let v = try number("poll-interval", 1...86400) { o.pollInterval = v }
+    if let v = try number("reconnect-delay", 1...3_600_000) { o.reconnectDelay = v / 1000 }
+    if let v = try number("max-reconnect-delay", 1...3_600_000) { o.maxReconnectDelay = v / 1000 }
+    if let v = try number("reconnect-attempts", 0...1_000_000) { o.reconnectAttempts = Int(v) }
+    o.maxReconnectDelay = max(o.maxReconnectDelay, o.reconnectDelay)
+    return o
 }
 
 /// Builds the account configurations from the command line and the config file.

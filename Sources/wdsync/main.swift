@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Maildir
+import Synchronization
 import Store
 import Sync
 import WildDuck
@@ -66,9 +67,11 @@ func run() -> ExitCode {
         FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
         return .usage
     }
-    guard args.flags.contains("once") else {
-        FileHandle.standardError.write(Data("wdsync: live sync needs --once for now (see README: Status)\n".utf8))
-        return .usage
+    if !args.flags.contains("once") {
+        do { return runLive(accounts, options: try liveOptions(args.values), level: level, debug: args.flags.contains("debug")) } catch {
+            FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
+            return .usage
+        }
     }
     var result = ExitCode.ok
     for account in accounts {
@@ -93,6 +96,48 @@ func run() -> ExitCode {
         }
     }
     return result
+}
+
+/// The daemon: one engine thread per account; signals stop or nudge them all.
+func runLive(_ accounts: [AccountConfig], options: LiveOptions, level: LogLevel, debug: Bool) -> ExitCode {
+    let engines = accounts.map { account in
+        LiveSync(config: account, options: options,
+                 log: StderrLog(level: level, timestamps: debug, account: accounts.count > 1 ? account.name : nil))
+    }
+    var sources: [DispatchSourceSignal] = []
+    for sig in [SIGINT, SIGTERM, SIGUSR1] {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler {
+            for engine in engines { sig == SIGUSR1 ? engine.reconcileNow() : engine.stop() }
+        }
+        source.resume()
+        sources.append(source)
+    }
+    let results = Mutex<[ExitCode]>([])
+    let group = DispatchGroup()
+    for (engine, account) in zip(engines, accounts) {
+        group.enter()
+        let thread = Thread {
+            defer { group.leave() }
+            let log = StderrLog(level: level, timestamps: debug, account: accounts.count > 1 ? account.name : nil)
+            if account.insecure { log.log(.warning, "--insecure: TLS certificates are not verified") }
+            do {
+                let lock = try AccountLock(dbPath: account.db)
+                try engine.run()
+                withExtendedLifetime(lock) {}
+                results.withLock { $0.append(.ok) }
+            } catch {
+                let (code, message) = classify(error)
+                log.log(.error, message)
+                results.withLock { $0.append(code) }
+            }
+        }
+        thread.start()
+    }
+    group.wait()
+    withExtendedLifetime(sources) {}
+    return results.withLock { $0.first { $0 != .ok } ?? .ok }
 }
 
 exit(run().rawValue)

@@ -1,0 +1,271 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Net
+import Store
+import Synchronization
+import WildDuck
+
+/// Settings of the live engine (defaults as in the WebSocket design document).
+public struct LiveOptions: Sendable {
+    public var reconnectDelay: Double = 1
+    public var maxReconnectDelay: Double = 32
+    /// 0 = unlimited.
+    public var reconnectAttempts = 0
+    /// Consecutive WebSocket failures before falling back to SSE.
+    public var wsFailuresBeforeFallback = 5
+    public var pollInterval: Double = 30
+    public var wsProbeInterval: Double = 300
+    public var pingInterval: Double = 10
+    public var pongTimeout: Double = 5
+    public var replyTimeout: Double = 5
+    /// Events arriving within this window are applied together.
+    public var batchWindow: Double = 0.05
+    /// A full REST reconcile at least this often, whatever the transport says.
+    public var reconcileInterval: Double = 900
+    public var compression = true
+    public init() {}
+}
+
+/// How the engine hears about changes.
+public enum Transport: String, Sendable {
+    case webSocket = "WebSocket"
+    case sse = "SSE"
+    case polling = "REST polling"
+}
+
+/// What a source tells the engine besides events.
+enum SourceNote: Sendable {
+    case connected(Transport)
+    case failed(Transport, reason: String, unavailable: Bool, auth: Bool)
+}
+
+/// Events and notes from sources, waited on by the engine thread.
+final class Inbox: Sendable {
+    private struct State {
+        var events: [RemoteEvent] = []
+        var notes: [SourceNote] = []
+        var lastEventId: String?
+        var firstEvent: ContinuousClock.Instant?
+        var receivedAt: [ContinuousClock.Instant] = []
+        var reconcileRequested = false
+        var stopRequested = false
+    }
+    private let state = Mutex(State())
+    private let signal = DispatchSemaphore(value: 0)
+
+    func push(_ events: [RemoteEvent], lastEventId: String? = nil) {
+        guard !events.isEmpty || lastEventId != nil else { return }
+        state.withLock { s in
+            s.events += events
+            if let lastEventId { s.lastEventId = lastEventId }
+            if s.firstEvent == nil { s.firstEvent = .now }
+        }
+        signal.signal()
+    }
+
+    func note(_ note: SourceNote) {
+        state.withLock { $0.notes.append(note) }
+        signal.signal()
+    }
+
+    func requestReconcile() {
+        state.withLock { $0.reconcileRequested = true }
+        signal.signal()
+    }
+
+    func requestStop() {
+        state.withLock { $0.stopRequested = true }
+        signal.signal()
+    }
+
+    var stopRequested: Bool { state.withLock { $0.stopRequested } }
+
+    func wait(seconds: Double) {
+        _ = signal.wait(timeout: .now() + max(0, seconds))
+    }
+
+    /// Time since the oldest unapplied event arrived.
+    var oldestEventAge: Duration? { state.withLock { s in s.firstEvent.map { ContinuousClock.now - $0 } } }
+
+    func take() -> (events: [RemoteEvent], notes: [SourceNote], lastEventId: String?, reconcile: Bool, stop: Bool) {
+        state.withLock { s in
+            defer {
+                s.events.removeAll(); s.notes.removeAll(); s.lastEventId = nil; s.firstEvent = nil
+                s.reconcileRequested = false
+            }
+            return (s.events, s.notes, s.lastEventId, s.reconcileRequested, s.stopRequested)
+        }
+    }
+}
+
+/// A running source of events; `stop` ends it and returns quickly.
+protocol EventSource: AnyObject, Sendable {
+    var transport: Transport { get }
+    func stop()
+    /// The mailboxes to follow changed (the WebSocket subscribes to new ones).
+    func follow(mailboxes: [String])
+}
+
+/// The live engine for one account: keeps the cache and Maildir current, switching between
+/// WebSocket, SSE and REST polling, reconnecting with backoff and reconciling after every
+/// (re)connection. Runs on the calling thread until `stop()`.
+public final class LiveSync: Sendable {
+    let config: AccountConfig
+    let options: LiveOptions
+    let log: SyncLog
+    let inbox = Inbox()
+    /// Called after every applied batch with (events, oldest-event age); used by the benchmark.
+    let onBatch: (@Sendable (Int, Duration) -> Void)?
+
+    public init(config: AccountConfig, options: LiveOptions = LiveOptions(), log: SyncLog,
+                onBatch: (@Sendable (Int, Duration) -> Void)? = nil) {
+        self.config = config
+        self.options = options
+        self.log = log
+        self.onBatch = onBatch
+    }
+
+    /// Asks the engine to finish its current batch, close its connections and return.
+    public func stop() { inbox.requestStop() }
+
+    /// Asks for a full reconcile now and a WebSocket probe (SIGUSR1).
+    public func reconcileNow() { inbox.requestReconcile() }
+
+    /// Runs until `stop()`. Throws only for what retrying cannot fix (authentication, local I/O).
+    public func run() throws {
+        let mirror = try Mirror(config: config, log: log)
+        log.log(.verbose, "initial sync")
+        _ = try mirror.syncOnce()
+        var transport = Transport.webSocket
+        var source: EventSource?
+        var failures = 0                     // consecutive, for backoff and fallback
+        var nextAttempt = ContinuousClock.now
+        var nextPoll = ContinuousClock.now + .seconds(options.pollInterval)
+        var nextProbe = ContinuousClock.now + .seconds(options.wsProbeInterval)
+        var nextReconcile = ContinuousClock.now + .seconds(options.reconcileInterval)
+        var connected = false
+
+        func switchTo(_ next: Transport, because reason: String) {
+            source?.stop()
+            source = nil
+            connected = false
+            if next != transport { log.log(.verbose, "switching from \(transport.rawValue) to \(next.rawValue): \(reason)") }
+            transport = next
+            failures = 0
+            nextAttempt = .now
+        }
+
+        defer { source?.stop() }
+        while true {
+            // Start a source when it is time.
+            if source == nil, transport != .polling, ContinuousClock.now >= nextAttempt {
+                log.log(.debug, "connecting (\(transport.rawValue))")
+                source = try makeSource(transport, mirror: mirror)
+                nextAttempt = .now + .seconds(options.maxReconnectDelay)
+            }
+
+            // Wait for something to do.
+            var deadline = min(nextReconcile, transport == .polling ? nextPoll : nextProbe)
+            if source == nil && transport != .polling { deadline = min(deadline, nextAttempt) }
+            if let age = inbox.oldestEventAge {
+                deadline = min(deadline, .now + .seconds(options.batchWindow) - age)
+            }
+            let wait = ContinuousClock.now.duration(to: deadline)
+            if wait > .zero { inbox.wait(seconds: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18) }
+            if let age = inbox.oldestEventAge, age < .seconds(options.batchWindow), !inbox.stopRequested { continue }
+
+            let taken = inbox.take()
+            if taken.stop {
+                log.log(.verbose, "stopping")
+                source?.stop()
+                source = nil
+                if !taken.events.isEmpty { try applyBatch(taken.events, lastEventId: taken.lastEventId, mirror: mirror) }
+                return
+            }
+            for note in taken.notes {
+                switch note {
+                case .connected(let t):
+                    guard t == transport else { continue }
+                    connected = true
+                    failures = 0
+                    log.log(.verbose, "connected (\(t.rawValue)); reconciling")
+                    _ = try mirror.syncOnce()
+                    if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
+                    nextReconcile = .now + .seconds(options.reconcileInterval)
+                case .failed(let t, let reason, let unavailable, let auth):
+                    guard t == transport else { continue }
+                    source?.stop()
+                    source = nil
+                    connected = false
+                    if auth {
+                        log.log(.verbose, "\(t.rawValue): \(reason); authenticating again")
+                        try mirror.client.authenticate()   // a refusal here ends the daemon (exit code 77)
+                    }
+                    failures += 1
+                    if unavailable || (t == .webSocket && failures >= options.wsFailuresBeforeFallback) {
+                        switchTo(t == .webSocket ? .sse : .polling, because: reason)
+                        if transport == .polling { nextPoll = .now }
+                        nextProbe = .now + .seconds(options.wsProbeInterval)
+                    } else if t == .sse && failures >= options.wsFailuresBeforeFallback {
+                        switchTo(.polling, because: reason)
+                        nextPoll = .now
+                    } else {
+                        if options.reconnectAttempts > 0 && failures > options.reconnectAttempts {
+                            throw SyncError.config("gave up after \(failures - 1) reconnection attempts: \(reason)")
+                        }
+                        let delay = backoff(attempt: failures - 1)
+                        log.log(.verbose, "\(t.rawValue) failed (\(reason)); reconnecting in \(String(format: "%.1f", delay)) s")
+                        nextAttempt = .now + .seconds(delay)
+                    }
+                }
+            }
+            if !taken.events.isEmpty {
+                try applyBatch(taken.events, lastEventId: taken.lastEventId, mirror: mirror)
+            } else if let id = taken.lastEventId {
+                try mirror.store.setLastEventId(id)
+            }
+            if taken.reconcile || ContinuousClock.now >= nextReconcile || (transport == .polling && ContinuousClock.now >= nextPoll) {
+                log.log(.debug, "reconciling (\(transport == .polling ? "poll" : "scheduled"))")
+                let summary = try mirror.syncOnce()
+                if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
+                nextReconcile = .now + .seconds(options.reconcileInterval)
+                nextPoll = .now + .seconds(options.pollInterval)
+                if summary.mailboxesChanged > 0 { log.log(.debug, "poll: \(summary.mailboxesChanged) mailboxes changed") }
+            }
+            // Try the WebSocket again now and then (and on SIGUSR1) while on a fallback.
+            if transport != .webSocket && (taken.reconcile || ContinuousClock.now >= nextProbe) {
+                nextProbe = .now + .seconds(options.wsProbeInterval)
+                switchTo(.webSocket, because: "probing whether the WebSocket works again")
+                failures = options.wsFailuresBeforeFallback - 1   // one failure → straight back
+            }
+            _ = connected
+        }
+    }
+
+    private func applyBatch(_ events: [RemoteEvent], lastEventId: String?, mirror: Mirror) throws {
+        let start = ContinuousClock.now
+        try mirror.apply(events)
+        if let lastEventId { try mirror.store.setLastEventId(lastEventId) }
+        log.log(.debug, "applied \(events.count) events in \(ContinuousClock.now - start)")
+        onBatch?(events.count, ContinuousClock.now - start)
+    }
+
+    func backoff(attempt: Int) -> Double {
+        let base = min(options.reconnectDelay * pow(2, Double(min(attempt, 30))), options.maxReconnectDelay)
+        return base * Double.random(in: 0.8...1.2)
+    }
+
+    private func makeSource(_ transport: Transport, mirror: Mirror) throws -> EventSource? {
+        switch transport {
+        case .webSocket:
+            return WebSocketSource(session: mirror.session, server: config.server, options: options, config: config,
+                                   mailboxes: try mirror.store.mailboxes().map(\.id), inbox: inbox, log: log)
+        case .sse:
+            return SSESource(session: mirror.session, lastEventId: try mirror.store.lastEventId(), inbox: inbox, log: log)
+        case .polling:
+            return nil
+        }
+    }
+}

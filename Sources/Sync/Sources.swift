@@ -1,0 +1,263 @@
+import Foundation
+import Net
+import Synchronization
+import WebSocket
+import WildDuck
+
+/// `GET /users/:user/updates`: WildDuck's journal as Server-Sent Events, resumed with
+/// Last-Event-ID. Runs on its own thread; the server ends the stream now and then (30 min on
+/// the fork), which the engine treats as a reconnect.
+final class SSESource: EventSource {
+    let transport = Transport.sse
+    private let handle = CloseHandle()
+
+    init(session: Session, lastEventId: String?, inbox: Inbox, log: SyncLog) {
+        let thread = Thread { [handle] in
+            let connector = session.connector
+            let connection = HTTPConnection(endpoint: session.endpoint, timeout: 120) { endpoint in
+                let s = try connector(endpoint)
+                handle.set(s)
+                return s
+            }
+            var headers = [("X-Access-Token", session.token ?? ""), ("Accept", "text/event-stream")]
+            if let lastEventId { headers.append(("Last-Event-ID", lastEventId)) }
+            var parser = SSEParser()
+            var status = 0
+            var errorBody = [UInt8]()
+            let note: SourceNote
+            do {
+                _ = try connection.stream("GET", "/users/\(session.userId ?? "me")/updates", headers: headers, onHead: { head in
+                    status = head.status
+                    if status == 200 { inbox.note(.connected(.sse)) }
+                }, sink: { chunk in
+                    guard status == 200 else { if errorBody.count < 4096 { errorBody += chunk }; return }
+                    for event in try parser.feed(chunk) {
+                        inbox.push(JournalEvents.decode(event), lastEventId: event.id)
+                    }
+                })
+                if status == 200 {
+                    note = .failed(.sse, reason: "the server ended the update stream", unavailable: false, auth: false)
+                } else {
+                    let code = (try? JSON.parse(errorBody))?["code"]?.string
+                    note = .failed(.sse, reason: "the update stream was refused (HTTP \(status)\(code.map { ", \($0)" } ?? ""))",
+                                   unavailable: status == 404 || status == 405, auth: code == "InvalidToken")
+                }
+            } catch {
+                note = .failed(.sse, reason: "update stream: \(error)", unavailable: false, auth: false)
+            }
+            connection.close()
+            if !handle.isClosed { inbox.note(note) }
+            _ = log
+        }
+        thread.start()
+    }
+
+    func stop() { handle.close() }
+
+    func follow(mailboxes: [String]) {}
+}
+
+/// Lets another thread close a blocking stream (ByteStream.close is safe from any thread).
+final class CloseHandle: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stream: ByteStream?
+    private var closed = false
+
+    func set(_ stream: ByteStream) {
+        lock.lock(); defer { lock.unlock() }
+        if closed { stream.close() } else { self.stream = stream }
+    }
+
+    var isClosed: Bool { lock.lock(); defer { lock.unlock() }; return closed }
+
+    func close() {
+        lock.lock(); defer { lock.unlock() }
+        closed = true
+        stream?.close()
+    }
+}
+
+/// The `/ws` endpoint: subscribes to every channel and every mailbox, answers liveness with its
+/// own pings, and maps updates to remote events.
+final class WebSocketSource: EventSource {
+    let transport = Transport.webSocket
+    private struct State {
+        var client: WebSocketClient?
+        var stopped = false
+        var subscribed = Set<String>()
+        var lastPong = ContinuousClock.now
+        var announced = false
+        var refusedSecondMessages = false
+    }
+    private let state = Mutex(State())
+    private let session: Session
+    private let inbox: Inbox
+    private let log: SyncLog
+    private let options: LiveOptions
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    init(session: Session, server: String, options: LiveOptions, config: AccountConfig, mailboxes: [String],
+         inbox: Inbox, log: SyncLog) {
+        self.session = session
+        self.inbox = inbox
+        self.log = log
+        self.options = options
+        let url = WebSocketSource.url(for: server)
+        let wsOptions = WebSocketOptions(compression: options.compression, timeout: 10,
+                                         tls: WebSocketTLSOptions(caFile: config.caFile, insecure: config.insecure))
+        let t = Task.detached { [self] in await self.run(url: url, options: wsOptions, mailboxes: mailboxes) }
+        task.withLock { $0 = t }
+    }
+
+    /// `http://host/api` → `ws://host/api/ws`.
+    static func url(for server: String) -> String {
+        var url = server
+        while url.hasSuffix("/") { url.removeLast() }
+        if url.lowercased().hasPrefix("https://") { url = "wss://" + url.dropFirst(8) }
+        else if url.lowercased().hasPrefix("http://") { url = "ws://" + url.dropFirst(7) }
+        return url + "/ws"
+    }
+
+    private func fail(_ reason: String, unavailable: Bool = false, auth: Bool = false) {
+        let report = state.withLock { s -> Bool in
+            defer { s.stopped = true }
+            return !s.stopped
+        }
+        if report { inbox.note(.failed(.webSocket, reason: reason, unavailable: unavailable, auth: auth)) }
+    }
+
+    private func run(url: String, options wsOptions: WebSocketOptions, mailboxes: [String]) async {
+        let client: WebSocketClient
+        do {
+            client = try await WebSocketClient.connect(url: url, options: wsOptions)
+        } catch let error as WebSocketError {
+            if case .handshakeRejected(let status, _) = error {
+                fail("the server has no WebSocket endpoint (HTTP \(status))", unavailable: true)
+            } else {
+                fail("cannot open the WebSocket: \(error)")
+            }
+            return
+        } catch {
+            fail("cannot open the WebSocket: \(error)")
+            return
+        }
+        let alreadyStopped = state.withLock { s -> Bool in s.client = client; return s.stopped }
+        if alreadyStopped { await client.close(); return }
+        log.log(.debug, "WebSocket open (\(client.compression == nil ? "no compression" : "permessage-deflate"))")
+
+        for channel in [WSChannel.mailboxes, .settings, .filters, .autoreply] { await subscribe(client, channel, nil) }
+        for mailbox in mailboxes { await subscribe(client, .messages, mailbox) }
+        let pinger = Task { [self] in await self.keepAlive(client) }
+        defer { pinger.cancel() }
+        do {
+            for try await message in client.messages {
+                switch message {
+                case .pong:
+                    state.withLock { $0.lastPong = .now }
+                case .binary:
+                    log.log(.warning, "ignored a binary WebSocket message")
+                case .text(let text):
+                    log.log(.debug, "ws ← \(text.prefix(300))")
+                    if handle(WSProtocol.decode(text), client: client) == false { await client.close(); return }
+                }
+            }
+            fail("the WebSocket closed")
+        } catch let error as WebSocketError {
+            if case .closedByPeer(let code, let reason) = error {
+                let auth = code == 4001 || code == 4002
+                fail("the server closed the WebSocket (\(code.map(String.init) ?? "no code")\(reason.isEmpty ? "" : ": \(reason)"))", auth: auth)
+            } else {
+                fail("WebSocket: \(error)")
+            }
+        } catch {
+            fail("WebSocket: \(error)")
+        }
+    }
+
+    /// Returns false when the connection must end.
+    private func handle(_ message: WSProtocol.ServerMessage, client: WebSocketClient) -> Bool {
+        switch message {
+        case .data(let channel, let mailboxId, let code, let error):
+            if code == 401 || code == 403 {
+                fail("the server refused the subscription to \(channel) (\(code): \(error ?? "")); the token is no longer valid", auth: true)
+                return false
+            }
+            if code >= 400 {
+                if channel == "messages" {
+                    log.log(.verbose, "the server refused a messages subscription (\(error ?? "error \(code)")); that mailbox follows mailbox-level updates and REST reconciliation")
+                    state.withLock { $0.refusedSecondMessages = true }
+                } else {
+                    log.log(.warning, "subscription to \(channel) failed: \(error ?? "error \(code)")")
+                }
+            }
+            _ = mailboxId
+            let announce = state.withLock { s -> Bool in
+                guard !s.announced, channel == "mailboxes" else { return false }
+                s.announced = true
+                return true
+            }
+            if announce { inbox.note(.connected(.webSocket)) }
+            return true
+        case .update(_, let events):
+            inbox.push(events)
+            return true
+        case .disconnect(let reason):
+            fail("the server ended the session (\(reason))", auth: reason == "token_expired")
+            return false
+        case .invalid(let why):
+            log.log(.warning, "ignored a WebSocket message that does not decode (\(why)); reconciling over REST")
+            inbox.push([.resync])
+            return true
+        }
+    }
+
+    private func subscribe(_ client: WebSocketClient, _ channel: WSChannel, _ mailbox: String?) async {
+        let key = channel.rawValue + "/" + (mailbox ?? "")
+        let fresh = state.withLock { $0.subscribed.insert(key).inserted }
+        guard fresh, let token = session.token, let userId = session.userId else { return }
+        let text = WSProtocol.subscribe(channel, userId: userId, token: token, mailboxId: mailbox)
+        log.log(.debug, "ws → \(WSProtocol.redacted(text))")
+        try? await client.send(text: text)
+    }
+
+    /// Our own pings: a missing pong or a missing reply to the subscriptions means the
+    /// connection is dead (a laptop waking from suspend notices within seconds).
+    private func keepAlive(_ client: WebSocketClient) async {
+        let started = ContinuousClock.now
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(min(options.pingInterval, options.replyTimeout)))
+            if Task.isCancelled { return }
+            let (announced, lastPong) = state.withLock { ($0.announced, $0.lastPong) }
+            if !announced && ContinuousClock.now - started > .seconds(options.replyTimeout) {
+                fail("no reply to the subscriptions within \(Int(options.replyTimeout)) s")
+                await client.close()
+                return
+            }
+            let sent = ContinuousClock.now
+            do { try await client.ping() } catch { return }
+            try? await Task.sleep(for: .seconds(options.pongTimeout))
+            if Task.isCancelled { return }
+            if state.withLock({ $0.lastPong }) < sent && lastPong < sent {
+                fail("no pong within \(Int(options.pongTimeout)) s")
+                await client.close()
+                return
+            }
+        }
+    }
+
+    func stop() {
+        let client = state.withLock { s -> WebSocketClient? in s.stopped = true; return s.client }
+        task.withLock { $0?.cancel() }
+        guard let client else { return }
+        let done = DispatchSemaphore(value: 0)
+        Task.detached { await client.close(code: 1000); done.signal() }
+        _ = done.wait(timeout: .now() + 3)
+    }
+
+    func follow(mailboxes: [String]) {
+        guard let client = state.withLock({ $0.client }) else { return }
+        Task.detached { [self] in
+            for mailbox in mailboxes { await self.subscribe(client, .messages, mailbox) }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+/// A change on the server, as understood from any source (WebSocket, SSE, a REST poll).
+/// The engine does not care where events come from: every source produces these, and anything
+/// a source cannot express exactly becomes a "dirty" event that makes the engine ask REST.
+public enum RemoteEvent: Sendable, Equatable {
+    /// A message appeared (new mail, upload, arriving side of a move). Fetch its metadata.
+    case messageAdded(mailbox: String, uid: Int)
+    /// The message's complete flag list (IMAP names, e.g. `\Seen`).
+    case messageFlags(mailbox: String, uid: Int, flags: [String])
+    /// Something about this message changed; re-read it over REST.
+    case messageChanged(mailbox: String, uid: Int)
+    /// The message left the mailbox (expunge, delete, leaving side of a move).
+    case messageRemoved(mailbox: String, uid: Int)
+    /// Re-list this mailbox's messages over REST.
+    case mailboxDirty(String)
+    /// Mailboxes were created, renamed or deleted: re-list mailboxes.
+    case mailboxesChanged
+    case settingsChanged
+    case filtersChanged
+    case autoreplyChanged
+    /// Anything could have changed: reconcile everything.
+    case resync
+}
+
+/// A server-Sent Events parser (WHATWG rules, enough for WildDuck's `/updates` stream):
+/// feed it bytes as they arrive, get whole events out.
+public struct SSEParser: Sendable {
+    public struct Event: Sendable, Equatable {
+        public var id: String?
+        public var event: String?
+        public var data: String
+    }
+
+    private var line: [UInt8] = []
+    private var data: [String] = []
+    private var event: String?
+    private var id: String?
+    private var sawField = false
+    private var lastWasCR = false
+    /// Limit for one event's data, so a hostile stream cannot grow memory without bound.
+    public var maxEventSize = 16 << 20
+    private var size = 0
+
+    public init() {}
+
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer) throws -> [Event] {
+        var out: [Event] = []
+        for byte in bytes {
+            if byte == 10 && lastWasCR { lastWasCR = false; continue }
+            lastWasCR = byte == 13
+            if byte == 10 || byte == 13 {
+                if let e = try endLine() { out.append(e) }
+            } else {
+                line.append(byte)
+                size += 1
+                if size > maxEventSize { throw SSEError.eventTooLarge }
+            }
+        }
+        return out
+    }
+
+    private mutating func endLine() throws -> Event? {
+        defer { line.removeAll(keepingCapacity: true) }
+        if line.isEmpty {
+            defer { data.removeAll(); event = nil; sawField = false; size = 0 }
+            guard sawField, !data.isEmpty || id != nil else { return nil }
+            return Event(id: id, event: event, data: data.joined(separator: "\n"))
+        }
+        if line.first == UInt8(ascii: ":") { return nil }   // comment (heartbeat)
+        let text = String(decoding: line, as: UTF8.self)
+        let field: Substring, value: Substring
+        if let colon = text.firstIndex(of: ":") {
+            field = text[..<colon]
+            var v = text[text.index(after: colon)...]
+            if v.first == " " { v = v.dropFirst() }
+            value = v
+        } else {
+            field = Substring(text); value = ""
+        }
+        switch field {
+        case "data": data.append(String(value)); sawField = true
+        case "event": event = String(value); sawField = true
+        case "id": if !value.contains("\0") { id = String(value) }; sawField = true
+        default: break
+        }
+        return nil
+    }
+}
+
+public enum SSEError: Error, CustomStringConvertible, Sendable {
+    case eventTooLarge
+    public var description: String { "an update event is larger than the limit" }
+}
+
+/// WildDuck's journal entries (the SSE `/updates` stream) as remote events.
+public enum JournalEvents {
+    /// Events for one SSE event. A payload that does not decode becomes `.resync`.
+    public static func decode(_ event: SSEParser.Event) -> [RemoteEvent] {
+        if event.event == "error" { return [.resync] }
+        guard let json = try? JSON.parse(event.data), let command = json["command"]?.string else {
+            return [.resync]
+        }
+        let mailbox = json["mailbox"]?.string
+        let uid = json["uid"]?.int
+        switch (command, mailbox, uid) {
+        case ("EXISTS", let m?, let u?): return [.messageAdded(mailbox: m, uid: u)]
+        case ("EXPUNGE", let m?, let u?): return [.messageRemoved(mailbox: m, uid: u)]
+        case ("FETCH", let m?, let u?):
+            if let flags = json["flags"]?.array?.compactMap(\.string) {
+                return [.messageFlags(mailbox: m, uid: u, flags: flags)]
+            }
+            return [.messageChanged(mailbox: m, uid: u)]
+        case ("CREATE", _, _), ("RENAME", _, _), ("DELETE", _, _): return [.mailboxesChanged]
+        case ("COUNTERS", _, _), ("LOGOUT", _, _): return []
+        case ("DROP", let m?, _): return [.mailboxDirty(m)]
+        case (_, let m?, _): return [.mailboxDirty(m)]
+        default: return [.resync]
+        }
+    }
+}
