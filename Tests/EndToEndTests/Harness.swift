@@ -154,14 +154,13 @@ final class Harness {
         return s
     }
 
-    /// Asserts that the Maildir holds exactly the server's messages: for every mailbox (whose
-    /// folder is `folder(path)`), the same raw bytes, with the right flags, seen ones in cur/
-    /// and unseen ones in new/, and nothing half-written in tmp/.
-    func expectMirror(folder: (String) -> String = { $0 }, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        var expectedFolders = Set<String>()
+    /// How the Maildir differs from the server (empty when it holds exactly the server's
+    /// messages: for every mailbox, in folder `folder(path)`, the same raw bytes with the right
+    /// flags, seen ones in cur/ and unseen ones in new/, and nothing half-written in tmp/).
+    func mirrorDifferences(folder: (String) -> String = { $0 }) -> [String] {
+        var problems: [String] = []
         for mailbox in account.mailboxes() {
             let rel = folder(mailbox.path)
-            expectedFolders.insert(rel)
             let base = rel.isEmpty ? maildir : maildir + "/" + rel
             var actual: [String] = []
             for sub in ["new", "cur"] {
@@ -173,14 +172,48 @@ final class Harness {
                 }
             }
             let tmp = (try? FileManager.default.contentsOfDirectory(atPath: base + "/tmp")) ?? []
-            #expect(tmp.isEmpty, "leftover files in \(rel)/tmp: \(tmp)", sourceLocation: sourceLocation)
+            if !tmp.isEmpty { problems.append("leftover files in \(rel)/tmp: \(tmp)") }
             let expected = account.messages(mailboxId: mailbox.id).map { m in
                 "\(m.seen ? "cur" : "new") \(Harness.letters(m)) \(m.raw.count) \(Harness.digest(m.raw))"
             }
-            #expect(actual.sorted() == expected.sorted(), "folder \(rel) differs from mailbox \(mailbox.path)",
-                    sourceLocation: sourceLocation)
+            if actual.sorted() != expected.sorted() {
+                let a = Set(actual), e = Set(expected)
+                problems.append("folder \(rel) differs from mailbox \(mailbox.path): extra \(a.subtracting(e).sorted()), missing \(e.subtracting(a).sorted())")
+            }
         }
-        _ = expectedFolders
+        return problems
+    }
+
+    func expectMirror(folder: (String) -> String = { $0 }, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let problems = mirrorDifferences(folder: folder)
+        #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))", sourceLocation: sourceLocation)
+    }
+
+    /// Waits until the Maildir matches the server (a live daemon converging), then asserts it.
+    func expectMirrorEventually(timeout: Double = 20, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        _ = Harness.wait(timeout: timeout) { mirrorDifferences().isEmpty }
+        try expectMirror(sourceLocation: sourceLocation)
+    }
+
+    // MARK: The daemon
+
+    /// Starts `wdsync` without --once; its standard error goes to `log`.
+    func startDaemon(extra: [String] = []) throws -> Daemon {
+        let args = baseArguments.filter { $0 != "--once" } + ["--debug"] + extra
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: wdsyncBinary)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["HOME"] = dir
+        p.environment = env
+        let logPath = dir + "/daemon-\(UUID().uuidString.prefix(6)).log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        p.standardError = handle
+        p.standardOutput = handle
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        return Daemon(process: p, logPath: logPath)
     }
 
     /// FNV-1a, enough to compare contents in assertion messages.
@@ -201,6 +234,26 @@ final class Harness {
         }
         return condition()
     }
+}
+
+/// A running `wdsync` daemon.
+final class Daemon {
+    let process: Process
+    let logPath: String
+    init(process: Process, logPath: String) { self.process = process; self.logPath = logPath }
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    func waitForLog(_ text: String, timeout: Double = 20) -> Bool { Harness.wait(timeout: timeout) { self.log.contains(text) } }
+    func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+    /// SIGTERM, then waits; returns the exit status (or nil if it did not exit in time).
+    func terminate(timeout: Double = 10) -> Int32? {
+        signal(SIGTERM)
+        guard Harness.wait(timeout: timeout, { !self.process.isRunning }) else {
+            kill(process.processIdentifier, SIGKILL)
+            return nil
+        }
+        return process.terminationStatus
+    }
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
 }
 
 struct HarnessError: Error, CustomStringConvertible {

@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Store
+import Testing
+import WildDuckSim
+
+/// Plain `wdsync` (no --once): live changes reach the Maildir, through whichever transport works.
+@Suite(.serialized) struct LiveTests {
+    /// Every kind of server change, then SIGTERM.
+    func exerciseChanges(_ h: Harness, _ daemon: Daemon) throws {
+        let a = h.account
+        let inbox = try #require(a.mailboxId(path: "INBOX"))
+        let work = try #require(a.mailboxId(path: "Work"))
+        try h.expectMirrorEventually()
+
+        // New message.
+        try a.deliver(Array("From: live@x\r\nSubject: live\r\nMessage-ID: <live-1@x>\r\n\r\nhi\r\n".utf8), to: inbox)
+        try h.expectMirrorEventually()
+        // Flags.
+        let first = try #require(a.messages(mailboxId: inbox).last)
+        try a.setFlags(mailboxId: inbox, uid: first.uid, seen: true, flagged: true)
+        try h.expectMirrorEventually()
+        // Move (renamed, not downloaded).
+        let before = h.server.stats().perRoute["message.eml", default: 0]
+        try a.move(mailboxId: inbox, uid: first.uid, to: work)
+        try h.expectMirrorEventually()
+        #expect(h.server.stats().perRoute["message.eml", default: 0] == before, "a move downloaded the message again")
+        // Expunge.
+        let victim = try #require(a.messages(mailboxId: inbox).first)
+        try a.expunge(mailboxId: inbox, uid: victim.uid)
+        try h.expectMirrorEventually()
+        // Mailbox create, rename, delete.
+        let box = try a.createMailbox(path: "Live/New")
+        try a.deliver(Array("Subject: in new box\r\n\r\nx\r\n".utf8), to: box)
+        try h.expectMirrorEventually()
+        try a.renameMailbox(id: box, to: "Live/Renamed")
+        try h.expectMirrorEventually()
+        #expect(!FileManager.default.fileExists(atPath: h.maildir + "/Live/New"))
+        try a.deleteMailbox(id: box)
+        #expect(Harness.wait(timeout: 20) { !FileManager.default.fileExists(atPath: h.maildir + "/Live/Renamed") })
+        // Settings, filters, autoreply reach the cache.
+        a.updateUser(["name": "Live Name"])
+        a.setAutoreply(status: true, subject: "away-subject", text: "away")
+        _ = a.addFilter(name: "live-filter")
+        // Nudge in case the transport has no channel for these (polling, SSE).
+        daemon.signal(SIGUSR1)
+        #expect(Harness.wait(timeout: 20) {
+            guard let store = try? Store(path: h.db) else { return false }
+            let user = (try? store.userJSON()) ?? nil
+            let auto = (try? store.autoreplyJSON()) ?? nil
+            let filters = (try? store.filters()) ?? []
+            return user?.contains("Live Name") == true && auto?.contains("away-subject") == true
+                && filters.contains { $0.json.contains("live-filter") }
+        })
+        #expect(daemon.terminate() == 0, "wdsync did not exit cleanly on SIGTERM: \(daemon.log.suffix(2000))")
+        try h.expectMirror()
+    }
+
+    @Test func pollingWhenTheServerHasNeitherWebSocketNorSSE() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 30)
+        h.server.injectFault(.status(404, body: #"{"code":"ResourceNotFound","message":"no"}"#), on: "ws", count: 1_000)
+        h.server.injectFault(.status(404, body: #"{"code":"ResourceNotFound","message":"no"}"#), on: "updates", count: 1_000)
+        let daemon = try h.startDaemon(extra: ["--poll-interval", "1"])
+        #expect(daemon.waitForLog("to REST polling"), "no fallback to polling: \(daemon.log.suffix(2000))")
+        try exerciseChanges(h, daemon)
+    }
+
+    @Test func sseWhenTheServerHasNoWebSocket() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 30)
+        h.server.injectFault(.status(404, body: #"{"code":"ResourceNotFound","message":"no"}"#), on: "ws", count: 1_000)
+        let daemon = try h.startDaemon(extra: ["--poll-interval", "3600"])
+        #expect(daemon.waitForLog("connected (SSE)"), "SSE did not connect: \(daemon.log.suffix(2000))")
+        try exerciseChanges(h, daemon)
+        #expect(!daemon.log.contains("REST polling"))
+    }
+
+    @Test func webSocket() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 30)
+        let daemon = try h.startDaemon(extra: ["--poll-interval", "3600"])
+        #expect(daemon.waitForLog("connected (WebSocket)"), "WebSocket did not connect: \(daemon.log.suffix(2000))")
+        try exerciseChanges(h, daemon)
+        #expect(!daemon.log.contains("switching from WebSocket"))
+    }
+}
