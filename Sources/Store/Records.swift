@@ -286,6 +286,12 @@ extension Store {
                    .text(uniq), .text(file), SQLValue(sha256), .text(mailboxId), .int(uid))
     }
 
+    /// Forgets the row's file so the exporter downloads the message again.
+    public func markForDownload(mailboxId: String, uid: Int) throws {
+        try db.run("UPDATE messages SET file = NULL, sha256 = NULL, dirty = 1 WHERE mailbox_id = ? AND uid = ?",
+                   .text(mailboxId), .int(uid))
+    }
+
     public func countMessages() throws -> (total: Int, pending: Int) {
         let s = try db.prepare("SELECT COUNT(*), COUNT(*) FILTER (WHERE file IS NULL) FROM messages")
         _ = try s.step()

@@ -274,3 +274,30 @@ private final class DownloadQueue: Sendable {
         }
     }
 }
+
+extension Mirror {
+    /// Checks, without the network, that every cached message has its file with the recorded
+    /// SHA-256 and that nothing is pending. Returns one line per problem. A missing or altered
+    /// file is queued for download again (the altered copy is removed), so the next sync repairs it.
+    public func verify() throws -> [String] {
+        var problems: [String] = []
+        for row in try store.messages() {
+            guard let file = row.file else {
+                problems.append("message \(row.uid) of mailbox \(row.mailboxId) has not been downloaded yet")
+                continue
+            }
+            do {
+                let hash = try Maildir.sha256(file: maildir.absolutePath(file))
+                if let expected = row.sha256, hash.hex != expected {
+                    problems.append("\(file): contents changed (SHA-256 differs from the cache)")
+                    _ = try? maildir.removeFile(file)
+                    try store.markForDownload(mailboxId: row.mailboxId, uid: row.uid)
+                }
+            } catch {
+                problems.append("\(file): \(error)")
+                try store.markForDownload(mailboxId: row.mailboxId, uid: row.uid)
+            }
+        }
+        return problems
+    }
+}

@@ -13,6 +13,7 @@ struct OptionSpec {
 
 let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "once", short: nil, value: nil, help: "Do one complete sync and exit (for cron or a systemd timer).", configKey: false),
+    OptionSpec(long: "verify", short: nil, value: nil, help: "Check, offline, that every cached message's file exists with its recorded SHA-256.", configKey: false),
     OptionSpec(long: "server", short: nil, value: "URL", help: "WildDuck API base URL, e.g. https://mail.example.com/api"),
     OptionSpec(long: "user", short: nil, value: "NAME", help: "Username or e-mail address."),
     OptionSpec(long: "password-file", short: nil, value: "FILE", help: "File whose first line is the password; must not be readable by group or others."),
@@ -46,6 +47,7 @@ enum ExitCode: Int32 {
     case software = 70       // EX_SOFTWARE: a bug
     case localIO = 74        // EX_IOERR: disk full, permissions, cache unusable
     case locked = 75         // EX_TEMPFAIL: another wdsync holds the account lock
+    case dataErr = 65        // EX_DATAERR: --verify found differences
     case server = 76         // EX_PROTOCOL: the server answered with an error or nonsense
     case auth = 77           // EX_NOPERM: authentication failed
 }
@@ -78,7 +80,7 @@ func helpText() -> String {
     The config file holds the same settings (without the leading --) as `key = value` lines;
     lines before the first `[account NAME]` section apply to every account.
 
-    exit codes: 0 ok, 64 usage or config, 69 server unreachable, 74 local I/O (disk, permissions,
+    exit codes: 0 ok, 64 usage or config, 65 --verify found differences, 69 server unreachable, 74 local I/O (disk, permissions,
     cache), 75 another wdsync holds the account lock, 76 server error, 77 authentication failed.
     """
     return text

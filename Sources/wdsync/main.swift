@@ -67,6 +67,7 @@ func run() -> ExitCode {
         FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
         return .usage
     }
+    if args.flags.contains("verify") { return verify(accounts, level: level) }
     if !args.flags.contains("once") {
         do { return runLive(accounts, options: try liveOptions(args.values), level: level, debug: args.flags.contains("debug")) } catch {
             FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
@@ -89,6 +90,29 @@ func run() -> ExitCode {
                                   summary.mailboxesListed, summary.mailboxesChanged, summary.downloaded,
                                   Double(summary.bytesDownloaded) / 1_000_000, summary.reused, summary.renamed,
                                   summary.removed, seconds))
+        } catch {
+            let (code, message) = classify(error)
+            log.log(.error, message)
+            if result == .ok { result = code }
+        }
+    }
+    return result
+}
+
+/// `--verify`: the cache and the Maildir agree, checked without the network.
+func verify(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
+    var result = ExitCode.ok
+    for account in accounts {
+        let log = StderrLog(level: level, timestamps: false, account: accounts.count > 1 ? account.name : nil)
+        do {
+            let lock = try AccountLock(dbPath: account.db)
+            let problems = try Mirror(config: account, log: log).verify()
+            withExtendedLifetime(lock) {}
+            for problem in problems { log.log(.error, problem) }
+            if problems.isEmpty { log.log(.info, "the Maildir matches the cache") } else {
+                log.log(.error, "\(problems.count) problems; run wdsync --once to repair them")
+                if result == .ok { result = .dataErr }
+            }
         } catch {
             let (code, message) = classify(error)
             log.log(.error, message)

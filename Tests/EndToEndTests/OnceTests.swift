@@ -169,3 +169,66 @@ import WildDuckSim
         #expect(h.server.stats().perRoute["message.eml", default: 0] == 0)
     }
 }
+
+@Suite(.serialized) struct VerifyAndLayoutTests {
+    @Test func verifyFindsAndTheNextSyncRepairsDamage() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 20)
+        try h.sync()
+        #expect(try h.run(["--verify", "--server", h.server.baseURL, "--user", "demo", "--password-file", h.passwordFile,
+                           "--maildir", h.maildir, "--db", h.db]).status == 0)
+        let files = h.snapshot().keys.sorted()
+        try FileManager.default.removeItem(atPath: h.maildir + "/" + files[0])
+        try Data("tampered".utf8).write(to: URL(fileURLWithPath: h.maildir + "/" + files[1]))
+        let r = try h.run(["--verify", "--server", h.server.baseURL, "--user", "demo", "--password-file", h.passwordFile,
+                           "--maildir", h.maildir, "--db", h.db])
+        #expect(r.status == 65)
+        #expect(r.stderr.contains("2 problems"))
+        try h.sync()
+        try h.expectMirror()
+    }
+
+    @Test func maildirPlusPlusLayout() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 20)
+        try h.sync(extra: ["--layout", "maildir++"])
+        try h.expectMirror(folder: { path in
+            path == "INBOX" ? "" : "." + path.replacingOccurrences(of: "/", with: ".")
+        })
+        #expect(FileManager.default.fileExists(atPath: h.maildir + "/.Work.Projects/maildirfolder"))
+        // Changing the layout of an existing mirror is refused with advice.
+        let r = try h.run(extra: ["--layout", "verbatim"])
+        #expect(r.status == 64)
+        #expect(r.stderr.contains("--layout maildir++"))
+    }
+
+    @Test func configFileWithTwoAccounts() throws {
+        let a = try Harness(), b = try Harness()
+        try a.seedStandard(generated: 10)
+        let bInbox = try #require(b.account.mailboxId(path: "INBOX"))
+        try b.account.generate(count: 15, mailboxIds: [bInbox], seed: 9, sizeMix: .small)
+        let config = a.dir + "/config"
+        try """
+        # two accounts
+        user = demo
+        [account first]
+        server = \(a.server.baseURL)
+        password-file = \(a.passwordFile)
+        maildir = \(a.maildir)
+        db = \(a.db)
+        [account second]
+        server = \(b.server.baseURL)
+        password-file = \(b.passwordFile)
+        maildir = \(b.maildir)
+        db = \(b.db)
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let only = try a.run(["--once", "--config", config, "--account", "second"])
+        #expect(only.status == 0, "\(only.stderr)")
+        #expect(a.snapshot().isEmpty)
+        try b.expectMirror()
+        let both = try a.run(["--once", "--config", config])
+        #expect(both.status == 0, "\(both.stderr)")
+        try a.expectMirror()
+        #expect(try a.run(["--once", "--config", config, "--account", "nope"]).status == 64)
+    }
+}
