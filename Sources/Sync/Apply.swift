@@ -6,40 +6,37 @@ import WildDuck
 /// a uid that appeared) are applied directly or with one small REST read per mailbox;
 /// everything else makes the engine reconcile that part over REST, which is the truth.
 extension Mirror {
-    public func apply(_ events: [RemoteEvent]) throws {
-        var added: [String: Set<Int>] = [:]
-        var relist = Set<String>()
-        var mailboxList = false, settings = false
+    /// When a batch was committed to the store and when its files were in place.
+    public struct BatchTiming: Sendable {
+        public var committed: ContinuousClock.Instant
+        public var exported: ContinuousClock.Instant
+    }
+
+    /// Applies one batch: the REST reads it needs first, then every store change in one
+    /// transaction, then one export pass.
+    @discardableResult
+    public func apply(_ events: [RemoteEvent]) throws -> BatchTiming {
         if events.contains(.resync) {
             _ = try syncOnce()
-            return
+            return BatchTiming(committed: .now, exported: .now)
         }
+        var fetch: [String: Set<Int>] = [:]
+        var relist = Set<String>()
+        var mailboxList = false, settings = false
         let known = Set(try store.mailboxes().map(\.id))
-        try store.transaction {
-            for event in events {
-                switch event {
-                case .messageFlags(let m, let uid, let imapFlags):
-                    if try store.message(mailboxId: m, uid: uid) != nil {
-                        try store.updateFlags(mailboxId: m, uid: uid, flags: Mirror.flags(imap: imapFlags), json: nil)
-                    } else {
-                        added[m, default: []].insert(uid)
-                    }
-                case .messageRemoved(let m, let uid):
-                    try store.removeMessage(mailboxId: m, uid: uid)
-                case .messageAdded(let m, let uid), .messageChanged(let m, let uid):
-                    added[m, default: []].insert(uid)
-                case .mailboxDirty(let m):
-                    relist.insert(m)
-                case .mailboxesChanged:
-                    mailboxList = true
-                case .settingsChanged, .filtersChanged, .autoreplyChanged:
-                    settings = true
-                case .resync:
-                    break
-                }
+        for event in events {
+            switch event {
+            case .messageFlags(let m, let uid, _):
+                if try store.message(mailboxId: m, uid: uid) == nil { fetch[m, default: []].insert(uid) }
+            case .messageAdded(let m, let uid), .messageChanged(let m, let uid):
+                fetch[m, default: []].insert(uid)
+            case .mailboxDirty(let m): relist.insert(m)
+            case .mailboxesChanged: mailboxList = true
+            case .settingsChanged, .filtersChanged, .autoreplyChanged: settings = true
+            case .messageRemoved, .resync: break
             }
         }
-        if added.keys.contains(where: { !known.contains($0) }) || relist.contains(where: { !known.contains($0) }) {
+        if fetch.keys.contains(where: { !known.contains($0) }) || relist.contains(where: { !known.contains($0) }) {
             mailboxList = true
         }
         if settings { try syncSettings() }
@@ -47,21 +44,45 @@ extension Mirror {
             // Newly created mailboxes are listed in full; known ones keep their state.
             for mailbox in try syncMailboxList() where mailbox.syncedIndex == nil { relist.insert(mailbox.id) }
         }
-        let mailboxes = Dictionary(try store.mailboxes().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        for (mailbox, uids) in added where !relist.contains(mailbox) {
-            guard mailboxes[mailbox] != nil else { continue }
-            try refresh(mailbox: mailbox, uids: uids)
+        let mailboxes = Set(try store.mailboxes().map(\.id))
+        var fetched: [String: [MessageItem]] = [:]
+        for (mailbox, uids) in fetch where mailboxes.contains(mailbox) && !relist.contains(mailbox) {
+            fetched[mailbox] = try read(mailbox: mailbox, uids: uids)
         }
+
+        try store.transaction {
+            for event in events {
+                switch event {
+                case .messageFlags(let m, let uid, let imapFlags) where fetch[m]?.contains(uid) != true:
+                    try store.updateFlags(mailboxId: m, uid: uid, flags: Mirror.flags(imap: imapFlags), json: nil)
+                case .messageRemoved(let m, let uid):
+                    try store.removeMessage(mailboxId: m, uid: uid)
+                default: break
+                }
+            }
+            // What REST says now wins over the events before it; uids it no longer has are gone.
+            for (mailbox, items) in fetched {
+                var missing = fetch[mailbox] ?? []
+                for item in items {
+                    missing.remove(item.uid)
+                    try store.insertMessage(MessageRecord(
+                        mailboxId: mailbox, uid: item.uid, messageId: item.messageId, size: item.size, idate: item.idate,
+                        flags: Mirror.flags(of: item), json: item.json.text,
+                        uniq: Mirror.uniqueName(mailboxId: mailbox, uid: item.uid, idate: item.idate)))
+                }
+                for uid in missing { try store.removeMessage(mailboxId: mailbox, uid: uid) }
+            }
+        }
+        let committed = ContinuousClock.now
         for id in relist {
-            if let mailbox = mailboxes[id] { try syncMessages(of: mailbox) }
+            if let mailbox = try store.mailboxes().first(where: { $0.id == id }) { try syncMessages(of: mailbox) }
         }
         try export()
+        return BatchTiming(committed: committed, exported: .now)
     }
 
-    /// Re-reads the given uids of one mailbox over REST: inserts new ones, updates flags, and
-    /// forgets the ones the server no longer has.
-    func refresh(mailbox: String, uids: Set<Int>) throws {
-        var remaining = uids
+    /// The current list items of the given uids of one mailbox (those the server still has).
+    func read(mailbox: String, uids: Set<Int>) throws -> [MessageItem] {
         let list = uids.sorted().map(String.init).joined(separator: ",")
         var cursor: String?
         var items: [MessageItem] = []
@@ -70,21 +91,12 @@ extension Mirror {
             do {
                 page = try client.searchUids(mailbox: mailbox, uids: list, cursor: cursor)
             } catch let error as WildDuckError where error.isNotFound {
-                return
+                return []
             }
             items += page.items
             cursor = page.items.isEmpty ? nil : page.nextCursor
         } while cursor != nil
-        try store.transaction {
-            for item in items {
-                remaining.remove(item.uid)
-                try store.insertMessage(MessageRecord(
-                    mailboxId: mailbox, uid: item.uid, messageId: item.messageId, size: item.size, idate: item.idate,
-                    flags: Mirror.flags(of: item), json: item.json.text,
-                    uniq: Mirror.uniqueName(mailboxId: mailbox, uid: item.uid, idate: item.idate)))
-            }
-            for uid in remaining { try store.removeMessage(mailboxId: mailbox, uid: uid) }
-        }
+        return items.filter { uids.contains($0.uid) }
     }
 
     /// IMAP flag names → Maildir flags, with the REST API's rule that a forwarded message is not

@@ -20,8 +20,11 @@ public struct LiveOptions: Sendable {
     public var pingInterval: Double = 10
     public var pongTimeout: Double = 5
     public var replyTimeout: Double = 5
-    /// Events arriving within this window are applied together.
+    /// Batching: events are applied once no new one came for `quietWindow`, or at the latest
+    /// `batchWindow` after the first; a burst becomes one transaction and one export pass while a
+    /// lone event is applied almost at once.
     public var batchWindow: Double = 0.05
+    public var quietWindow: Double = 0.002
     /// A full REST reconcile at least this often, whatever the transport says.
     public var reconcileInterval: Double = 900
     public var compression = true
@@ -48,7 +51,7 @@ final class Inbox: Sendable {
         var notes: [SourceNote] = []
         var lastEventId: String?
         var firstEvent: ContinuousClock.Instant?
-        var receivedAt: [ContinuousClock.Instant] = []
+        var lastEvent: ContinuousClock.Instant?
         var reconcileRequested = false
         var stopRequested = false
     }
@@ -60,7 +63,9 @@ final class Inbox: Sendable {
         state.withLock { s in
             s.events += events
             if let lastEventId { s.lastEventId = lastEventId }
-            if s.firstEvent == nil { s.firstEvent = .now }
+            let now = ContinuousClock.now
+            if s.firstEvent == nil { s.firstEvent = now }
+            s.lastEvent = now
         }
         signal.signal()
     }
@@ -86,16 +91,25 @@ final class Inbox: Sendable {
         _ = signal.wait(timeout: .now() + max(0, seconds))
     }
 
-    /// Time since the oldest unapplied event arrived.
-    var oldestEventAge: Duration? { state.withLock { s in s.firstEvent.map { ContinuousClock.now - $0 } } }
+    /// How long to keep collecting before applying the pending events (nil: none pending).
+    func batchWait(quiet: Double, max: Double) -> Duration? {
+        state.withLock { s in
+            guard let first = s.firstEvent, let last = s.lastEvent else { return nil }
+            let now = ContinuousClock.now
+            let untilQuiet = last + .seconds(quiet) - now
+            let untilMax = first + .seconds(max) - now
+            return Swift.max(.zero, Swift.min(untilQuiet, untilMax))
+        }
+    }
 
-    func take() -> (events: [RemoteEvent], notes: [SourceNote], lastEventId: String?, reconcile: Bool, stop: Bool) {
+    func take() -> (events: [RemoteEvent], received: ContinuousClock.Instant?, notes: [SourceNote],
+                    lastEventId: String?, reconcile: Bool, stop: Bool) {
         state.withLock { s in
             defer {
-                s.events.removeAll(); s.notes.removeAll(); s.lastEventId = nil; s.firstEvent = nil
+                s.events.removeAll(); s.notes.removeAll(); s.lastEventId = nil; s.firstEvent = nil; s.lastEvent = nil
                 s.reconcileRequested = false
             }
-            return (s.events, s.notes, s.lastEventId, s.reconcileRequested, s.stopRequested)
+            return (s.events, s.firstEvent, s.notes, s.lastEventId, s.reconcileRequested, s.stopRequested)
         }
     }
 }
@@ -116,7 +130,7 @@ public final class LiveSync: Sendable {
     let options: LiveOptions
     let log: SyncLog
     let inbox = Inbox()
-    /// Called after every applied batch with (events, oldest-event age); used by the benchmark.
+    /// Called after every applied batch with (events, first event received → files in place).
     let onBatch: (@Sendable (Int, Duration) -> Void)?
 
     public init(config: AccountConfig, options: LiveOptions = LiveOptions(), log: SyncLog,
@@ -169,19 +183,20 @@ public final class LiveSync: Sendable {
             // Wait for something to do.
             var deadline = min(nextReconcile, transport == .polling ? nextPoll : nextProbe)
             if source == nil && transport != .polling { deadline = min(deadline, nextAttempt) }
-            if let age = inbox.oldestEventAge {
-                deadline = min(deadline, .now + .seconds(options.batchWindow) - age)
+            if let pending = inbox.batchWait(quiet: options.quietWindow, max: options.batchWindow) {
+                deadline = min(deadline, .now + pending)
             }
             let wait = ContinuousClock.now.duration(to: deadline)
             if wait > .zero { inbox.wait(seconds: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18) }
-            if let age = inbox.oldestEventAge, age < .seconds(options.batchWindow), !inbox.stopRequested { continue }
+            if let pending = inbox.batchWait(quiet: options.quietWindow, max: options.batchWindow), pending > .zero,
+               !inbox.stopRequested { continue }
 
             let taken = inbox.take()
             if taken.stop {
                 log.log(.verbose, "stopping")
                 source?.stop()
                 source = nil
-                if !taken.events.isEmpty { try applyBatch(taken.events, lastEventId: taken.lastEventId, mirror: mirror) }
+                if !taken.events.isEmpty { try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror) }
                 return
             }
             for note in taken.notes {
@@ -222,7 +237,7 @@ public final class LiveSync: Sendable {
                 }
             }
             if !taken.events.isEmpty {
-                try applyBatch(taken.events, lastEventId: taken.lastEventId, mirror: mirror)
+                try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror)
             } else if let id = taken.lastEventId {
                 try mirror.store.setLastEventId(id)
             }
@@ -244,12 +259,18 @@ public final class LiveSync: Sendable {
         }
     }
 
-    private func applyBatch(_ events: [RemoteEvent], lastEventId: String?, mirror: Mirror) throws {
+    private func applyBatch(_ events: [RemoteEvent], received: ContinuousClock.Instant?, lastEventId: String?,
+                            mirror: Mirror) throws {
         let start = ContinuousClock.now
-        try mirror.apply(events)
+        let timing = try mirror.apply(events)
         if let lastEventId { try mirror.store.setLastEventId(lastEventId) }
-        log.log(.debug, "applied \(events.count) events in \(ContinuousClock.now - start)")
-        onBatch?(events.count, ContinuousClock.now - start)
+        let first = received ?? start
+        log.log(.debug, "batch of \(events.count) events: received → committed \(Self.ms(timing.committed - first)), → exported \(Self.ms(timing.exported - first))")
+        onBatch?(events.count, timing.exported - first)
+    }
+
+    static func ms(_ d: Duration) -> String {
+        String(format: "%.1f ms", Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
     }
 
     func backoff(attempt: Int) -> Double {
