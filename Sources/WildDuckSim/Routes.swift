@@ -3,6 +3,8 @@ import Foundation
 /// REST routes (spec §1–5).
 struct Routes {
     let server: SimServer
+    /// `truncateBody` on the updates route: end the stream after the replay.
+    var truncateStream = false
     var account: SimAccount { server.account }
 
     // MARK: error helpers
@@ -121,6 +123,7 @@ struct Routes {
     private func routeThrowing(_ req: HTTPRequest) throws -> RouteResult {
         let s = req.segments
         let m = req.method
+        if s == ["ws"] && m == "GET" { return webSocketRoute(req) }
         if s == ["authenticate"] {
             switch m {
             case "POST": return .response(authenticate(req))
@@ -757,11 +760,5 @@ struct Routes {
             return s.userId
         }
         return .json(200, .object([("success", .bool(true)), ("id", .string(id))]))
-    }
-
-    // MARK: updates (SSE) — phase 2
-
-    func updatesStream(_ req: HTTPRequest) throws -> RouteResult {
-        .response(Routes.notFound(req))
     }
 }

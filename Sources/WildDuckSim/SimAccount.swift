@@ -1,5 +1,10 @@
 import Foundation
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 // MARK: - public value types
 
@@ -330,12 +335,10 @@ public final class SimAccount: Sendable {
     public var address: String { state.withLock { $0.user["address"] ?? "" } }
 
     func mutate<R>(_ body: (inout AccountState) throws -> R) rethrows -> R {
-        let (r, published) = try state.withLock { s -> (R, Bool) in
-            let g = s.journalGeneration
-            let r = try body(&s)
-            return (r, s.journalGeneration != g)
-        }
-        if published { journalSignal.broadcast() }
+        let r = try state.withLock { s in try body(&s) }
+        // Every change wakes the streams: SSE reads the journal, /ws also watches settings,
+        // filters, autoreply and tokens, which are not journaled.
+        journalSignal.broadcast()
         return r
     }
 
@@ -630,9 +633,10 @@ extension AccountState {
         seq += 1
         mb.insert(MsgRecord(uid: uid, idate: idate, seq: seq, flags: flags, content: content))
         mailboxes[mailboxId] = mb
-        publish("EXISTS", mailbox: mailboxId, [("mailbox", .string(mailboxId)), ("uid", .int(uid)), ("message", .string(content.objectId)),
-                                               ("thread", .string(content.thread)), ("idate", .string(ISODate.format(ms: idate)))],
-                unseenChange: !flags.seen)
+        var fields: [(String, JSONValue)] = [("mailbox", .string(mailboxId)), ("uid", .int(uid)), ("message", .string(content.objectId)),
+                                             ("thread", .string(content.thread)), ("idate", .string(ISODate.format(ms: idate)))]
+        if mb.specialUse == "\\Junk" { fields.append(("junk", .bool(true))) }
+        publish("EXISTS", mailbox: mailboxId, fields, unseenChange: !flags.seen)
         return uid
     }
 
@@ -686,25 +690,36 @@ extension AccountState {
     }
 }
 
-/// A broadcast signal: waiters block until the generation changes or a timeout passes.
+/// Wakes SSE streams after journal appends: each listener owns a pipe; `broadcast` writes one byte to every pipe,
+/// so a listener can `poll()` its client socket and its pipe together.
 final class JournalSignal: Sendable {
-    private let cond = Mutex<UInt64>(0)
+    private let listeners = Mutex<[Int32: Int32]>([:])   // read fd → write fd
 
-    func broadcast() { cond.withLock { $0 &+= 1 } }
+    /// Returns the read end of a new non-blocking pipe, or nil.
+    func register() -> Int32? {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { return nil }
+        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        listeners.withLock { $0[fds[0]] = fds[1] }
+        return fds[0]
+    }
 
-    var generation: UInt64 { cond.withLock { $0 } }
+    func unregister(_ readFD: Int32) {
+        let w = listeners.withLock { $0.removeValue(forKey: readFD) }
+        if let w { close(w) }
+        close(readFD)
+    }
 
-    /// Waits (polling at a fine grain) until the generation differs from `seen` or `timeout` seconds pass.
-    /// Returns the current generation.
-    func wait(after seen: UInt64, timeout: Double, cancelled: () -> Bool) -> UInt64 {
-        let deadline = Date().addingTimeInterval(timeout)
-        var sleepUs: UInt32 = 200
-        while true {
-            let g = generation
-            if g != seen || cancelled() { return g }
-            if Date() >= deadline { return g }
-            usleep(sleepUs)
-            sleepUs = min(sleepUs * 2, 20_000)
+    func broadcast() {
+        listeners.withLock { l in
+            var b: UInt8 = 1
+            for (_, w) in l { _ = write(w, &b, 1) }
         }
+    }
+
+    /// Empties a listener's pipe.
+    static func drain(_ readFD: Int32) {
+        var buf = [UInt8](repeating: 0, count: 256)
+        while buf.withUnsafeMutableBytes({ read(readFD, $0.baseAddress, 256) }) > 0 {}
     }
 }

@@ -43,6 +43,11 @@ struct ServerCore: Sendable {
     var sseIdleSeconds: Double = 15
 }
 
+struct StreamState: Sendable {
+    var open: Set<Int32> = []
+    var dropped: Set<Int32> = []
+}
+
 enum RouteResult {
     case response(HTTPResponse)
     /// takes over the connection (SSE); returns whether the connection may be reused
@@ -51,9 +56,12 @@ enum RouteResult {
 
 /// A WildDuck-compatible HTTP/1.1 server for one `SimAccount`.
 public final class SimServer: Sendable {
+    /// `/ws` sessions and settings (SimWebSocket.swift).
+    let webSockets = WebSocketHub()
     public let account: SimAccount
     let core = Mutex(ServerCore())
     let acceptDone = Mutex<Bool>(true)
+    let streams = Mutex(StreamState())
     public static let routeKinds = ["authenticate", "mailboxes", "messages", "search", "message.eml", "user", "filters", "autoreply", "updates", "other"]
 
     public init(account: SimAccount) {
@@ -119,7 +127,6 @@ public final class SimServer: Sendable {
         core.withLock { c in
             for cfd in c.connections where conns.contains(cfd) { shutdown(cfd, Int32(SHUT_RDWR)) }
         }
-        account.journalSignal.broadcast()
         while !acceptDone.withLock({ $0 }) { usleep(1000) }
     }
 
@@ -236,7 +243,7 @@ public final class SimServer: Sendable {
             truncate = true
             fallthrough
         default:
-            switch Routes(server: self).route(req) {
+            switch Routes(server: self, truncateStream: truncate).route(req) {
             case let .response(r): response = r
             case let .stream(body):
                 return body(fd) && req.keepAlive
@@ -257,6 +264,7 @@ public final class SimServer: Sendable {
     static func kind(of req: HTTPRequest) -> String {
         let s = req.segments
         if s.first == "authenticate" && s.count == 1 { return "authenticate" }
+        if s == ["ws"] { return "ws" }
         guard s.first == "users", s.count >= 2 else { return "other" }
         if s.count == 2 { return "user" }
         switch s[2] {

@@ -162,3 +162,107 @@ final class Harness {
 func mail(_ n: Int, subject: String? = nil, extra: String = "") -> [UInt8] {
     Array("From: Sender \(n) <s\(n)@example.com>\r\nTo: demo@example.com\r\nSubject: \(subject ?? "Message \(n)")\r\nMessage-ID: <m\(n)@test>\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\(extra)\r\nBody of message \(n)\r\n".utf8)
 }
+
+/// One SSE block: `data:` lines joined, `id:`, or a comment.
+struct SSEEvent {
+    var data: String
+    var id: String?
+    var comment: String?
+    var json: JSONValue? { JSONValue.parse(data) }
+    var command: String? { json?["command"]?.stringValue }
+}
+
+/// Reads an SSE response (chunked) incrementally from a RawClient.
+final class SSEReader {
+    let client: RawClient
+    var status = 0
+    var headers: [String: String] = [:]
+    private var decoded: [UInt8] = []
+    private var raw: [UInt8] = []
+
+    init(port: UInt16, token: String, lastEventId: String? = nil, viaQuery: Bool = false) throws {
+        client = try RawClient(port: port)
+        var path = "/users/me/updates?accessToken=\(token)"
+        var headers: [(String, String)] = []
+        if let l = lastEventId {
+            if viaQuery { path += "&Last-Event-ID=\(l)" } else { headers.append(("Last-Event-ID", l)) }
+        }
+        try client.sendRaw(RawClient.request("GET", path, headers: headers))
+        // read the head
+        while true {
+            if let he = client.buffer.firstIndex(of: [0x0D, 0x0A, 0x0D, 0x0A]) {
+                let lines = String(decoding: client.buffer[0..<he], as: UTF8.self).components(separatedBy: "\r\n")
+                status = Int(lines[0].split(separator: " ")[1]) ?? 0
+                for l in lines.dropFirst() {
+                    if let c = l.firstIndex(of: ":") { self.headers[l[..<c].lowercased()] = l[l.index(after: c)...].trimmingCharacters(in: .whitespaces) }
+                }
+                raw = Array(client.buffer[(he + 4)...])
+                client.buffer.removeAll()
+                break
+            }
+            guard try client.fillPublic() else { throw ClientError("closed before head") }
+        }
+    }
+
+    /// Decodes complete chunks; returns false at the terminating chunk.
+    private func decodeChunks() throws {
+        while let le = raw.firstIndex(of: [0x0D, 0x0A]) {
+            guard let size = Int(String(decoding: raw[0..<le], as: UTF8.self), radix: 16) else { throw ClientError("bad chunk") }
+            guard raw.count >= le + 2 + size + 2 else { return }
+            decoded += raw[(le + 2)..<(le + 2 + size)]
+            raw.removeFirst(le + 2 + size + 2)
+        }
+    }
+
+    /// The next event or comment; throws when the stream ends or nothing complete arrives within `timeout`.
+    func next(timeout: Double = 10) throws -> SSEEvent {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if Date() > deadline { throw ClientError("no SSE event within \(timeout)s") }
+            try decodeChunks()
+            if let end = decoded.firstIndex(of: [0x0A, 0x0A]) {
+                let block = String(decoding: decoded[0..<end], as: UTF8.self)
+                decoded.removeFirst(end + 2)
+                var data: [String] = []
+                var ev = SSEEvent(data: "")
+                for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
+                    if line.hasPrefix("data: ") { data.append(String(line.dropFirst(6))) } else if line.hasPrefix("id: ") { ev.id = String(line.dropFirst(4)) } else if line.hasPrefix(":") {
+                        ev.comment = String(line.dropFirst()).trimmingCharacters(in: .whitespaces)
+                    }
+                }
+                ev.data = data.joined(separator: "\n")
+                return ev
+            }
+            guard try client.fillPublic() else { throw ClientError("stream ended") }
+            raw += client.buffer
+            client.buffer.removeAll()
+        }
+    }
+
+    /// The next event that is not a comment (heartbeats are skipped, but do not extend the deadline).
+    func nextEvent(timeout: Double = 10) throws -> SSEEvent {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let e = try next(timeout: max(0.001, deadline.timeIntervalSinceNow))
+            if e.comment == nil { return e }
+        }
+    }
+
+    /// True when the server closes the stream before sending another event.
+    func endsWithoutEvents() -> Bool {
+        do {
+            while true { if try next(timeout: 10).comment == nil { return false } }
+        } catch { return true }
+    }
+}
+
+extension RawClient {
+    func fillPublic() throws -> Bool {
+        var tmp = [UInt8](repeating: 0, count: 65536)
+        let n = tmp.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 65536, 0) }
+        if n < 0 { throw ClientError("recv failed errno \(errno)") }
+        if n == 0 { return false }
+        buffer.append(contentsOf: tmp[0..<n])
+        return true
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// `GET /users/:user/updates` — the journal as Server-Sent Events (spec §6).
+
+extension SimAccount {
+    /// Journal entries with an id greater than `id` (all of them for nil), oldest first.
+    func journal(after id: String?) -> [JournalEntry] {
+        state.withLock { s in
+            guard let id else { return s.journal }
+            let i = Paging.lowerBound(s.journal.count) { s.journal[$0].id <= id }
+            return Array(s.journal[i...])
+        }
+    }
+
+    var latestJournalId: String? { state.withLock { $0.journal.last?.id } }
+
+    /// Number of journal entries currently kept.
+    public var journalCount: Int { state.withLock { $0.journal.count } }
+
+    func counters(mailboxId: String) -> (total: Int, unseen: Int)? {
+        state.withLock { s in s.mailboxes[mailboxId].map { ($0.byDate.count, $0.unseen) } }
+    }
+}
+
+enum SSE {
+    static let head = Array(("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+        + "X-Accel-Buffering: no\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n").utf8)
+
+    static func chunk(_ text: String) -> [UInt8] {
+        let body = Array(text.utf8)
+        return Array(String(body.count, radix: 16).utf8) + [0x0D, 0x0A] + body + [0x0D, 0x0A]
+    }
+
+    /// `data:` lines of the pretty-printed payload, then `id:`.
+    static func frame(_ payload: JSONValue, id: String?) -> String {
+        var out = ""
+        for line in payload.pretty().split(separator: "\n", omittingEmptySubsequences: false) { out += "data: \(line)\n" }
+        if let id { out += "id: \(id)\n" }
+        return out + "\n"
+    }
+
+    static func payload(_ e: JournalEntry) -> JSONValue {
+        .object([("command", .string(e.command))] + e.fields)
+    }
+
+    /// Runs one stream until the client goes away, the server stops, or the stream is dropped.
+    static func run(fd: Int32, server: SimServer, lastEventId: String?, endAfterReplay: Bool) -> Bool {
+        let account = server.account
+        guard let wake = account.journalSignal.register() else { return false }
+        server.streamOpened(fd)
+        defer {
+            server.streamClosed(fd)
+            account.journalSignal.unregister(wake)
+        }
+        var sent = 0
+        func send(_ bytes: [UInt8]) -> Bool {
+            sent += bytes.count
+            return Sock.writeAll(fd, bytes)
+        }
+        // Take the live position before the head goes out: a client may mutate as soon as it sees the head.
+        let livePosition = account.latestJournalId ?? ""
+        guard send(head) else { server.sent(sent); return false }
+        defer { server.sent(sent) }
+
+        var cursor: String
+        if let last = lastEventId {
+            let entries = account.journal(after: last)
+            var touched: [String] = []
+            for e in entries {
+                guard send(chunk(frame(payload(e), id: e.id))) else { return false }
+                if let m = e.mailbox, e.command == "EXISTS" || e.command == "EXPUNGE" || (e.command == "FETCH" && e.unseenChange),
+                   !touched.contains(m) { touched.append(m) }
+            }
+            if let lastEntry = entries.last {
+                for m in touched {
+                    guard let c = account.counters(mailboxId: m) else { continue }
+                    let p = JSONValue.object([("command", .string("COUNTERS")), ("mailbox", .string(m)), ("total", .int(c.total)), ("unseen", .int(c.unseen))])
+                    guard send(chunk(frame(p, id: lastEntry.id))) else { return false }
+                }
+            }
+            cursor = entries.last?.id ?? last
+        } else {
+            cursor = livePosition
+        }
+        if endAfterReplay { return false }
+
+        var lastActivity = Date()
+        var idleCount = 0
+        while server.isRunning && !server.isDropped(fd) {
+            for e in account.journal(after: cursor) {
+                guard send(chunk(frame(payload(e), id: e.id))) else { return false }
+                cursor = e.id
+                lastActivity = Date()
+            }
+            let idle = server.sseIdleSeconds
+            let remaining = idle - Date().timeIntervalSince(lastActivity)
+            if remaining <= 0 {
+                idleCount += 1
+                guard send(chunk(": idling \(idleCount)\n\n")) else { return false }
+                lastActivity = Date()
+                continue
+            }
+            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
+            let rc = poll(&fds, 2, Int32(min(remaining * 1000 + 1, 60_000)))
+            if rc < 0 && errno != EINTR { return false }
+            if fds[0].revents != 0 {
+                // the client sent something or went away
+                var b = [UInt8](repeating: 0, count: 512)
+                let n = b.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 512, Int32(MSG_DONTWAIT)) }
+                if n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) { return false }
+                if fds[0].revents & Int16(POLLHUP | POLLERR) != 0 { return false }
+            }
+            if fds[1].revents != 0 { JournalSignal.drain(wake) }
+        }
+        return false
+    }
+}
+
+extension SimServer {
+    func streamOpened(_ fd: Int32) { streams.withLock { _ = $0.open.insert(fd) } }
+    func streamClosed(_ fd: Int32) { streams.withLock { s in _ = s.open.remove(fd); _ = s.dropped.remove(fd) } }
+    func isDropped(_ fd: Int32) -> Bool { streams.withLock { $0.dropped.contains(fd) } }
+
+    /// Number of SSE streams currently open.
+    public var openUpdateStreams: Int { streams.withLock { $0.open.count } }
+
+    /// Cuts every open SSE stream now (the server closes the connection, as after a restart).
+    public func dropUpdateStreams() {
+        streams.withLock { s in
+            for fd in s.open {
+                s.dropped.insert(fd)
+                shutdown(fd, Int32(SHUT_RDWR))
+            }
+        }
+    }
+}
+
+extension Routes {
+    func updatesStream(_ req: HTTPRequest) throws -> RouteResult {
+        var last = req.header("last-event-id") ?? req.query["Last-Event-ID"]
+        if last?.isEmpty == true { last = nil }
+        if let l = last, !Hex.isHex(l, count: 24) {
+            throw ResponseError(Routes.validation("Last-Event-ID", "\"Last-Event-ID\" must be a valid hex"))
+        }
+        let lastId = last?.lowercased()
+        let server = self.server
+        let endAfterReplay = truncateStream
+        return .stream { fd in SSE.run(fd: fd, server: server, lastEventId: lastId, endAfterReplay: endAfterReplay) }
+    }
+}
