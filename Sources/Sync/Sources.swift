@@ -132,7 +132,11 @@ final class WebSocketSource: EventSource {
             client = try await WebSocketClient.connect(url: url, options: wsOptions)
         } catch let error as WebSocketError {
             if case .handshakeRejected(let status, _) = error {
-                fail("the server has no WebSocket endpoint (HTTP \(status))", unavailable: true)
+                // 404/405/501, or a plain answer without an upgrade: there is no /ws here.
+                // Anything else (503, 502 from a proxy…) is a failure worth retrying.
+                let absent = [200, 404, 405, 501].contains(status)
+                fail(absent ? "the server has no WebSocket endpoint (HTTP \(status))" : "the WebSocket upgrade was refused (HTTP \(status))",
+                     unavailable: absent)
             } else {
                 fail("cannot open the WebSocket: \(error)")
             }

@@ -94,6 +94,10 @@ public enum WSProtocol {
         }
         guard let event = payload["event"]?.string else { return channelDirty }
         switch channel {
+        case "mailboxes":
+            // A mailbox "updated" may be a rename or new contents: re-list it as well.
+            if event == "updated", let id = payload["mailbox"]?["id"]?.string { return [.mailboxesChanged, .mailboxDirty(id)] }
+            return [.mailboxesChanged]
         case "messages":
             guard let message = payload["message"],
                   let uid = message["id"]?.int ?? message["uid"]?.int ?? message.int,
@@ -126,6 +130,7 @@ public enum WSProtocol {
             var out: [RemoteEvent] = [.mailboxDirty(m)]
             if let target = update["target"]?.string ?? update["destination"]?.string { out.append(.mailboxDirty(target)) }
             return out
+        case ("mailbox.updated", let m?, _): return [.mailboxesChanged, .mailboxDirty(m)]
         case (let t, _, _) where t.hasPrefix("mailbox."): return [.mailboxesChanged]
         case (let t, _, _) where t.hasPrefix("filter."): return [.filtersChanged]
         case (let t, _, _) where t.hasPrefix("autoreply."): return [.autoreplyChanged]

@@ -170,7 +170,8 @@ extension SimAccount {
                 boxes = Array(s.mailboxes.values).filter { !q.searchable || !($0.specialUse == "\\Junk" || $0.specialUse == "\\Trash") }
             }
             for mb in boxes {
-                func key(_ r: MsgRecord) -> SortKey { byInsertion ? SortKey(a: r.seq, b: 0) : SortKey(a: r.idate, b: Int64(r.uid)) }
+                // (idate, seq): seq is unique across mailboxes and follows uid order inside one mailbox
+                func key(_ r: MsgRecord) -> SortKey { byInsertion ? SortKey(a: r.seq, b: 0) : SortKey(a: r.idate, b: r.seq) }
                 if q.mailbox != nil, let u = q.uids {
                     // collect by uid ranges (binary search on the sorted uid list)
                     for range in u.ranges {

@@ -73,13 +73,6 @@ guard let generateCount = Int(values["--generate"] ?? "0"), generateCount >= 0 e
 guard let seed = UInt64(values["--seed"] ?? "1") else { fail("invalid --seed") }
 let user = values["--user"] ?? "demo"
 
-// Block the signals before any thread starts, so that sigwait below receives them.
-var sigs = sigset_t()
-sigemptyset(&sigs)
-sigaddset(&sigs, SIGINT)
-sigaddset(&sigs, SIGTERM)
-pthread_sigmask(SIG_BLOCK, &sigs, nil)
-
 let account = SimAccount(username: user, password: values["--password"] ?? "demo")
 if let ttl = values["--journal-ttl"] {
     guard let t = Double(ttl), t > 0 else { fail("invalid --journal-ttl") }
@@ -120,8 +113,17 @@ if let pf = values["--port-file"] {
 }
 FileHandle.standardOutput.write(Data("wdsync-sim listening on \(server.baseURL) (user \(user))\n".utf8))
 
-var received: Int32 = 0
-sigwait(&sigs, &received)
-FileHandle.standardError.write(Data("wdsync-sim: signal \(received), stopping\n".utf8))
-server.stop()
-exit(0)
+// SIGINT/SIGTERM: ignore the default action and handle them on the main queue.
+var sources: [any DispatchSourceSignal] = []
+for sig in [SIGINT, SIGTERM] {
+    signal(sig, SIG_IGN)
+    let src = DispatchSource.makeSignalSource(signal: sig, queue: .main)
+    src.setEventHandler {
+        FileHandle.standardError.write(Data("wdsync-sim: signal \(sig), stopping\n".utf8))
+        server.stop()
+        exit(0)
+    }
+    src.resume()
+    sources.append(src)
+}
+dispatchMain()

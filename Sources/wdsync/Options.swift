@@ -28,6 +28,7 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "reconnect-delay", short: nil, value: "MS", help: "Live sync: first reconnection delay (default 1000, doubling with jitter)."),
     OptionSpec(long: "max-reconnect-delay", short: nil, value: "MS", help: "Live sync: longest reconnection delay (default 32000)."),
     OptionSpec(long: "reconnect-attempts", short: nil, value: "N", help: "Live sync: give up after N failed reconnections (default 0 = never)."),
+    OptionSpec(long: "ping-interval", short: nil, value: "S", help: "Live sync: seconds between our WebSocket pings; no pong within 5 s means a dead connection (default 10)."),
     OptionSpec(long: "config", short: nil, value: "FILE", help: "Config file. Default: $XDG_CONFIG_HOME/wdsync/config", configKey: false),
     OptionSpec(long: "account", short: nil, value: "NAME", help: "Sync only this account of the config file (default: all).", configKey: false),
     OptionSpec(long: "verbose", short: "v", value: nil, help: "Say what is being done.", configKey: false),
@@ -179,6 +180,7 @@ func liveOptions(_ values: [String: String]) throws -> LiveOptions {
     if let v = try number("reconnect-delay", 1...3_600_000) { o.reconnectDelay = v / 1000 }
     if let v = try number("max-reconnect-delay", 1...3_600_000) { o.maxReconnectDelay = v / 1000 }
     if let v = try number("reconnect-attempts", 0...1_000_000) { o.reconnectAttempts = Int(v) }
+    if let v = try number("ping-interval", 0.1...3600) { o.pingInterval = v }
     o.maxReconnectDelay = max(o.maxReconnectDelay, o.reconnectDelay)
     return o
 }

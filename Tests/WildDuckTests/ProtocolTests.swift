@@ -80,6 +80,8 @@ import Testing
         #expect(WSProtocol.decode(deleted) == .update(channel: "messages", events: [.messageRemoved(mailbox: "m", uid: 7)]))
         let mailbox = #"{"type":"update","channel":"mailboxes","data":{"code":200,"response":{"success":true,"event":"created","mailbox":{"id":"x"}}}}"#
         #expect(WSProtocol.decode(mailbox) == .update(channel: "mailboxes", events: [.mailboxesChanged]))
+        let touched = #"{"type":"update","channel":"mailboxes","data":{"code":200,"response":{"success":true,"event":"updated","mailbox":{"id":"x"}}}}"#
+        #expect(WSProtocol.decode(touched) == .update(channel: "mailboxes", events: [.mailboxesChanged, .mailboxDirty("x")]))
     }
 
     @Test func batchedUpdateShape() {
