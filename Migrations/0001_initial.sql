@@ -54,7 +54,8 @@ CREATE TABLE orphans (
     uniq        TEXT NOT NULL,
     message_id  TEXT,
     size        INTEGER NOT NULL,
-    sha256      TEXT
+    sha256      TEXT,
+    orphaned_at INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))  -- unix ms
 ) WITHOUT ROWID;
 CREATE INDEX orphans_match ON orphans(message_id, size);
 

@@ -311,13 +311,24 @@ extension Store {
         return OrphanRecord(file: s.text(0) ?? "", uniq: s.text(1) ?? "", messageId: s.text(2), size: s.int(3), sha256: s.text(4))
     }
 
-    public func orphans() throws -> [OrphanRecord] {
-        let s = try db.prepare("SELECT file, uniq, message_id, size, sha256 FROM orphans ORDER BY file")
+    /// Orphans older than `age` seconds (all of them for 0).
+    public func orphans(olderThan age: Double = 0) throws -> [OrphanRecord] {
+        let s = try db.prepare("""
+            SELECT file, uniq, message_id, size, sha256 FROM orphans
+            WHERE orphaned_at <= CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - ? ORDER BY file
+            """)
+        try s.bind([.int(Int(age * 1000))])
         var out: [OrphanRecord] = []
         while try s.step() {
             out.append(OrphanRecord(file: s.text(0) ?? "", uniq: s.text(1) ?? "", messageId: s.text(2), size: s.int(3), sha256: s.text(4)))
         }
         return out
+    }
+
+    public func orphanCount() throws -> Int {
+        let s = try db.prepare("SELECT COUNT(*) FROM orphans")
+        _ = try s.step()
+        return s.int(0)
     }
 
     public func removeOrphan(file: String) throws {

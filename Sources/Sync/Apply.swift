@@ -15,7 +15,7 @@ extension Mirror {
     /// Applies one batch: the REST reads it needs first, then every store change in one
     /// transaction, then one export pass.
     @discardableResult
-    public func apply(_ events: [RemoteEvent]) throws -> BatchTiming {
+    public func apply(_ events: [RemoteEvent], keepOrphans: Double = 0) throws -> BatchTiming {
         if events.contains(.resync) {
             _ = try syncOnce()
             return BatchTiming(committed: .now, exported: .now)
@@ -77,7 +77,7 @@ extension Mirror {
         for id in relist {
             if let mailbox = try store.mailboxes().first(where: { $0.id == id }) { try syncMessages(of: mailbox) }
         }
-        try export()
+        try export(keepOrphans: keepOrphans)
         return BatchTiming(committed: committed, exported: .now)
     }
 

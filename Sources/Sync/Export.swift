@@ -10,7 +10,10 @@ import WildDuck
 /// The exporter: makes the Maildir match the store. It reads only the store (never network
 /// events); the one thing it asks the server for is the bytes of a message that has no file yet.
 extension Mirror {
-    public func export() throws {
+    /// Makes the Maildir match the store. Files of messages that left the server are unlinked
+    /// unless they became orphans less than `keepOrphans` seconds ago: the live engine keeps
+    /// them briefly, so a move whose two halves arrive in different batches is still a rename.
+    public func export(keepOrphans: Double = 0) throws {
         let mailboxes = try store.mailboxes()
         let folderOf = try placeFolders(mailboxes)
 
@@ -64,7 +67,7 @@ extension Mirror {
         }
 
         // Files of messages that left the server and were not re-used by a move.
-        for orphan in try store.orphans() {
+        for orphan in try store.orphans(olderThan: keepOrphans) {
             if try maildir.removeFile(orphan.file) { summary.removed += 1 }
             try store.removeOrphan(file: orphan.file)
         }

@@ -28,6 +28,8 @@ public struct LiveOptions: Sendable {
     /// A full REST reconcile at least this often, whatever the transport says.
     public var reconcileInterval: Double = 900
     public var compression = true
+    /// How long the file of a message that left a mailbox is kept for a possible move.
+    public var orphanGrace: Double = 2
     public init() {}
 }
 
@@ -160,6 +162,7 @@ public final class LiveSync: Sendable {
         var nextProbe = ContinuousClock.now + .seconds(options.wsProbeInterval)
         var nextReconcile = ContinuousClock.now + .seconds(options.reconcileInterval)
         var connected = false
+        var nextSweep: ContinuousClock.Instant?   // when kept orphans must be unlinked
 
         func switchTo(_ next: Transport, because reason: String) {
             source?.stop()
@@ -182,6 +185,7 @@ public final class LiveSync: Sendable {
 
             // Wait for something to do.
             var deadline = min(nextReconcile, transport == .polling ? nextPoll : nextProbe)
+            if let sweep = nextSweep { deadline = min(deadline, sweep) }
             if source == nil && transport != .polling { deadline = min(deadline, nextAttempt) }
             if let pending = inbox.batchWait(quiet: options.quietWindow, max: options.batchWindow) {
                 deadline = min(deadline, .now + pending)
@@ -241,6 +245,12 @@ public final class LiveSync: Sendable {
             } else if let id = taken.lastEventId {
                 try mirror.store.setLastEventId(id)
             }
+            if !taken.events.isEmpty, try mirror.store.orphanCount() > 0 {
+                nextSweep = .now + .seconds(options.orphanGrace + 0.1)
+            } else if let sweep = nextSweep, ContinuousClock.now >= sweep {
+                try mirror.export(keepOrphans: options.orphanGrace)
+                nextSweep = try mirror.store.orphanCount() > 0 ? .now + .seconds(options.orphanGrace) : nil
+            }
             if taken.reconcile || ContinuousClock.now >= nextReconcile || (transport == .polling && ContinuousClock.now >= nextPoll) {
                 log.log(.debug, "reconciling (\(transport == .polling ? "poll" : "scheduled"))")
                 let summary = try mirror.syncOnce()
@@ -262,7 +272,7 @@ public final class LiveSync: Sendable {
     private func applyBatch(_ events: [RemoteEvent], received: ContinuousClock.Instant?, lastEventId: String?,
                             mirror: Mirror) throws {
         let start = ContinuousClock.now
-        let timing = try mirror.apply(events)
+        let timing = try mirror.apply(events, keepOrphans: options.orphanGrace)
         if let lastEventId { try mirror.store.setLastEventId(lastEventId) }
         let first = received ?? start
         log.log(.debug, "batch of \(events.count) events: received → committed \(Self.ms(timing.committed - first)), → exported \(Self.ms(timing.exported - first))")
