@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "wdsync", targets: ["wdsync"]),
         .executable(name: "wdsync-sim", targets: ["wdsync-sim"]),
+        .executable(name: "wdsync-bench", targets: ["wdsync-bench"]),
     ],
     targets: [
         // System libraries.
@@ -38,6 +39,9 @@ let package = Package(
         // The simulator: independent of the client's code paths (shares only WebSocket framing).
         .target(name: "WildDuckSim", dependencies: ["WebSocket", "CZlib"], swiftSettings: strict),
         .executableTarget(name: "wdsync-sim", dependencies: ["WildDuckSim"], swiftSettings: strict),
+
+        // The benchmark suite (contrib/bench/README.md): not a test, never fails because a machine is slow.
+        .executableTarget(name: "wdsync-bench", dependencies: ["WildDuckSim"], swiftSettings: strict),
 
         .testTarget(name: "NetTests", dependencies: ["Net"], swiftSettings: strict),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket"], exclude: ["Fixtures"], swiftSettings: strict),

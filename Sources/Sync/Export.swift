@@ -151,6 +151,16 @@ extension Mirror {
     func download(_ jobs: [DownloadJob]) throws {
         guard !jobs.isEmpty else { return }
         log.log(.verbose, "downloading \(jobs.count) messages")
+        // A message or two (the live case): on this thread, over the kept-alive connection.
+        if jobs.count <= 2 {
+            var results: [DownloadResult] = []
+            for job in jobs {
+                do { results.append(.delivered(job, try fetch(job, with: client, into: maildir))) }
+                catch let error as WildDuckError where error.isNotFound { results.append(.vanished(job)) }
+            }
+            try record(results)
+            return
+        }
         let workers = max(1, min(config.connections, jobs.count))
         let shared = DownloadQueue(jobs: jobs, workers: workers)
         let session = self.session
@@ -162,14 +172,7 @@ extension Mirror {
                 defer { client.close(); shared.workerFinished() }
                 while let job = shared.next() {
                     do {
-                        let pending = try maildir.beginDelivery(folder: job.folder, unique: job.unique)
-                        do {
-                            try client.downloadMessage(mailbox: job.mailboxId, uid: job.uid) { chunk in try pending.write(chunk) }
-                            shared.finish(.delivered(job, try pending.commit(flags: job.flags, mtime: job.mtime)))
-                        } catch {
-                            pending.abort()
-                            throw error
-                        }
+                        shared.finish(.delivered(job, try Mirror.fetch(job, with: client, into: maildir)))
                     } catch let error as WildDuckError where error.isNotFound {
                         shared.finish(.vanished(job))
                     } catch {
@@ -198,11 +201,32 @@ extension Mirror {
         if let failure { throw failure }
     }
 
+    /// Streams one message into tmp/, fsyncs it and renames it into place.
+    static func fetch(_ job: DownloadJob, with client: WildDuckClient, into maildir: Maildir) throws -> Delivered {
+        let pending = try maildir.beginDelivery(folder: job.folder, unique: job.unique)
+        do {
+            try client.downloadMessage(mailbox: job.mailboxId, uid: job.uid) { chunk in try pending.write(chunk) }
+            return try pending.commit(flags: job.flags, mtime: job.mtime)
+        } catch {
+            pending.abort()
+            throw error
+        }
+    }
+
+    private func fetch(_ job: DownloadJob, with client: WildDuckClient, into maildir: Maildir) throws -> Delivered {
+        try Mirror.fetch(job, with: client, into: maildir)
+    }
+
     private func record(_ results: [DownloadResult]) throws {
         guard !results.isEmpty else { return }
-        var folders = Set<String>()
-        for case .delivered(let job, _) in results { folders.insert(job.folder) }
-        for folder in folders { try maildir.syncFolder(folder) }
+        // Each file was fsynced before its rename; the folders' fsync makes a whole batch's
+        // renames durable at once. (A rename lost to a power cut is repaired by the next sync:
+        // the file is missing, so it is downloaded again.)
+        if syncFolders {
+            var folders = Set<String>()
+            for case .delivered(let job, _) in results { folders.insert(job.folder) }
+            for folder in folders { try maildir.syncFolder(folder) }
+        }
         try store.transaction {
             for result in results {
                 switch result {

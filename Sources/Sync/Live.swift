@@ -24,7 +24,7 @@ public struct LiveOptions: Sendable {
     /// `batchWindow` after the first; a burst becomes one transaction and one export pass while a
     /// lone event is applied almost at once.
     public var batchWindow: Double = 0.05
-    public var quietWindow: Double = 0.002
+    public var quietWindow: Double = 0.0005
     /// A full REST reconcile at least this often, whatever the transport says.
     public var reconcileInterval: Double = 900
     public var compression = true
@@ -154,6 +154,7 @@ public final class LiveSync: Sendable {
         let mirror = try Mirror(config: config, log: log)
         log.log(.verbose, "initial sync")
         _ = try mirror.syncOnce()
+        mirror.syncFolders = false
         var transport = Transport.webSocket
         var source: EventSource?
         var failures = 0                     // consecutive, for backoff and fallback

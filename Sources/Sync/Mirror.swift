@@ -36,6 +36,9 @@ public final class Mirror {
     let log: SyncLog
     let client: WildDuckClient
     public internal(set) var summary = SyncSummary()
+    /// fsync the folders after a batch of deliveries. The live engine turns it off: its batches
+    /// are one or two files, and a lost rename is re-downloaded anyway.
+    public var syncFolders = true
 
     public init(config: AccountConfig, log: SyncLog) throws {
         self.config = config
