@@ -121,7 +121,7 @@ for sig in [SIGINT, SIGTERM] {
     src.setEventHandler {
         FileHandle.standardError.write(Data("wdsync-sim: signal \(sig), stopping\n".utf8))
         server.stop()
-        exit(0)
+        _exit(0)   // skip atexit teardown: streams may still be unwinding on other threads
     }
     src.resume()
     sources.append(src)
