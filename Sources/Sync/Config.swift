@@ -92,6 +92,9 @@ public final class AccountLock {
     private let fd: Int32
 
     public init(dbPath: String) throws {
+        // The cache's folder may not exist yet (the XDG default on a first run).
+        let dir = (dbPath as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try Mirror.makeDirectory(dir) }
         let path = dbPath + ".lock"
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {

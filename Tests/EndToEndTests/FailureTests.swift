@@ -34,6 +34,16 @@ import WildDuckSim
         #expect(r.stderr.contains("cannot reach"))
     }
 
+    @Test func defaultPathsFollowXDGOnAFirstRun() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 5)
+        let r = try h.run(["--once", "--server", h.server.baseURL, "--user", "demo", "--password-file", h.passwordFile])
+        #expect(r.status == 0, "\(r.stderr)")
+        h.maildir = h.dir + "/data/wdsync/default/mail"
+        try h.expectMirror()
+        #expect(FileManager.default.fileExists(atPath: h.dir + "/data/wdsync/default/cache.sqlite"))
+    }
+
     @Test func usageErrors() throws {
         let h = try Harness()
         #expect(try h.run(["--once", "--bogus"]).status == 64)
