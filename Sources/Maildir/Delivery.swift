@@ -55,8 +55,8 @@ extension Maildir {
             fd = Sys.openFile(tmpPath, flags, Sys.fileMode)
         }
         if fd < 0 { throw .from(errno: -fd, path: tmpPath, operation: .creatingTemporaryFile) }
-        // The creation mode is filtered by the umask; make it exactly 0600.
-        if fchmod(fd, Sys.fileMode) != 0 {
+        // The creation mode is filtered by the umask; make it exactly 0600 if the umask took bits.
+        if !Sys.umaskKeepsFileMode && fchmod(fd, Sys.fileMode) != 0 {
             let e = errno
             _ = Sys.closeDescriptor(fd)
             _ = Sys.removeFile(tmpPath)
@@ -143,31 +143,36 @@ public final class PendingDelivery {
         if let failure { throw failure }
     }
 
-    /// Publishes the message: flush, fsync, set atime and mtime to `mtime` (seconds since the
-    /// epoch, the message's internal date; nil keeps the current time), close, then hard-link
-    /// `tmp/<unique>` to `cur/<unique>:2,<flags>` if `flags` has S, else `new/<unique>:2,<flags>`,
-    /// and unlink the temporary name. An existing target is never overwritten (`.alreadyExists`).
-    /// On a file system without hard links it falls back to `rename`. The directory entry is
-    /// made durable by `Maildir.syncFolder`, once per batch.
+    /// Publishes the message: flush, set atime and mtime to `mtime` (seconds since the epoch,
+    /// the message's internal date; nil keeps the current time), fsync, close, then move
+    /// `tmp/<unique>` to `cur/<unique>:2,<flags>` if `flags` has S, else `new/<unique>:2,<flags>`
+    /// with `renameat2(RENAME_NOREPLACE)` (where the C library or file system lacks it: hard-link
+    /// then unlink, and without hard links check-then-rename). An existing target is never
+    /// overwritten (`.alreadyExists`). The directory entry is made durable by
+    /// `Maildir.syncFolder`, once per batch.
     public func commit(flags: MaildirFlags, mtime: Int?) throws(MaildirError) -> Delivered {
         guard fd >= 0 else { throw .deliveryClosed(path: tmpPath) }
         do throws(MaildirError) {
             try flush()
-            let s = Sys.syncDescriptor(fd)
-            if s != 0 { throw MaildirError.from(errno: s, path: tmpPath, operation: .syncing) }
+            // Times first, so the one fsync makes them durable with the data.
             if let mtime {
                 var times = [timespec(tv_sec: time_t(mtime), tv_nsec: 0), timespec(tv_sec: time_t(mtime), tv_nsec: 0)]
                 if futimens(fd, &times) != 0 {
                     throw MaildirError.from(errno: errno, path: tmpPath, operation: .settingTimes)
                 }
             }
+            let s = Sys.syncDescriptor(fd)
+            if s != 0 { throw MaildirError.from(errno: s, path: tmpPath, operation: .syncing) }
             let c = Sys.closeDescriptor(fd)
             fd = -1
             if c != 0 { throw MaildirError.from(errno: c, path: tmpPath, operation: .closing) }
             let rel = joinPath(folder, flags.contains(.seen) ? "cur" : "new", Maildir.fileName(unique: unique, flags: flags))
             let target = maildir.absolutePath(rel)
-            let l = Sys.linkPath(tmpPath, target)
+            let moved = Sys.renameNoReplace(tmpPath, target)
+            let l = moved == -1 ? Sys.linkPath(tmpPath, target) : moved
             switch l {
+            case 0 where moved == 0:
+                break
             case 0:
                 _ = Sys.removeFile(tmpPath)
             case EEXIST:

@@ -60,6 +60,28 @@ enum Sys {
     static func renamePath(_ from: String, _ to: String) -> Int32 {
         call { from.withCString { f in to.withCString { t in rename(f, t) } } }
     }
+    /// `renameat2(…, RENAME_NOREPLACE)`: one directory operation that never overwrites.
+    /// Returns 0, `-1` when the C library or the file system lacks it (use link + unlink), or errno.
+    static func renameNoReplace(_ from: String, _ to: String) -> Int32 {
+        guard let renameat2 = renameat2Function else { return -1 }
+        let r = call { from.withCString { f in to.withCString { t in renameat2(AT_FDCWD, f, AT_FDCWD, t, 1 /* RENAME_NOREPLACE */) } } }
+        return r == EINVAL || r == ENOSYS || r == ENOTSUP ? -1 : r
+    }
+
+    /// glibc ≥ 2.28 has renameat2, but Swift's Glibc module does not import it; look it up.
+    private static let renameat2Function: (@convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "renameat2") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32).self)
+    }()
+
+    /// Whether files created with mode 0600 come out as 0600 (the umask clears none of those
+    /// bits), so no `fchmod` is needed. Read once; wdsync never changes its umask.
+    static let umaskKeepsFileMode: Bool = {
+        let old = umask(0o077)
+        umask(old)
+        return old & 0o600 == 0
+    }()
+
     static func linkPath(_ from: String, _ to: String) -> Int32 {
         call { from.withCString { f in to.withCString { t in link(f, t) } } }
     }
