@@ -85,6 +85,8 @@ final class WebSocketSource: EventSource {
         var client: WebSocketClient?
         var stopped = false
         var subscribed = Set<String>()
+        /// Subscriptions sent and not yet answered, by "channel/mailbox", with when they were sent.
+        var pending: [String: ContinuousClock.Instant] = [:]
         var lastPong = ContinuousClock.now
         var announced = false
         var refusedSecondMessages = false
@@ -194,7 +196,14 @@ final class WebSocketSource: EventSource {
                     log.log(.warning, "subscription to \(channel) failed: \(error ?? "error \(code)")")
                 }
             }
-            _ = mailboxId
+            // Match the reply to what is pending: by channel and mailbox, else the oldest of the channel.
+            state.withLock { s in
+                let exact = channel + "/" + (mailboxId ?? "")
+                if s.pending.removeValue(forKey: exact) == nil,
+                   let oldest = s.pending.filter({ $0.key.hasPrefix(channel + "/") }).min(by: { $0.value < $1.value })?.key {
+                    s.pending.removeValue(forKey: oldest)
+                }
+            }
             let announce = state.withLock { s -> Bool in
                 guard !s.announced, channel == "mailboxes" else { return false }
                 s.announced = true
@@ -217,7 +226,11 @@ final class WebSocketSource: EventSource {
 
     private func subscribe(_ client: WebSocketClient, _ channel: WSChannel, _ mailbox: String?) async {
         let key = channel.rawValue + "/" + (mailbox ?? "")
-        let fresh = state.withLock { $0.subscribed.insert(key).inserted }
+        let fresh = state.withLock { s -> Bool in
+            guard s.subscribed.insert(key).inserted else { return false }
+            s.pending[key] = .now
+            return true
+        }
         guard fresh, let token = session.token, let userId = session.userId else { return }
         let text = WSProtocol.subscribe(channel, userId: userId, token: token, mailboxId: mailbox)
         log.log(.debug, "ws → \(WSProtocol.redacted(text))")
@@ -236,6 +249,14 @@ final class WebSocketSource: EventSource {
                 fail("no reply to the subscriptions within \(Int(options.replyTimeout)) s")
                 await client.close()
                 return
+            }
+            let late = state.withLock { s -> [String] in
+                let keys = s.pending.filter { ContinuousClock.now - $0.value > .seconds(options.replyTimeout) }.map(\.key)
+                for key in keys { s.pending.removeValue(forKey: key) }
+                return keys
+            }
+            for key in late.sorted() {
+                log.log(.warning, "no reply to the subscription \(key) within \(Int(options.replyTimeout)) s; it follows REST reconciliation")
             }
             let sent = ContinuousClock.now
             do { try await client.ping() } catch { return }

@@ -1,0 +1,118 @@
+import Foundation
+import Net
+import Testing
+import WildDuckSim
+@testable import WildDuck
+
+/// The REST client against the simulator (the two share no code).
+@Suite struct ClientTests {
+    func client(_ server: SimServer, password: String = "demo") throws -> WildDuckClient {
+        let endpoint = try #require(HTTPEndpoint(url: server.baseURL))
+        let session = Session(endpoint: endpoint, username: "demo", password: { password },
+                              connector: HTTPConnection.tcpConnector(timeout: 5))
+        return WildDuckClient(session: session, timeout: 5)
+    }
+
+    func started(_ account: SimAccount) throws -> SimServer {
+        let server = SimServer(account: account)
+        try server.start()
+        return server
+    }
+
+    @Test func authenticatesAndListsEverything() throws {
+        let account = SimAccount()
+        let server = try started(account)
+        defer { server.stop() }
+        let inbox = try #require(account.mailboxId(path: "INBOX"))
+        try account.generate(count: 600, mailboxIds: [inbox], seed: 2, sizeMix: .small)
+        let c = try client(server)
+        try c.authenticate()
+        #expect(c.session.userId == account.userId)
+        #expect(c.session.token?.count == 40)
+        let mailboxes = try c.fetchMailboxes()
+        #expect(mailboxes.first?.path == "INBOX")
+        #expect(mailboxes.contains { $0.specialUse == "\\Sent" })
+        // Cursor paging: 600 messages in pages of 250, every uid once.
+        var uids: [Int] = []
+        var cursor: String?
+        repeat {
+            let page = try c.listMessages(mailbox: inbox, cursor: cursor)
+            uids += page.items.map(\.uid)
+            cursor = page.nextCursor
+        } while cursor != nil
+        #expect(uids.count == 600 && Set(uids).count == 600)
+        // New since a uid, and exact uids.
+        #expect(try c.searchNew(mailbox: inbox, fromUid: 590, cursor: nil).items.map(\.uid).sorted() == Array(590...600))
+        #expect(try c.searchUids(mailbox: inbox, uids: "3,7", cursor: nil).items.map(\.uid).sorted() == [3, 7])
+        // message.eml streams the exact bytes (chunked, no Content-Length).
+        let original = try #require(account.messages(mailboxId: inbox).first)
+        var bytes: [UInt8] = []
+        try c.downloadMessage(mailbox: inbox, uid: original.uid) { bytes += $0 }
+        #expect(bytes == original.raw)
+        _ = try c.fetchUser()
+        _ = try c.fetchAutoreply()
+        #expect(try c.fetchFilters().filters.isEmpty)
+    }
+
+    @Test func aRevokedTokenIsReplacedOnceThenTheErrorIsClear() throws {
+        let account = SimAccount()
+        let server = try started(account)
+        defer { server.stop() }
+        let c = try client(server)
+        _ = try c.fetchMailboxes()                      // authenticates on first use
+        account.revokeTokens()
+        _ = try c.fetchMailboxes()                      // 403 InvalidToken → authenticate again
+        #expect(server.stats().perRoute["authenticate"] == 2)
+        // A server that keeps refusing the fresh token: one retry, then invalidToken.
+        server.injectFault(.status(403, body: #"{"code":"InvalidToken","message":"Invalid accessToken value"}"#), on: "mailboxes", count: 2)
+        #expect {
+            _ = try c.fetchMailboxes()
+        } throws: { error in
+            guard case WildDuckError.invalidToken = error else { return false }
+            return !"\(error)".contains(c.session.token ?? "-")
+        }
+    }
+
+    @Test func errorShapes() throws {
+        let account = SimAccount()
+        let server = try started(account)
+        defer { server.stop() }
+        #expect {
+            try client(server, password: "wrong-secret").authenticate()
+        } throws: { error in
+            guard case WildDuckError.authenticationFailed = error else { return false }
+            return !"\(error)".contains("wrong-secret")
+        }
+        let c = try client(server)
+        let inbox = try #require(account.mailboxId(path: "INBOX"))
+        // 404 with a code, 404 without, 500, HTTP 200 with an error body: all errors, classified.
+        #expect { try c.downloadMessage(mailbox: inbox, uid: 999) { _ in } } throws: { ($0 as? WildDuckError)?.isNotFound == true }
+        server.injectFault(.status(404, body: #"{"error":"Message was not found"}"#), on: "mailboxes")
+        #expect { _ = try c.fetchMailboxes() } throws: { ($0 as? WildDuckError)?.isNotFound == true }
+        server.injectFault(.status(500, body: #"{"error":"MongoDB Error: x","code":"InternalDatabaseError"}"#), on: "mailboxes")
+        #expect { _ = try c.fetchMailboxes() } throws: { ($0 as? WildDuckError)?.isTemporary == true }
+        server.injectFault(.status(200, body: #"{"error":"thrown without a status"}"#), on: "mailboxes")
+        #expect { _ = try c.fetchMailboxes() } throws: { error in
+            guard case WildDuckError.server(_, 200, _, let message) = error else { return false }
+            return message == "thrown without a status"
+        }
+        server.injectFault(.malformedJSON, on: "mailboxes")
+        #expect { _ = try c.fetchMailboxes() } throws: { error in
+            if case WildDuckError.malformed = error { return true }
+            return false
+        }
+        server.injectFault(.rejectCursor, on: "messages")
+        try account.generate(count: 300, mailboxIds: [inbox], seed: 1, sizeMix: .small)
+        let first = try c.listMessages(mailbox: inbox, cursor: nil)
+        #expect { _ = try c.listMessages(mailbox: inbox, cursor: first.nextCursor) } throws: { ($0 as? WildDuckError)?.isInputValidation == true }
+    }
+
+    @Test func unreachableServer() throws {
+        let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:1"))
+        let session = Session(endpoint: endpoint, username: "demo", password: { "x" }, connector: HTTPConnection.tcpConnector(timeout: 1))
+        #expect { try WildDuckClient(session: session).authenticate() } throws: { error in
+            if case WildDuckError.unreachable = error { return true }
+            return false
+        }
+    }
+}
