@@ -17,7 +17,7 @@ extension Mirror {
         let mailboxes = try store.mailboxes()
         let folderOf = try placeFolders(mailboxes)
 
-        var scanned: [String: [String: String]] = [:]   // folder → unique → file, for crash recovery
+        var scanned: [String: [String: String]] = [:]   // folder → unique → file
         var downloads: [DownloadJob] = []
         var after: (String, Int)?
         while true {
@@ -45,7 +45,11 @@ extension Mirror {
                         summary.reused += 1
                         continue
                     }
-                    if scanned[folder] == nil {
+                    // Crash recovery: a file renamed into place by an earlier, killed process but not
+                    // recorded. Only messages pending when this process started can have one, and
+                    // the first complete export handles all of them, so later passes (a live
+                    // daemon's) do not scan big folders again.
+                    if !recoveryDone && scanned[folder] == nil {
                         scanned[folder] = try maildir.scanUniqueNames(folder: folder)
                         _ = try maildir.cleanTmp(folder: folder, owns: Mirror.ownsFile)
                     }
@@ -79,6 +83,7 @@ extension Mirror {
             }
             try store.removeDeadFolder(folder)
         }
+        recoveryDone = true
     }
 
     /// Creates or renames the folders of all mailboxes so they match the mailboxes' current

@@ -153,7 +153,14 @@ public final class LiveSync: Sendable {
     public func run() throws {
         let mirror = try Mirror(config: config, log: log)
         log.log(.verbose, "initial sync")
-        _ = try mirror.syncOnce()
+        // A server that is down when the daemon starts is waited for, not given up on.
+        var startFailures = 0
+        while !(try guarded("initial sync", { _ = try mirror.syncOnce() })) {
+            let delay = backoff(attempt: startFailures)
+            startFailures += 1
+            inbox.wait(seconds: delay)
+            if inbox.stopRequested { return }
+        }
         mirror.syncFolders = false
         var transport = Transport.webSocket
         var source: EventSource?
@@ -162,13 +169,11 @@ public final class LiveSync: Sendable {
         var nextPoll = ContinuousClock.now + .seconds(options.pollInterval)
         var nextProbe = ContinuousClock.now + .seconds(options.wsProbeInterval)
         var nextReconcile = ContinuousClock.now + .seconds(options.reconcileInterval)
-        var connected = false
         var nextSweep: ContinuousClock.Instant?   // when kept orphans must be unlinked
 
         func switchTo(_ next: Transport, because reason: String) {
             source?.stop()
             source = nil
-            connected = false
             if next != transport { log.log(.verbose, "switching from \(transport.rawValue) to \(next.rawValue): \(reason)") }
             transport = next
             failures = 0
@@ -201,24 +206,30 @@ public final class LiveSync: Sendable {
                 log.log(.verbose, "stopping")
                 source?.stop()
                 source = nil
-                if !taken.events.isEmpty { try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror) }
+                if !taken.events.isEmpty {
+                    _ = try guarded("applying the last batch") {
+                        try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror)
+                    }
+                }
                 return
             }
             for note in taken.notes {
                 switch note {
                 case .connected(let t):
                     guard t == transport else { continue }
-                    connected = true
                     failures = 0
                     log.log(.verbose, "connected (\(t.rawValue)); reconciling")
-                    _ = try mirror.syncOnce()
-                    if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
-                    nextReconcile = .now + .seconds(options.reconcileInterval)
+                    if try guarded("reconciling", { _ = try mirror.syncOnce() }) {
+                        if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
+                        nextReconcile = .now + .seconds(options.reconcileInterval)
+                    } else {
+                        // Reconnect (and so reconcile again) once the server answers.
+                        inbox.note(.failed(t, reason: "reconciling failed", unavailable: false, auth: false))
+                    }
                 case .failed(let t, let reason, let unavailable, let auth):
                     guard t == transport else { continue }
                     source?.stop()
                     source = nil
-                    connected = false
                     if auth {
                         log.log(.verbose, "\(t.rawValue): \(reason); authenticating again")
                         try mirror.client.authenticate()   // a refusal here ends the daemon (exit code 77)
@@ -242,7 +253,11 @@ public final class LiveSync: Sendable {
                 }
             }
             if !taken.events.isEmpty {
-                try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror)
+                let applied = try guarded("applying updates") {
+                    try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror)
+                }
+                // What failed is recovered by the reconcile that follows the next connection.
+                if !applied, let s = source { inbox.note(.failed(s.transport, reason: "applying updates failed", unavailable: false, auth: false)) }
             } else if let id = taken.lastEventId {
                 try mirror.store.setLastEventId(id)
             }
@@ -254,11 +269,11 @@ public final class LiveSync: Sendable {
             }
             if taken.reconcile || ContinuousClock.now >= nextReconcile || (transport == .polling && ContinuousClock.now >= nextPoll) {
                 log.log(.debug, "reconciling (\(transport == .polling ? "poll" : "scheduled"))")
-                let summary = try mirror.syncOnce()
-                if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
-                nextReconcile = .now + .seconds(options.reconcileInterval)
                 nextPoll = .now + .seconds(options.pollInterval)
-                if summary.mailboxesChanged > 0 { log.log(.debug, "poll: \(summary.mailboxesChanged) mailboxes changed") }
+                if try guarded("reconciling", { _ = try mirror.syncOnce() }) {
+                    if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
+                    nextReconcile = .now + .seconds(options.reconcileInterval)
+                }
             }
             // Try the WebSocket again now and then (and on SIGUSR1) while on a fallback.
             if transport != .webSocket && (taken.reconcile || ContinuousClock.now >= nextProbe) {
@@ -266,7 +281,6 @@ public final class LiveSync: Sendable {
                 switchTo(.webSocket, because: "probing whether the WebSocket works again")
                 failures = options.wsFailuresBeforeFallback - 1   // one failure → straight back
             }
-            _ = connected
         }
     }
 
@@ -282,6 +296,24 @@ public final class LiveSync: Sendable {
 
     static func ms(_ d: Duration) -> String {
         String(format: "%.1f ms", Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+    }
+
+    /// Runs one step that talks to the server. A temporary failure (network, 5xx, an answer that
+    /// is not WildDuck's) is logged and returns false: the engine retries later, and the reconcile
+    /// after the next connection repairs whatever the step did not do. Anything else (the
+    /// password refused, a local disk or cache error) ends the daemon.
+    func guarded(_ what: String, _ body: () throws -> Void) throws -> Bool {
+        do {
+            try body()
+            return true
+        } catch let error as WildDuckError {
+            switch error {
+            case .authenticationFailed, .invalidToken: throw error
+            case .unreachable, .network, .server, .malformed:
+                log.log(.warning, "\(what): \(error)")
+                return false
+            }
+        }
     }
 
     func backoff(attempt: Int) -> Double {

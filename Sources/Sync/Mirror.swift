@@ -39,6 +39,8 @@ public final class Mirror {
     /// fsync the folders after a batch of deliveries. The live engine turns it off: its batches
     /// are one or two files, and a lost rename is re-downloaded anyway.
     public var syncFolders = true
+    /// Set after the first complete export: crash recovery has nothing left to find (see export).
+    var recoveryDone = false
 
     public init(config: AccountConfig, log: SyncLog) throws {
         self.config = config

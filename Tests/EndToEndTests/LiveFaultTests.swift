@@ -142,6 +142,21 @@ import WildDuckSim
         #expect(d.terminate() == 0)
     }
 
+    @Test func aServerThatIsDownAtStartOrFailsMidwayIsWaitedFor() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 5)
+        h.server.injectFault(.status(503, body: #"{"error":"maintenance"}"#), on: "mailboxes", count: 3)
+        let d = try h.startDaemon(extra: ["--reconnect-delay", "50", "--max-reconnect-delay", "200"])
+        #expect(d.waitForLog("connected (WebSocket)"), "\(d.log.suffix(1500))")
+        #expect(d.process.isRunning)
+        try h.expectMirrorEventually()
+        // The REST read behind an update fails twice: the daemon reconnects and reconciles.
+        h.server.injectFault(.status(500, body: #"{"error":"MongoDB Error: x","code":"InternalDatabaseError"}"#), on: "search", count: 2)
+        try expectDelivery(h, "after-500")
+        #expect(d.process.isRunning)
+        #expect(d.terminate() == 0)
+    }
+
     @Test func repeatedWebSocketFailuresFallBackToSSE() throws {
         let h = try Harness()
         try h.seedStandard(generated: 5)
