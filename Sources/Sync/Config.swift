@@ -17,6 +17,8 @@ public struct AccountConfig: Sendable {
     public var insecure: Bool
     /// Parallel message downloads.
     public var connections: Int
+    /// Settings of the live engine (plain `wdsync`).
+    public var live = LiveOptions()
 
     public init(name: String, server: String, username: String, password: PasswordSource, maildir: String,
                 db: String, layout: MaildirLayout = .verbatim, caFile: String? = nil, insecure: Bool = false,

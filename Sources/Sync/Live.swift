@@ -132,15 +132,11 @@ public final class LiveSync: Sendable {
     let options: LiveOptions
     let log: SyncLog
     let inbox = Inbox()
-    /// Called after every applied batch with (events, first event received → files in place).
-    let onBatch: (@Sendable (Int, Duration) -> Void)?
 
-    public init(config: AccountConfig, options: LiveOptions = LiveOptions(), log: SyncLog,
-                onBatch: (@Sendable (Int, Duration) -> Void)? = nil) {
+    public init(config: AccountConfig, log: SyncLog) {
         self.config = config
-        self.options = options
+        self.options = config.live
         self.log = log
-        self.onBatch = onBatch
     }
 
     /// Asks the engine to finish its current batch, close its connections and return.
@@ -291,7 +287,6 @@ public final class LiveSync: Sendable {
         if let lastEventId { try mirror.store.setLastEventId(lastEventId) }
         let first = received ?? start
         log.log(.debug, "batch of \(events.count) events: received → committed \(Self.ms(timing.committed - first)), → exported \(Self.ms(timing.exported - first))")
-        onBatch?(events.count, timing.exported - first)
     }
 
     static func ms(_ d: Duration) -> String {

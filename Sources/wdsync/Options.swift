@@ -239,10 +239,12 @@ func resolveAccounts(_ args: CommandLineArgs, environment: [String: String]) thr
         } ?? 4
         let base = "\(dataHome)/wdsync/\(source.name)"
         let insecure = flags.contains("insecure") || values["insecure"] == "true"
-        return AccountConfig(name: source.name, server: server, username: user, password: password,
-                             maildir: expand(values["maildir"] ?? base + "/mail"),
-                             db: expand(values["db"] ?? base + "/cache.sqlite"),
-                             layout: layout, caFile: values["ca-file"].map(expand), insecure: insecure,
-                             connections: connections)
+        var account = AccountConfig(name: source.name, server: server, username: user, password: password,
+                                    maildir: expand(values["maildir"] ?? base + "/mail"),
+                                    db: expand(values["db"] ?? base + "/cache.sqlite"),
+                                    layout: layout, caFile: values["ca-file"].map(expand), insecure: insecure,
+                                    connections: connections)
+        account.live = try liveOptions(values)
+        return account
     }
 }

@@ -69,10 +69,7 @@ func run() -> ExitCode {
     }
     if args.flags.contains("verify") { return verify(accounts, level: level) }
     if !args.flags.contains("once") {
-        do { return runLive(accounts, options: try liveOptions(args.values), level: level, debug: args.flags.contains("debug")) } catch {
-            FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
-            return .usage
-        }
+        return runLive(accounts, level: level, debug: args.flags.contains("debug"))
     }
     var result = ExitCode.ok
     for account in accounts {
@@ -123,9 +120,9 @@ func verify(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
 }
 
 /// The daemon: one engine thread per account; signals stop or nudge them all.
-func runLive(_ accounts: [AccountConfig], options: LiveOptions, level: LogLevel, debug: Bool) -> ExitCode {
+func runLive(_ accounts: [AccountConfig], level: LogLevel, debug: Bool) -> ExitCode {
     let engines = accounts.map { account in
-        LiveSync(config: account, options: options,
+        LiveSync(config: account,
                  log: StderrLog(level: level, timestamps: debug, account: accounts.count > 1 ? account.name : nil))
     }
     var sources: [DispatchSourceSignal] = []

@@ -87,3 +87,42 @@ import WildDuckSim
         #expect(!daemon.log.contains("switching from WebSocket"))
     }
 }
+
+@Suite(.serialized) struct LiveAccountsTests {
+    @Test func twoAccountsSideBySideInOneProcess() throws {
+        let a = try Harness(), b = try Harness()
+        try a.seedStandard(generated: 5)
+        try b.seedStandard(generated: 5)
+        let config = a.dir + "/config"
+        try """
+        user = demo
+        ping-interval = 1
+        [account one]
+        server = \(a.server.baseURL)
+        password-file = \(a.passwordFile)
+        maildir = \(a.maildir)
+        db = \(a.db)
+        [account two]
+        server = \(b.server.baseURL)
+        password-file = \(b.passwordFile)
+        maildir = \(b.maildir)
+        db = \(b.db)
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: wdsyncBinary)
+        p.arguments = ["--config", config, "-v"]
+        let log = a.dir + "/two.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try p.run()
+        let d = Daemon(process: p, logPath: log)
+        #expect(d.waitForLog("[one] connected (WebSocket)") && d.waitForLog("[two] connected (WebSocket)"), "\(d.log.suffix(1500))")
+        for h in [a, b] {
+            let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+            try h.account.deliver(Array("Subject: side by side\r\n\r\nx\r\n".utf8), to: inbox)
+        }
+        try a.expectMirrorEventually()
+        try b.expectMirrorEventually()
+        #expect(d.terminate() == 0)
+    }
+}
