@@ -15,7 +15,7 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-python3 -c 'import websockets' 2>/dev/null || python3 -m pip install --quiet 'websockets>=12,<16'
+python3 -c 'import websockets.asyncio.server' 2>/dev/null || python3 -m pip install --quiet 'websockets>=13'
 
 export PATH="/opt/swift/usr/bin:$PATH"
 log=$(mktemp)
