@@ -148,7 +148,8 @@ public final class PendingDelivery {
     /// `tmp/<unique>` to `cur/<unique>:2,<flags>` if `flags` has S, else `new/<unique>:2,<flags>`
     /// with `renameat2(RENAME_NOREPLACE)` (where the C library or file system lacks it: hard-link
     /// then unlink, and without hard links check-then-rename). An existing target is never
-    /// overwritten (`.alreadyExists`). The directory entry is made durable by
+    /// overwritten: if it holds exactly these bytes the delivery is already done and succeeds,
+    /// otherwise it fails with `.alreadyExists`. The directory entry is made durable by
     /// `Maildir.syncFolder`, once per batch.
     public func commit(flags: MaildirFlags, mtime: Int?) throws(MaildirError) -> Delivered {
         guard fd >= 0 else { throw .deliveryClosed(path: tmpPath) }
@@ -176,6 +177,14 @@ public final class PendingDelivery {
             case 0:
                 _ = Sys.removeFile(tmpPath)
             case EEXIST:
+                // The same message delivered before under the same name (a run that was killed
+                // before it recorded the file): keep that file. Anything else is not overwritten.
+                let hash = hasher.finalizeHex()
+                if let existing = try? Maildir.sha256(file: target), existing.hex == hash, existing.size == size {
+                    _ = Sys.removeFile(tmpPath)
+                    fd = -2
+                    return Delivered(relativePath: rel, unique: unique, sha256: hash, size: size)
+                }
                 throw MaildirError.alreadyExists(path: target)
             case EPERM, ENOTSUP, EOPNOTSUPP, ENOSYS, EMLINK:
                 // No hard links here: check, then rename (the account lock excludes other writers).

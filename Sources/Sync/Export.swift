@@ -159,9 +159,14 @@ extension Mirror {
         // A message or two (the live case): on this thread, over the kept-alive connection.
         if jobs.count <= 2 {
             var results: [DownloadResult] = []
-            for job in jobs {
-                do { results.append(.delivered(job, try fetch(job, with: client, into: maildir))) }
-                catch let error as WildDuckError where error.isNotFound { results.append(.vanished(job)) }
+            do {
+                for job in jobs {
+                    do { results.append(.delivered(job, try Mirror.fetch(job, with: client, into: maildir))) }
+                    catch let error as WildDuckError where error.isNotFound { results.append(.vanished(job)) }
+                }
+            } catch {
+                try? record(results)   // what was delivered before the error is kept
+                throw error
             }
             try record(results)
             return
@@ -216,10 +221,6 @@ extension Mirror {
             pending.abort()
             throw error
         }
-    }
-
-    private func fetch(_ job: DownloadJob, with client: WildDuckClient, into maildir: Maildir) throws -> Delivered {
-        try Mirror.fetch(job, with: client, into: maildir)
     }
 
     private func record(_ results: [DownloadResult]) throws {

@@ -375,3 +375,23 @@ struct DeliveryTests {
         #expect(MaildirError.system(path: "/p", operation: .reading, errno: EIO).description.contains("errno \(EIO)"))
     }
 }
+
+@Suite struct RedeliveryTests {
+    @Test func deliveringTheSameBytesUnderTheSameNameAgainIsIdempotent() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("wdsync-redeliver-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let maildir = Maildir(root: root)
+        let body = Array("Subject: x\r\n\r\nhello\r\n".utf8)
+        let first = try body.withUnsafeBytes { try maildir.deliver(folder: "INBOX", unique: "1.k.h", contents: $0, flags: [.seen], mtime: nil) }
+        let again = try body.withUnsafeBytes { try maildir.deliver(folder: "INBOX", unique: "1.k.h", contents: $0, flags: [.seen], mtime: nil) }
+        #expect(again == first)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/INBOX/tmp").isEmpty)
+        // Different bytes under that name are refused, and nothing is left behind.
+        let other = Array("Subject: y\r\n\r\nother\r\n".utf8)
+        #expect(throws: MaildirError.self) {
+            try other.withUnsafeBytes { try maildir.deliver(folder: "INBOX", unique: "1.k.h", contents: $0, flags: [.seen], mtime: nil) }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/INBOX/tmp").isEmpty)
+        #expect(FileManager.default.contents(atPath: root + "/" + first.relativePath) == Data(body))
+    }
+}
