@@ -81,10 +81,13 @@ public enum SyncError: Error, CustomStringConvertible, Sendable {
     case config(String)
     case locked(String)
     case localIO(String)
+    /// A stop was requested (SIGINT/SIGTERM in the daemon); what was done so far is kept.
+    case cancelled
 
     public var description: String {
         switch self {
         case .config(let s), .locked(let s), .localIO(let s): return s
+        case .cancelled: return "stopped on request"
         }
     }
 }

@@ -21,6 +21,7 @@ extension Mirror {
         var downloads: [DownloadJob] = []
         var after: (String, Int)?
         while true {
+            if isCancelled() { throw SyncError.cancelled }
             let batch = try store.dirtyMessages(after: after, limit: 2000)
             guard let last = batch.last else { break }
             after = (last.mailboxId, last.uid)
@@ -173,6 +174,7 @@ extension Mirror {
         }
         let workers = max(1, min(config.connections, jobs.count))
         let shared = DownloadQueue(jobs: jobs, workers: workers)
+        let isCancelled = self.isCancelled
         let session = self.session
         let maildir = self.maildir
         var threads: [Thread] = []
@@ -180,7 +182,7 @@ extension Mirror {
             let thread = Thread {
                 let client = WildDuckClient(session: session)
                 defer { client.close(); shared.workerFinished() }
-                while let job = shared.next() {
+                while !isCancelled(), let job = shared.next() {
                     do {
                         shared.finish(.delivered(job, try Mirror.fetch(job, with: client, into: maildir)))
                     } catch let error as WildDuckError where error.isNotFound {
@@ -209,6 +211,7 @@ extension Mirror {
             if done { break }
         }
         if let failure { throw failure }
+        if isCancelled() { throw SyncError.cancelled }
     }
 
     /// Streams one message into tmp/, fsyncs it and renames it into place.

@@ -147,7 +147,15 @@ public final class LiveSync: Sendable {
 
     /// Runs until `stop()`. Throws only for what retrying cannot fix (authentication, local I/O).
     public func run() throws {
+        do { try loop() } catch SyncError.cancelled {
+            log.log(.verbose, "stopped during a sync; the next run continues from there")
+        }
+    }
+
+    private func loop() throws {
         let mirror = try Mirror(config: config, log: log)
+        let inbox = self.inbox
+        mirror.isCancelled = { inbox.stopRequested }
         log.log(.verbose, "initial sync")
         // A server that is down when the daemon starts is waited for, not given up on.
         var startFailures = 0

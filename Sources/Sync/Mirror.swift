@@ -39,6 +39,9 @@ public final class Mirror {
     /// fsync the folders after a batch of deliveries. The live engine turns it off: its batches
     /// are one or two files, and a lost rename is re-downloaded anyway.
     public var syncFolders = true
+    /// Checked between pages and between downloads; when it says true the pass stops with
+    /// `SyncError.cancelled`, keeping everything done so far (the daemon's SIGTERM).
+    public var isCancelled: @Sendable () -> Bool = { false }
     /// Set after the first complete export: crash recovery has nothing left to find (see export).
     var recoveryDone = false
 
@@ -133,6 +136,7 @@ public final class Mirror {
         var restarted = false
         log.log(.verbose, "listing \(mailbox.path)")
         while true {
+            if isCancelled() { throw SyncError.cancelled }
             let page: MessagePage
             do {
                 page = try client.listMessages(mailbox: mailbox.id, cursor: cursor)

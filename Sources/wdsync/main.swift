@@ -38,6 +38,7 @@ func classify(_ error: Error) -> (ExitCode, String) {
         case .config: return (.usage, e.description)
         case .locked: return (.locked, e.description)
         case .localIO: return (.localIO, e.description)
+        case .cancelled: return (.ok, e.description)
         }
     case let e as WildDuckError:
         switch e {

@@ -157,6 +157,22 @@ import WildDuckSim
         #expect(d.terminate() == 0)
     }
 
+    @Test func sigtermDuringALongInitialSyncStopsWithinSecondsAndLosesNothing() throws {
+        let h = try Harness()
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        try h.account.generate(count: 1000, mailboxIds: [inbox], seed: 4, sizeMix: .small)
+        h.server.injectFault(.delay(milliseconds: 40), on: "message.eml", count: 100_000)
+        let d = try h.startDaemon()
+        #expect(Harness.wait(timeout: 20) { h.snapshot().count >= 20 })
+        let start = Date()
+        #expect(d.terminate(timeout: 5) == 0, "\(d.log.suffix(1000))")
+        #expect(Date().timeIntervalSince(start) < 5)
+        #expect(h.snapshot().count < 1000, "the sync finished before the signal; the test proves nothing")
+        h.server.clearFaults()
+        try h.sync()
+        try h.expectMirror()
+    }
+
     @Test func repeatedWebSocketFailuresFallBackToSSE() throws {
         let h = try Harness()
         try h.seedStandard(generated: 5)
