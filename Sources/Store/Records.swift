@@ -335,12 +335,29 @@ extension Store {
         try db.run("DELETE FROM orphans WHERE file = ?", .text(file))
     }
 
-    /// Orphans whose file lived under `folder` now live under `newFolder` (a folder rename).
-    public func renameFolderPrefix(from folder: String, to newFolder: String) throws {
+    /// Records that the directory `folder` now is `newFolder`: the files of messages and orphans
+    /// under it, the mailbox (and, when `nested`, the mailboxes below it, as in the verbatim
+    /// layout) and a queued dead folder follow it.
+    public func moveFolder(from folder: String, to newFolder: String, nested: Bool) throws {
+        // substr counts characters (code points), not bytes.
+        let skip = SQLValue.int(folder.unicodeScalars.count + 1)
+        let below = SQLValue.text(Store.likePrefix(folder + "/"))
         for table in ["orphans", "messages"] {
-            try db.run("UPDATE \(table) SET file = ? || substr(file, ?) WHERE file LIKE ? ESCAPE '\\'",
-                       .text(newFolder), .int(folder.utf8.count + 1), .text(Store.likePrefix(folder + "/")))
+            try db.run("UPDATE \(table) SET file = ? || substr(file, ?) WHERE file LIKE ? ESCAPE '\\'", .text(newFolder), skip, below)
         }
+        for table in ["mailboxes", "dead_folders"] {
+            try db.run("UPDATE \(table) SET folder = ? WHERE folder = ?", .text(newFolder), .text(folder))
+            if nested {
+                try db.run("UPDATE \(table) SET folder = ? || substr(folder, ?) WHERE folder LIKE ? ESCAPE '\\'", .text(newFolder), skip, below)
+            }
+        }
+    }
+
+    /// Whether a directory is one wdsync placed: a mailbox's folder or a dead folder.
+    public func isKnownFolder(_ folder: String) throws -> Bool {
+        let s = try db.prepare("SELECT EXISTS(SELECT 1 FROM mailboxes WHERE folder = ?1) OR EXISTS(SELECT 1 FROM dead_folders WHERE folder = ?1)")
+        try s.bind([.text(folder)])
+        return try s.step() && s.int(0) == 1
     }
 
     static func likePrefix(_ s: String) -> String {

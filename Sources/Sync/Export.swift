@@ -90,37 +90,41 @@ extension Mirror {
     /// Creates or renames the folders of all mailboxes so they match the mailboxes' current
     /// paths, parents first. Returns mailbox id → folder.
     private func placeFolders(_ mailboxes: [MailboxRecord]) throws -> [String: String] {
-        var current: [String: String?] = [:]
-        for m in mailboxes { current[m.id] = m.folder }
         var result: [String: String] = [:]
         for mailbox in mailboxes.sorted(by: { $0.path.split(separator: "/").count < $1.path.split(separator: "/").count }) {
             let wanted = maildir.folderDirectory(for: mailbox.path)
             result[mailbox.id] = wanted
-            guard let folder = current[mailbox.id] ?? nil else {
+            // Read afresh: moving a parent (verbatim) or moving something aside changes it.
+            guard let folder = try store.mailboxes().first(where: { $0.id == mailbox.id })?.folder else {
                 try maildir.ensureFolder(wanted)
                 try store.setMailboxFolder(id: mailbox.id, folder: wanted)
                 continue
             }
             guard folder != wanted else { continue }
-            log.log(.verbose, "renaming folder \(folder) → \(wanted)")
-            try maildir.renameFolder(from: folder, to: wanted)
-            summary.renamed += 1
-            try store.transaction {
-                try store.renameFolderPrefix(from: folder, to: wanted)
-                try store.setMailboxFolder(id: mailbox.id, folder: wanted)
-                // In the verbatim layout the children moved with it.
-                if maildir.layout == .verbatim {
-                    for other in mailboxes where other.id != mailbox.id {
-                        if let f = current[other.id] ?? nil, f.hasPrefix(folder + "/") {
-                            let moved = wanted + f.dropFirst(folder.count)
-                            current[other.id] = moved
-                            try store.setMailboxFolder(id: other.id, folder: moved)
-                        }
-                    }
+            let destination = maildir.absolutePath(wanted)
+            if FileManager.default.fileExists(atPath: destination) && FileManager.default.fileExists(atPath: maildir.absolutePath(folder)) {
+                // Two mailboxes swapped names, or one took the name of a deleted one: move the
+                // occupant aside (it is renamed or removed later in this pass).
+                guard try store.isKnownFolder(wanted) else {
+                    throw SyncError.localIO("cannot rename \(folder) to \(wanted) for mailbox \(mailbox.path): \(destination) exists and is not wdsync's; move it away and re-run")
                 }
+                try moveFolder(wanted, to: "%%wdsync-aside-\(mailbox.id)")
             }
+            log.log(.verbose, "renaming folder \(folder) → \(wanted)")
+            try moveFolder(folder, to: wanted)
+            summary.renamed += 1
         }
         return result
+    }
+
+    /// Renames a folder on disk, then in the store. Idempotent: if a crash came between the two,
+    /// the disk already shows the new name and only the store is updated.
+    private func moveFolder(_ folder: String, to newFolder: String) throws {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: maildir.absolutePath(folder)) || !fm.fileExists(atPath: maildir.absolutePath(newFolder)) {
+            try maildir.renameFolder(from: folder, to: newFolder)
+        }
+        try store.transaction { try store.moveFolder(from: folder, to: newFolder, nested: maildir.layout == .verbatim) }
     }
 
     /// Puts an existing file into `folder` with `flags`: into cur/ when seen, new/ when not, as

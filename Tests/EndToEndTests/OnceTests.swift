@@ -146,6 +146,31 @@ import WildDuckSim
         #expect(!FileManager.default.fileExists(atPath: h.maildir + "/Scratch"))
     }
 
+    @Test func swappedAndReusedMailboxNamesConverge() throws {
+        let h = try Harness()
+        let a = h.account
+        let x = try a.createMailbox(path: "Alpha")
+        let y = try a.createMailbox(path: "Beta")
+        let z = try a.createMailbox(path: "Gamma")
+        for (i, box) in [x, y, z].enumerated() {
+            try a.deliver(Array("Subject: box \(i)\r\nMessage-ID: <box-\(i)@x>\r\n\r\nbody \(i)\r\n".utf8), to: box)
+        }
+        try h.sync()
+        // Swap Alpha and Beta; delete Gamma and give its name to a new mailbox.
+        try a.renameMailbox(id: x, to: "Tmp")
+        try a.renameMailbox(id: y, to: "Alpha")
+        try a.renameMailbox(id: x, to: "Beta")
+        try a.deleteMailbox(id: z)
+        let g = try a.createMailbox(path: "Gamma")
+        try a.deliver(Array("Subject: new gamma\r\n\r\nx\r\n".utf8), to: g)
+        try h.sync()
+        try h.expectMirror()
+        #expect(!(try FileManager.default.contentsOfDirectory(atPath: h.maildir)).contains { $0.hasPrefix("%%") })
+        h.server.resetStats()
+        try h.sync()
+        #expect(h.server.stats().perRoute["message.eml", default: 0] == 0)
+    }
+
     @Test func killedAtAnyMomentThenRerunConverges() throws {
         let h = try Harness()
         try h.seedStandard(generated: 300)

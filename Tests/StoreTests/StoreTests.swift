@@ -116,13 +116,21 @@ private func message(_ mailbox: String, _ uid: Int, flags: MessageFlags = [], me
     @Test func folderRenameRewritesFilePathsExactlyUnderThePrefix() throws {
         let store = try Store(path: tempPath("c.sqlite"))
         try store.upsertMailbox(mailbox("C", "a_b"))
+        try store.upsertMailbox(mailbox("D", "a_b/child"))
+        try store.setMailboxFolder(id: "C", folder: "a_b")
+        try store.setMailboxFolder(id: "D", folder: "a_b/child")
         try store.insertMessage(message("C", 1))
         try store.insertMessage(message("C", 2))
         try store.markExported(mailboxId: "C", uid: 1, uniq: "x", file: "a_b/cur/x:2,S", sha256: nil)
         try store.markExported(mailboxId: "C", uid: 2, uniq: "y", file: "aXb/cur/y:2,S", sha256: nil)  // '_' is not a wildcard
-        try store.renameFolderPrefix(from: "a_b", to: "New/Name")
+        try store.moveFolder(from: "a_b", to: "Neue/Entwürfe", nested: true)
         let files = try store.messages().compactMap(\.file).sorted()
-        #expect(files == ["New/Name/cur/x:2,S", "aXb/cur/y:2,S"])
+        #expect(files == ["Neue/Entwürfe/cur/x:2,S", "aXb/cur/y:2,S"])
+        #expect(try store.mailboxes().map(\.folder).sorted { ($0 ?? "") < ($1 ?? "") } == ["Neue/Entwürfe", "Neue/Entwürfe/child"])
+        // Non-ASCII on the old side too: substr counts characters, not bytes.
+        try store.moveFolder(from: "Neue/Entwürfe", to: "X", nested: true)
+        #expect(try store.messages().compactMap(\.file).sorted() == ["X/cur/x:2,S", "aXb/cur/y:2,S"])
+        #expect(try store.isKnownFolder("X/child") && !store.isKnownFolder("Y"))
     }
 
     @Test func failedTransactionRollsBack() throws {
