@@ -13,6 +13,7 @@ CREATE TABLE account (
     autoreply_json TEXT,                  -- GET /users/:user/autoreply, verbatim
     filters_json TEXT,                    -- the filters list response's limits, verbatim
     last_event_id TEXT,                   -- SSE resume point (live sync)
+    exporting   INTEGER NOT NULL DEFAULT 0, -- 1 while an export runs: after a crash, look for unrecorded files
     synced_at   INTEGER                   -- unix time of the last complete sync
 );
 

@@ -14,6 +14,8 @@ extension Mirror {
     /// unless they became orphans less than `keepOrphans` seconds ago: the live engine keeps
     /// them briefly, so a move whose two halves arrive in different batches is still a rename.
     public func export(keepOrphans: Double = 0) throws {
+        // Files renamed into place but not recorded can only exist if an export was interrupted.
+        let interrupted = try store.setExporting(true)
         let mailboxes = try store.mailboxes()
         let folderOf = try placeFolders(mailboxes)
 
@@ -46,11 +48,9 @@ extension Mirror {
                         summary.reused += 1
                         continue
                     }
-                    // Crash recovery: a file renamed into place by an earlier, killed process but not
-                    // recorded. Only messages pending when this process started can have one, and
-                    // the first complete export handles all of them, so later passes (a live
-                    // daemon's) do not scan big folders again.
-                    if !recoveryDone && scanned[folder] == nil {
+                    // Crash recovery: a file renamed into place by an interrupted export but not
+                    // recorded. After a clean export there is none, so big folders are not scanned.
+                    if interrupted && scanned[folder] == nil {
                         scanned[folder] = try maildir.scanUniqueNames(folder: folder)
                         _ = try maildir.cleanTmp(folder: folder, owns: Mirror.ownsFile)
                     }
@@ -84,7 +84,7 @@ extension Mirror {
             }
             try store.removeDeadFolder(folder)
         }
-        recoveryDone = true
+        try store.setExporting(false)
     }
 
     /// Creates or renames the folders of all mailboxes so they match the mailboxes' current

@@ -42,8 +42,6 @@ public final class Mirror {
     /// Checked between pages and between downloads; when it says true the pass stops with
     /// `SyncError.cancelled`, keeping everything done so far (the daemon's SIGTERM).
     public var isCancelled: @Sendable () -> Bool = { false }
-    /// Set after the first complete export: crash recovery has nothing left to find (see export).
-    var recoveryDone = false
 
     public init(config: AccountConfig, log: SyncLog) throws {
         self.config = config

@@ -146,6 +146,30 @@ import WildDuckSim
         #expect(!FileManager.default.fileExists(atPath: h.maildir + "/Scratch"))
     }
 
+    @Test func aFileInPlaceButNotRecordedIsAdoptedNotDownloaded() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 10)
+        try h.sync()
+        let before = h.snapshot()
+        // What a kill between the rename and the cache update leaves behind.
+        for interrupted in [1, 0] {
+            do {
+                let store = try Store(path: h.db)
+                try store.db.run("UPDATE messages SET file = NULL, sha256 = NULL, dirty = 1 WHERE uid IN (1, 2)")
+                try store.db.run("UPDATE account SET exporting = ?", .int(interrupted))
+            }
+            h.server.resetStats()
+            try h.sync()
+            #expect(h.snapshot() == before, "files were rewritten or duplicated (interrupted: \(interrupted))")
+            let downloads = h.server.stats().perRoute["message.eml", default: 0]
+            // After an interrupted export the files are found by a scan; otherwise delivering the
+            // same bytes again under the same name is a no-op.
+            #expect(interrupted == 1 ? downloads == 0 : downloads > 0)
+            let store = try Store(path: h.db)
+            #expect(try store.messages().allSatisfy { $0.file != nil && $0.sha256 != nil })
+        }
+    }
+
     @Test func swappedAndReusedMailboxNamesConverge() throws {
         let h = try Harness()
         let a = h.account
