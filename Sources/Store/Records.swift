@@ -105,14 +105,14 @@ extension Store {
     public func setLastEventId(_ id: String?) throws {
         try db.run("UPDATE account SET last_event_id = ? WHERE id = 1", SQLValue(id))
     }
-    /// Marks an export as running (true) or finished (false). Returns whether one was already
-    /// marked running, i.e. the previous export was interrupted.
-    @discardableResult
-    public func setExporting(_ running: Bool) throws -> Bool {
+    /// Whether downloads of an export are under way — or were, when a process was killed.
+    public func isExporting() throws -> Bool {
         let s = try db.prepare("SELECT exporting FROM account WHERE id = 1")
-        let wasRunning = try s.step() && s.int(0) == 1
+        return try s.step() && s.int(0) == 1
+    }
+
+    public func setExporting(_ running: Bool) throws {
         try db.run("UPDATE account SET exporting = ? WHERE id = 1", .int(running ? 1 : 0))
-        return wasRunning
     }
 
     public func setSyncedNow() throws {

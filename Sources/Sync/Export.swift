@@ -14,8 +14,10 @@ extension Mirror {
     /// unless they became orphans less than `keepOrphans` seconds ago: the live engine keeps
     /// them briefly, so a move whose two halves arrive in different batches is still a rename.
     public func export(keepOrphans: Double = 0) throws {
-        // Files renamed into place but not recorded can only exist if an export was interrupted.
-        let interrupted = try store.setExporting(true)
+        // Files renamed into place but not recorded can only exist if an export was interrupted
+        // while downloading; the flag is set around downloads and cleared when the export ends.
+        let interrupted = try store.isExporting()
+        var flagged = interrupted
         let mailboxes = try store.mailboxes()
         let folderOf = try placeFolders(mailboxes)
 
@@ -66,6 +68,10 @@ extension Mirror {
                 }
             }
             // Rows waiting for a download stay dirty, so fetch them before asking for more.
+            if !downloads.isEmpty && !flagged {
+                try store.setExporting(true)
+                flagged = true
+            }
             try download(downloads)
             downloads.removeAll()
             if batch.count < 2000 { break }
@@ -84,7 +90,7 @@ extension Mirror {
             }
             try store.removeDeadFolder(folder)
         }
-        try store.setExporting(false)
+        if flagged { try store.setExporting(false) }
     }
 
     /// Creates or renames the folders of all mailboxes so they match the mailboxes' current
