@@ -236,7 +236,8 @@ public final class LiveSync: Sendable {
                     source = nil
                     if auth {
                         log.log(.verbose, "\(t.rawValue): \(reason); authenticating again")
-                        try mirror.client.authenticate()   // a refusal here ends the daemon (exit code 77)
+                        // A refusal ends the daemon (exit code 77); a network failure is retried.
+                        _ = try guarded("authenticating again") { try mirror.client.authenticate() }
                     }
                     failures += 1
                     if unavailable || (t == .webSocket && failures >= options.wsFailuresBeforeFallback) {
@@ -248,7 +249,7 @@ public final class LiveSync: Sendable {
                         nextPoll = .now
                     } else {
                         if options.reconnectAttempts > 0 && failures > options.reconnectAttempts {
-                            throw SyncError.config("gave up after \(failures - 1) reconnection attempts: \(reason)")
+                            throw WildDuckError.unreachable(server: config.server, detail: "gave up after \(failures - 1) reconnection attempts (\(reason))")
                         }
                         let delay = backoff(attempt: failures - 1)
                         log.log(.verbose, "\(t.rawValue) failed (\(reason)); reconnecting in \(String(format: "%.1f", delay)) s")
