@@ -301,12 +301,6 @@ extension Store {
         try db.run("UPDATE messages SET file = NULL, sha256 = NULL, dirty = 1 WHERE mailbox_id = ? AND uid = ?",
                    .text(mailboxId), .int(uid))
     }
-
-    public func countMessages() throws -> (total: Int, pending: Int) {
-        let s = try db.prepare("SELECT COUNT(*), COUNT(*) FILTER (WHERE file IS NULL) FROM messages")
-        _ = try s.step()
-        return (s.int(0), s.int(1))
-    }
 }
 
 // MARK: - Orphans

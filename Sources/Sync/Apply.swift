@@ -74,9 +74,7 @@ extension Mirror {
             }
         }
         let committed = ContinuousClock.now
-        for id in relist {
-            if let mailbox = try store.mailboxes().first(where: { $0.id == id }) { try syncMessages(of: mailbox) }
-        }
+        for mailbox in try store.mailboxes() where relist.contains(mailbox.id) { try syncMessages(of: mailbox) }
         try export(keepOrphans: keepOrphans)
         return BatchTiming(committed: committed, exported: .now)
     }

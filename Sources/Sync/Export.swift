@@ -97,11 +97,13 @@ extension Mirror {
     /// paths, parents first. Returns mailbox id → folder.
     private func placeFolders(_ mailboxes: [MailboxRecord]) throws -> [String: String] {
         var result: [String: String] = [:]
+        // Current folders; re-read after a move, which can shift others (children in verbatim,
+        // an occupant moved aside).
+        var current = Dictionary(mailboxes.map { ($0.id, $0.folder) }, uniquingKeysWith: { a, _ in a })
         for mailbox in mailboxes.sorted(by: { $0.path.split(separator: "/").count < $1.path.split(separator: "/").count }) {
             let wanted = maildir.folderDirectory(for: mailbox.path)
             result[mailbox.id] = wanted
-            // Read afresh: moving a parent (verbatim) or moving something aside changes it.
-            guard let folder = try store.mailboxes().first(where: { $0.id == mailbox.id })?.folder else {
+            guard let folder = current[mailbox.id] ?? nil else {
                 try maildir.ensureFolder(wanted)
                 try store.setMailboxFolder(id: mailbox.id, folder: wanted)
                 continue
@@ -119,6 +121,7 @@ extension Mirror {
             log.log(.verbose, "renaming folder \(folder) → \(wanted)")
             try moveFolder(folder, to: wanted)
             summary.renamed += 1
+            current = Dictionary(try store.mailboxes().map { ($0.id, $0.folder) }, uniquingKeysWith: { a, _ in a })
         }
         return result
     }
