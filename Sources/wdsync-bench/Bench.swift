@@ -402,19 +402,8 @@ final class Bench {
         // 2. No-op incremental.
         if sel.contains("noop") || sel.contains("change") {
             eprint("  no-op --once\n")
-            settleDisk()
-            let before = snapshot(maildir)
-            server.resetStats()
-            let r = try measure(args, name: "wdsync-noop")
-            let st = server.stats()
-            let d = diff(before, snapshot(maildir))
-            var row = Row("noop", "wdsync --once")
-            row.fill(r, messages: n, bytes: nil)
-            row.msgPerSecond = nil
-            row.requests = st.totalRequests
-            row.bytesSent = st.bytesSent
-            row.requestsByRoute = st.perRoute
-            row.filesTouched = d.total
+            let (r, d, row0) = try incremental(args, name: "wdsync-noop", benchmark: "noop", messages: n, server: server, maildir: maildir)
+            var row = row0
             if d.total > 0 { row.note = "touched " + d.text }
             if !r.ok { row.note = lastLine("wdsync-noop") }
             if sel.contains("noop") {
@@ -441,19 +430,9 @@ final class Bench {
                 }
             }
             try account.generate(count: 100, mailboxIds: ids, seed: o.seed &+ 200, sizeMix: .realistic, corpus: o.corpus)
-            settleDisk()
-            let before = snapshot(maildir)
-            server.resetStats()
-            let r = try measure(args, name: "wdsync-change")
-            let st = server.stats()
-            let d = diff(before, snapshot(maildir))
-            var row = Row("change", "wdsync --once")
-            row.fill(r, messages: 100 + changed, bytes: nil)
-            row.msgPerSecond = nil
-            row.requests = st.totalRequests
-            row.bytesSent = st.bytesSent
-            row.requestsByRoute = st.perRoute
-            row.filesTouched = d.total
+            let (r, d, row0) = try incremental(args, name: "wdsync-change", benchmark: "change", messages: 100 + changed,
+                                               server: server, maildir: maildir)
+            var row = row0
             row.note = "100 new + \(changed) flag changes; touched " + d.text
             if !r.ok { row.note = lastLine("wdsync-change") }
             checkCount(&row, maildir, expected: n + 100, name: "wdsync-change")
@@ -506,6 +485,26 @@ final class Bench {
             }
             rows.append(row)
         }
+    }
+
+    /// One measured `wdsync --once` on an already synced Maildir: the run, the files it
+    /// touched, and a row with its time, requests and touched-file count.
+    func incremental(_ args: [String], name: String, benchmark: String, messages: Int, server: SimServer,
+                     maildir: String) throws -> (RunResult, SnapshotDiff, Row) {
+        settleDisk()
+        let before = snapshot(maildir)
+        server.resetStats()
+        let r = try measure(args, name: name)
+        let st = server.stats()
+        let d = diff(before, snapshot(maildir))
+        var row = Row(benchmark, "wdsync --once")
+        row.fill(r, messages: messages, bytes: nil)
+        row.msgPerSecond = nil
+        row.requests = st.totalRequests
+        row.bytesSent = st.bytesSent
+        row.requestsByRoute = st.perRoute
+        row.filesTouched = d.total
+        return (r, d, row)
     }
 
     // MARK: - output
