@@ -19,6 +19,10 @@ public struct AccountConfig: Sendable {
     public var connections: Int
     /// Settings of the live engine (plain `wdsync`).
     public var live = LiveOptions()
+    /// Never write to the server: local changes are recorded but neither pushed nor reverted.
+    public var pullOnly = false
+    /// Let this run delete many messages at once (the mass-delete breaker is off).
+    public var allowMassDelete = false
 
     public init(name: String, server: String, username: String, password: PasswordSource, maildir: String,
                 db: String, layout: MaildirLayout = .verbatim, caFile: String? = nil, insecure: Bool = false,

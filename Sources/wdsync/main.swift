@@ -88,6 +88,10 @@ func run() -> ExitCode {
                                   summary.mailboxesListed, summary.mailboxesChanged, summary.downloaded,
                                   Double(summary.bytesDownloaded) / 1_000_000, summary.reused, summary.renamed,
                                   summary.removed, seconds))
+            if summary.pushRequests > 0 || summary.pending > 0 {
+                log.log(.info, "pushed \(summary.pushedFlags) flag changes, \(summary.pushedMoves) moves, \(summary.pushedDeletes) deletes, \(summary.uploaded) uploads in \(summary.pushRequests) requests; \(summary.pending) pending\(account.pullOnly ? " (pull-only)" : "")")
+            }
+            if !summary.heldDeletes.isEmpty && result == .ok { result = .massDelete }
         } catch {
             let (code, message) = classify(error)
             log.log(.error, message)
