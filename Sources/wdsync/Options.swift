@@ -36,6 +36,7 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "verbose", short: "v", value: nil, help: "Say what is being done.", configKey: false),
     OptionSpec(long: "debug", short: nil, value: nil, help: "Log everything, with timestamps (secrets redacted).", configKey: false),
     OptionSpec(long: "quiet", short: "q", value: nil, help: "Print errors only.", configKey: false),
+    OptionSpec(long: "completions", short: nil, value: "bash|zsh|fish", help: "Print the completion script for this shell (contrib/install.sh installs them).", configKey: false),
     OptionSpec(long: "help", short: "h", value: nil, help: "Show this help.", configKey: false),
     OptionSpec(long: "version", short: nil, value: nil, help: "Show the version.", configKey: false),
 ]

@@ -61,6 +61,14 @@ func run() -> ExitCode {
     }
     if args.flags.contains("help") { print(helpText()); return .ok }
     if args.flags.contains("version") { print(version); return .ok }
+    if let shell = args.values["completions"] {
+        guard let script = completionScript(for: shell) else {
+            FileHandle.standardError.write(Data("wdsync: --completions takes bash, zsh or fish\n".utf8))
+            return .usage
+        }
+        print(script, terminator: "")
+        return .ok
+    }
     let level: LogLevel = args.flags.contains("debug") ? .debug : args.flags.contains("verbose") ? .verbose
         : args.flags.contains("quiet") ? .error : .info
     let accounts: [AccountConfig]
