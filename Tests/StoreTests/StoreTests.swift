@@ -74,7 +74,9 @@ private func message(_ mailbox: String, _ uid: Int, flags: MessageFlags = [], me
         #expect(try store.hasTable("status"))
         #expect(try store.status() == StatusRecord())
         let reader = try Store(readOnlyPath: path)
-        #expect(try reader.counts() == CacheCounts())
+        var empty = CacheCounts()
+        empty.pendingPushes = 0   // the two-way outbox exists and is empty
+        #expect(try reader.counts() == empty)
     }
 
     @Test func accountMismatchIsRefused() throws {
