@@ -8,7 +8,8 @@ import Store
 import Sync
 import WildDuck
 
-/// Writes log lines to standard error; never sees secrets (callers don't pass them).
+/// Writes log lines to standard error. Every message goes through `LogText.clean`: secrets
+/// are redacted and control characters from server strings escaped here, in one place.
 struct StderrLog: SyncLog {
     let level: LogLevel
     let timestamps: Bool
@@ -24,7 +25,7 @@ struct StderrLog: SyncLog {
         case .warning: line += "warning: "
         default: break
         }
-        line += message + "\n"
+        line += LogText.clean(message) + "\n"
         FileHandle.standardError.write(Data(line.utf8))
     }
 }
