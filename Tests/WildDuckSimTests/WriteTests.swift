@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WebSocket
 @testable import WildDuckSim
 
 /// The write routes behave as WildDuck's code does (lib/api/messages.js, lib/message-handler.js), so a
@@ -233,5 +234,31 @@ import Testing
         _ = try h.call("DELETE", "/users/me/mailboxes/\(work)/messages/1")
         _ = try h.call("DELETE", "/users/me/mailboxes/\(work)/messages/2")
         #expect(modifyIndex(h, work) == 4)                         // +1 per deleted message
+    }
+}
+
+/// `/ws` is fed by the same journal: a write produces the same updates, in the same order.
+@Suite struct WriteWebSocketTests {
+    @Test func moveUpdatesComeExpungeFirst() async throws {
+        let h = try Harness()
+        let work = try h.account.createMailbox(path: "Work")
+        for i in 1...3 { try h.account.deliver(mail(i), to: h.inbox) }
+        let ws = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(h.server.port)/ws")
+        var messages = ws.messages.makeAsyncIterator()
+        func next() async throws -> JSONValue? {
+            guard case let .text(t)? = try await messages.next() else { return nil }
+            return JSONValue.parse(t)
+        }
+        for box in [h.inbox, work] {
+            try await ws.send(text: #"{"type":"subscribe","channel":"messages","data":{"userId":"\#(h.account.userId)","token":"\#(h.token)","mailboxId":"\#(box)"}}"#)
+            #expect(try await next()?["data"]?["response"]?["success"] == .bool(true))
+        }
+        _ = try h.call("PUT", "/users/me/mailboxes/\(h.inbox)/messages", json: #"{"message":"1:3","moveTo":"\#(work)"}"#)
+        var events: [String] = []
+        while events.count < 6, let m = try await next() {
+            if let e = m["data"]?["response"]?["event"]?.stringValue { events.append(e) }
+        }
+        #expect(events == ["deleted", "deleted", "deleted", "created", "created", "created"])
+        await ws.close()
     }
 }
