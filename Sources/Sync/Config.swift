@@ -19,6 +19,8 @@ public struct AccountConfig: Sendable {
     public var connections: Int
     /// Settings of the live engine (plain `wdsync`).
     public var live = LiveOptions()
+    /// `--post-sync CMD`: run after a sync that changed the Maildir (see `PostSyncHook`).
+    public var postSync: String?
 
     public init(name: String, server: String, username: String, password: PasswordSource, maildir: String,
                 db: String, layout: MaildirLayout = .verbatim, caFile: String? = nil, insecure: Bool = false,
