@@ -59,6 +59,7 @@ public final class Mirror {
         session = Session(endpoint: endpoint, username: config.username, password: { try password.read() },
                           connector: Connectors.make(caFile: config.caFile, insecure: config.insecure))
         client = WildDuckClient(session: session)
+        client.onSkipped = { [log] in log.log(.warning, $0) }
         if let account = try store.account(), account.layout != config.layout.rawValue {
             throw SyncError.config("the cache \(config.db) was exported with layout \(account.layout); use --layout \(account.layout) or a new --maildir and --db")
         }
@@ -132,6 +133,7 @@ public final class Mirror {
         var cursor: String?
         var highest = mailbox.highestUid
         var restarted = false
+        var incomplete = false   // the server listed items that are not valid
         log.log(.verbose, "listing \(mailbox.path)")
         while true {
             if isCancelled() { throw SyncError.cancelled }
@@ -143,11 +145,13 @@ public final class Mirror {
                 restarted = true
                 cursor = nil
                 seen.removeAll()
+                incomplete = false
                 continue
             } catch let error as WildDuckError where error.isNotFound {
                 log.log(.verbose, "mailbox \(mailbox.path) disappeared while listing; the next pass removes it")
                 return
             }
+            if page.skipped > 0 { incomplete = true }
             try store.transaction {
                 for item in page.items {
                     seen.insert(item.uid)
@@ -171,6 +175,12 @@ public final class Mirror {
             cursor = next
         }
         try store.transaction {
+            // A listing with invalid items is not the whole truth: nothing is removed on its
+            // word, and the mailbox is listed again next pass.
+            if incomplete {
+                try store.markMailboxStale(id: mailbox.id)
+                return
+            }
             for uid in known.keys where !seen.contains(uid) {
                 try store.removeMessage(mailboxId: mailbox.id, uid: uid)
             }

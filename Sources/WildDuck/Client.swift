@@ -65,6 +65,9 @@ public final class Session: Sendable {
         guard let token = json["token"]?.string, let id = json["id"]?.string else {
             throw WildDuckError.malformed(route: "POST /authenticate", detail: "no token or id in the answer")
         }
+        guard ServerID.isObjectId(id) else {
+            throw WildDuckError.malformed(route: "POST /authenticate", detail: "the user id \(ServerID.describe(.string(id))) is not an ObjectId")
+        }
         state.withLock { $0.token = token; $0.userId = id; $0.generation += 1 }
     }
 }
@@ -81,7 +84,9 @@ public final class WildDuckClient {
 
     public func close() { connection.close() }
 
-    var user: String { session.userId ?? "me" }
+    /// The user id as a path segment (an ObjectId after authentication, so it needs no escaping;
+    /// escaped anyway).
+    var user: String { pathSegment(session.userId ?? "me") }
 
     // MARK: Calls
 
@@ -99,14 +104,26 @@ public final class WildDuckClient {
         return (json["limits"], results.compactMap { item in item["id"]?.string.map { ($0, item) } })
     }
 
+    /// Told about every object of a listing that is left out because it is not valid
+    /// (a mailbox id that is not an ObjectId, a uid that is not an IMAP uid, …).
+    public var onSkipped: (String) -> Void = { _ in }
+
+    /// The mailboxes. One that is not valid (see `Mailbox.init`) is reported to `onSkipped` and
+    /// left out: it cannot be mirrored safely, and the others still can.
     public func fetchMailboxes() throws -> [Mailbox] {
         let json = try call("GET", "/users/\(user)/mailboxes", query: [("counters", "true")])
         guard let results = json["results"]?.array else {
             throw WildDuckError.malformed(route: "GET mailboxes", detail: "no results array")
         }
-        return try results.map { item in
+        var seen = Set<String>()
+        return results.compactMap { item -> Mailbox? in
             guard let mailbox = Mailbox(item) else {
-                throw WildDuckError.malformed(route: "GET mailboxes", detail: "a mailbox without id or path")
+                onSkipped("skipped a mailbox the server listed with an invalid id or path (id \(ServerID.describe(item["id"])), path \(ServerID.describe(item["path"])))")
+                return nil
+            }
+            guard seen.insert(mailbox.id).inserted else {
+                onSkipped("skipped a second mailbox with the id \(mailbox.id)")
+                return nil
             }
             return mailbox
         }
@@ -116,7 +133,7 @@ public final class WildDuckClient {
     public func listMessages(mailbox: String, cursor: String?, limit: Int = 250) throws -> MessagePage {
         var query = [("limit", String(limit)), ("order", "asc")]
         if let cursor { query.append(("next", cursor)) }
-        return try page(try call("GET", "/users/\(user)/mailboxes/\(mailbox)/messages", query: query), route: "GET messages")
+        return try page(try call("GET", "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages", query: query), route: "GET messages")
     }
 
     /// One page of messages with uid ≥ `fromUid`.
@@ -137,19 +154,22 @@ public final class WildDuckClient {
         guard let results = json["results"]?.array else {
             throw WildDuckError.malformed(route: route, detail: "no results array")
         }
-        let items = try results.map { item in
+        var skipped = 0
+        let items = results.compactMap { item -> MessageItem? in
             guard let message = MessageItem(item) else {
-                throw WildDuckError.malformed(route: route, detail: "a message without a uid")
+                skipped += 1
+                onSkipped("skipped a message the server listed with an invalid uid (\(ServerID.describe(item["id"])))")
+                return nil
             }
             return message
         }
         let next = json["nextCursor"]?.string.flatMap { $0.isEmpty ? nil : $0 }
-        return MessagePage(items: items, nextCursor: next, total: json["total"]?.int)
+        return MessagePage(items: items, nextCursor: next, total: json["total"]?.int, skipped: skipped)
     }
 
     /// Streams `message.eml` to `sink`. The body has no Content-Length on real servers.
     public func downloadMessage(mailbox: String, uid: Int, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
-        let path = "/users/\(user)/mailboxes/\(mailbox)/messages/\(uid)/message.eml"
+        let path = "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages/\(uid)/message.eml"
         _ = try withToken(route: "GET message.eml") { token in
             var errorBody = [UInt8]()
             var failed = false
@@ -239,6 +259,10 @@ extension String {
         return parts.joined(separator: "/")
     }
 }
+
+/// A server-given id as one path segment: ids are validated where JSON becomes models, and
+/// escaped here as well so that no id can ever add a segment or a query to a request.
+func pathSegment(_ s: String) -> String { percentEncode(s) }
 
 func percentEncode(_ s: String) -> String {
     var out = ""

@@ -30,6 +30,9 @@ public enum SimFault: Sendable, Equatable {
     case rejectCursor
     /// send the headers and half of the body, then close the connection
     case truncateBody
+    /// answer normally, with every occurrence of each key in the body replaced by its value
+    /// (a server with broken data: ids that are not ObjectIds, uids out of range, …)
+    case rewrite([String: String])
 }
 
 struct ServerCore: Sendable {
@@ -228,6 +231,11 @@ public final class SimServer: Sendable {
             usleep(UInt32(max(0, ms)) * 1000)
             fault = nil
         }
+        var rewrite: [String: String] = [:]
+        if case let .rewrite(replacements)? = fault {
+            rewrite = replacements
+            fault = nil
+        }
         var response: HTTPResponse
         switch fault {
         case .dropConnection?:
@@ -248,6 +256,11 @@ public final class SimServer: Sendable {
             case let .stream(body):
                 return body(fd) && req.keepAlive
             }
+        }
+        if !rewrite.isEmpty {
+            var text = String(decoding: response.body, as: UTF8.self)
+            for (old, new) in rewrite { text = text.replacingOccurrences(of: old, with: new) }
+            response.body = Array(text.utf8)
         }
         if truncate {
             let bytes = response.encoded(keepAlive: false, truncateAt: max(0, response.body.count / 2))
