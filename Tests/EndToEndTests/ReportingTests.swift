@@ -99,10 +99,12 @@ import WildDuckSim
         let runs = Self.runs(log)
         #expect(!runs.contains { $0["OVERLAP"] != nil }, "two hooks ran at once")
         #expect(total() == initial + 20)
-        // At most one run every 2 s: starts are at least 2 s apart (load only spreads them).
+        // At most one run every 2 s: wdsync starts them at least 2 s apart. The script reads the
+        // clock a little after its start, later under load, so allow for that; without the
+        // debounce, runs would follow each other 0.5 s apart (the hook's duration).
         let starts = runs.compactMap { Double($0["start"] ?? "") }
         #expect(starts.count == runs.count && runs.count >= 2)
-        for (a, b) in zip(starts, starts.dropFirst()) { #expect(b - a >= 1.95, "runs \(b - a) s apart") }
+        for (a, b) in zip(starts, starts.dropFirst()) { #expect(b - a >= 1.5, "runs \(b - a) s apart") }
     }
 
     /// A unix datagram socket the test binds, as systemd does for NOTIFY_SOCKET.
