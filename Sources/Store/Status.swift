@@ -137,8 +137,7 @@ extension Store {
         if try s.step() {
             c.messages = s.int(0); c.bytes = s.int(1); c.pendingDownloads = s.int(2); c.pendingBytes = s.int(3)
         }
-        // PENDING PUSHES: two-way sync (its `outbox` table) is being built on another branch.
-        // When it lands, count the rows waiting to be pushed here; nil means "no outbox".
+        // Pending pushes: the rows of the two-way outbox (migration 0002); nil means "no outbox".
         if try hasTable("outbox") {
             let o = try db.prepare("SELECT COUNT(*) FROM outbox")
             if try o.step() { c.pendingPushes = o.int(0) }

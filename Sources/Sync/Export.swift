@@ -376,6 +376,8 @@ extension Mirror {
     public func verify() throws -> [String] {
         var problems: [String] = []
         for row in try store.messages() {
+            // Deleted or moved locally, not pushed yet (e.g. --pull-only): not damage.
+            if let pending = try store.outboxEntry(mailboxId: row.mailboxId, uid: row.uid), pending.kind != .flags { continue }
             guard let file = row.file else {
                 problems.append("message \(row.uid) of mailbox \(row.mailboxId) has not been downloaded yet")
                 continue

@@ -18,6 +18,18 @@ public struct SyncSummary: Sendable, Equatable {
     public var removed = 0         // files unlinked
     public var recovered = 0       // files adopted after an interrupted run
     public var vanished = 0        // messages gone from the server while being fetched
+    // Two-way: what the scan found and the push sent.
+    public var localChanges = 0    // flag changes, moves, deletes and uploads the scan queued
+    public var pushedFlags = 0
+    public var pushedMoves = 0
+    public var pushedDeletes = 0
+    public var uploaded = 0
+    public var pushRequests = 0
+    public var pending = 0         // mutations still in the outbox after the pass
+    /// Files not uploaded because they are larger than the server accepts.
+    public var tooLarge: [String] = []
+    /// Mailboxes where the mass-delete breaker held the deletes: "path (n of m)".
+    public var heldDeletes: [String] = []
     public init() {}
 }
 
@@ -52,8 +64,13 @@ public final class Mirror {
         let root = URL(fileURLWithPath: config.maildir).standardizedFileURL.path
         let dbDir = (config.db as NSString).deletingLastPathComponent
         if !dbDir.isEmpty { try Mirror.makeDirectory(dbDir) }
-        try Mirror.makeDirectory(root)
         store = try Store(path: config.db)
+        // A root that vanished after files were written is a disk that did not mount, not a
+        // user who deleted all mail: write nothing, on either side.
+        if !FileManager.default.fileExists(atPath: root), try store.hasExportedFiles() {
+            throw SyncError.localIO("the Maildir \(root) is missing (a disk that is not mounted?); nothing was changed on the server or on disk. Mount it, or create the empty directory to have every message downloaded again")
+        }
+        try Mirror.makeDirectory(root)
         maildir = Maildir(root: root, layout: config.layout)
         let password = config.password
         session = Session(endpoint: endpoint, username: config.username, password: { try password.read() },
@@ -78,17 +95,52 @@ public final class Mirror {
 
     /// Authenticates, refreshes settings, filters, autoreply and mailboxes, re-lists mailboxes whose
     /// modifyIndex changed, then exports. Safe to call again at any time.
+    ///
+    /// Two-way, the four steps run around the store: scan (Maildir → outbox, before any
+    /// request, so changes made offline are queued even when the server is unreachable), push
+    /// (outbox → server; not with `pullOnly`), pull (server → store, merging into what is still
+    /// pending) and export (store → Maildir). A last scan records the folders as they are now.
     public func syncOnce() throws -> SyncSummary {
         summary = SyncSummary()
+        try scanLocal()
         if session.userId == nil { try client.authenticate() }
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,
                                            maildir: maildir.root, layout: config.layout.rawValue))
+        try push()
         try syncSettings()
         let changed = try syncMailboxList()
         for mailbox in changed { try syncMessages(of: mailbox) }
         try export()
+        try scanLocal()
         try store.setSyncedNow()
+        summary.pending = try store.outboxCount()
         return summary
+    }
+
+    /// scan: what the user's programs changed in the Maildir becomes pending mutations.
+    public func scanLocal(force: Bool = false) throws {
+        let result = try LocalScan(store: store, maildir: maildir, log: log).run(force: force)
+        summary.localChanges += result.flagChanges + result.moves + result.deletes + result.uploads
+        summary.tooLarge += result.tooLarge
+        if result.scanned > 0 {
+            log.log(.verbose, "scanned \(result.scanned) folders: \(result.flagChanges) renamed, \(result.moves) moved, \(result.deletes) deleted, \(result.uploads) new")
+        }
+    }
+
+    /// push: pending mutations go to the server (nothing with `pullOnly`).
+    public func push() throws {
+        guard !config.pullOnly else { return }
+        let result = try Push(store: store, maildir: maildir, client: client, log: log,
+                              allowMassDelete: config.allowMassDelete).run()
+        summary.pushedFlags += result.flags
+        summary.pushedMoves += result.moves
+        summary.pushedDeletes += result.deletes
+        summary.uploaded += result.uploads
+        summary.pushRequests += result.requests
+        for held in result.heldDeletes {
+            log.log(.error, "\(held.count) of the \(held.total) messages of \(held.path) vanished from the Maildir; nothing was deleted on the server and they are downloaded again. If you deleted them on purpose, delete them again and run once with --allow-mass-delete")
+            summary.heldDeletes.append("\(held.path) (\(held.count) of \(held.total))")
+        }
     }
 
     /// Settings (the user object), filters and autoreply: small, fetched whole every pass.

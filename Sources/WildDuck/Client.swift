@@ -150,6 +150,75 @@ public final class WildDuckClient {
         return try page(try call("GET", "/users/\(user)/search", query: query), route: "GET search")
     }
 
+    // MARK: Writing (two-way sync)
+
+    /// Sets `seen`/`flagged`/`deleted` on the messages `uids` ("1,2,3" or "3:15", never a mix)
+    /// with one bulk `PUT`. Idempotent. Returns how many messages the server matched.
+    @discardableResult
+    public func setFlags(mailbox: String, uids: String, _ fields: [(String, Bool)]) throws -> Int {
+        var body: [(String, JSON)] = [("message", .string(uids))]
+        for (name, value) in fields { body.append((name, .bool(value))) }
+        let json = try call("PUT", "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages", body: .object(body))
+        return json["updated"]?.int ?? 0
+    }
+
+    /// Moves the messages `uids` to `target` (with flag changes applied to the moved copies) by
+    /// one bulk `PUT` with `moveTo`. Returns the server's (old uid, new uid) pairs. Sending it
+    /// again is harmless: a message no longer in `mailbox` is not matched (404 when none is).
+    public func moveMessages(mailbox: String, uids: String, to target: String, _ fields: [(String, Bool)] = []) throws -> [(Int, Int)] {
+        var body: [(String, JSON)] = [("message", .string(uids)), ("moveTo", .string(target))]
+        for (name, value) in fields { body.append((name, .bool(value))) }
+        let json = try call("PUT", "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages", body: .object(body))
+        guard let pairs = json["id"]?.array else {
+            throw WildDuckError.malformed(route: "PUT messages (moveTo)", detail: "no id pairs in the answer")
+        }
+        return pairs.compactMap { pair in
+            guard let a = pair.array, a.count == 2, let old = a[0].int, let new = a[1].int else { return nil }
+            return (old, new)
+        }
+    }
+
+    /// `DELETE` one message (WildDuck archives non-drafts). Idempotent: 404 means already gone.
+    public func deleteMessage(mailbox: String, uid: Int) throws {
+        _ = try call("DELETE", "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages/\(uid)")
+    }
+
+    /// Uploads a message: the raw bytes as a `message/rfc822` body, flags and internal date in
+    /// the query string. Returns the new uid and the server's size (of its rebuilt copy, so not
+    /// the file's). Not idempotent: the request goes out at most once, on a fresh connection
+    /// (a reused one may be resent by the HTTP layer after a reset); the caller records its
+    /// intent first and looks for the message before ever sending it again.
+    public func uploadMessage(mailbox: String, raw: [UInt8], seen: Bool, flagged: Bool, draft: Bool,
+                              date: Int) throws -> (uid: Int, size: Int) {
+        var query = [("unseen", seen ? "false" : "true")]
+        if flagged { query.append(("flagged", "true")) }
+        if draft { query.append(("draft", "true")) }
+        query.append(("date", isoDate(date)))
+        let target = "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages?"
+            + query.map { "\(percentEncode($0.0))=\(percentEncode($0.1))" }.joined(separator: "&")
+        let route = "POST /users/:user/mailboxes/:mailbox/messages"
+        connection.close()
+        let json = try withToken(route: route) { token in
+            let response = try connection.request("POST", target, headers: [
+                ("X-Access-Token", token), ("Accept", "application/json"), ("Content-Type", "message/rfc822"),
+            ], body: raw)
+            return (response.status, try WildDuckClient.decode(response, route: route))
+        }
+        guard let uid = json["message"]?["id"]?.int, uid > 0 else {
+            throw WildDuckError.malformed(route: route, detail: "no message id in the answer")
+        }
+        return (uid, json["message"]?["size"]?.int ?? raw.count)
+    }
+
+    /// One page of the messages of `mailbox` whose internal date is within [from, to] (Unix
+    /// seconds), for finding an upload whose answer was lost.
+    public func searchByDate(mailbox: String, from: Int, to: Int, cursor: String?, limit: Int = 250) throws -> MessagePage {
+        var query = [("mailbox", mailbox), ("datestart", isoDate(from)), ("dateend", isoDate(to)),
+                     ("limit", String(limit)), ("order", "asc")]
+        if let cursor { query.append(("next", cursor)) }
+        return try page(try call("GET", "/users/\(user)/search", query: query), route: "GET search")
+    }
+
     private func page(_ json: JSON, route: String) throws -> MessagePage {
         guard let results = json["results"]?.array else {
             throw WildDuckError.malformed(route: route, detail: "no results array")
@@ -258,6 +327,25 @@ extension String {
         if parts.count > 4, parts[3] == "mailboxes" { parts[4] = ":mailbox" }
         return parts.joined(separator: "/")
     }
+}
+
+/// Unix seconds as ISO 8601 in UTC with milliseconds (`2025-10-16T12:34:56.000Z`).
+public func isoDate(_ seconds: Int) -> String {
+    // Days to civil (Howard Hinnant's algorithm).
+    let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
+    let secs = seconds - days * 86400
+    let z = days + 719468
+    let era = (z >= 0 ? z : z - 146096) / 146097
+    let doe = z - era * 146097
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+    let mp = (5 * doy + 2) / 153
+    let d = doy - (153 * mp + 2) / 5 + 1
+    let m = mp < 10 ? mp + 3 : mp - 9
+    let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+    func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
+    let year = String(repeating: "0", count: max(0, 4 - String(y).count)) + String(y)
+    return "\(year)-\(two(m))-\(two(d))T\(two(secs / 3600)):\(two(secs / 60 % 60)):\(two(secs % 60)).000Z"
 }
 
 /// A server-given id as one path segment: ids are validated where JSON becomes models, and

@@ -623,6 +623,9 @@ public final class SimAccount: Sendable {
 
     public func revokeTokens() { mutate { $0.tokens.removeAll() } }
 
+    /// The tokens that are valid now (tests check that none of them leaks into a log).
+    public var validTokens: Set<String> { state.withLock { $0.tokens } }
+
     /// Issues a token as `POST /authenticate` would.
     public func issueToken() -> String {
         let t = randomHex(bytes: 20)

@@ -8,7 +8,8 @@ import Store
 import Sync
 import WildDuck
 
-/// Writes log lines to standard error; never sees secrets (callers don't pass them).
+/// Writes log lines to standard error. Every message goes through `LogText.clean`: secrets
+/// are redacted and control characters from server strings escaped here, in one place.
 struct StderrLog: SyncLog {
     let level: LogLevel
     let timestamps: Bool
@@ -24,7 +25,7 @@ struct StderrLog: SyncLog {
         case .warning: line += "warning: "
         default: break
         }
-        line += message + "\n"
+        line += LogText.clean(message) + "\n"
         FileHandle.standardError.write(Data(line.utf8))
     }
 }
@@ -108,6 +109,10 @@ func run() -> ExitCode {
                                   summary.mailboxesListed, summary.mailboxesChanged, summary.downloaded,
                                   Double(summary.bytesDownloaded) / 1_000_000, summary.reused, summary.renamed,
                                   summary.removed, seconds))
+            if summary.pushRequests > 0 || summary.pending > 0 {
+                log.log(.info, "pushed \(summary.pushedFlags) flag changes, \(summary.pushedMoves) moves, \(summary.pushedDeletes) deletes, \(summary.uploaded) uploads in \(summary.pushRequests) requests; \(summary.pending) pending\(account.pullOnly ? " (pull-only)" : "")")
+            }
+            if !summary.heldDeletes.isEmpty && result == .ok { result = .massDelete }
             hook?.run(summary.changes)
         } catch {
             let (code, message) = classify(error)

@@ -92,4 +92,23 @@ import WildDuckSim
         try h.sync()
         try h.expectMirror()
     }
+
+    @Test func debugLogHoldsNoTokenAndNoControlCharacter() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 5)
+        // A mailbox name that would retitle the terminal and clear it if written raw.
+        let evil = try h.account.createMailbox(path: "Evil\u{1b}]0;pwned\u{07}\u{9b}2J")
+        try h.account.deliver(Array("Subject: x\r\n\r\nx\r\n".utf8), to: evil)
+        let daemon = try h.startDaemon()
+        #expect(daemon.waitForLog("ws ←"), "\(daemon.log)")
+        try h.account.renameMailbox(id: evil, to: "Evil2\u{1b}[2J")
+        #expect(daemon.waitForLog("listing Evil2"), "\(daemon.log)")
+        #expect(daemon.terminate() == 0)
+        let log = daemon.log
+        #expect(!log.utf8.contains(0x1B), "\(log)")
+        #expect(!log.unicodeScalars.contains { (0x80...0x9F).contains($0.value) || $0.value == 0x07 })
+        #expect(log.contains("<redacted>"))
+        #expect(!h.account.validTokens.isEmpty)
+        for token in h.account.validTokens { #expect(!log.contains(token)) }
+    }
 }
