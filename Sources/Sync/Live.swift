@@ -30,6 +30,10 @@ public struct LiveOptions: Sendable {
     public var compression = true
     /// How long the file of a message that left a mailbox is kept for a possible move.
     public var orphanGrace: Double = 2
+    /// Local changes: inotify wakes the engine within milliseconds; a scan also runs this often
+    /// as a backstop, and `unwatchedScanInterval` when inotify is missing or out of watches.
+    public var scanInterval: Double = 60
+    public var unwatchedScanInterval: Double = 5
     public init() {}
 }
 
@@ -65,6 +69,7 @@ final class Inbox: Sendable {
         var lastEvent: ContinuousClock.Instant?
         var reconcileRequested = false
         var stopRequested = false
+        var localChanged = false
     }
     private let state = Mutex(State())
     private let signal = DispatchSemaphore(value: 0)
@@ -83,6 +88,17 @@ final class Inbox: Sendable {
 
     func note(_ note: SourceNote) {
         state.withLock { $0.notes.append(note) }
+        signal.signal()
+    }
+
+    /// Something changed in the Maildir (batched like server events).
+    func noteLocal() {
+        state.withLock { s in
+            s.localChanged = true
+            let now = ContinuousClock.now
+            if s.firstEvent == nil { s.firstEvent = now }
+            s.lastEvent = now
+        }
         signal.signal()
     }
 
@@ -114,13 +130,13 @@ final class Inbox: Sendable {
     }
 
     func take() -> (events: [RemoteEvent], received: ContinuousClock.Instant?, notes: [SourceNote],
-                    lastEventId: String?, reconcile: Bool, stop: Bool) {
+                    lastEventId: String?, reconcile: Bool, stop: Bool, local: Bool) {
         state.withLock { s in
             defer {
                 s.events.removeAll(); s.notes.removeAll(); s.lastEventId = nil; s.firstEvent = nil; s.lastEvent = nil
-                s.reconcileRequested = false
+                s.reconcileRequested = false; s.localChanged = false
             }
-            return (s.events, s.firstEvent, s.notes, s.lastEventId, s.reconcileRequested, s.stopRequested)
+            return (s.events, s.firstEvent, s.notes, s.lastEventId, s.reconcileRequested, s.stopRequested, s.localChanged)
         }
     }
 }
@@ -225,6 +241,25 @@ public final class LiveSync: Sendable {
         var nextProbe = ContinuousClock.now + .seconds(options.wsProbeInterval)
         var nextReconcile = ContinuousClock.now + .seconds(options.reconcileInterval)
         var nextSweep: ContinuousClock.Instant?   // when kept orphans must be unlinked
+        // Local changes: inotify on every cur/ and new/, and a periodic scan.
+        let watcher = LocalWatch(onChange: { inbox.noteLocal() })
+        defer { watcher?.stop() }
+        func watchFolders() throws {
+            guard let watcher else { return }
+            var dirs: [String] = []
+            for case let folder? in try mirror.store.mailboxes().map(\.folder) {
+                for sub in ["cur", "new"] { dirs.append(mirror.maildir.absolutePath(folder.isEmpty ? sub : folder + "/" + sub)) }
+            }
+            watcher.watch(dirs)
+        }
+        func scanInterval() -> Double {
+            watcher?.complete == true ? options.scanInterval : options.unwatchedScanInterval
+        }
+        try watchFolders()
+        if watcher == nil || watcher?.complete == false {
+            log.log(.verbose, "inotify is not available for every folder; scanning for local changes every \(Int(options.unwatchedScanInterval)) s")
+        }
+        var nextScan = ContinuousClock.now + .seconds(scanInterval())
 
         func switchTo(_ next: Transport, because reason: String) {
             source?.stop()
@@ -249,7 +284,7 @@ public final class LiveSync: Sendable {
             }
 
             // Wait for something to do.
-            var deadline = min(nextReconcile, transport == .polling ? nextPoll : nextProbe)
+            var deadline = min(nextReconcile, transport == .polling ? nextPoll : nextProbe, nextScan)
             if let sweep = nextSweep { deadline = min(deadline, sweep) }
             if source == nil && transport != .polling { deadline = min(deadline, nextAttempt) }
             if let pending = inbox.batchWait(quiet: options.quietWindow, max: options.batchWindow) {
@@ -316,6 +351,17 @@ public final class LiveSync: Sendable {
                     }
                 }
             }
+            // Local changes first (scan → push), so server updates merge into them and the
+            // exporter never reverts a change it has not seen yet.
+            if taken.local || !taken.events.isEmpty || ContinuousClock.now >= nextScan {
+                _ = try guarded("sending local changes") {
+                    try mirror.scanLocal()
+                    let before = mirror.summary.pushRequests
+                    try mirror.push()
+                    if mirror.summary.pushRequests != before { try mirror.export(keepOrphans: options.orphanGrace) }
+                }
+                nextScan = .now + .seconds(scanInterval())
+            }
             if !taken.events.isEmpty {
                 let applied = try step(mirror, events: taken.events.count) {
                     try guarded("applying updates") {
@@ -341,6 +387,7 @@ public final class LiveSync: Sendable {
                     nextReconcile = .now + .seconds(options.reconcileInterval)
                 }
             }
+            if !taken.events.isEmpty || taken.reconcile || !taken.notes.isEmpty { try watchFolders() }
             // Try the WebSocket again now and then (and on SIGUSR1) while on a fallback.
             if transport != .webSocket && (taken.reconcile || ContinuousClock.now >= nextProbe) {
                 nextProbe = .now + .seconds(options.wsProbeInterval)
