@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Maildir
+import WildDuck
 
 /// Everything needed to mirror one account.
 public struct AccountConfig: Sendable {
@@ -19,6 +20,8 @@ public struct AccountConfig: Sendable {
     public var connections: Int
     /// Settings of the live engine (plain `wdsync`).
     public var live = LiveOptions()
+    /// How a failed request is tried again within a run.
+    public var retry = RetryPolicy.standard
 
     public init(name: String, server: String, username: String, password: PasswordSource, maildir: String,
                 db: String, layout: MaildirLayout = .verbatim, caFile: String? = nil, insecure: Bool = false,

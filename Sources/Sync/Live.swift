@@ -313,7 +313,7 @@ public final class LiveSync: Sendable {
         } catch let error as WildDuckError {
             switch error {
             case .authenticationFailed, .invalidToken: throw error
-            case .unreachable, .network, .server, .malformed:
+            case .unreachable, .network, .server, .malformed, .badMessage:
                 log.log(.warning, "\(what): \(error)")
                 return false
             }

@@ -18,6 +18,7 @@ public struct SyncSummary: Sendable, Equatable {
     public var removed = 0         // files unlinked
     public var recovered = 0       // files adopted after an interrupted run
     public var vanished = 0        // messages gone from the server while being fetched
+    public var failed = 0          // messages whose body was refused (too large, cut off); tried again next pass
     public init() {}
 }
 
@@ -41,7 +42,9 @@ public final class Mirror {
     public var syncFolders = true
     /// Checked between pages and between downloads; when it says true the pass stops with
     /// `SyncError.cancelled`, keeping everything done so far (the daemon's SIGTERM).
-    public var isCancelled: @Sendable () -> Bool = { false }
+    public var isCancelled: @Sendable () -> Bool = { false } {
+        didSet { session.isCancelled = isCancelled }
+    }
 
     public init(config: AccountConfig, log: SyncLog) throws {
         self.config = config
@@ -57,7 +60,9 @@ public final class Mirror {
         maildir = Maildir(root: root, layout: config.layout)
         let password = config.password
         session = Session(endpoint: endpoint, username: config.username, password: { try password.read() },
-                          connector: Connectors.make(caFile: config.caFile, insecure: config.insecure))
+                          connector: Connectors.make(caFile: config.caFile, insecure: config.insecure),
+                          retry: config.retry)
+        session.retryLog = { [log] message in log.log(.verbose, message) }
         client = WildDuckClient(session: session)
         if let account = try store.account(), account.layout != config.layout.rawValue {
             throw SyncError.config("the cache \(config.db) was exported with layout \(account.layout); use --layout \(account.layout) or a new --maildir and --db")

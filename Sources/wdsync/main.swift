@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Maildir
+import Net
 import Synchronization
 import Store
 import Sync
@@ -29,6 +30,14 @@ struct StderrLog: SyncLog {
     }
 }
 
+/// Once per run and account: what makes the connection unsafe.
+func warnAboutTransport(_ account: AccountConfig, log: StderrLog) {
+    if account.insecure { log.log(.warning, "--insecure: TLS certificates are not verified") }
+    if let endpoint = HTTPEndpoint(url: account.server), !endpoint.tls, !endpoint.isLoopback {
+        log.log(.warning, "--server \(account.server) is plain http:// to another host: the password and the access token cross the network unencrypted; use https://")
+    }
+}
+
 /// Maps a failure to its exit code and one line for the user.
 func classify(_ error: Error) -> (ExitCode, String) {
     switch error {
@@ -44,7 +53,7 @@ func classify(_ error: Error) -> (ExitCode, String) {
         switch e {
         case .authenticationFailed, .invalidToken: return (.auth, e.description)
         case .unreachable, .network: return (.unreachable, e.description)
-        case .server, .malformed: return (.server, e.description)
+        case .server, .malformed, .badMessage: return (.server, e.description)
         }
     case let e as MaildirError: return (.localIO, e.description)
     case let e as StoreError: return (.localIO, e.description)
@@ -63,10 +72,16 @@ func run() -> ExitCode {
     if args.flags.contains("version") { print(version); return .ok }
     let level: LogLevel = args.flags.contains("debug") ? .debug : args.flags.contains("verbose") ? .verbose
         : args.flags.contains("quiet") ? .error : .info
-    let accounts: [AccountConfig]
+    var accounts: [AccountConfig]
     do { accounts = try resolveAccounts(args, environment: ProcessInfo.processInfo.environment) } catch {
         FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
         return .usage
+    }
+    // For the test suite only: seconds between the tries of a failed request, comma-separated
+    // (the default is 1,4,15,40; see RetryPolicy.standard).
+    if let text = ProcessInfo.processInfo.environment["WDSYNC_RETRY_DELAYS"] {
+        let delays = text.split(separator: ",").compactMap { Double($0) }.filter { $0 >= 0 }
+        for i in accounts.indices { accounts[i].retry = RetryPolicy(delays: delays) }
     }
     if args.flags.contains("verify") { return verify(accounts, level: level) }
     if !args.flags.contains("once") {
@@ -76,7 +91,7 @@ func run() -> ExitCode {
     for account in accounts {
         let log = StderrLog(level: level, timestamps: args.flags.contains("debug"),
                             account: accounts.count > 1 ? account.name : nil)
-        if account.insecure { log.log(.warning, "--insecure: TLS certificates are not verified") }
+        warnAboutTransport(account, log: log)
         do {
             let lock = try AccountLock(dbPath: account.db)
             let mirror = try Mirror(config: account, log: log)
@@ -88,6 +103,11 @@ func run() -> ExitCode {
                                   summary.mailboxesListed, summary.mailboxesChanged, summary.downloaded,
                                   Double(summary.bytesDownloaded) / 1_000_000, summary.reused, summary.renamed,
                                   summary.removed, seconds))
+            if summary.failed > 0 {
+                // Everything else is mirrored; the refused messages are tried again next run.
+                log.log(.error, "\(summary.failed) message(s) could not be downloaded (see above); everything else is in place")
+                if result == .ok { result = .server }
+            }
         } catch {
             let (code, message) = classify(error)
             log.log(.error, message)
@@ -143,7 +163,7 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel, debug: Bool) -> ExitC
         let thread = Thread {
             defer { group.leave() }
             let log = StderrLog(level: level, timestamps: debug, account: accounts.count > 1 ? account.name : nil)
-            if account.insecure { log.log(.warning, "--insecure: TLS certificates are not verified") }
+            warnAboutTransport(account, log: log)
             do {
                 let lock = try AccountLock(dbPath: account.db)
                 try engine.run()
