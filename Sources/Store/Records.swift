@@ -8,6 +8,22 @@ public struct MessageFlags: OptionSet, Sendable, Hashable {
     public static let replied = MessageFlags(rawValue: 1 << 3)    // R (answered)
     public static let seen = MessageFlags(rawValue: 1 << 4)       // S
     public static let trashed = MessageFlags(rawValue: 1 << 5)    // T (\Deleted)
+
+    /// The flags the REST API can set on an existing message: S, F, T (`seen`, `flagged`,
+    /// `deleted`). R and P have no REST field, and `draft` writes the server's `flagged` field,
+    /// so D, R and P are kept locally and never pushed.
+    public static let pushable: MessageFlags = [.seen, .flagged, .trashed]
+
+    /// The three-way merge of one message's flags: `local` is the state on disk (with local
+    /// changes), `base` the server's state both sides last agreed on, `server` what the server
+    /// says now. A flag changed on one side only takes that side's value; a flag changed on both
+    /// sides takes the local one.
+    public static func merge(local: MessageFlags, base: MessageFlags, server: MessageFlags) -> MessageFlags {
+        let serverChanged = server.rawValue ^ base.rawValue
+        let localChanged = local.rawValue ^ base.rawValue
+        let take = serverChanged & ~localChanged
+        return MessageFlags(rawValue: (server.rawValue & take) | (local.rawValue & ~take))
+    }
 }
 
 public struct AccountRecord: Sendable, Equatable {
@@ -33,11 +49,15 @@ public struct MailboxRecord: Sendable, Equatable {
     public var unseen: Int?
     public var json: String
     public var folder: String?
+    /// mtimes (ns) of the folder's cur/ and new/ when it was last scanned for local changes.
+    public var scannedCur: Int?
+    public var scannedNew: Int?
     public init(id: String, path: String, specialUse: String?, modifyIndex: Int, syncedIndex: Int? = nil,
-                highestUid: Int = 0, total: Int? = nil, unseen: Int? = nil, json: String, folder: String? = nil) {
+                highestUid: Int = 0, total: Int? = nil, unseen: Int? = nil, json: String, folder: String? = nil,
+                scannedCur: Int? = nil, scannedNew: Int? = nil) {
         self.id = id; self.path = path; self.specialUse = specialUse; self.modifyIndex = modifyIndex
         self.syncedIndex = syncedIndex; self.highestUid = highestUid; self.total = total; self.unseen = unseen
-        self.json = json; self.folder = folder
+        self.json = json; self.folder = folder; self.scannedCur = scannedCur; self.scannedNew = scannedNew
     }
 }
 
@@ -52,11 +72,14 @@ public struct MessageRecord: Sendable, Equatable {
     public var uniq: String
     public var sha256: String?
     public var file: String?
+    /// The server's flags as last seen or confirmed (the merge base); `flags` is the state the
+    /// file must have, which keeps local changes not yet pushed and the flags never pushed.
+    public var baseFlags: MessageFlags
     public init(mailboxId: String, uid: Int, messageId: String?, size: Int, idate: Int?, flags: MessageFlags,
-                json: String, uniq: String, sha256: String? = nil, file: String? = nil) {
+                json: String, uniq: String, sha256: String? = nil, file: String? = nil, baseFlags: MessageFlags? = nil) {
         self.mailboxId = mailboxId; self.uid = uid; self.messageId = messageId; self.size = size
         self.idate = idate; self.flags = flags; self.json = json; self.uniq = uniq
-        self.sha256 = sha256; self.file = file
+        self.sha256 = sha256; self.file = file; self.baseFlags = baseFlags ?? flags
     }
 }
 
@@ -146,7 +169,8 @@ extension Store {
 extension Store {
     public func mailboxes() throws -> [MailboxRecord] {
         let s = try db.prepare("""
-            SELECT id, path, special_use, modify_index, synced_index, highest_uid, total, unseen, json, folder
+            SELECT id, path, special_use, modify_index, synced_index, highest_uid, total, unseen, json, folder,
+                   scanned_cur, scanned_new
             FROM mailboxes ORDER BY path
             """)
         var out: [MailboxRecord] = []
@@ -154,7 +178,7 @@ extension Store {
             out.append(MailboxRecord(id: s.text(0) ?? "", path: s.text(1) ?? "", specialUse: s.text(2),
                                      modifyIndex: s.int(3), syncedIndex: s.optionalInt(4), highestUid: s.int(5),
                                      total: s.optionalInt(6), unseen: s.optionalInt(7), json: s.text(8) ?? "{}",
-                                     folder: s.text(9)))
+                                     folder: s.text(9), scannedCur: s.optionalInt(10), scannedNew: s.optionalInt(11)))
         }
         return out
     }
@@ -171,7 +195,19 @@ extension Store {
 
     /// Forgets a mailbox the server no longer has: its files become orphans (a later arrival of
     /// the same message elsewhere re-uses them) and its folder is queued for removal.
+    /// A message moved locally out of it whose move was not pushed keeps its file: the move
+    /// becomes an upload of that file to the target (the mail is never lost); its other pending
+    /// mutations are dropped, with a warning from the push for uploads into it.
     public func removeMailbox(id: String) throws {
+        try convertMovesToUploads(from: id, uid: nil)
+        try db.run("DELETE FROM outbox WHERE mailbox_id = ? AND kind IN ('flags', 'delete', 'upload')", .text(id))
+        // Moves into it cannot happen: their files go back to their own folders (before the
+        // exporter removes this one).
+        try db.run("""
+            UPDATE messages SET dirty = 1 WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.kind = 'move' AND o.target = ?1
+                AND o.mailbox_id = messages.mailbox_id AND o.uid = messages.uid)
+            """, .text(id))
+        try db.run("DELETE FROM outbox WHERE kind = 'move' AND target = ?", .text(id))
         try db.run("""
             INSERT OR REPLACE INTO orphans(file, uniq, message_id, size, sha256)
             SELECT file, uniq, message_id, size, sha256 FROM messages WHERE mailbox_id = ? AND file IS NOT NULL
@@ -211,38 +247,59 @@ extension Store {
 // MARK: - Messages
 
 extension Store {
-    /// uid → flags for every stored message of a mailbox (for diffing against a server listing).
+    /// uid → the server's flags as last seen, for every stored message of a mailbox (for diffing
+    /// against a server listing).
     public func messageFlags(mailboxId: String) throws -> [Int: MessageFlags] {
-        let s = try db.prepare("SELECT uid, flags FROM messages WHERE mailbox_id = ?")
+        let s = try db.prepare("SELECT uid, base_flags FROM messages WHERE mailbox_id = ?")
         try s.bind([.text(mailboxId)])
         var out: [Int: MessageFlags] = [:]
         while try s.step() { out[s.int(0)] = MessageFlags(rawValue: s.int(1)) }
         return out
     }
 
+    /// A message as the server lists it. A message already stored gets the server's flags merged
+    /// into its own (`updateFlags`); a new one starts with the server's flags as its base.
     public func insertMessage(_ m: MessageRecord) throws {
+        if try mergeServerFlags(mailboxId: m.mailboxId, uid: m.uid, server: m.flags, json: m.json) { return }
         try db.run("""
-            INSERT INTO messages(mailbox_id, uid, message_id, size, idate, flags, json, uniq, dirty)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)
-            ON CONFLICT(mailbox_id, uid) DO UPDATE SET flags = excluded.flags, json = excluded.json,
-                dirty = CASE WHEN messages.flags = excluded.flags THEN messages.dirty ELSE 1 END
+            INSERT INTO messages(mailbox_id, uid, message_id, size, idate, flags, base_flags, json, uniq, dirty)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
             """, .text(m.mailboxId), .int(m.uid), SQLValue(m.messageId), .int(m.size), SQLValue(m.idate),
-                   .int(m.flags.rawValue), .text(m.json), .text(m.uniq))
+                   .int(m.flags.rawValue), .int(m.flags.rawValue), .text(m.json), .text(m.uniq))
     }
 
-    /// New flags from the server; marks the row for the exporter when they differ.
+    /// New flags from the server, merged three-way with the local state (`MessageFlags.merge`);
+    /// marks the row for the exporter when the file's flags must change.
     public func updateFlags(mailboxId: String, uid: Int, flags: MessageFlags, json: String?) throws {
-        if let json {
-            try db.run("UPDATE messages SET flags = ?, json = ?, dirty = CASE WHEN flags = ? THEN dirty ELSE 1 END WHERE mailbox_id = ? AND uid = ?",
-                       .int(flags.rawValue), .text(json), .int(flags.rawValue), .text(mailboxId), .int(uid))
-        } else {
-            try db.run("UPDATE messages SET flags = ?, dirty = CASE WHEN flags = ? THEN dirty ELSE 1 END WHERE mailbox_id = ? AND uid = ?",
-                       .int(flags.rawValue), .int(flags.rawValue), .text(mailboxId), .int(uid))
-        }
+        _ = try mergeServerFlags(mailboxId: mailboxId, uid: uid, server: flags, json: json)
     }
 
-    /// The server no longer lists this message: its file (if any) becomes an orphan.
+    /// False when there is no such row.
+    private func mergeServerFlags(mailboxId: String, uid: Int, server: MessageFlags, json: String?) throws -> Bool {
+        let s = try db.prepare("SELECT flags, base_flags FROM messages WHERE mailbox_id = ? AND uid = ?")
+        try s.bind([.text(mailboxId), .int(uid)])
+        guard try s.step() else { return false }
+        let local = MessageFlags(rawValue: s.int(0)), base = MessageFlags(rawValue: s.int(1))
+        let merged = MessageFlags.merge(local: local, base: base, server: server)
+        if merged == local && base == server && json == nil { return true }
+        try db.run("""
+            UPDATE messages SET flags = ?, base_flags = ?, json = COALESCE(?, json),
+                dirty = CASE WHEN flags = ? THEN dirty ELSE 1 END
+            WHERE mailbox_id = ? AND uid = ?
+            """, .int(merged.rawValue), .int(server.rawValue), SQLValue(json), .int(merged.rawValue),
+                   .text(mailboxId), .int(uid))
+        return true
+    }
+
+    /// The server no longer lists this message: its file (if any) becomes an orphan. A pending
+    /// local flag change or delete of it is moot and dropped. A message moved locally whose move
+    /// was not confirmed keeps its row and file: the push looks for it in the target, and uploads
+    /// the file there if the server lost it.
     public func removeMessage(mailboxId: String, uid: Int) throws {
+        if let pending = try outboxEntry(mailboxId: mailboxId, uid: uid) {
+            if pending.kind == .move { return }
+            try removeOutbox(id: pending.id)
+        }
         try db.run("""
             INSERT OR REPLACE INTO orphans(file, uniq, message_id, size, sha256)
             SELECT file, uniq, message_id, size, sha256 FROM messages WHERE mailbox_id = ? AND uid = ? AND file IS NOT NULL
@@ -250,18 +307,25 @@ extension Store {
         try db.run("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", .text(mailboxId), .int(uid))
     }
 
-    private static let messageColumns = "mailbox_id, uid, message_id, size, idate, flags, json, uniq, sha256, file"
+    static let messageColumns = "mailbox_id, uid, message_id, size, idate, flags, json, uniq, sha256, file, base_flags"
 
-    private func messageRecord(_ s: Statement) -> MessageRecord {
+    func messageRecord(_ s: Statement) -> MessageRecord {
         MessageRecord(mailboxId: s.text(0) ?? "", uid: s.int(1), messageId: s.text(2), size: s.int(3),
                       idate: s.optionalInt(4), flags: MessageFlags(rawValue: s.int(5)), json: s.text(6) ?? "{}",
-                      uniq: s.text(7) ?? "", sha256: s.text(8), file: s.text(9))
+                      uniq: s.text(7) ?? "", sha256: s.text(8), file: s.text(9), baseFlags: MessageFlags(rawValue: s.int(10)))
     }
 
     /// Rows the exporter must look at, in (mailbox, uid) order after `after`, at most `limit`.
+    /// Held back while a local mutation of theirs is pending: a message moved or deleted locally
+    /// (its file is elsewhere or gone on purpose), and a message that may be the server's copy of
+    /// an upload whose answer was lost (so it is never downloaded as a second copy).
     public func dirtyMessages(after: (mailboxId: String, uid: Int)? = nil, limit: Int) throws -> [MessageRecord] {
         let s = try db.prepare("""
-            SELECT \(Store.messageColumns) FROM messages WHERE dirty = 1 AND (mailbox_id, uid) > (?, ?)
+            SELECT \(Store.messageColumns) FROM messages m WHERE dirty = 1 AND (mailbox_id, uid) > (?, ?)
+              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mailbox_id = m.mailbox_id AND o.uid = m.uid
+                              AND o.kind IN ('move', 'delete'))
+              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.kind = 'upload' AND o.state = 1
+                              AND o.mailbox_id = m.mailbox_id AND o.message_id = m.message_id)
             ORDER BY mailbox_id, uid LIMIT ?
             """)
         try s.bind([.text(after?.mailboxId ?? ""), .int(after?.uid ?? Int.min), .int(limit)])

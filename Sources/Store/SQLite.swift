@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CSQLite
 
 /// A SQLite error with the statement that caused it.
@@ -20,9 +23,14 @@ public final class Database {
     let handle: OpaquePointer
     private var cache: [String: Statement] = [:]
 
-    public init(path: String) throws {
+    /// Opens (creating) `path`; `readOnly` opens an existing file for reading only.
+    /// A symbolic link, or a file owned by another user, is refused: the cache is written as
+    /// the user running wdsync and must be that user's own file (SQLITE_OPEN_NOFOLLOW as well).
+    public init(path: String, readOnly: Bool = false) throws {
+        try Database.checkOwnFile(path)
         var db: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let flags = (readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX
+            | SQLITE_OPEN_NOFOLLOW
         let rc = sqlite3_open_v2(path, &db, flags, nil)
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
@@ -32,6 +40,19 @@ public final class Database {
         handle = db
         sqlite3_busy_timeout(db, 5000)
         sqlite3_extended_result_codes(db, 1)
+    }
+
+    /// Refuses a symbolic link or another user's file at `path` (nothing there is fine).
+    static func checkOwnFile(_ path: String) throws {
+        guard !path.isEmpty, path != ":memory:", !path.hasPrefix("file:") else { return }
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        if st.st_mode & S_IFMT == S_IFLNK {
+            throw SQLiteError(code: SQLITE_CANTOPEN, message: "\(path) is a symbolic link; wdsync does not follow links for its cache: replace it with the file itself", sql: nil)
+        }
+        if st.st_uid != geteuid() {
+            throw SQLiteError(code: SQLITE_CANTOPEN, message: "\(path) belongs to another user (uid \(st.st_uid)); wdsync only opens a cache of its own user", sql: nil)
+        }
     }
 
     deinit {

@@ -28,21 +28,30 @@ public final class Store {
         try migrate()
     }
 
+    /// A store over an already opened database, as it is (no migration).
+    init(path: String, database: Database) {
+        self.path = path
+        self.db = database
+    }
+
     /// Applies pending migrations in order, each inside a transaction, and records them.
-    /// A database written by a newer wdsync is refused, never downgraded.
+    /// A database written by a newer wdsync is refused, never downgraded. Every migration not yet
+    /// recorded is applied, not only those above the highest recorded one: migrations numbered on
+    /// parallel branches may land out of order.
     private func migrate() throws {
         try db.execute("""
             CREATE TABLE IF NOT EXISTS schema_migrations (
                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)
             """)
-        let statement = try db.prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-        _ = try statement.step()
-        let current = statement.int(0)
+        let statement = try db.prepare("SELECT version FROM schema_migrations")
+        var applied = Set<Int>()
+        while try statement.step() { applied.insert(statement.int(0)) }
+        let current = applied.max() ?? 0
         let known = Store.schemaVersion
         if current > known {
             throw StoreError.newerSchema(path: path, found: current, supported: known)
         }
-        for migration in embeddedMigrations.sorted(by: { $0.version < $1.version }) where migration.version > current {
+        for migration in embeddedMigrations.sorted(by: { $0.version < $1.version }) where !applied.contains(migration.version) {
             try db.transaction {
                 do { try db.execute(migration.sql) } catch let error as SQLiteError {
                     throw StoreError.migrationFailed(version: migration.version, name: migration.name, detail: error.description)

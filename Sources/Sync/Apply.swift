@@ -14,10 +14,19 @@ extension Mirror {
 
     /// Applies one batch: the REST reads it needs first, then every store change in one
     /// transaction, then one export pass.
+    ///
+    /// Mailboxes that are new to the cache are offered to `subscribe` first: when it returns
+    /// true, the caller has subscribed to them and lists them once the subscriptions are settled
+    /// (subscribe, then list, so nothing delivered in between is missed); otherwise they are
+    /// listed here.
     @discardableResult
-    public func apply(_ events: [RemoteEvent], keepOrphans: Double = 0) throws -> BatchTiming {
+    public func apply(_ events: [RemoteEvent], keepOrphans: Double = 0,
+                      subscribe: ([String]) -> Bool = { _ in false }) throws -> BatchTiming {
         if events.contains(.resync) {
+            let known = Set(try store.mailboxes().map(\.id))
             _ = try syncOnce()
+            // Mailboxes it found are followed from now on (and listed again once subscribed).
+            _ = subscribe(try store.mailboxes().map(\.id).filter { !known.contains($0) })
             return BatchTiming(committed: .now, exported: .now)
         }
         var fetch: [String: Set<Int>] = [:]
@@ -41,8 +50,14 @@ extension Mirror {
         }
         if settings { try syncSettings() }
         if mailboxList {
-            // Newly created mailboxes are listed in full; known ones keep their state.
-            for mailbox in try syncMailboxList() where mailbox.syncedIndex == nil { relist.insert(mailbox.id) }
+            // Newly created mailboxes are listed in full (after subscribing, when the caller
+            // can); known ones keep their state.
+            let changed = try syncMailboxList()
+            let new = changed.filter { !known.contains($0.id) }.map(\.id)
+            let deferred = !new.isEmpty && subscribe(new) ? Set(new) : []
+            for mailbox in changed where mailbox.syncedIndex == nil && !deferred.contains(mailbox.id) {
+                relist.insert(mailbox.id)
+            }
         }
         let mailboxes = Set(try store.mailboxes().map(\.id))
         var fetched: [String: [MessageItem]] = [:]

@@ -31,40 +31,45 @@ extension Mirror {
             after = (last.mailboxId, last.uid)
             try store.transaction {
                 for row in batch {
-                    guard let folder = folderOf[row.mailboxId] else { continue }
-                    let flags = MaildirFlags(rawValue: UInt8(row.flags.rawValue))
-                    if let file = row.file {
-                        let placed = try relocate(file, folder: folder, flags: flags)
-                        if let placed {
-                            if placed != file { summary.renamed += 1 }
-                            try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: row.uniq, file: placed, sha256: nil)
+                    do {
+                        guard let folder = folderOf[row.mailboxId] else { continue }
+                        let flags = MaildirFlags(rawValue: UInt8(row.flags.rawValue))
+                        if let file = row.file {
+                            let placed = try relocate(file, folder: folder, flags: flags)
+                            if let placed {
+                                if placed != file { summary.renamed += 1 }
+                                try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: row.uniq, file: placed, sha256: nil)
+                                continue
+                            }
+                            // Our file is gone (deleted by hand): fetch it again.
+                            log.log(.warning, "\(file) disappeared from the Maildir; downloading it again")
+                        }
+                        if let orphan = try store.matchOrphan(messageId: row.messageId, size: row.size),
+                           let placed = try relocate(orphan.file, folder: folder, flags: flags) {
+                            try store.removeOrphan(file: orphan.file)
+                            try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: orphan.uniq, file: placed, sha256: orphan.sha256)
+                            summary.reused += 1
                             continue
                         }
-                        // Our file is gone (deleted by hand): fetch it again.
-                        log.log(.warning, "\(file) disappeared from the Maildir; downloading it again")
+                        // Crash recovery: a file renamed into place by an interrupted export but not
+                        // recorded. After a clean export there is none, so big folders are not scanned.
+                        if interrupted && scanned[folder] == nil {
+                            scanned[folder] = try maildir.scanUniqueNames(folder: folder)
+                            _ = try maildir.cleanTmp(folder: folder, owns: Mirror.ownsFile)
+                        }
+                        if let existing = scanned[folder]?[row.uniq] {
+                            let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
+                            let hash = try Maildir.sha256(file: maildir.absolutePath(placed))
+                            try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: row.uniq, file: placed, sha256: hash.hex)
+                            summary.recovered += 1
+                            continue
+                        }
+                        downloads.append(DownloadJob(mailboxId: row.mailboxId, uid: row.uid, folder: folder, unique: row.uniq,
+                                                     flags: flags, mtime: row.idate, size: row.size))
+                    } catch let error where Mirror.concernsOneItem(error) {
+                        // One message whose file cannot be placed must not stop the others.
+                        log.log(.warning, "message \(row.uid) of mailbox \(row.mailboxId) is not exported: \(error)")
                     }
-                    if let orphan = try store.matchOrphan(messageId: row.messageId, size: row.size),
-                       let placed = try relocate(orphan.file, folder: folder, flags: flags) {
-                        try store.removeOrphan(file: orphan.file)
-                        try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: orphan.uniq, file: placed, sha256: orphan.sha256)
-                        summary.reused += 1
-                        continue
-                    }
-                    // Crash recovery: a file renamed into place by an interrupted export but not
-                    // recorded. After a clean export there is none, so big folders are not scanned.
-                    if interrupted && scanned[folder] == nil {
-                        scanned[folder] = try maildir.scanUniqueNames(folder: folder)
-                        _ = try maildir.cleanTmp(folder: folder, owns: Mirror.ownsFile)
-                    }
-                    if let existing = scanned[folder]?[row.uniq] {
-                        let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
-                        let hash = try Maildir.sha256(file: maildir.absolutePath(placed))
-                        try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: row.uniq, file: placed, sha256: hash.hex)
-                        summary.recovered += 1
-                        continue
-                    }
-                    downloads.append(DownloadJob(mailboxId: row.mailboxId, uid: row.uid, folder: folder, unique: row.uniq,
-                                                 flags: flags, mtime: row.idate, size: row.size))
                 }
             }
             // Rows waiting for a download stay dirty, so fetch them before asking for more.
@@ -101,29 +106,59 @@ extension Mirror {
         // an occupant moved aside).
         var current = Dictionary(mailboxes.map { ($0.id, $0.folder) }, uniquingKeysWith: { a, _ in a })
         for mailbox in mailboxes.sorted(by: { $0.path.split(separator: "/").count < $1.path.split(separator: "/").count }) {
-            let wanted = maildir.folderDirectory(for: mailbox.path)
-            result[mailbox.id] = wanted
-            guard let folder = current[mailbox.id] ?? nil else {
-                try maildir.ensureFolder(wanted)
-                try store.setMailboxFolder(id: mailbox.id, folder: wanted)
-                continue
-            }
-            guard folder != wanted else { continue }
-            let destination = maildir.absolutePath(wanted)
-            if FileManager.default.fileExists(atPath: destination) && FileManager.default.fileExists(atPath: maildir.absolutePath(folder)) {
-                // Two mailboxes swapped names, or one took the name of a deleted one: move the
-                // occupant aside (it is renamed or removed later in this pass).
-                guard try store.isKnownFolder(wanted) else {
-                    throw SyncError.localIO("cannot rename \(folder) to \(wanted) for mailbox \(mailbox.path): \(destination) exists and is not wdsync's; move it away and re-run")
+            do {
+                let wanted = maildir.folderDirectory(for: mailbox.path)
+                result[mailbox.id] = wanted
+                guard let folder = current[mailbox.id] ?? nil else {
+                    try maildir.ensureFolder(wanted)
+                    try store.setMailboxFolder(id: mailbox.id, folder: wanted)
+                    continue
                 }
-                try moveFolder(wanted, to: "%%wdsync-aside-\(mailbox.id)")
+                guard folder != wanted else { continue }
+                let destination = maildir.absolutePath(wanted)
+                if FileManager.default.fileExists(atPath: destination) && FileManager.default.fileExists(atPath: maildir.absolutePath(folder)) {
+                    // Two mailboxes swapped names, or one took the name of a deleted one: move the
+                    // occupant aside (it is renamed or removed later in this pass).
+                    guard try store.isKnownFolder(wanted) else {
+                        throw SyncError.localIO("cannot rename \(folder) to \(wanted) for mailbox \(mailbox.path): \(destination) exists and is not wdsync's; move it away and re-run")
+                    }
+                    try moveFolder(wanted, to: Mirror.asideFolder(for: mailbox.id))
+                }
+                log.log(.verbose, "renaming folder \(folder) → \(wanted)")
+                try moveFolder(folder, to: wanted)
+                summary.renamed += 1
+                current = Dictionary(try store.mailboxes().map { ($0.id, $0.folder) }, uniquingKeysWith: { a, _ in a })
+            } catch let error where Mirror.concernsOneItem(error) {
+                // One mailbox whose folder cannot be placed (a name the file system refuses, a
+                // foreign file in the way) must not stop the others: its messages wait.
+                result[mailbox.id] = nil
+                log.log(.warning, "mailbox \(mailbox.path) is not exported: \(error)")
             }
-            log.log(.verbose, "renaming folder \(folder) → \(wanted)")
-            try moveFolder(folder, to: wanted)
-            summary.renamed += 1
-            current = Dictionary(try store.mailboxes().map { ($0.id, $0.folder) }, uniquingKeysWith: { a, _ in a })
         }
         return result
+    }
+
+    /// Where a folder is parked while its name is handed to another mailbox. The id is a
+    /// validated ObjectId (`ServerID`); anything else is written as hex, so no id can name a
+    /// path outside the Maildir root.
+    static func asideFolder(for id: String) -> String {
+        let tag = ServerID.isObjectId(id) ? id : "x" + id.utf8.prefix(48).map { String($0, radix: 16) }.joined()
+        return "%%wdsync-aside-" + tag
+    }
+
+    /// Errors that concern one mailbox or one message (a name the file system refuses, a
+    /// foreign file in the way) rather than the whole Maildir (disk full, no permission, I/O):
+    /// the item is logged and skipped, the others go on.
+    static func concernsOneItem(_ error: Error) -> Bool {
+        switch error {
+        case let error as MaildirError:
+            switch error {
+            case .nameTooLong, .notADirectory, .folderExists, .alreadyExists, .invalidArgument: return true
+            default: return false
+            }
+        case SyncError.localIO: return true
+        default: return false
+        }
     }
 
     /// Renames a folder on disk, then in the store. Idempotent: if a crash came between the two,
@@ -182,6 +217,7 @@ extension Mirror {
                     do { results.append(.delivered(job, try Mirror.fetch(job, with: client, into: maildir))) }
                     catch let error as WildDuckError where error.isNotFound { results.append(.vanished(job)) }
                     catch let error as WildDuckError where error.isBadMessage { results.append(.refused(job, error.description)) }
+                    catch let error where Mirror.concernsOneItem(error) { skipped(job, error) }
                 }
             } catch {
                 try? record(results)   // what was delivered before the error is kept
@@ -193,6 +229,7 @@ extension Mirror {
         let workers = max(1, min(config.connections, jobs.count))
         let shared = DownloadQueue(jobs: jobs, workers: workers)
         let isCancelled = self.isCancelled
+        let skipped = self.skipped
         let session = self.session
         let maildir = self.maildir
         var threads: [Thread] = []
@@ -207,6 +244,8 @@ extension Mirror {
                         shared.finish(.vanished(job))
                     } catch let error as WildDuckError where error.isBadMessage {
                         shared.finish(.refused(job, error.description))
+                    } catch let error where Mirror.concernsOneItem(error) {
+                        skipped(job, error)
                     } catch {
                         shared.fail(error)
                         return
@@ -232,6 +271,12 @@ extension Mirror {
         }
         if let failure { throw failure }
         if isCancelled() { throw SyncError.cancelled }
+    }
+
+    /// Logs a message whose file cannot be written (see `concernsOneItem`); it stays pending.
+    private var skipped: @Sendable (DownloadJob, Error) -> Void {
+        let log = self.log
+        return { job, error in log.log(.warning, "message \(job.uid) of mailbox \(job.mailboxId) is not exported: \(error)") }
     }
 
     /// Streams one message into tmp/, fsyncs it and renames it into place. A try that the client
@@ -353,6 +398,8 @@ extension Mirror {
     public func verify() throws -> [String] {
         var problems: [String] = []
         for row in try store.messages() {
+            // Deleted or moved locally, not pushed yet (e.g. --pull-only): not damage.
+            if let pending = try store.outboxEntry(mailboxId: row.mailboxId, uid: row.uid), pending.kind != .flags { continue }
             guard let file = row.file else {
                 problems.append("message \(row.uid) of mailbox \(row.mailboxId) has not been downloaded yet")
                 continue

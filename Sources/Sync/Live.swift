@@ -120,8 +120,11 @@ final class Inbox: Sendable {
 protocol EventSource: AnyObject, Sendable {
     var transport: Transport { get }
     func stop()
-    /// The mailboxes to follow changed (the WebSocket subscribes to new ones).
-    func follow(mailboxes: [String])
+    /// Follow these mailboxes too. The WebSocket subscribes to the new ones and has each listed
+    /// (a `mailboxDirty` event) once its subscription is settled; it returns true when it will.
+    /// False (no connection, or a source that needs no subscription): list them now.
+    @discardableResult
+    func follow(mailboxes: [String]) -> Bool
 }
 
 /// The live engine for one account: keeps the cache and Maildir current, switching between
@@ -212,7 +215,7 @@ public final class LiveSync: Sendable {
                 source = nil
                 if !taken.events.isEmpty {
                     _ = try guarded("applying the last batch") {
-                        try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror)
+                        try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror, source: source)
                     }
                 }
                 return
@@ -259,7 +262,7 @@ public final class LiveSync: Sendable {
             }
             if !taken.events.isEmpty {
                 let applied = try guarded("applying updates") {
-                    try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror)
+                    try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror, source: source)
                 }
                 // What failed is recovered by the reconcile that follows the next connection.
                 if !applied, let s = source { inbox.note(.failed(s.transport, reason: "applying updates failed", unavailable: false, auth: false)) }
@@ -290,9 +293,12 @@ public final class LiveSync: Sendable {
     }
 
     private func applyBatch(_ events: [RemoteEvent], received: ContinuousClock.Instant?, lastEventId: String?,
-                            mirror: Mirror) throws {
+                            mirror: Mirror, source: EventSource?) throws {
         let start = ContinuousClock.now
-        let timing = try mirror.apply(events, keepOrphans: options.orphanGrace)
+        // A mailbox created on the server is subscribed to first and listed when the
+        // subscription is settled, as after a reconnect; without a WebSocket it is listed now.
+        let timing = try mirror.apply(events, keepOrphans: options.orphanGrace,
+                                      subscribe: { [source] in source?.follow(mailboxes: $0) ?? false })
         if let lastEventId { try mirror.store.setLastEventId(lastEventId) }
         let first = received ?? start
         log.log(.debug, "batch of \(events.count) events: received → committed \(Self.ms(timing.committed - first)), → exported \(Self.ms(timing.exported - first))")

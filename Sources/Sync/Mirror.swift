@@ -19,6 +19,18 @@ public struct SyncSummary: Sendable, Equatable {
     public var recovered = 0       // files adopted after an interrupted run
     public var vanished = 0        // messages gone from the server while being fetched
     public var failed = 0          // messages whose body was refused (too large, cut off); tried again next pass
+    // Two-way: what the scan found and the push sent.
+    public var localChanges = 0    // flag changes, moves, deletes and uploads the scan queued
+    public var pushedFlags = 0
+    public var pushedMoves = 0
+    public var pushedDeletes = 0
+    public var uploaded = 0
+    public var pushRequests = 0
+    public var pending = 0         // mutations still in the outbox after the pass
+    /// Files not uploaded because they are larger than the server accepts.
+    public var tooLarge: [String] = []
+    /// Mailboxes where the mass-delete breaker held the deletes: "path (n of m)".
+    public var heldDeletes: [String] = []
     public init() {}
 }
 
@@ -55,8 +67,13 @@ public final class Mirror {
         let root = URL(fileURLWithPath: config.maildir).standardizedFileURL.path
         let dbDir = (config.db as NSString).deletingLastPathComponent
         if !dbDir.isEmpty { try Mirror.makeDirectory(dbDir) }
-        try Mirror.makeDirectory(root)
         store = try Store(path: config.db)
+        // A root that vanished after files were written is a disk that did not mount, not a
+        // user who deleted all mail: write nothing, on either side.
+        if !FileManager.default.fileExists(atPath: root), try store.hasExportedFiles() {
+            throw SyncError.localIO("the Maildir \(root) is missing (a disk that is not mounted?); nothing was changed on the server or on disk. Mount it, or create the empty directory to have every message downloaded again")
+        }
+        try Mirror.makeDirectory(root)
         maildir = Maildir(root: root, layout: config.layout)
         let password = config.password
         session = Session(endpoint: endpoint, username: config.username, password: { try password.read() },
@@ -64,6 +81,7 @@ public final class Mirror {
                           retry: config.retry)
         session.retryLog = { [log] message in log.log(.verbose, message) }
         client = WildDuckClient(session: session)
+        client.onSkipped = { [log] in log.log(.warning, $0) }
         if let account = try store.account(), account.layout != config.layout.rawValue {
             throw SyncError.config("the cache \(config.db) was exported with layout \(account.layout); use --layout \(account.layout) or a new --maildir and --db")
         }
@@ -82,17 +100,52 @@ public final class Mirror {
 
     /// Authenticates, refreshes settings, filters, autoreply and mailboxes, re-lists mailboxes whose
     /// modifyIndex changed, then exports. Safe to call again at any time.
+    ///
+    /// Two-way, the four steps run around the store: scan (Maildir → outbox, before any
+    /// request, so changes made offline are queued even when the server is unreachable), push
+    /// (outbox → server; not with `pullOnly`), pull (server → store, merging into what is still
+    /// pending) and export (store → Maildir). A last scan records the folders as they are now.
     public func syncOnce() throws -> SyncSummary {
         summary = SyncSummary()
+        try scanLocal()
         if session.userId == nil { try client.authenticate() }
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,
                                            maildir: maildir.root, layout: config.layout.rawValue))
+        try push()
         try syncSettings()
         let changed = try syncMailboxList()
         for mailbox in changed { try syncMessages(of: mailbox) }
         try export()
+        try scanLocal()
         try store.setSyncedNow()
+        summary.pending = try store.outboxCount()
         return summary
+    }
+
+    /// scan: what the user's programs changed in the Maildir becomes pending mutations.
+    public func scanLocal(force: Bool = false) throws {
+        let result = try LocalScan(store: store, maildir: maildir, log: log).run(force: force)
+        summary.localChanges += result.flagChanges + result.moves + result.deletes + result.uploads
+        summary.tooLarge += result.tooLarge
+        if result.scanned > 0 {
+            log.log(.verbose, "scanned \(result.scanned) folders: \(result.flagChanges) renamed, \(result.moves) moved, \(result.deletes) deleted, \(result.uploads) new")
+        }
+    }
+
+    /// push: pending mutations go to the server (nothing with `pullOnly`).
+    public func push() throws {
+        guard !config.pullOnly else { return }
+        let result = try Push(store: store, maildir: maildir, client: client, log: log,
+                              allowMassDelete: config.allowMassDelete).run()
+        summary.pushedFlags += result.flags
+        summary.pushedMoves += result.moves
+        summary.pushedDeletes += result.deletes
+        summary.uploaded += result.uploads
+        summary.pushRequests += result.requests
+        for held in result.heldDeletes {
+            log.log(.error, "\(held.count) of the \(held.total) messages of \(held.path) vanished from the Maildir; nothing was deleted on the server and they are downloaded again. If you deleted them on purpose, delete them again and run once with --allow-mass-delete")
+            summary.heldDeletes.append("\(held.path) (\(held.count) of \(held.total))")
+        }
     }
 
     /// Settings (the user object), filters and autoreply: small, fetched whole every pass.
@@ -137,6 +190,7 @@ public final class Mirror {
         var cursor: String?
         var highest = mailbox.highestUid
         var restarted = false
+        var incomplete = false   // the server listed items that are not valid
         log.log(.verbose, "listing \(mailbox.path)")
         while true {
             if isCancelled() { throw SyncError.cancelled }
@@ -148,11 +202,13 @@ public final class Mirror {
                 restarted = true
                 cursor = nil
                 seen.removeAll()
+                incomplete = false
                 continue
             } catch let error as WildDuckError where error.isNotFound {
                 log.log(.verbose, "mailbox \(mailbox.path) disappeared while listing; the next pass removes it")
                 return
             }
+            if page.skipped > 0 { incomplete = true }
             try store.transaction {
                 for item in page.items {
                     seen.insert(item.uid)
@@ -176,6 +232,12 @@ public final class Mirror {
             cursor = next
         }
         try store.transaction {
+            // A listing with invalid items is not the whole truth: nothing is removed on its
+            // word, and the mailbox is listed again next pass.
+            if incomplete {
+                try store.markMailboxStale(id: mailbox.id)
+                return
+            }
             for uid in known.keys where !seen.contains(uid) {
                 try store.removeMessage(mailboxId: mailbox.id, uid: uid)
             }

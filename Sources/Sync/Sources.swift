@@ -54,7 +54,7 @@ final class SSESource: EventSource {
 
     func stop() { handle.close() }
 
-    func follow(mailboxes: [String]) {}
+    func follow(mailboxes: [String]) -> Bool { false }
 }
 
 /// Lets another thread close a blocking stream (ByteStream.close is safe from any thread).
@@ -87,9 +87,12 @@ final class WebSocketSource: EventSource {
         var subscribed = Set<String>()
         /// Subscriptions sent and not yet answered, by "channel/mailbox", with when they were sent.
         var pending: [String: ContinuousClock.Instant] = [:]
+        /// Mailboxes subscribed after the connection was announced (new mailboxes): each is
+        /// listed once its subscription is answered — refused, or not answered in time, too.
+        var listOnReply = Set<String>()
+        var mailboxesReplied = false
         var lastPong = ContinuousClock.now
         var announced = false
-        var refusedSecondMessages = false
     }
     private let state = Mutex(State())
     private let session: Session
@@ -151,8 +154,11 @@ final class WebSocketSource: EventSource {
         if alreadyStopped { await client.close(); return }
         log.log(.debug, "WebSocket open (\(client.compression == nil ? "no compression" : "permessage-deflate"))")
 
-        for channel in [WSChannel.mailboxes, .settings, .filters, .autoreply] { await subscribe(client, channel, nil) }
+        // Subscribe, then list: the messages subscriptions go first, and the engine reconciles
+        // over REST only once they and `mailboxes` are answered (see `announceIfReady`), so no
+        // change falls between a listing and the subscription that follows its mailbox.
         for mailbox in mailboxes { await subscribe(client, .messages, mailbox) }
+        for channel in [WSChannel.mailboxes, .settings, .filters, .autoreply] { await subscribe(client, channel, nil) }
         let pinger = Task { [self] in await self.keepAlive(client) }
         defer { pinger.cancel() }
         do {
@@ -191,25 +197,22 @@ final class WebSocketSource: EventSource {
             if code >= 400 {
                 if channel == "messages" {
                     log.log(.verbose, "the server refused a messages subscription (\(error ?? "error \(code)")); that mailbox follows mailbox-level updates and REST reconciliation")
-                    state.withLock { $0.refusedSecondMessages = true }
                 } else {
                     log.log(.warning, "subscription to \(channel) failed: \(error ?? "error \(code)")")
                 }
             }
             // Match the reply to what is pending: by channel and mailbox, else the oldest of the channel.
-            state.withLock { s in
+            let answered = state.withLock { s -> String? in
                 let exact = channel + "/" + (mailboxId ?? "")
-                if s.pending.removeValue(forKey: exact) == nil,
-                   let oldest = s.pending.filter({ $0.key.hasPrefix(channel + "/") }).min(by: { $0.value < $1.value })?.key {
-                    s.pending.removeValue(forKey: oldest)
-                }
+                if s.pending.removeValue(forKey: exact) != nil { return exact }
+                guard let oldest = s.pending.filter({ $0.key.hasPrefix(channel + "/") }).min(by: { $0.value < $1.value })?.key
+                else { return nil }
+                s.pending.removeValue(forKey: oldest)
+                return oldest
             }
-            let announce = state.withLock { s -> Bool in
-                guard !s.announced, channel == "mailboxes" else { return false }
-                s.announced = true
-                return true
-            }
-            if announce { inbox.note(.connected(.webSocket)) }
+            if channel == "mailboxes" { state.withLock { $0.mailboxesReplied = true } }
+            if let answered { listAfterSubscribing([answered]) }
+            announceIfReady()
             return true
         case .update(_, let events):
             inbox.push(events)
@@ -229,12 +232,48 @@ final class WebSocketSource: EventSource {
         let fresh = state.withLock { s -> Bool in
             guard s.subscribed.insert(key).inserted else { return false }
             s.pending[key] = .now
+            if s.announced, let mailbox { s.listOnReply.insert(mailbox) }
             return true
         }
-        guard fresh, let token = session.token, let userId = session.userId else { return }
+        guard fresh else { return }
+        guard let token = session.token, let userId = session.userId else {
+            state.withLock { _ = $0.pending.removeValue(forKey: key) }
+            listAfterSubscribing([key])
+            return
+        }
         let text = WSProtocol.subscribe(channel, userId: userId, token: token, mailboxId: mailbox)
         log.log(.debug, "ws → \(WSProtocol.redacted(text))")
-        try? await client.send(text: text)
+        do { try await client.send(text: text) } catch {
+            // The connection is going down; its reconnect reconciles everything anyway.
+            state.withLock { _ = $0.pending.removeValue(forKey: key) }
+            listAfterSubscribing([key])
+        }
+    }
+
+    /// A new mailbox is listed only once its subscription is settled (answered, refused or
+    /// timed out): what arrives before the subscription is in that listing, what arrives after
+    /// comes as updates — or, if the server refused, as mailbox-level updates and reconciles.
+    private func listAfterSubscribing(_ keys: [String]) {
+        let mailboxes = state.withLock { s -> [String] in
+            keys.compactMap { key -> String? in
+                guard key.hasPrefix("messages/") else { return nil }
+                let mailbox = String(key.dropFirst("messages/".count))
+                return s.listOnReply.remove(mailbox)
+            }
+        }
+        if !mailboxes.isEmpty { inbox.push(mailboxes.map { .mailboxDirty($0) }) }
+    }
+
+    /// The connection counts as up (and the engine reconciles over REST) once `mailboxes` and
+    /// every `messages` subscription sent on opening are answered or timed out.
+    private func announceIfReady() {
+        let announce = state.withLock { s -> Bool in
+            guard !s.announced, s.mailboxesReplied, !s.pending.keys.contains(where: { $0.hasPrefix("messages/") })
+            else { return false }
+            s.announced = true
+            return true
+        }
+        if announce { inbox.note(.connected(.webSocket)) }
     }
 
     /// Our own pings: a missing pong or a missing reply to the subscriptions means the
@@ -244,12 +283,6 @@ final class WebSocketSource: EventSource {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(min(options.pingInterval, options.replyTimeout)))
             if Task.isCancelled { return }
-            let (announced, lastPong) = state.withLock { ($0.announced, $0.lastPong) }
-            if !announced && ContinuousClock.now - started > .seconds(options.replyTimeout) {
-                fail("no reply to the subscriptions within \(Int(options.replyTimeout)) s")
-                await client.close()
-                return
-            }
             let late = state.withLock { s -> [String] in
                 let keys = s.pending.filter { ContinuousClock.now - $0.value > .seconds(options.replyTimeout) }.map(\.key)
                 for key in keys { s.pending.removeValue(forKey: key) }
@@ -257,6 +290,14 @@ final class WebSocketSource: EventSource {
             }
             for key in late.sorted() {
                 log.log(.warning, "no reply to the subscription \(key) within \(Int(options.replyTimeout)) s; it follows REST reconciliation")
+            }
+            listAfterSubscribing(late)
+            announceIfReady()
+            let (announced, lastPong) = state.withLock { ($0.announced, $0.lastPong) }
+            if !announced && ContinuousClock.now - started > .seconds(options.replyTimeout) {
+                fail("no reply to the subscriptions within \(Int(options.replyTimeout)) s")
+                await client.close()
+                return
             }
             let sent = ContinuousClock.now
             do { try await client.ping() } catch { return }
@@ -279,10 +320,14 @@ final class WebSocketSource: EventSource {
         _ = done.wait(timeout: .now() + 3)
     }
 
-    func follow(mailboxes: [String]) {
-        guard let client = state.withLock({ $0.client }) else { return }
+    /// Subscribes to the mailboxes not yet followed; each is listed once its subscription is
+    /// settled. Returns false when there is no connection (its reconnect subscribes and reconciles).
+    @discardableResult
+    func follow(mailboxes: [String]) -> Bool {
+        guard let client = state.withLock({ s in s.announced && !s.stopped ? s.client : nil }) else { return false }
         Task.detached { [self] in
             for mailbox in mailboxes { await self.subscribe(client, .messages, mailbox) }
         }
+        return true
     }
 }

@@ -102,6 +102,9 @@ public final class Session: Sendable {
         guard let token = json["token"]?.string, let id = json["id"]?.string else {
             throw WildDuckError.malformed(route: "POST /authenticate", detail: "no token or id in the answer")
         }
+        guard ServerID.isObjectId(id) else {
+            throw WildDuckError.malformed(route: "POST /authenticate", detail: "the user id \(ServerID.describe(.string(id))) is not an ObjectId")
+        }
         state.withLock { $0.token = token; $0.userId = id; $0.generation += 1 }
     }
 
@@ -228,7 +231,9 @@ public final class WildDuckClient {
 
     public func close() { connection.close() }
 
-    var user: String { session.userId ?? "me" }
+    /// The user id as a path segment (an ObjectId after authentication, so it needs no escaping;
+    /// escaped anyway).
+    var user: String { pathSegment(session.userId ?? "me") }
 
     // MARK: Calls
 
@@ -246,14 +251,26 @@ public final class WildDuckClient {
         return (json["limits"], results.compactMap { item in item["id"]?.string.map { ($0, item) } })
     }
 
+    /// Told about every object of a listing that is left out because it is not valid
+    /// (a mailbox id that is not an ObjectId, a uid that is not an IMAP uid, …).
+    public var onSkipped: (String) -> Void = { _ in }
+
+    /// The mailboxes. One that is not valid (see `Mailbox.init`) is reported to `onSkipped` and
+    /// left out: it cannot be mirrored safely, and the others still can.
     public func fetchMailboxes() throws -> [Mailbox] {
         let json = try call("GET", "/users/\(user)/mailboxes", query: [("counters", "true")])
         guard let results = json["results"]?.array else {
             throw WildDuckError.malformed(route: "GET mailboxes", detail: "no results array")
         }
-        return try results.map { item in
+        var seen = Set<String>()
+        return results.compactMap { item -> Mailbox? in
             guard let mailbox = Mailbox(item) else {
-                throw WildDuckError.malformed(route: "GET mailboxes", detail: "a mailbox without id or path")
+                onSkipped("skipped a mailbox the server listed with an invalid id or path (id \(ServerID.describe(item["id"])), path \(ServerID.describe(item["path"])))")
+                return nil
+            }
+            guard seen.insert(mailbox.id).inserted else {
+                onSkipped("skipped a second mailbox with the id \(mailbox.id)")
+                return nil
             }
             return mailbox
         }
@@ -263,7 +280,7 @@ public final class WildDuckClient {
     public func listMessages(mailbox: String, cursor: String?, limit: Int = 250) throws -> MessagePage {
         var query = [("limit", String(limit)), ("order", "asc")]
         if let cursor { query.append(("next", cursor)) }
-        return try page(try call("GET", "/users/\(user)/mailboxes/\(mailbox)/messages", query: query), route: "GET messages")
+        return try page(try call("GET", "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages", query: query), route: "GET messages")
     }
 
     /// One page of messages with uid ≥ `fromUid`.
@@ -280,18 +297,90 @@ public final class WildDuckClient {
         return try page(try call("GET", "/users/\(user)/search", query: query), route: "GET search")
     }
 
+    // MARK: Writing (two-way sync)
+
+    /// Sets `seen`/`flagged`/`deleted` on the messages `uids` ("1,2,3" or "3:15", never a mix)
+    /// with one bulk `PUT`. Idempotent. Returns how many messages the server matched.
+    @discardableResult
+    public func setFlags(mailbox: String, uids: String, _ fields: [(String, Bool)]) throws -> Int {
+        var body: [(String, JSON)] = [("message", .string(uids))]
+        for (name, value) in fields { body.append((name, .bool(value))) }
+        let json = try call("PUT", "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages", body: .object(body))
+        return json["updated"]?.int ?? 0
+    }
+
+    /// Moves the messages `uids` to `target` (with flag changes applied to the moved copies) by
+    /// one bulk `PUT` with `moveTo`. Returns the server's (old uid, new uid) pairs. Sending it
+    /// again is harmless: a message no longer in `mailbox` is not matched (404 when none is).
+    public func moveMessages(mailbox: String, uids: String, to target: String, _ fields: [(String, Bool)] = []) throws -> [(Int, Int)] {
+        var body: [(String, JSON)] = [("message", .string(uids)), ("moveTo", .string(target))]
+        for (name, value) in fields { body.append((name, .bool(value))) }
+        let json = try call("PUT", "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages", body: .object(body))
+        guard let pairs = json["id"]?.array else {
+            throw WildDuckError.malformed(route: "PUT messages (moveTo)", detail: "no id pairs in the answer")
+        }
+        return pairs.compactMap { pair in
+            guard let a = pair.array, a.count == 2, let old = a[0].int, let new = a[1].int else { return nil }
+            return (old, new)
+        }
+    }
+
+    /// `DELETE` one message (WildDuck archives non-drafts). Idempotent: 404 means already gone.
+    public func deleteMessage(mailbox: String, uid: Int) throws {
+        _ = try call("DELETE", "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages/\(uid)")
+    }
+
+    /// Uploads a message: the raw bytes as a `message/rfc822` body, flags and internal date in
+    /// the query string. Returns the new uid and the server's size (of its rebuilt copy, so not
+    /// the file's). Not idempotent: the request goes out at most once (neither the HTTP layer
+    /// nor the retry policy sends a POST twice), on a fresh connection (so it does not fail on
+    /// one the server closed while idle); the caller records its intent first and looks for the
+    /// message before ever sending it again.
+    public func uploadMessage(mailbox: String, raw: [UInt8], seen: Bool, flagged: Bool, draft: Bool,
+                              date: Int) throws -> (uid: Int, size: Int) {
+        var query = [("unseen", seen ? "false" : "true")]
+        if flagged { query.append(("flagged", "true")) }
+        if draft { query.append(("draft", "true")) }
+        query.append(("date", isoDate(date)))
+        let target = "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages?"
+            + query.map { "\(percentEncode($0.0))=\(percentEncode($0.1))" }.joined(separator: "&")
+        let route = "POST /users/:user/mailboxes/:mailbox/messages"
+        connection.close()
+        let json = try withToken(route: route, idempotent: false) { token in
+            try connection.request("POST", target, headers: [
+                ("X-Access-Token", token), ("Accept", "application/json"), ("Content-Type", "message/rfc822"),
+            ], body: raw)
+        }
+        guard let uid = json["message"]?["id"]?.int, uid > 0 else {
+            throw WildDuckError.malformed(route: route, detail: "no message id in the answer")
+        }
+        return (uid, json["message"]?["size"]?.int ?? raw.count)
+    }
+
+    /// One page of the messages of `mailbox` whose internal date is within [from, to] (Unix
+    /// seconds), for finding an upload whose answer was lost.
+    public func searchByDate(mailbox: String, from: Int, to: Int, cursor: String?, limit: Int = 250) throws -> MessagePage {
+        var query = [("mailbox", mailbox), ("datestart", isoDate(from)), ("dateend", isoDate(to)),
+                     ("limit", String(limit)), ("order", "asc")]
+        if let cursor { query.append(("next", cursor)) }
+        return try page(try call("GET", "/users/\(user)/search", query: query), route: "GET search")
+    }
+
     private func page(_ json: JSON, route: String) throws -> MessagePage {
         guard let results = json["results"]?.array else {
             throw WildDuckError.malformed(route: route, detail: "no results array")
         }
-        let items = try results.map { item in
+        var skipped = 0
+        let items = results.compactMap { item -> MessageItem? in
             guard let message = MessageItem(item) else {
-                throw WildDuckError.malformed(route: route, detail: "a message without a uid")
+                skipped += 1
+                onSkipped("skipped a message the server listed with an invalid uid (\(ServerID.describe(item["id"])))")
+                return nil
             }
             return message
         }
         let next = json["nextCursor"]?.string.flatMap { $0.isEmpty ? nil : $0 }
-        return MessagePage(items: items, nextCursor: next, total: json["total"]?.int)
+        return MessagePage(items: items, nextCursor: next, total: json["total"]?.int, skipped: skipped)
     }
 
     /// The most bytes accepted for one `message.eml`, whatever the listing says.
@@ -320,7 +409,7 @@ public final class WildDuckClient {
     public func downloadMessage(mailbox: String, uid: Int, maxBytes: Int = WildDuckClient.maxMessageBytes,
                                 begin: () throws -> Void,
                                 sink: (UnsafeRawBufferPointer) throws -> Void) throws {
-        let path = "/users/\(user)/mailboxes/\(mailbox)/messages/\(uid)/message.eml"
+        let path = "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages/\(uid)/message.eml"
         let route = "GET message.eml"
         let plainHTTP = !session.endpoint.tls
         _ = try withToken(route: route, idempotent: true) { token in
@@ -434,6 +523,29 @@ extension String {
         return parts.joined(separator: "/")
     }
 }
+
+/// Unix seconds as ISO 8601 in UTC with milliseconds (`2025-10-16T12:34:56.000Z`).
+public func isoDate(_ seconds: Int) -> String {
+    // Days to civil (Howard Hinnant's algorithm).
+    let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
+    let secs = seconds - days * 86400
+    let z = days + 719468
+    let era = (z >= 0 ? z : z - 146096) / 146097
+    let doe = z - era * 146097
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+    let mp = (5 * doy + 2) / 153
+    let d = doy - (153 * mp + 2) / 5 + 1
+    let m = mp < 10 ? mp + 3 : mp - 9
+    let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+    func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
+    let year = String(repeating: "0", count: max(0, 4 - String(y).count)) + String(y)
+    return "\(year)-\(two(m))-\(two(d))T\(two(secs / 3600)):\(two(secs / 60 % 60)):\(two(secs % 60)).000Z"
+}
+
+/// A server-given id as one path segment: ids are validated where JSON becomes models, and
+/// escaped here as well so that no id can ever add a segment or a query to a request.
+func pathSegment(_ s: String) -> String { percentEncode(s) }
 
 func percentEncode(_ s: String) -> String {
     var out = ""

@@ -47,8 +47,18 @@ public enum JSON: Sendable, Equatable {
         public var description: String { "malformed JSON at byte \(offset): \(reason)" }
     }
 
-    public static func parse(_ bytes: [UInt8], maxDepth: Int = 256) throws -> JSON {
-        try bytes.withUnsafeBufferPointer { buffer in
+    /// Limits for text from the server, so that a hostile or broken answer costs bounded memory
+    /// and stack: WildDuck's answers nest a few levels deep, and its largest (a page of 250 list
+    /// items, a mailbox list) are well under a megabyte.
+    public static let maxDepth = 64
+    public static let maxBytes = 16 << 20
+    public static let maxValues = 1 << 20
+
+    public static func parse(_ bytes: [UInt8], maxDepth: Int = JSON.maxDepth) throws -> JSON {
+        guard bytes.count <= maxBytes else {
+            throw ParseError(offset: 0, reason: "too large (\(bytes.count) bytes, the limit is \(maxBytes))")
+        }
+        return try bytes.withUnsafeBufferPointer { buffer in
             var parser = Parser(bytes: buffer, maxDepth: maxDepth)
             parser.skipWhitespace()
             let value = try parser.value(depth: 0)
@@ -64,6 +74,7 @@ public enum JSON: Sendable, Equatable {
         let bytes: UnsafeBufferPointer<UInt8>
         let maxDepth: Int
         var index = 0
+        var values = 0
 
         func error(_ reason: String) -> ParseError { ParseError(offset: index, reason: reason) }
 
@@ -78,6 +89,8 @@ public enum JSON: Sendable, Equatable {
 
         mutating func value(depth: Int) throws -> JSON {
             guard depth < maxDepth else { throw error("nesting too deep") }
+            values += 1
+            guard values <= JSON.maxValues else { throw error("too large (more than \(JSON.maxValues) values)") }
             guard index < bytes.count else { throw error("unexpected end") }
             switch bytes[index] {
             case UInt8(ascii: "{"):

@@ -9,8 +9,9 @@ public struct Mailbox: Sendable, Equatable {
     /// The server's object, verbatim.
     public var json: JSON
 
+    /// Nil unless the id is an ObjectId and the path a string without NUL (see `ServerID`).
     public init?(_ json: JSON) {
-        guard let id = json["id"]?.string, !id.isEmpty, let path = json["path"]?.string else { return nil }
+        guard let id = ServerID.objectId(json["id"]), let path = json["path"]?.string, ServerID.isName(path) else { return nil }
         self.id = id
         self.path = path
         specialUse = json["specialUse"]?.string
@@ -37,10 +38,11 @@ public struct MessageItem: Sendable, Equatable {
     public var forwarded: Bool
     public var json: JSON
 
+    /// Nil unless the id is a valid IMAP uid (see `ServerID`).
     public init?(_ json: JSON) {
-        guard let uid = json["id"]?.int, uid > 0 else { return nil }
+        guard let uid = ServerID.uid(json["id"]) else { return nil }
         self.uid = uid
-        mailbox = json["mailbox"]?.string
+        mailbox = ServerID.objectId(json["mailbox"])
         messageId = json["messageId"]?.string
         size = json["size"]?.int ?? 0
         idate = (json["idate"]?.string).flatMap(parseISODate) ?? (json["date"]?.string).flatMap(parseISODate)
@@ -92,4 +94,6 @@ public struct MessagePage: Sendable {
     public var items: [MessageItem]
     public var nextCursor: String?
     public var total: Int?
+    /// Items left out because they were not valid (see `MessageItem.init`).
+    public var skipped = 0
 }

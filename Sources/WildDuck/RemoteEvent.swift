@@ -99,8 +99,10 @@ public enum JournalEvents {
         guard let json = try? JSON.parse(event.data), let command = json["command"]?.string else {
             return [.resync]
         }
-        let mailbox = json["mailbox"]?.string
-        let uid = json["uid"]?.int
+        // Ids that are not valid (see `ServerID`) count as absent: the event then only makes
+        // the mailbox, or everything, be re-read over REST.
+        let mailbox = ServerID.objectId(json["mailbox"])
+        let uid = ServerID.uid(json["uid"])
         switch (command, mailbox, uid) {
         case ("EXISTS", let m?, let u?): return [.messageAdded(mailbox: m, uid: u)]
         case ("EXPUNGE", let m?, let u?): return [.messageRemoved(mailbox: m, uid: u)]

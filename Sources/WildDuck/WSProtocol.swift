@@ -82,7 +82,7 @@ public enum WSProtocol {
             case "filters": return [.filtersChanged]
             case "autoreply": return [.autoreplyChanged]
             case "messages":
-                if let m = payload["mailboxId"]?.string ?? payload["mailbox"]?.string { return [.mailboxDirty(m)] }
+                if let m = ServerID.objectId(payload["mailboxId"]) ?? ServerID.objectId(payload["mailbox"]) { return [.mailboxDirty(m)] }
                 return [.resync]
             default: return [.resync]
             }
@@ -96,12 +96,13 @@ public enum WSProtocol {
         switch channel {
         case "mailboxes":
             // A mailbox "updated" may be a rename or new contents: re-list it as well.
-            if event == "updated", let id = payload["mailbox"]?["id"]?.string { return [.mailboxesChanged, .mailboxDirty(id)] }
+            if event == "updated", let id = ServerID.objectId(payload["mailbox"]?["id"]) { return [.mailboxesChanged, .mailboxDirty(id)] }
             return [.mailboxesChanged]
         case "messages":
             guard let message = payload["message"],
-                  let uid = message["id"]?.int ?? message["uid"]?.int ?? message.int,
-                  let mailbox = message["mailbox"]?.string ?? payload["mailboxId"]?.string ?? payload["mailbox"]?.string
+                  let uid = ServerID.uid(message["id"]) ?? ServerID.uid(message["uid"]) ?? ServerID.uid(message),
+                  let mailbox = ServerID.objectId(message["mailbox"]) ?? ServerID.objectId(payload["mailboxId"])
+                    ?? ServerID.objectId(payload["mailbox"])
             else { return channelDirty }
             switch event {
             case "created": return [.messageAdded(mailbox: mailbox, uid: uid)]
@@ -115,8 +116,9 @@ public enum WSProtocol {
 
     private static func batched(_ update: JSON, channel: String, fallback: [RemoteEvent]) -> [RemoteEvent] {
         guard let type = update["type"]?.string else { return fallback }
-        let mailbox = update["mailbox"]?.string
-        let uid = update["uid"]?.int ?? update["message"]?.int
+        // Invalid ids (see `ServerID`) count as absent.
+        let mailbox = ServerID.objectId(update["mailbox"])
+        let uid = ServerID.uid(update["uid"]) ?? ServerID.uid(update["message"])
         switch (type, mailbox, uid) {
         case ("message.added", let m?, let u?): return [.messageAdded(mailbox: m, uid: u)]
         case ("message.deleted", let m?, let u?): return [.messageRemoved(mailbox: m, uid: u)]
@@ -128,7 +130,7 @@ public enum WSProtocol {
         case ("message.moved", let m?, _):
             // Which side and which new uid is not settled: re-list both mailboxes.
             var out: [RemoteEvent] = [.mailboxDirty(m)]
-            if let target = update["target"]?.string ?? update["destination"]?.string { out.append(.mailboxDirty(target)) }
+            if let target = ServerID.objectId(update["target"]) ?? ServerID.objectId(update["destination"]) { out.append(.mailboxDirty(target)) }
             return out
         case ("mailbox.updated", let m?, _): return [.mailboxesChanged, .mailboxDirty(m)]
         case (let t, _, _) where t.hasPrefix("mailbox."): return [.mailboxesChanged]

@@ -112,7 +112,7 @@ struct SearchQuery: Sendable {
         if let u = uids, !u.contains(r.uid) { return false }
         let c = r.content
         if let t = thread, c.thread != t { return false }
-        if let f = flagged, r.flags.flagged != f { return false }
+        if let f = flagged, r.flags.listedFlagged != f { return false }
         if let u = unseen, r.flags.seen == u { return false }
         if let s = seen, r.flags.seen != s { return false }
         if let a = attachments, c.parsed.hasAttachments != a { return false }

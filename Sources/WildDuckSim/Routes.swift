@@ -198,13 +198,7 @@ struct Routes {
             switch m {
             case "GET": return .response(try getMessage(req, mb, try uidParam(uidText)))
             case "PUT": return .response(try updateMessages(req, mb, selector: uidText))
-            default:
-                let uid = try uidParam(uidText)
-                guard account.state.withLock({ $0.mailboxes[mb] != nil }) else { return .response(Routes.noSuchMailbox) }
-                do { try account.expunge(mailboxId: mb, uid: uid) } catch {
-                    return .response(Routes.error(404, "Message was not found", code: nil))
-                }
-                return .response(Routes.success)
+            default: return .response(try deleteMessage(req, mb, uidText))
             }
         case let .eml(id, uidText):
             return .response(try eml(try mailboxParam(id), try uidParam(uidText)))
@@ -435,7 +429,7 @@ struct Routes {
         out.append(contentsOf: "\",".utf8)
         out.append(contentsOf: r.content.staticJSON)
         let f = r.flags
-        out.append(contentsOf: ",\"seen\":\(f.seen),\"deleted\":\(f.deleted),\"flagged\":\(f.flagged),\"draft\":\(f.draft),\"answered\":\(f.answered && !f.forwarded),\"forwarded\":\(f.forwarded)}".utf8)
+        out.append(contentsOf: ",\"seen\":\(f.seen),\"deleted\":\(f.deleted),\"flagged\":\(f.listedFlagged),\"draft\":\(f.listedDraft),\"answered\":\(f.answered && !f.forwarded),\"forwarded\":\(f.forwarded)}".utf8)
     }
 
     struct PagingParams { var limit: Int; var ascending: Bool; var orderGiven: Bool; var cursor: PageCursor? }
@@ -550,8 +544,8 @@ struct Routes {
 
     func getMessage(_ req: HTTPRequest, _ mb: String, _ uid: Int) throws -> HTTPResponse {
         guard account.state.withLock({ $0.mailboxes[mb] != nil }) else { return Routes.noSuchMailbox }
-        if try Routes.boolParam(req, "markAsSeen").get() == true {
-            try? account.setFlags(mailboxId: mb, uid: uid, seen: true)
+        if try Routes.boolParam(req, "markAsSeen").get() == true, account.record(mailboxId: mb, uid: uid)?.flags.seen == false {
+            _ = try? account.updateMessages(mailboxId: mb, uids: UidSet(ranges: [uid...uid]), changes: [(.seen, true)])
         }
         guard let r = account.record(mailboxId: mb, uid: uid) else { return Routes.messageNotFound }
         let c = r.content
@@ -569,8 +563,8 @@ struct Routes {
             ("to", .array(p.to.map { $0.json })), ("cc", .array(p.cc.map { $0.json })), ("bcc", .array(p.bcc.map { $0.json })),
             ("subject", .string(c.subject)), ("messageId", .string(c.messageId)),
             ("date", .string(ISODate.format(ms: c.dateMs ?? r.idate))), ("idate", .string(ISODate.format(ms: r.idate))),
-            ("size", .int(c.size)), ("seen", .bool(f.seen)), ("deleted", .bool(f.deleted)), ("flagged", .bool(f.flagged)),
-            ("draft", .bool(f.draft)), ("answered", .bool(f.answered && !f.forwarded)), ("forwarded", .bool(f.forwarded)),
+            ("size", .int(c.size)), ("seen", .bool(f.seen)), ("deleted", .bool(f.deleted)), ("flagged", .bool(f.listedFlagged)),
+            ("draft", .bool(f.listedDraft)), ("answered", .bool(f.answered && !f.forwarded)), ("forwarded", .bool(f.forwarded)),
             ("html", .array(p.html.map { .string($0) })), ("text", .string(p.text)),
             ("attachments", .array(p.attachmentNames.enumerated().map { i, a in
                 .object([("id", .string("ATT" + String(repeating: "0", count: max(0, 5 - String(i + 1).count)) + String(i + 1))),
@@ -586,81 +580,6 @@ struct Routes {
             pairs.append(("contentType", .object([("value", .string(ct)), ("params", .object(p.contentTypeParams.map { ($0.0, .string($0.1)) }))])))
         }
         return .json(200, .object(pairs))
-    }
-
-    func updateMessages(_ req: HTTPRequest, _ mb: String, selector: String?) throws -> HTTPResponse {
-        let body = try Routes.bodyObject(req).get()
-        let sel: String
-        if let s = selector { sel = s } else if let s = body["message"]?.stringValue ?? body["message"]?.intValue.map(String.init) { sel = s } else {
-            throw ResponseError(Routes.validation("message", "\"message\" is required"))
-        }
-        guard let set = UidSet.parse(sel) else { throw ResponseError(Routes.validation("message", "\"message\" must be a valid message selector")) }
-        let seen = Routes.bodyBool(body["seen"]), flagged = Routes.bodyBool(body["flagged"])
-        let draft = Routes.bodyBool(body["draft"]), deleted = Routes.bodyBool(body["deleted"])
-        var moveTo: String?
-        if let t = body["moveTo"]?.stringValue { moveTo = try mailboxParam(t) }
-        let uids = try account.state.withLock { s -> [Int] in
-            guard let m = s.mailboxes[mb] else { throw SimAccountError.noSuchMailbox }
-            var out: [Int] = []
-            for range in set.ranges {
-                var i = Paging.lowerBound(m.uids.count) { m.uids[$0] < range.lowerBound }
-                while i < m.uids.count, m.uids[i] <= range.upperBound { out.append(m.uids[i]); i += 1 }
-            }
-            return Array(Set(out)).sorted()
-        }
-        if let target = moveTo {
-            guard account.state.withLock({ $0.mailboxes[target] != nil }) else { return Routes.noSuchMailbox }
-            var pairs: [JSONValue] = []
-            for uid in uids {
-                guard let newUid = try? account.move(mailboxId: mb, uid: uid, to: target) else { continue }
-                if seen != nil || flagged != nil || draft != nil || deleted != nil {
-                    try? account.setFlags(mailboxId: target, uid: newUid, seen: seen, flagged: flagged, draft: draft, deleted: deleted)
-                }
-                pairs.append(.array([.int(uid), .int(newUid)]))
-            }
-            guard !pairs.isEmpty else { return Routes.error(404, "Could not move message, check if message exists", code: "MessageNotFound") }
-            return .json(200, .object([("success", .bool(true)), ("mailbox", .string(target)), ("id", .array(pairs))]))
-        }
-        guard !uids.isEmpty else { return Routes.error(404, "No message matched query", code: "MessageNotFound") }
-        var updated = 0
-        for uid in uids {
-            if (try? account.setFlags(mailboxId: mb, uid: uid, seen: seen, flagged: flagged, draft: draft, deleted: deleted)) != nil { updated += 1 }
-        }
-        return .json(200, .object([("success", .bool(true)), ("updated", .int(updated))]))
-    }
-
-    func upload(_ req: HTTPRequest, _ mb: String) throws -> HTTPResponse {
-        let ct = req.header("content-type")?.lowercased() ?? ""
-        var raw: [UInt8]
-        var unseen = false, flagged = false, draft = false
-        var date: Int64?
-        if ct.hasPrefix("message/rfc822") {
-            raw = req.body
-            unseen = try Routes.boolParam(req, "unseen").get() ?? false
-            flagged = try Routes.boolParam(req, "flagged").get() ?? false
-            draft = try Routes.boolParam(req, "draft").get() ?? false
-            if let d = req.query["date"] { date = ISODate.parse(d) }
-        } else {
-            let body = try Routes.bodyObject(req).get()
-            raw = []
-            if let r = body["raw"]?.stringValue {
-                guard let d = Data(base64Encoded: r, options: .ignoreUnknownCharacters) else {
-                    throw ResponseError(Routes.validation("raw", "\"raw\" must be a valid base64 string"))
-                }
-                raw = [UInt8](d)
-            }
-            unseen = Routes.bodyBool(body["unseen"]) ?? false
-            flagged = Routes.bodyBool(body["flagged"]) ?? false
-            draft = Routes.bodyBool(body["draft"]) ?? false
-            if let d = body["date"]?.stringValue { date = ISODate.parse(d) }
-        }
-        guard !raw.isEmpty else { return Routes.error(400, "Empty message provided", code: "EmptyMessage") }
-        guard raw.count <= 64 * 1024 * 1024 else { return Routes.error(400, "Message size exceeds allowed limit", code: "MaxSizeExceeded") }
-        let parsed = MailParser.parse(raw)
-        let (uid, size) = try account.deliver(source: .bytes(raw), parsed: parsed, to: mb,
-                                              flags: MsgFlags(seen: !unseen, flagged: flagged, draft: draft), idateMs: date)
-        return .json(200, .object([("success", .bool(true)),
-                                   ("message", .object([("id", .int(uid)), ("mailbox", .string(mb)), ("size", .int(size))]))]))
     }
 
     // MARK: filters, autoreply

@@ -34,6 +34,9 @@ public struct SimMessage: Sendable {
     public var idate: Date
     public var subject: String
     public var thread: String
+    /// The flag list (what IMAP and SSE FETCH events show). `flagged` and `draft` above are what
+    /// listings show, which a REST update with `draft` makes differ from this list.
+    public var flags: [String]
 }
 
 public enum SimSizeMix: Sendable {
@@ -102,7 +105,6 @@ enum RawSource: Sendable {
 final class MessageContent: Sendable {
     let source: RawSource
     let size: Int
-    let objectId: String
     let messageId: String
     let thread: String
     let subject: String
@@ -111,10 +113,9 @@ final class MessageContent: Sendable {
     /// The list-item fields that never change, serialised once: `"thread":...,"size":N` (no braces).
     let staticJSON: [UInt8]
 
-    init(source: RawSource, parsed: ParsedMail, objectId: String, messageId: String, thread: String) {
+    init(source: RawSource, parsed: ParsedMail, messageId: String, thread: String) {
         self.source = source
         self.size = source.count
-        self.objectId = objectId
         self.messageId = messageId
         self.thread = thread
         self.subject = parsed.subject
@@ -150,6 +151,15 @@ final class MessageContent: Sendable {
 
 struct MsgFlags: Sendable, Equatable {
     var seen = false, flagged = false, draft = false, deleted = false, answered = false, forwarded = false
+    /// WildDuck keeps `flagged` and `draft` booleans beside the flag list, and listings and search read the
+    /// booleans. A REST flag update with `draft` writes the `flagged` boolean and never the `draft` one
+    /// (https://github.com/nodemailer/wildduck/blob/master/lib/message-handler.js, `update`), so they can
+    /// disagree with the list; nil means "agrees with the list".
+    var flaggedField: Bool? = nil, draftField: Bool? = nil
+
+    /// What listings, search and the single-message view report.
+    var listedFlagged: Bool { flaggedField ?? flagged }
+    var listedDraft: Bool { draftField ?? draft }
 
     var list: [String] {
         var f: [String] = []
@@ -169,6 +179,10 @@ struct MsgRecord: Sendable {
     var seq: Int64
     var flags: MsgFlags
     let content: MessageContent
+    /// The stored message's `_id`; a move stores a new copy with a new one.
+    var objectId: String
+    /// Set when the message was stored in (or moved into) Junk.
+    var junk = false
 
     var key: SortKey { SortKey(a: idate, b: Int64(uid)) }
 }
@@ -254,20 +268,23 @@ struct AutoreplyState: Sendable {
     var created: Int64?
 }
 
-/// One journal entry (spec §6).
+/// One journal entry, as WildDuck's notifier writes it.
 struct JournalEntry: Sendable {
     let id: String
     let created: Int64
     let command: String
     let mailbox: String?
-    /// the payload without `command`, in order
+    /// the payload without `command`, in the order the server sends it
     let fields: [(String, JSONValue)]
+    /// FETCH: the update touched `seen`; EXISTS/EXPUNGE: the message was unseen
     let unseenChange: Bool
 }
 
 struct AccountState: Sendable {
-    var idPrefix: String
-    var idCounter: UInt64 = 0
+    /// ObjectId parts: 4-byte timestamp (seconds), 5 random bytes per account, 3-byte counter.
+    var idTime: UInt32 = 0
+    var idRandom: UInt64
+    var idCounter: UInt32 = 0
     var seq: Int64 = 0
     var userId = ""
     var username: String
@@ -282,30 +299,40 @@ struct AccountState: Sendable {
     var journal: [JournalEntry] = []
     var journalTTLms: Int64 = 3 * 3600 * 1000
     var journalGeneration: UInt64 = 0
+    /// Largest accepted upload (WildDuck's MAX_ALLOWED_MESSAGE_SIZE, 64 MiB).
+    var maxMessageSize = 64 * 1024 * 1024
+    /// Milliseconds since the epoch; replaceable so tests can age the journal.
+    var clock: @Sendable () -> Int64 = { nowMillis() }
 
     init(username: String, password: String) {
         self.username = username
         self.password = password
-        let t = UInt64(max(0, Date().timeIntervalSince1970))
         var g = SystemRandomNumberGenerator()
-        idPrefix = Hex.fixed(t & 0xFFFF_FFFF, width: 8) + Hex.fixed(UInt64.random(in: 0...0xFF_FFFF, using: &g), width: 6)
+        idRandom = UInt64.random(in: 0...0xFF_FFFF_FFFF, using: &g)
     }
 
-    /// 24-hex ids, increasing within the account (like Mongo ObjectIds from one process).
+    /// 24-hex ids shaped like Mongo ObjectIds from one process: the first 4 bytes are the creation time in
+    /// seconds. They only go up (a clock that steps back keeps the last second), so they sort by creation.
     mutating func newId() -> String {
+        let secs = UInt32(clamping: max(0, clock() / 1000))
+        if secs > idTime { idTime = secs }
         idCounter += 1
-        return idPrefix + Hex.fixed(idCounter, width: 10)
+        if idCounter > 0xFF_FFFF { idCounter = 0; idTime &+= 1 }
+        return Hex.fixed(UInt64(idTime), width: 8) + Hex.fixed(idRandom, width: 10) + Hex.fixed(UInt64(idCounter), width: 6)
     }
 
     mutating func publish(_ command: String, mailbox: String?, _ fields: [(String, JSONValue)], unseenChange: Bool = false) {
-        let now = nowMillis()
+        let now = clock()
         journal.append(JournalEntry(id: newId(), created: now, command: command, mailbox: mailbox, fields: fields, unseenChange: unseenChange))
         journalGeneration &+= 1
-        // expire old entries
-        if let first = journal.first, now - first.created > journalTTLms {
-            let cut = journal.firstIndex(where: { now - $0.created <= journalTTLms }) ?? journal.count
-            journal.removeFirst(cut)
-        }
+        expireJournal(now: now)
+    }
+
+    /// Drops entries older than the TTL (the server's TTL index on `created`).
+    mutating func expireJournal(now: Int64) {
+        guard let first = journal.first, now - first.created > journalTTLms else { return }
+        let cut = journal.firstIndex(where: { now - $0.created <= journalTTLms }) ?? journal.count
+        journal.removeFirst(cut)
     }
 }
 
@@ -465,28 +492,31 @@ public final class SimAccount: Sendable {
         return Hex.fixed(h1, width: 16) + Hex.fixed(h2 >> 32, width: 8)
     }
 
-    func makeContent(_ source: RawSource, parsed: ParsedMail, objectId: String) -> MessageContent {
+    func makeContent(_ source: RawSource, parsed: ParsedMail) -> MessageContent {
         let mid = parsed.messageId ?? "<\(uuidString())@wildduck.email>"
-        return MessageContent(source: source, parsed: parsed, objectId: objectId, messageId: mid, thread: SimAccount.threadId(for: parsed, messageId: mid))
+        return MessageContent(source: source, parsed: parsed, messageId: mid, thread: SimAccount.threadId(for: parsed, messageId: mid))
     }
 
+    /// Stores a message as a delivery or another client's APPEND would. Like WildDuck, the simulator keeps
+    /// the message rebuilt (CRLF line endings, see `Rebuild`), so `raw` may not come back byte for byte.
     @discardableResult
     public func deliver(_ raw: [UInt8], to mailboxId: String, seen: Bool = false, flagged: Bool = false, draft: Bool = false, idate: Date? = nil) throws -> Int {
-        let parsed = MailParser.parse(raw)
+        let stored = Rebuild.message(raw)
+        let parsed = MailParser.parse(stored)
         let ms = idate.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
-        return try deliver(source: .bytes(raw), parsed: parsed, to: mailboxId, flags: MsgFlags(seen: seen, flagged: flagged, draft: draft), idateMs: ms).uid
+        return try deliver(source: .bytes(stored), parsed: parsed, to: mailboxId, flags: MsgFlags(seen: seen, flagged: flagged, draft: draft), idateMs: ms).uid
     }
 
     func deliver(source: RawSource, parsed: ParsedMail, to mailboxId: String, flags: MsgFlags, idateMs: Int64?) throws -> (uid: Int, size: Int) {
-        let oid = state.withLock { $0.newId() }
-        let content = makeContent(source, parsed: parsed, objectId: oid)
+        let content = makeContent(source, parsed: parsed)
         return try mutate { s in
             guard s.mailboxes[mailboxId] != nil else { throw SimAccountError.noSuchMailbox }
-            let uid = s.add(content: content, to: mailboxId, flags: flags, idate: idateMs ?? nowMillis())
+            let uid = s.add(content: content, to: mailboxId, flags: flags, idate: idateMs ?? s.clock())
             return (uid, content.size)
         }
     }
 
+    /// Changes flags as another client (IMAP STORE) would: a FETCH entry only when something changed.
     public func setFlags(mailboxId: String, uid: Int, seen: Bool? = nil, flagged: Bool? = nil, draft: Bool? = nil, deleted: Bool? = nil,
                          answered: Bool? = nil, forwarded: Bool? = nil) throws {
         try mutate { s in
@@ -496,12 +526,14 @@ public final class SimAccount: Sendable {
         }
     }
 
+    /// Moves one message as another client (IMAP MOVE) would; the same code path as the REST `moveTo`.
     @discardableResult
     public func move(mailboxId: String, uid: Int, to target: String) throws -> Int {
         try mutate { s in
-            guard s.mailboxes[mailboxId] != nil, s.mailboxes[target] != nil else { throw SimAccountError.noSuchMailbox }
-            guard let newUid = s.move(mailboxId: mailboxId, uid: uid, to: target) else { throw SimAccountError.messageNotFound }
-            return newUid
+            guard let pair = try s.move(from: mailboxId, uids: UidSet(ranges: [uid...uid]), to: target, changes: []).first else {
+                throw SimAccountError.messageNotFound
+            }
+            return pair.new
         }
     }
 
@@ -512,6 +544,27 @@ public final class SimAccount: Sendable {
         }
     }
 
+    /// The REST flag update (`PUT .../messages`): the number of matched messages. Throws `noSuchMailbox`.
+    func updateMessages(mailboxId: String, uids: UidSet, changes: [(FlagKey, Bool)]) throws -> Int {
+        try mutate { s in try s.update(mailboxId: mailboxId, uids: uids, changes: changes) }
+    }
+
+    /// The REST move (`PUT .../messages` with `moveTo`): (old uid, new uid) pairs. Throws `noSuchMailbox`.
+    func moveMessages(mailboxId: String, uids: UidSet, to target: String, changes: [(FlagKey, Bool)]) throws -> [(old: Int, new: Int)] {
+        try mutate { s in try s.move(from: mailboxId, uids: uids, to: target, changes: changes) }
+    }
+
+    /// Largest upload accepted, in bytes (default 64 MiB, WildDuck's MAX_ALLOWED_MESSAGE_SIZE).
+    public var maxMessageSize: Int {
+        get { state.withLock { $0.maxMessageSize } }
+        set { state.withLock { $0.maxMessageSize = newValue } }
+    }
+
+    /// Replaces the clock used for journal times, ids and default internal dates (tests age the journal with it).
+    public func setClock(_ clock: @escaping @Sendable () -> Date) {
+        mutate { $0.clock = { Int64((clock().timeIntervalSince1970 * 1000).rounded()) } }
+    }
+
     public func messages(mailboxId: String) -> [SimMessage] {
         let records = state.withLock { s -> [MsgRecord] in
             guard let mb = s.mailboxes[mailboxId] else { return [] }
@@ -519,9 +572,10 @@ public final class SimAccount: Sendable {
         }
         return records.map { r in
             SimMessage(uid: r.uid, messageId: r.content.messageId, size: r.content.size, raw: r.content.source.bytes,
-                       seen: r.flags.seen, flagged: r.flags.flagged, draft: r.flags.draft, deleted: r.flags.deleted,
+                       seen: r.flags.seen, flagged: r.flags.listedFlagged, draft: r.flags.listedDraft, deleted: r.flags.deleted,
                        answered: r.flags.answered, forwarded: r.flags.forwarded,
-                       idate: Date(timeIntervalSince1970: Double(r.idate) / 1000), subject: r.content.subject, thread: r.content.thread)
+                       idate: Date(timeIntervalSince1970: Double(r.idate) / 1000), subject: r.content.subject, thread: r.content.thread,
+                       flags: r.flags.list)
         }
     }
 
@@ -568,6 +622,9 @@ public final class SimAccount: Sendable {
     }
 
     public func revokeTokens() { mutate { $0.tokens.removeAll() } }
+
+    /// The tokens that are valid now (tests check that none of them leaks into a log).
+    public var validTokens: Set<String> { state.withLock { $0.tokens } }
 
     /// Issues a token as `POST /authenticate` would.
     public func issueToken() -> String {
@@ -623,7 +680,48 @@ public final class SimAccount: Sendable {
 
 // MARK: - mutations on the locked state
 
+/// The flags a REST update can write.
+enum FlagKey: String, Sendable {
+    case seen, deleted, flagged, draft
+}
+
+extension MailboxState {
+    /// Uids present in the mailbox that `set` selects, ascending.
+    func uids(matching set: UidSet) -> [Int] {
+        var out: [Int] = []
+        for range in set.ranges {
+            var i = Paging.lowerBound(uids.count) { uids[$0] < range.lowerBound }
+            while i < uids.count, uids[i] <= range.upperBound { out.append(uids[i]); i += 1 }
+        }
+        return set.ranges.count > 1 ? Array(Set(out)).sorted() : out
+    }
+}
+
+/// Journal entries for messages, with the keys in the order WildDuck's notifier writes them
+/// (https://github.com/nodemailer/wildduck/blob/master/lib/message-handler.js).
+enum Entry {
+    static func exists(_ r: MsgRecord, mailbox: String, junk: Int? = nil) -> [(String, JSONValue)] {
+        var f: [(String, JSONValue)] = [("uid", .int(r.uid)), ("message", .string(r.objectId)), ("idate", .string(ISODate.format(ms: r.idate))),
+                                        ("thread", .string(r.content.thread))]
+        if let junk { f.append(("junk", .int(junk))) }
+        return f + [("mailbox", .string(mailbox))]
+    }
+
+    static func expunge(uid: Int, objectId: String, thread: String, mailbox: String) -> [(String, JSONValue)] {
+        [("uid", .int(uid)), ("message", .string(objectId)), ("thread", .string(thread)), ("mailbox", .string(mailbox))]
+    }
+
+    static func fetch(_ r: MsgRecord, mailbox: String) -> [(String, JSONValue)] {
+        [("uid", .int(r.uid)), ("flags", .array(r.flags.list.map { .string($0) })), ("thread", .string(r.content.thread)),
+         ("message", .string(r.objectId)), ("mailbox", .string(mailbox))]
+    }
+}
+
 extension AccountState {
+    /// Journal entries are written in batches of this many (BULK_BATCH_SIZE); each batch of entries that
+    /// needs a new modseq raises the mailbox's `modifyIndex` once.
+    static let batchSize = 150
+
     mutating func add(content: MessageContent, to mailboxId: String, flags: MsgFlags, idate: Int64) -> Int {
         guard var mb = mailboxes[mailboxId] else { return 0 }
         mailboxes[mailboxId] = nil // avoid copy-on-write of the big arrays
@@ -631,16 +729,14 @@ extension AccountState {
         mb.uidNext += 1
         mb.modifyIndex += 1
         seq += 1
-        mb.insert(MsgRecord(uid: uid, idate: idate, seq: seq, flags: flags, content: content))
+        let r = MsgRecord(uid: uid, idate: idate, seq: seq, flags: flags, content: content, objectId: newId(), junk: mb.specialUse == "\\Junk")
+        mb.insert(r)
         mailboxes[mailboxId] = mb
-        var fields: [(String, JSONValue)] = [("mailbox", .string(mailboxId)), ("uid", .int(uid)), ("message", .string(content.objectId)),
-                                             ("thread", .string(content.thread)), ("idate", .string(ISODate.format(ms: idate)))]
-        if mb.specialUse == "\\Junk" { fields.append(("junk", .bool(true))) }
-        publish("EXISTS", mailbox: mailboxId, fields, unseenChange: !flags.seen)
+        publish("EXISTS", mailbox: mailboxId, Entry.exists(r, mailbox: mailboxId), unseenChange: !flags.seen)
         return uid
     }
 
-    /// nil when the message does not exist; otherwise whether anything changed.
+    /// Another client's STORE. nil when the message does not exist; otherwise whether anything changed.
     mutating func setFlags(mailboxId: String, uid: Int, seen: Bool?, flagged: Bool?, draft: Bool?, deleted: Bool?,
                            answered: Bool?, forwarded: Bool?) throws -> Bool? {
         guard var mb = mailboxes[mailboxId] else { throw SimAccountError.noSuchMailbox }
@@ -650,8 +746,8 @@ extension AccountState {
         var f = mb.byDate[i].flags
         let old = f
         if let v = seen { f.seen = v }
-        if let v = flagged { f.flagged = v }
-        if let v = draft { f.draft = v }
+        if let v = flagged { f.flagged = v; f.flaggedField = nil }
+        if let v = draft { f.draft = v; f.draftField = nil }
         if let v = deleted { f.deleted = v }
         if let v = answered { f.answered = v }
         if let v = forwarded { f.forwarded = v }
@@ -659,22 +755,103 @@ extension AccountState {
         mb.byDate[i].flags = f
         if old.seen != f.seen { mb.unseen += f.seen ? -1 : 1 }
         mb.modifyIndex += 1
-        let c = mb.byDate[i].content
-        publish("FETCH", mailbox: mailboxId, [("mailbox", .string(mailboxId)), ("uid", .int(uid)), ("flags", .array(f.list.map { .string($0) })),
-                                              ("message", .string(c.objectId)), ("thread", .string(c.thread))],
-                unseenChange: old.seen != f.seen)
+        publish("FETCH", mailbox: mailboxId, Entry.fetch(mb.byDate[i], mailbox: mailboxId), unseenChange: old.seen != f.seen)
         return true
     }
 
-    mutating func move(mailboxId: String, uid: Int, to target: String) -> Int? {
-        guard var mb = mailboxes[mailboxId] else { return nil }
+    /// The REST flag update, as WildDuck's `update`: one new modseq for the request, then every matched
+    /// message gets a FETCH entry with its full flag list, changed or not, written in batches of 150.
+    /// Returns the number of matched messages.
+    mutating func update(mailboxId: String, uids set: UidSet, changes: [(FlagKey, Bool)]) throws -> Int {
+        guard var mb = mailboxes[mailboxId] else { throw SimAccountError.noSuchMailbox }
         mailboxes[mailboxId] = nil
-        guard let r = mb.remove(uid: uid) else { mailboxes[mailboxId] = mb; return nil }
         mb.modifyIndex += 1
+        let matched = mb.uids(matching: set)
+        var pending: [[(String, JSONValue)]] = []
+        let touchesSeen = changes.contains { $0.0 == .seen }
+        func flush(_ s: inout AccountState, _ mb: inout MailboxState) {
+            guard !pending.isEmpty else { return }
+            mb.modifyIndex += 1
+            for e in pending { s.publish("FETCH", mailbox: mailboxId, e, unseenChange: touchesSeen) }
+            pending.removeAll()
+        }
+        for uid in matched {
+            guard let i = mb.index(ofUid: uid) else { continue }
+            var f = mb.byDate[i].flags
+            let old = f
+            let draftBool = f.listedDraft
+            var flaggedBool: Bool?
+            for (key, value) in changes {
+                switch key {
+                case .seen: f.seen = value
+                case .deleted: f.deleted = value
+                case .flagged: f.flagged = value; flaggedBool = value
+                // WildDuck's quirk: `draft` sets the \Draft flag but writes the `flagged` boolean
+                case .draft: f.draft = value; flaggedBool = value
+                }
+            }
+            if let b = flaggedBool { f.flaggedField = b == f.flagged ? nil : b }
+            f.draftField = draftBool == f.draft ? nil : draftBool
+            mb.byDate[i].flags = f
+            if old.seen != f.seen { mb.unseen += f.seen ? -1 : 1 }
+            pending.append(Entry.fetch(mb.byDate[i], mailbox: mailboxId))
+            if pending.count >= AccountState.batchSize { flush(&self, &mb) }
+        }
+        flush(&self, &mb)
         mailboxes[mailboxId] = mb
-        publish("EXPUNGE", mailbox: mailboxId, [("mailbox", .string(mailboxId)), ("uid", .int(uid)), ("message", .string(r.content.objectId)),
-                                                ("thread", .string(r.content.thread))], unseenChange: !r.flags.seen)
-        return add(content: r.content, to: target, flags: r.flags, idate: r.idate)
+        return matched.count
+    }
+
+    /// A move, as WildDuck's `move`: the source's `modifyIndex` goes up once per request (even when nothing
+    /// matched), each message is stored anew in the target (new uid, new `_id`) with `changes` applied and no
+    /// FETCH entry, and the journal gets, per batch of 150, every EXPUNGE (source) and then every EXISTS
+    /// (target, one `modifyIndex` step per batch). Throws `noSuchMailbox` when either mailbox is missing.
+    mutating func move(from source: String, uids set: UidSet, to target: String, changes: [(FlagKey, Bool)]) throws -> [(old: Int, new: Int)] {
+        guard mailboxes[source] != nil, let targetUse = mailboxes[target].map({ $0.specialUse }) else { throw SimAccountError.noSuchMailbox }
+        mailboxes[source]?.modifyIndex += 1
+        let matched = mailboxes[source]?.uids(matching: set) ?? []
+        var pairs: [(old: Int, new: Int)] = []
+        var expunges: [(entry: [(String, JSONValue)], unseen: Bool)] = []
+        var exists: [(entry: [(String, JSONValue)], unseen: Bool)] = []
+        func flush(_ s: inout AccountState) {
+            guard !exists.isEmpty else { return }
+            for e in expunges { s.publish("EXPUNGE", mailbox: source, e.entry, unseenChange: e.unseen) }
+            s.mailboxes[target]?.modifyIndex += 1
+            for e in exists { s.publish("EXISTS", mailbox: target, e.entry, unseenChange: e.unseen) }
+            expunges.removeAll()
+            exists.removeAll()
+        }
+        for uid in matched {
+            guard var r = mailboxes[source]?.remove(uid: uid), let newUid = mailboxes[target]?.uidNext else { continue }
+            mailboxes[target]?.uidNext += 1
+            expunges.append((Entry.expunge(uid: uid, objectId: r.objectId, thread: r.content.thread, mailbox: source), !r.flags.seen))
+            r.uid = newUid
+            r.objectId = newId()
+            seq += 1
+            r.seq = seq
+            var junk: Int?
+            if targetUse == "\\Junk" && !r.junk {
+                r.junk = true
+                junk = 1
+            } else if targetUse != "\\Trash" && r.junk {
+                r.junk = false
+                junk = -1
+            }
+            for (key, value) in changes {
+                switch key {
+                case .seen: r.flags.seen = value
+                case .deleted: r.flags.deleted = value
+                case .flagged: r.flags.flagged = value; r.flags.flaggedField = nil
+                case .draft: r.flags.draft = value; r.flags.draftField = nil
+                }
+            }
+            mailboxes[target]?.insert(r)
+            exists.append((Entry.exists(r, mailbox: target, junk: junk), !r.flags.seen))
+            pairs.append((uid, newUid))
+            if exists.count >= AccountState.batchSize { flush(&self) }
+        }
+        flush(&self)
+        return pairs
     }
 
     mutating func expunge(mailboxId: String, uid: Int) -> Bool {
@@ -684,8 +861,8 @@ extension AccountState {
         if r != nil { mb.modifyIndex += 1 }
         mailboxes[mailboxId] = mb
         guard let rec = r else { return false }
-        publish("EXPUNGE", mailbox: mailboxId, [("mailbox", .string(mailboxId)), ("uid", .int(uid)), ("message", .string(rec.content.objectId)),
-                                                ("thread", .string(rec.content.thread))], unseenChange: !rec.flags.seen)
+        publish("EXPUNGE", mailbox: mailboxId, Entry.expunge(uid: uid, objectId: rec.objectId, thread: rec.content.thread, mailbox: mailboxId),
+                unseenChange: !rec.flags.seen)
         return true
     }
 }

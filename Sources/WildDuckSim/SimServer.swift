@@ -43,6 +43,9 @@ public enum SimFault: Sendable, Equatable {
     case trailerFlood
     /// answer with this status, a `Retry-After: seconds` header and a JSON error body
     case retryAfter(status: Int, seconds: Int)
+    /// answer normally, with every occurrence of each key in the body replaced by its value
+    /// (a server with broken data: ids that are not ObjectIds, uids out of range, …)
+    case rewrite([String: String])
 }
 
 struct ServerCore: Sendable {
@@ -247,6 +250,11 @@ public final class SimServer: Sendable {
             usleep(UInt32(max(0, ms)) * 1000)
             fault = nil
         }
+        var rewrite: [String: String] = [:]
+        if case let .rewrite(replacements)? = fault {
+            rewrite = replacements
+            fault = nil
+        }
         var response: HTTPResponse
         switch fault {
         case .dropConnection?:
@@ -274,6 +282,11 @@ public final class SimServer: Sendable {
             case let .stream(body):
                 return body(fd) && req.keepAlive
             }
+        }
+        if !rewrite.isEmpty {
+            var text = String(decoding: response.body, as: UTF8.self)
+            for (old, new) in rewrite { text = text.replacingOccurrences(of: old, with: new) }
+            response.body = Array(text.utf8)
         }
         if truncate {
             let bytes = response.encoded(keepAlive: false, truncateAt: max(0, response.body.count / 2))

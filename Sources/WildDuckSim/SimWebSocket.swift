@@ -26,6 +26,10 @@ public struct SimWSConfig: Sendable {
     public var answerPings = true
     /// When false, a second `messages` subscription on one connection is refused.
     public var multipleMessageSubscriptions = true
+    /// When true, a message change in a mailbox that has no `messages` subscription is announced
+    /// on the `mailboxes` channel as that mailbox being `updated`; when false it is not announced
+    /// at all (a server whose `mailboxes` channel only reports created, renamed and deleted).
+    public var mailboxUpdatesForUnsubscribed = true
     public init() {}
 }
 
@@ -307,7 +311,7 @@ final class SimWSSession {
             case "EXISTS", "EXPUNGE", "FETCH":
                 guard subscriptions["messages/" + mailbox] != nil else {
                     // Not subscribed to that mailbox: a mailbox-level update only.
-                    if subscriptions["mailboxes"] != nil {
+                    if subscriptions["mailboxes"] != nil && config.mailboxUpdatesForUnsubscribed {
                         guard perEventOrBatch(&batch, "mailboxes", event: "updated", key: "mailbox",
                                               object: .object([("id", .string(mailbox))]),
                                               batched: .object([("type", .string("mailbox.updated")), ("mailbox", .string(mailbox)), ("time", .int(now))]))

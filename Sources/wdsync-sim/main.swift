@@ -25,6 +25,7 @@ let options: [Option] = [
     Option(name: "--small", value: nil, help: "generate ~2 KB messages instead of the realistic size mix"),
     Option(name: "--journal-ttl", value: "SECONDS", help: "how long SSE journal entries are kept (default 10800)"),
     Option(name: "--heartbeat", value: "SECONDS", help: "SSE idle heartbeat interval (default 15)"),
+    Option(name: "--max-message-size", value: "BYTES", help: "largest upload accepted (default 67108864, WildDuck's 64 MiB)"),
     Option(name: "--help", value: nil, help: "show this help and exit"),
 ]
 
@@ -77,6 +78,10 @@ let account = SimAccount(username: user, password: values["--password"] ?? "demo
 if let ttl = values["--journal-ttl"] {
     guard let t = Double(ttl), t > 0 else { fail("invalid --journal-ttl") }
     account.setJournalTTL(seconds: t)
+}
+if let max = values["--max-message-size"] {
+    guard let n = Int(max), n > 0 else { fail("invalid --max-message-size") }
+    account.maxMessageSize = n
 }
 do {
     let work = try account.createMailbox(path: "Work")

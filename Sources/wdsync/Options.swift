@@ -29,11 +29,14 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "max-reconnect-delay", short: nil, value: "MS", help: "Live sync: longest reconnection delay (default 32000)."),
     OptionSpec(long: "reconnect-attempts", short: nil, value: "N", help: "Live sync: give up after N failed reconnections (default 0 = never)."),
     OptionSpec(long: "ping-interval", short: nil, value: "S", help: "Live sync: seconds between our WebSocket pings; no pong within 5 s means a dead connection (default 10)."),
+    OptionSpec(long: "pull-only", short: nil, value: nil, help: "Never write to the server (a pure backup): local changes are kept but neither pushed nor reverted. Config: pull-only = yes"),
+    OptionSpec(long: "allow-mass-delete", short: nil, value: nil, help: "Let this run delete 10 or more messages and over 25 % of a mailbox on the server (see exit code 66).", configKey: false),
     OptionSpec(long: "config", short: nil, value: "FILE", help: "Config file. Default: $XDG_CONFIG_HOME/wdsync/config", configKey: false),
     OptionSpec(long: "account", short: nil, value: "NAME", help: "Sync only this account of the config file (default: all).", configKey: false),
     OptionSpec(long: "verbose", short: "v", value: nil, help: "Say what is being done.", configKey: false),
     OptionSpec(long: "debug", short: nil, value: nil, help: "Log everything, with timestamps (secrets redacted).", configKey: false),
     OptionSpec(long: "quiet", short: "q", value: nil, help: "Print errors only.", configKey: false),
+    OptionSpec(long: "completions", short: nil, value: "bash|zsh|fish", help: "Print the completion script for this shell (contrib/install.sh installs them).", configKey: false),
     OptionSpec(long: "help", short: "h", value: nil, help: "Show this help.", configKey: false),
     OptionSpec(long: "version", short: nil, value: nil, help: "Show the version.", configKey: false),
 ]
@@ -49,6 +52,7 @@ enum ExitCode: Int32 {
     case localIO = 74        // EX_IOERR: disk full, permissions, cache unusable
     case locked = 75         // EX_TEMPFAIL: another wdsync holds the account lock
     case dataErr = 65        // EX_DATAERR: --verify found differences
+    case massDelete = 66     // the mass-delete breaker held deletes (README: exit codes)
     case server = 76         // EX_PROTOCOL: the server answered with an error or nonsense
     case auth = 77           // EX_NOPERM: authentication failed
 }
@@ -81,7 +85,8 @@ func helpText() -> String {
     The config file holds the same settings (without the leading --) as `key = value` lines;
     lines before the first `[account NAME]` section apply to every account.
 
-    exit codes: 0 ok, 64 usage or config, 65 --verify found differences, 69 server unreachable, 74 local I/O (disk, permissions,
+    exit codes: 0 ok, 64 usage or config, 65 --verify found differences, 66 mass delete held back (run once with
+    --allow-mass-delete if it was meant), 69 server unreachable, 74 local I/O (disk, permissions,
     cache), 75 another wdsync holds the account lock, 76 server error, 77 authentication failed.
     """
     return text
@@ -185,6 +190,17 @@ func liveOptions(_ values: [String: String]) throws -> LiveOptions {
     return o
 }
 
+/// A yes/no setting: given as a flag on the command line, or `key = yes|no` in the config file.
+func flag(_ key: String, _ values: [String: String], _ flags: Set<String>) throws -> Bool {
+    if flags.contains(key) { return true }
+    guard let text = values[key]?.lowercased() else { return false }
+    switch text {
+    case "yes", "true", "on", "1": return true
+    case "no", "false", "off", "0": return false
+    default: throw UsageError(description: "\(key) must be yes or no, not \(text)")
+    }
+}
+
 /// Builds the account configurations from the command line and the config file.
 func resolveAccounts(_ args: CommandLineArgs, environment: [String: String]) throws -> [AccountConfig] {
     let home = environment["HOME"] ?? NSHomeDirectory()
@@ -245,6 +261,8 @@ func resolveAccounts(_ args: CommandLineArgs, environment: [String: String]) thr
                                     layout: layout, caFile: values["ca-file"].map(expand), insecure: insecure,
                                     connections: connections)
         account.live = try liveOptions(values)
+        account.pullOnly = try flag("pull-only", values, flags)
+        account.allowMassDelete = flags.contains("allow-mass-delete")
         return account
     }
 }

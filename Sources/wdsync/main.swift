@@ -9,7 +9,8 @@ import Store
 import Sync
 import WildDuck
 
-/// Writes log lines to standard error; never sees secrets (callers don't pass them).
+/// Writes log lines to standard error. Every message goes through `LogText.clean`: secrets
+/// are redacted and control characters from server strings escaped here, in one place.
 struct StderrLog: SyncLog {
     let level: LogLevel
     let timestamps: Bool
@@ -25,7 +26,7 @@ struct StderrLog: SyncLog {
         case .warning: line += "warning: "
         default: break
         }
-        line += message + "\n"
+        line += LogText.clean(message) + "\n"
         FileHandle.standardError.write(Data(line.utf8))
     }
 }
@@ -70,6 +71,14 @@ func run() -> ExitCode {
     }
     if args.flags.contains("help") { print(helpText()); return .ok }
     if args.flags.contains("version") { print(version); return .ok }
+    if let shell = args.values["completions"] {
+        guard let script = completionScript(for: shell) else {
+            FileHandle.standardError.write(Data("wdsync: --completions takes bash, zsh or fish\n".utf8))
+            return .usage
+        }
+        print(script, terminator: "")
+        return .ok
+    }
     let level: LogLevel = args.flags.contains("debug") ? .debug : args.flags.contains("verbose") ? .verbose
         : args.flags.contains("quiet") ? .error : .info
     var accounts: [AccountConfig]
@@ -103,6 +112,10 @@ func run() -> ExitCode {
                                   summary.mailboxesListed, summary.mailboxesChanged, summary.downloaded,
                                   Double(summary.bytesDownloaded) / 1_000_000, summary.reused, summary.renamed,
                                   summary.removed, seconds))
+            if summary.pushRequests > 0 || summary.pending > 0 {
+                log.log(.info, "pushed \(summary.pushedFlags) flag changes, \(summary.pushedMoves) moves, \(summary.pushedDeletes) deletes, \(summary.uploaded) uploads in \(summary.pushRequests) requests; \(summary.pending) pending\(account.pullOnly ? " (pull-only)" : "")")
+            }
+            if !summary.heldDeletes.isEmpty && result == .ok { result = .massDelete }
             if summary.failed > 0 {
                 // Everything else is mirrored; the refused messages are tried again next run.
                 log.log(.error, "\(summary.failed) message(s) could not be downloaded (see above); everything else is in place")

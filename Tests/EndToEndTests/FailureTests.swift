@@ -178,4 +178,43 @@ import WildDuckSim
         // No mailbox landed in another mailbox's cur/new/tmp.
         #expect(!FileManager.default.fileExists(atPath: h.maildir + "/Work/cur/cur"))
     }
+
+    @Test func lockAndCacheRefuseLinksAndOtherUsersFiles() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 3)
+        let precious = h.dir + "/precious"
+        _ = FileManager.default.createFile(atPath: precious, contents: Data("keep me\n".utf8), attributes: [.posixPermissions: 0o600])
+        // A link at the lock's path: neither followed nor truncated.
+        try FileManager.default.createSymbolicLink(atPath: h.db + ".lock", withDestinationPath: precious)
+        let lockLink = try h.run()
+        #expect(lockLink.status == 74, "\(lockLink.stderr)")
+        #expect(lockLink.stderr.contains("symbolic link"))
+        #expect(FileManager.default.contents(atPath: precious) == Data("keep me\n".utf8))
+        try FileManager.default.removeItem(atPath: h.db + ".lock")
+        // A link at the cache's path.
+        try FileManager.default.createSymbolicLink(atPath: h.db, withDestinationPath: precious)
+        let cacheLink = try h.run()
+        #expect(cacheLink.status == 74, "\(cacheLink.stderr)")
+        #expect(cacheLink.stderr.contains("symbolic link"))
+        #expect(FileManager.default.contents(atPath: precious) == Data("keep me\n".utf8))
+        try FileManager.default.removeItem(atPath: h.db)
+        // The lock keeps its contents' length: it is never truncated, only overwritten.
+        try h.sync()
+        try h.expectMirror()
+        // Files of another user (the tests run as root in CI; elsewhere chown fails and this
+        // part is skipped).
+        if geteuid() == 0 {
+            chown(h.db, 65534, 65534)
+            let foreignCache = try h.run()
+            #expect(foreignCache.status == 74, "\(foreignCache.stderr)")
+            #expect(foreignCache.stderr.contains("another user"))
+            chown(h.db, 0, 0)
+            chown(h.db + ".lock", 65534, 65534)
+            let foreignLock = try h.run()
+            #expect(foreignLock.status == 74, "\(foreignLock.stderr)")
+            #expect(foreignLock.stderr.contains("not a regular file of this user"))
+            chown(h.db + ".lock", 0, 0)
+            try h.sync()
+        }
+    }
 }

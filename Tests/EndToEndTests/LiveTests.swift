@@ -88,6 +88,62 @@ import WildDuckSim
     }
 }
 
+/// A mailbox created while the daemon runs, with mail delivered into it as soon as its folder
+/// appears (create a folder in webmail, move messages into it): the daemon subscribes to the new
+/// mailbox, then lists it, so nothing delivered in between is missed.
+@Suite(.serialized) struct LiveNewMailboxTests {
+    enum Way: String, CaseIterable, CustomTestStringConvertible {
+        case webSocketPerEvent, webSocketBatched, webSocketRefusingASecondSubscription, sse, polling
+        var testDescription: String { rawValue }
+    }
+
+    @Test(arguments: Way.allCases)
+    func mailDeliveredIntoANewMailboxArrives(way: Way) throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 10)
+        let refuse = #"{"code":"ResourceNotFound","message":"no"}"#
+        var extra = ["--poll-interval", "3600"]
+        switch way {
+        case .webSocketPerEvent, .webSocketBatched:
+            // No mailbox-level updates for unsubscribed mailboxes: only a subscription helps.
+            h.server.configureWebSocket {
+                $0.style = way == .webSocketBatched ? .batched : .perEvent
+                $0.mailboxUpdatesForUnsubscribed = false
+            }
+        case .webSocketRefusingASecondSubscription:
+            h.server.configureWebSocket { $0.multipleMessageSubscriptions = false }
+        case .sse:
+            h.server.injectFault(.status(404, body: refuse), on: "ws", count: 1_000)
+        case .polling:
+            h.server.injectFault(.status(404, body: refuse), on: "ws", count: 1_000)
+            h.server.injectFault(.status(404, body: refuse), on: "updates", count: 1_000)
+            extra = ["--poll-interval", "1"]
+        }
+        let d = try h.startDaemon(extra: extra)
+        let connected = way == .polling ? "to REST polling" : way == .sse ? "connected (SSE)" : "connected (WebSocket)"
+        #expect(d.waitForLog(connected), "\(d.log.suffix(2000))")
+        try h.expectMirrorEventually()
+
+        let box = try h.account.createMailbox(path: "Fresh/Projects")
+        #expect(Harness.wait(timeout: 20) { FileManager.default.fileExists(atPath: h.maildir + "/Fresh/Projects/cur") },
+                "the new mailbox's folder did not appear: \(d.log.suffix(2000))")
+        for i in 0..<2 {
+            try h.account.deliver(Array("Subject: fresh \(i)\r\nMessage-ID: <fresh-\(i)@x>\r\n\r\nx\r\n".utf8), to: box)
+        }
+        try h.expectMirrorEventually()
+        if way != .sse && way != .polling {
+            let subscribed = d.log.split(separator: "\n").contains {
+                $0.contains("ws → ") && $0.contains(#""type":"subscribe""#) && $0.contains(#""mailboxId":"\#(box)""#)
+            }
+            #expect(subscribed, "no messages subscription was sent for the new mailbox")
+        }
+        // A second message later comes as an update (or, refused, a mailbox-level update / poll).
+        try h.account.deliver(Array("Subject: fresh later\r\nMessage-ID: <fresh-later@x>\r\n\r\nx\r\n".utf8), to: box)
+        try h.expectMirrorEventually()
+        #expect(d.terminate() == 0)
+    }
+}
+
 @Suite(.serialized) struct LiveAccountsTests {
     @Test func twoAccountsSideBySideInOneProcess() throws {
         let a = try Harness(), b = try Harness()

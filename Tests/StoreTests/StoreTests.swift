@@ -63,6 +63,22 @@ private func message(_ mailbox: String, _ uid: Int, flags: MessageFlags = [], me
         }
     }
 
+    @Test func aMigrationMissingBelowTheNewestIsStillApplied() throws {
+        // Migrations numbered on parallel branches can land out of order.
+        let path = tempPath("cache.sqlite")
+        do {
+            let store = try Store(path: path)
+            try store.db.execute("DROP TABLE status; DELETE FROM schema_migrations WHERE version = 3")
+        }
+        let store = try Store(path: path)
+        #expect(try store.hasTable("status"))
+        #expect(try store.status() == StatusRecord())
+        let reader = try Store(readOnlyPath: path)
+        var empty = CacheCounts()
+        empty.pendingPushes = 0   // the two-way outbox exists and is empty
+        #expect(try reader.counts() == empty)
+    }
+
     @Test func accountMismatchIsRefused() throws {
         let store = try Store(path: tempPath("c.sqlite"))
         try store.setAccount(AccountRecord(server: "http://a", username: "alice", userId: "1", maildir: "/m", layout: "verbatim"))
@@ -144,5 +160,63 @@ private func message(_ mailbox: String, _ uid: Int, flags: MessageFlags = [], me
             }
         }
         #expect(try store.messages().isEmpty)
+    }
+
+    @Test func flagsMergeThreeWay() {
+        let merge = MessageFlags.merge
+        // Only the server changed: pulled. Only local changed: kept.
+        #expect(merge([.seen], [.seen], [.seen, .flagged]) == [.seen, .flagged])
+        #expect(merge([.seen, .flagged], [.seen], [.seen]) == [.seen, .flagged])
+        // Different flags on the two sides: both.
+        #expect(merge([.seen], [], [.flagged]) == [.seen, .flagged])
+        // The same flag on both sides: local.
+        #expect(merge([], [.seen], [.seen, .trashed]) == [.trashed])
+        // A local R is not stripped by a server change to something else.
+        #expect(merge([.replied, .seen], [.seen], [.seen, .flagged]) == [.replied, .seen, .flagged])
+    }
+
+    @Test func serverUpdatesMergeIntoLocalChangesAndPendingMutationsHoldTheExport() throws {
+        let store = try Store(path: tempPath("c.sqlite"))
+        try store.upsertMailbox(mailbox("A", "INBOX"))
+        try store.insertMessage(message("A", 1))
+        try store.insertMessage(message("A", 2))
+        try store.markExported(mailboxId: "A", uid: 1, uniq: "u-A-1", file: "INBOX/new/u-A-1:2,", sha256: "ab")
+        try store.markExported(mailboxId: "A", uid: 2, uniq: "u-A-2", file: "INBOX/new/u-A-2:2,", sha256: "cd")
+        // Read locally (scan), then the server flags it: both kept, base is the server's.
+        try store.setLocalFile(mailboxId: "A", uid: 1, file: "INBOX/cur/u-A-1:2,S", uniq: "u-A-1", flags: [.seen])
+        try store.queue(.flags, mailboxId: "A", uid: 1)
+        try store.insertMessage(message("A", 1, flags: [.flagged]))
+        let one = try #require(try store.message(mailboxId: "A", uid: 1))
+        #expect(one.flags == [.seen, .flagged] && one.baseFlags == [.flagged])
+        #expect(try store.messageFlags(mailboxId: "A")[1] == [.flagged])
+        // Deleted locally: the row is held from the exporter until the delete is confirmed.
+        try store.queue(.delete, mailboxId: "A", uid: 2)
+        try store.updateFlags(mailboxId: "A", uid: 2, flags: [.seen], json: nil)
+        #expect(try store.dirtyMessages(limit: 10).map(\.uid) == [1])
+        try store.completeDelete(mailboxId: "A", uid: 2)
+        #expect(try store.message(mailboxId: "A", uid: 2) == nil)
+        #expect(try store.orphanCount() == 0)
+        // The server dropping a message with a pending flag change drops the change.
+        try store.removeMessage(mailboxId: "A", uid: 1)
+        #expect(try store.outboxCount() == 0)
+    }
+
+    @Test func aPendingMoveKeepsItsFileWhenTheSourceMailboxGoes() throws {
+        let store = try Store(path: tempPath("c.sqlite"))
+        try store.upsertMailbox(mailbox("A", "INBOX"))
+        try store.upsertMailbox(mailbox("B", "Work"))
+        try store.insertMessage(message("A", 1))
+        try store.markExported(mailboxId: "A", uid: 1, uniq: "u-A-1", file: "INBOX/cur/u-A-1:2,S", sha256: "ab")
+        try store.setLocalFile(mailboxId: "A", uid: 1, file: "Work/cur/u-A-1:2,S", uniq: "u-A-1", flags: [.seen])
+        try store.queue(.move, mailboxId: "A", uid: 1, target: "B", file: "Work/cur/u-A-1:2,S", uniq: "u-A-1")
+        // The server listing no longer has it: kept for the push to settle.
+        try store.removeMessage(mailboxId: "A", uid: 1)
+        #expect(try store.message(mailboxId: "A", uid: 1) != nil)
+        // The whole mailbox goes: the move becomes an upload of the file, which is not orphaned.
+        try store.removeMailbox(id: "A")
+        #expect(try store.orphanCount() == 0)
+        let pending = try store.outbox()
+        #expect(pending.count == 1 && pending.first?.kind == .upload && pending.first?.mailboxId == "B")
+        #expect(pending.first?.file == "Work/cur/u-A-1:2,S")
     }
 }

@@ -264,7 +264,7 @@ import Testing
         #expect(try h.get(s + "&id=abc").status == 400)
     }
 
-    @Test func emlIsByteExactAndChunked() throws {
+    @Test func emlIsTheStoredCopyAndChunked() throws {
         let h = try Harness()
         // CRLF, bare LF, 8-bit and NUL bytes, no trailing newline
         var raw = Array("Subject: bytes\r\nFrom: a@b\n\r\nline1\r\nline2\nä\u{0}\u{1}".utf8)
@@ -275,7 +275,9 @@ import Testing
         #expect(r.headers["content-type"] == "message/rfc822")
         #expect(r.headers["transfer-encoding"] == "chunked")
         #expect(r.headers["content-length"] == nil)
-        #expect(r.body == raw)
+        // served as stored, and stored as WildDuck rebuilds it: bare LFs become CRLF
+        #expect(r.body == h.account.messages(mailboxId: h.inbox).first?.raw)
+        #expect(r.body.filter { $0 != 0x0D } == raw.filter { $0 != 0x0D } && r.body.count > raw.count)
         #expect(r.wireBody.count > raw.count)
         let missing = try h.get("/users/me/mailboxes/\(h.inbox)/messages/999/message.eml")
         #expect(missing.status == 404)
@@ -306,21 +308,22 @@ import Testing
         for i in 1...3 { try h.account.deliver(mail(i), to: inbox) }
         func mi(_ id: String) -> Int { h.account.mailboxes().first { $0.id == id }?.modifyIndex ?? -1 }
         #expect(mi(inbox) == 3 && mi(work) == 0)
-        // flags
+        // flags: +1 for the request and +1 for its batch of FETCH entries
         let put = try h.call("PUT", "/users/me/mailboxes/\(inbox)/messages/2", json: #"{"seen":true,"flagged":true}"#)
         #expect(put.json == .object([("success", .bool(true)), ("updated", .int(1))]))
-        #expect(mi(inbox) == 4)
+        #expect(mi(inbox) == 5)
         let listed = try #require(try h.get("/users/me/mailboxes/\(inbox)/messages?order=asc").json?["results"]?[1])
         #expect(listed["seen"] == .bool(true) && listed["flagged"] == .bool(true))
         // deleted:true does not expunge
         _ = try h.call("PUT", "/users/me/mailboxes/\(inbox)/messages/3", json: #"{"deleted":true}"#)
         #expect(h.account.messages(mailboxId: inbox).count == 3)
-        #expect(mi(inbox) == 5)
+        #expect(mi(inbox) == 7)
         #expect(try h.call("PUT", "/users/me/mailboxes/\(inbox)/messages/99", json: #"{"seen":true}"#).json?["code"] == .string("MessageNotFound"))
+        #expect(mi(inbox) == 8)  // nothing matched: +1, no FETCH batch
         // move: new uid in the target, both sides bump
         let mv = try h.call("PUT", "/users/me/mailboxes/\(inbox)/messages/2", json: #"{"moveTo":"\#(work)"}"#)
         #expect(mv.json == .object([("success", .bool(true)), ("mailbox", .string(work)), ("id", .array([.array([.int(2), .int(1)])]))]))
-        #expect(mi(inbox) == 6 && mi(work) == 1)
+        #expect(mi(inbox) == 9 && mi(work) == 1)
         #expect(h.account.messages(mailboxId: work).first?.flagged == true)
         // move back: uid 4 (uids never reused)
         let back = try h.account.move(mailboxId: work, uid: 1, to: inbox)
@@ -329,32 +332,13 @@ import Testing
         // expunge via DELETE
         #expect(try h.call("DELETE", "/users/me/mailboxes/\(inbox)/messages/1").json == .object([("success", .bool(true))]))
         #expect(try h.call("DELETE", "/users/me/mailboxes/\(inbox)/messages/1").json == .object([("error", .string("Message was not found"))]))
-        #expect(mi(inbox) == 8)
+        #expect(mi(inbox) == 11)
         let next = try h.account.deliver(mail(9), to: inbox)
         #expect(next == 5)
         // bulk range update
         let bulk = try h.call("PUT", "/users/me/mailboxes/\(inbox)/messages/1:*", json: #"{"seen":true}"#)
         #expect(bulk.json?["updated"] == .int(3))
         #expect(h.account.mailboxes().first { $0.id == inbox }?.unseen == 0)
-    }
-
-    @Test func uploadRaw() throws {
-        let h = try Harness()
-        let raw = Array("Subject: up\r\n\r\nhello".utf8)
-        try h.client.sendRaw(RawClient.request("POST", "/users/me/mailboxes/\(h.inbox)/messages", token: h.token, body: raw, contentType: "message/rfc822"))
-        let r = try h.client.readReply()
-        #expect(r.json?["message"]?["id"] == .int(1))
-        #expect(r.json?["message"]?["mailbox"] == .string(h.inbox))
-        #expect(r.json?["message"]?["size"] == .int(raw.count))
-        let msg = try #require(h.account.messages(mailboxId: h.inbox).first)
-        #expect(msg.raw == raw)
-        #expect(msg.seen == true)
-        #expect(msg.messageId.hasSuffix("@wildduck.email>"))
-        let b64 = Data(raw).base64EncodedString()
-        let j = try h.call("POST", "/users/me/mailboxes/\(h.inbox)/messages", json: #"{"raw":"\#(b64)","unseen":true}"#)
-        #expect(j.json?["message"]?["id"] == .int(2))
-        #expect(h.account.messages(mailboxId: h.inbox).last?.seen == false)
-        #expect(try h.call("POST", "/users/me/mailboxes/\(h.inbox)/messages", json: "{}").json?["code"] == .string("EmptyMessage"))
     }
 
     @Test func filtersAndAutoreply() throws {

@@ -1,6 +1,9 @@
 import Testing
 @testable import WildDuck
 
+private let M = "5f1e0b9a2c3d4e5f60718293"
+private let X = "5f1e0b9a2c3d4e5f607182ff"
+
 @Suite struct SSEParserTests {
     func parse(_ chunks: [String]) throws -> [SSEParser.Event] {
         var parser = SSEParser()
@@ -38,12 +41,12 @@ import Testing
 
     @Test func journalCommands() {
         func ev(_ json: String) -> [RemoteEvent] { JournalEvents.decode(.init(id: "1", event: nil, data: json)) }
-        #expect(ev(#"{"command":"EXISTS","mailbox":"m","uid":5}"#) == [.messageAdded(mailbox: "m", uid: 5)])
-        #expect(ev(#"{"command":"EXPUNGE","mailbox":"m","uid":5}"#) == [.messageRemoved(mailbox: "m", uid: 5)])
-        #expect(ev(#"{"command":"FETCH","mailbox":"m","uid":5,"flags":["\\Seen"]}"#) == [.messageFlags(mailbox: "m", uid: 5, flags: ["\\Seen"])])
-        #expect(ev(#"{"command":"RENAME","mailbox":"m","path":"x"}"#) == [.mailboxesChanged])
-        #expect(ev(#"{"command":"COUNTERS","mailbox":"m","total":1}"#) == [])
-        #expect(ev(#"{"command":"SOMETHINGNEW","mailbox":"m"}"#) == [.mailboxDirty("m")])
+        #expect(ev(#"{"command":"EXISTS","mailbox":"5f1e0b9a2c3d4e5f60718293","uid":5}"#) == [.messageAdded(mailbox: M, uid: 5)])
+        #expect(ev(#"{"command":"EXPUNGE","mailbox":"5f1e0b9a2c3d4e5f60718293","uid":5}"#) == [.messageRemoved(mailbox: M, uid: 5)])
+        #expect(ev(#"{"command":"FETCH","mailbox":"5f1e0b9a2c3d4e5f60718293","uid":5,"flags":["\\Seen"]}"#) == [.messageFlags(mailbox: M, uid: 5, flags: ["\\Seen"])])
+        #expect(ev(#"{"command":"RENAME","mailbox":"5f1e0b9a2c3d4e5f60718293","path":"x"}"#) == [.mailboxesChanged])
+        #expect(ev(#"{"command":"COUNTERS","mailbox":"5f1e0b9a2c3d4e5f60718293","total":1}"#) == [])
+        #expect(ev(#"{"command":"SOMETHINGNEW","mailbox":"5f1e0b9a2c3d4e5f60718293"}"#) == [.mailboxDirty(M)])
         #expect(ev("not json") == [.resync])
     }
 }
@@ -72,32 +75,77 @@ import Testing
     }
 
     @Test func perEventUpdateShape() {
-        let created = #"{"type":"update","channel":"messages","data":{"code":200,"response":{"success":true,"event":"created","message":{"id":7,"mailbox":"m"}}}}"#
-        #expect(WSProtocol.decode(created) == .update(channel: "messages", events: [.messageAdded(mailbox: "m", uid: 7)]))
-        let updated = #"{"type":"update","channel":"messages","data":{"code":200,"response":{"success":true,"mailboxId":"m","event":"updated","message":{"id":7,"seen":true}}}}"#
-        #expect(WSProtocol.decode(updated) == .update(channel: "messages", events: [.messageChanged(mailbox: "m", uid: 7)]))
-        let deleted = #"{"type":"update","channel":"messages","data":{"code":200,"response":{"success":true,"event":"deleted","message":{"id":7,"mailbox":"m"}}}}"#
-        #expect(WSProtocol.decode(deleted) == .update(channel: "messages", events: [.messageRemoved(mailbox: "m", uid: 7)]))
-        let mailbox = #"{"type":"update","channel":"mailboxes","data":{"code":200,"response":{"success":true,"event":"created","mailbox":{"id":"x"}}}}"#
+        let created = #"{"type":"update","channel":"messages","data":{"code":200,"response":{"success":true,"event":"created","message":{"id":7,"mailbox":"5f1e0b9a2c3d4e5f60718293"}}}}"#
+        #expect(WSProtocol.decode(created) == .update(channel: "messages", events: [.messageAdded(mailbox: M, uid: 7)]))
+        let updated = #"{"type":"update","channel":"messages","data":{"code":200,"response":{"success":true,"mailboxId":"5f1e0b9a2c3d4e5f60718293","event":"updated","message":{"id":7,"seen":true}}}}"#
+        #expect(WSProtocol.decode(updated) == .update(channel: "messages", events: [.messageChanged(mailbox: M, uid: 7)]))
+        let deleted = #"{"type":"update","channel":"messages","data":{"code":200,"response":{"success":true,"event":"deleted","message":{"id":7,"mailbox":"5f1e0b9a2c3d4e5f60718293"}}}}"#
+        #expect(WSProtocol.decode(deleted) == .update(channel: "messages", events: [.messageRemoved(mailbox: M, uid: 7)]))
+        let mailbox = #"{"type":"update","channel":"mailboxes","data":{"code":200,"response":{"success":true,"event":"created","mailbox":{"id":"5f1e0b9a2c3d4e5f607182ff"}}}}"#
         #expect(WSProtocol.decode(mailbox) == .update(channel: "mailboxes", events: [.mailboxesChanged]))
-        let touched = #"{"type":"update","channel":"mailboxes","data":{"code":200,"response":{"success":true,"event":"updated","mailbox":{"id":"x"}}}}"#
-        #expect(WSProtocol.decode(touched) == .update(channel: "mailboxes", events: [.mailboxesChanged, .mailboxDirty("x")]))
+        let touched = #"{"type":"update","channel":"mailboxes","data":{"code":200,"response":{"success":true,"event":"updated","mailbox":{"id":"5f1e0b9a2c3d4e5f607182ff"}}}}"#
+        #expect(WSProtocol.decode(touched) == .update(channel: "mailboxes", events: [.mailboxesChanged, .mailboxDirty(X)]))
     }
 
     @Test func batchedUpdateShape() {
-        let batch = #"{"type":"update","channel":"messages","data":{"code":200,"response":{"success":true,"updates":[{"type":"message.added","mailbox":"m","message":3,"time":1},{"type":"message.flags.changed","mailbox":"m","uid":3,"flags":["\\Seen"]},{"type":"message.deleted","mailbox":"m","message":2},{"type":"message.moved","mailbox":"m"},{"type":"filter.created"},{"type":"whatever"}]}}}"#
+        let batch = #"{"type":"update","channel":"messages","data":{"code":200,"response":{"success":true,"updates":[{"type":"message.added","mailbox":"5f1e0b9a2c3d4e5f60718293","message":3,"time":1},{"type":"message.flags.changed","mailbox":"5f1e0b9a2c3d4e5f60718293","uid":3,"flags":["\\Seen"]},{"type":"message.deleted","mailbox":"5f1e0b9a2c3d4e5f60718293","message":2},{"type":"message.moved","mailbox":"5f1e0b9a2c3d4e5f60718293"},{"type":"filter.created"},{"type":"whatever"}]}}}"#
         #expect(WSProtocol.decode(batch) == .update(channel: "messages", events: [
-            .messageAdded(mailbox: "m", uid: 3), .messageFlags(mailbox: "m", uid: 3, flags: ["\\Seen"]),
-            .messageRemoved(mailbox: "m", uid: 2), .mailboxDirty("m"), .filtersChanged, .resync,
+            .messageAdded(mailbox: M, uid: 3), .messageFlags(mailbox: M, uid: 3, flags: ["\\Seen"]),
+            .messageRemoved(mailbox: M, uid: 2), .mailboxDirty(M), .filtersChanged, .resync,
         ]))
     }
 
     @Test func anythingUnreadableMarksTheChannelDirty() {
         #expect(WSProtocol.decode(#"{"type":"update","channel":"settings","data":{"code":200,"response":{"success":true,"weird":1}}}"#)
                 == .update(channel: "settings", events: [.settingsChanged]))
-        #expect(WSProtocol.decode(#"{"type":"update","channel":"messages","data":{"code":200,"response":{"success":true,"mailboxId":"m","event":"created"}}}"#)
-                == .update(channel: "messages", events: [.mailboxDirty("m")]))
+        #expect(WSProtocol.decode(#"{"type":"update","channel":"messages","data":{"code":200,"response":{"success":true,"mailboxId":"5f1e0b9a2c3d4e5f60718293","event":"created"}}}"#)
+                == .update(channel: "messages", events: [.mailboxDirty(M)]))
         #expect(WSProtocol.decode("garbage") == .invalid("not JSON"))
         #expect(WSProtocol.decode(#"{"type":"surprise"}"#) == .invalid("unknown type surprise"))
+    }
+
+    @Test func invalidIdsNeverBecomeEvents() {
+        // Mailbox ids that are not ObjectIds and uids that are not IMAP uids count as absent:
+        // the update then only makes REST re-read the channel, or everything.
+        for bad in [#""../../etc""#, #""5f1e0b9a2c3d4e5f6071829""#, #""5f1e0b9a2c3d4e5f607182930""#,
+                    #""zf1e0b9a2c3d4e5f60718293""#, "\"" + String(repeating: "a", count: 300) + "\"", "17"] {
+            let text = #"{"type":"update","channel":"messages","data":{"response":{"event":"created","message":{"id":7,"mailbox":"# + bad + "}}}}"
+            #expect(WSProtocol.decode(text) == .update(channel: "messages", events: [.resync]))
+            let batch = #"{"type":"update","channel":"messages","data":{"response":{"updates":[{"type":"message.added","mailbox":"# + bad + #","uid":3}]}}}"#
+            #expect(WSProtocol.decode(batch) == .update(channel: "messages", events: [.resync]))
+        }
+        for uid in ["0", "-1", "4294967296", "1.5", "1e300", "\"7\""] {
+            let text = #"{"type":"update","channel":"messages","data":{"response":{"event":"created","message":{"id":"# + uid + #","mailbox":""# + M + #""}}}}"#
+            #expect(WSProtocol.decode(text) == .update(channel: "messages", events: [.resync]))
+            let journal = JournalEvents.decode(.init(id: nil, event: nil, data: #"{"command":"EXISTS","mailbox":""# + M + #"","uid":"# + uid + "}"))
+            #expect(journal == [.mailboxDirty(M)])
+        }
+        #expect(JournalEvents.decode(.init(id: nil, event: nil, data: #"{"command":"EXISTS","mailbox":"../x","uid":5}"#)) == [.resync])
+        let largest = #"{"type":"update","channel":"messages","data":{"response":{"event":"created","message":{"id":4294967295,"mailbox":""# + M + #""}}}}"#
+        #expect(WSProtocol.decode(largest) == .update(channel: "messages", events: [.messageAdded(mailbox: M, uid: 4294967295)]))
+    }
+}
+
+@Suite struct ServerIDTests {
+    @Test func shapes() {
+        #expect(ServerID.isObjectId("5f1e0b9a2c3d4e5f60718293"))
+        #expect(ServerID.isObjectId("5F1E0B9A2C3D4E5F60718293"))
+        #expect(!ServerID.isObjectId(""))
+        #expect(!ServerID.isObjectId("../5f1e0b9a2c3d4e5f60718"))
+        #expect(!ServerID.isObjectId("5f1e0b9a2c3d4e5f6071829g"))
+        #expect(!ServerID.isObjectId("5f1e0b9a2c3d4e5f6071829\u{0}"))
+        #expect(ServerID.isUid(1) && ServerID.isUid(Int(UInt32.max)))
+        #expect(!ServerID.isUid(0) && !ServerID.isUid(-1) && !ServerID.isUid(Int(UInt32.max) + 1))
+        #expect(ServerID.describe(.string("a\u{1b}[31mb\u{9b}")) == "\"a\\u001b[31mb\\u{9b}\"")
+    }
+
+    @Test func modelsRefuseInvalidIds() throws {
+        #expect(Mailbox(try JSON.parse(#"{"id":"5f1e0b9a2c3d4e5f60718293","path":"INBOX"}"#)) != nil)
+        #expect(Mailbox(try JSON.parse(#"{"id":"../../x","path":"INBOX"}"#)) == nil)
+        #expect(Mailbox(try JSON.parse(#"{"id":"5f1e0b9a2c3d4e5f60718293","path":"IN\u0000BOX"}"#)) == nil)
+        #expect(MessageItem(try JSON.parse(#"{"id":0}"#)) == nil)
+        #expect(MessageItem(try JSON.parse(#"{"id":-3}"#)) == nil)
+        #expect(MessageItem(try JSON.parse(#"{"id":4294967296}"#)) == nil)
+        #expect(MessageItem(try JSON.parse(#"{"id":12,"mailbox":"../x"}"#))?.mailbox == nil)
     }
 }

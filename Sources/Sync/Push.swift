@@ -1,0 +1,379 @@
+import Foundation
+import Maildir
+import Store
+import WildDuck
+
+/// push: outbox → server. Sends each pending mutation and records the server's answer (new
+/// uids) before removing it from the outbox.
+///
+/// Exactly once: a flag change and a delete may be sent again (the same PUT sets the same
+/// flags; a DELETE answered 404 is done). A move and an upload are marked "sent" in the store
+/// before their request goes out; one still marked so on the next pass has lost its answer,
+/// and the push looks for the message in the target mailbox — by Message-ID and internal date
+/// (the subject when there is no Message-ID), among uids it does not know — before sending
+/// anything again. Never by bytes or size: the server stores a rebuilt copy.
+///
+/// Order: moves first (a moved message's flag changes travel with it), then flags, deletes
+/// (behind the mass-delete breaker) and uploads.
+struct Push {
+    let store: Store
+    let maildir: Maildir
+    let client: WildDuckClient
+    let log: SyncLog
+    var allowMassDelete = false
+
+    /// A pass deleting at least this many messages of a mailbox…
+    static let massDeleteCount = 10
+    /// …and more than this share of it deletes nothing there.
+    static let massDeleteShare = 0.25
+    /// Uids per bulk request.
+    static let batch = 500
+
+    struct Result: Sendable, Equatable {
+        var flags = 0
+        var moves = 0
+        var deletes = 0
+        var uploads = 0
+        var requests = 0
+        /// Mailboxes where the breaker held the deletes: (path, deletes, messages).
+        var heldDeletes: [HeldDeletes] = []
+    }
+
+    struct HeldDeletes: Sendable, Equatable {
+        var path: String
+        var count: Int
+        var total: Int
+    }
+
+    func run() throws -> Result {
+        var result = Result()
+        let mailboxes = Dictionary(try store.mailboxes().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let entries = try store.outbox()
+        guard !entries.isEmpty else { return result }
+        try pushMoves(entries.filter { $0.kind == .move }, mailboxes: mailboxes, into: &result)
+        try pushFlags(try store.outbox().filter { $0.kind == .flags }, into: &result)
+        try pushDeletes(entries.filter { $0.kind == .delete }, mailboxes: mailboxes, into: &result)
+        try pushUploads(try store.outbox().filter { $0.kind == .upload }, into: &result)
+        return result
+    }
+
+    // MARK: - Flags
+
+    /// The REST fields for the S/F/T differences between a message's flags and the server's.
+    static func fields(flags: MessageFlags, base: MessageFlags) -> [(String, Bool)] {
+        var out: [(String, Bool)] = []
+        let diff = MessageFlags(rawValue: (flags.rawValue ^ base.rawValue) & MessageFlags.pushable.rawValue)
+        if diff.contains(.seen) { out.append(("seen", flags.contains(.seen))) }
+        if diff.contains(.flagged) { out.append(("flagged", flags.contains(.flagged))) }
+        if diff.contains(.trashed) { out.append(("deleted", flags.contains(.trashed))) }
+        return out
+    }
+
+    /// The base after the server confirmed `flags`' pushable bits.
+    static func confirmed(flags: MessageFlags, base: MessageFlags) -> MessageFlags {
+        let mask = MessageFlags.pushable.rawValue
+        return MessageFlags(rawValue: (base.rawValue & ~mask) | (flags.rawValue & mask))
+    }
+
+    static func key(_ fields: [(String, Bool)]) -> String {
+        fields.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
+    }
+
+    private func pushFlags(_ entries: [OutboxEntry], into result: inout Result) throws {
+        // mailbox → change → uids
+        var groups: [String: [String: (fields: [(String, Bool)], uids: [Int])]] = [:]
+        try store.transaction {
+            for entry in entries {
+                guard let uid = entry.uid, let row = try store.fileRow(mailboxId: entry.mailboxId, uid: uid) else {
+                    try store.removeOutbox(id: entry.id)
+                    continue
+                }
+                let fields = Self.fields(flags: row.flags, base: row.baseFlags)
+                if fields.isEmpty {
+                    try store.removeOutbox(id: entry.id)
+                    continue
+                }
+                groups[entry.mailboxId, default: [:]][Self.key(fields), default: (fields, [])].uids.append(uid)
+            }
+        }
+        for (mailbox, changes) in groups.sorted(by: { $0.key < $1.key }) {
+            for (_, change) in changes.sorted(by: { $0.key < $1.key }) {
+                for chunk in Self.chunks(change.uids.sorted()) {
+                    result.requests += 1
+                    do {
+                        try client.setFlags(mailbox: mailbox, uids: chunk.map(String.init).joined(separator: ","), change.fields)
+                    } catch let error as WildDuckError where error.isNotFound || Self.isPermanent(error) {
+                        // The messages are gone (the pull removes them), or the server refuses
+                        // this change for good: drop it rather than retry forever.
+                        if !error.isNotFound { log.log(.warning, "flag change in mailbox \(mailbox) refused: \(error)") }
+                        try store.transaction {
+                            for uid in chunk { if let e = try store.outboxEntry(mailboxId: mailbox, uid: uid) { try store.removeOutbox(id: e.id) } }
+                        }
+                        continue
+                    }
+                    try store.transaction {
+                        for uid in chunk {
+                            guard let row = try store.fileRow(mailboxId: mailbox, uid: uid) else { continue }
+                            let base = Self.confirmed(flags: row.flags, base: row.baseFlags)
+                            try store.setBaseFlags(mailboxId: mailbox, uid: uid, base)
+                            if let e = try store.outboxEntry(mailboxId: mailbox, uid: uid), e.kind == .flags {
+                                try store.removeOutbox(id: e.id)
+                            }
+                            result.flags += 1
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: - Moves
+
+    private func pushMoves(_ entries: [OutboxEntry], mailboxes: [String: MailboxRecord], into result: inout Result) throws {
+        // Moves whose answer was lost are settled one by one before anything else is sent.
+        for entry in entries where entry.sent {
+            try settleMove(entry, into: &result)
+        }
+        var groups: [String: (source: String, target: String, fields: [(String, Bool)], uids: [Int])] = [:]
+        try store.transaction {
+            for entry in entries where !entry.sent {
+                guard let uid = entry.uid, let target = entry.target,
+                      let row = try store.fileRow(mailboxId: entry.mailboxId, uid: uid) else {
+                    try store.removeOutbox(id: entry.id)
+                    continue
+                }
+                guard mailboxes[target] != nil else { continue }   // settled by removeMailbox
+                let fields = Self.fields(flags: row.flags, base: row.baseFlags)
+                let key = entry.mailboxId + " " + target + " " + Self.key(fields)
+                groups[key, default: (entry.mailboxId, target, fields, [])].uids.append(uid)
+                try store.setOutboxSent(id: entry.id, true)
+            }
+        }
+        for (_, group) in groups.sorted(by: { $0.key < $1.key }) {
+            for chunk in Self.chunks(group.uids.sorted()) {
+                result.requests += 1
+                var pairs: [(Int, Int)] = []
+                do {
+                    pairs = try client.moveMessages(mailbox: group.source, uids: chunk.map(String.init).joined(separator: ","),
+                                                    to: group.target, group.fields)
+                } catch let error as WildDuckError where error.isNotFound {
+                    pairs = []
+                } catch let error as WildDuckError where Self.isPermanent(error) {
+                    // "Mailbox is missing": the next mailbox listing settles it (removeMailbox).
+                    log.log(.warning, "moving messages from \(group.source) to \(group.target) failed: \(error); kept for the next run")
+                    try store.transaction {
+                        for uid in chunk { if let e = try store.outboxEntry(mailboxId: group.source, uid: uid) { try store.setOutboxSent(id: e.id, false) } }
+                    }
+                    continue
+                }
+                var moved = Set<Int>()
+                try store.transaction {
+                    for (old, new) in pairs where chunk.contains(old) {
+                        guard let row = try store.fileRow(mailboxId: group.source, uid: old) else { continue }
+                        try store.completeMove(mailboxId: group.source, uid: old, target: group.target, newUid: new,
+                                               baseFlags: Self.confirmed(flags: row.flags, base: row.baseFlags))
+                        moved.insert(old)
+                        result.moves += 1
+                    }
+                }
+                // Not moved: gone from the source. Perhaps moved already (a resend), else lost.
+                for uid in chunk where !moved.contains(uid) {
+                    if let e = try store.outboxEntry(mailboxId: group.source, uid: uid) { try settleMove(e, into: &result) }
+                }
+            }
+        }
+    }
+
+    /// A move whose outcome is unknown: send it again (a message still in the source moves now;
+    /// one that is not is not matched), and if the source no longer has it, find it in the target.
+    /// A message the server lost meanwhile is uploaded from the local file: the mail is kept.
+    private func settleMove(_ entry: OutboxEntry, into result: inout Result) throws {
+        guard let uid = entry.uid, let target = entry.target,
+              let row = try store.fileRow(mailboxId: entry.mailboxId, uid: uid),
+              let message = try store.message(mailboxId: entry.mailboxId, uid: uid) else {
+            try store.removeOutbox(id: entry.id)
+            return
+        }
+        let fields = Self.fields(flags: row.flags, base: row.baseFlags)
+        let base = Self.confirmed(flags: row.flags, base: row.baseFlags)
+        result.requests += 1
+        do {
+            let pairs = try client.moveMessages(mailbox: entry.mailboxId, uids: String(uid), to: target, fields)
+            if let pair = pairs.first(where: { $0.0 == uid }) {
+                try store.transaction {
+                    try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: pair.1, baseFlags: base)
+                }
+                result.moves += 1
+                return
+            }
+        } catch let error as WildDuckError where error.isNotFound {}
+        result.requests += 1
+        if let found = try find(in: target, messageId: message.messageId, date: message.idate, subject: nil, afterUid: nil) {
+            // Found with the flags it had before; a flag change that did not reach it is pushed next.
+            try store.transaction {
+                try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: found.uid,
+                                       baseFlags: MessageFlags(rawValue: (Mirror.flags(of: found).rawValue)))
+            }
+            result.moves += 1
+            return
+        }
+        log.log(.warning, "message \(uid) of \(entry.mailboxId) is gone from the server; uploading its local file \(entry.file ?? "") instead of moving it")
+        try store.transaction {
+            try store.convertMovesToUploads(from: entry.mailboxId, uid: uid)
+            try store.completeDelete(mailboxId: entry.mailboxId, uid: uid)
+        }
+    }
+
+    // MARK: - Deletes
+
+    private func pushDeletes(_ entries: [OutboxEntry], mailboxes: [String: MailboxRecord], into result: inout Result) throws {
+        var byMailbox: [String: [OutboxEntry]] = [:]
+        for entry in entries { byMailbox[entry.mailboxId, default: []].append(entry) }
+        for (mailbox, list) in byMailbox.sorted(by: { $0.key < $1.key }) {
+            let total = try store.messageCount(mailboxId: mailbox)
+            if !allowMassDelete && list.count >= Self.massDeleteCount
+                && Double(list.count) > Self.massDeleteShare * Double(total) {
+                // Not one of them: the files are downloaded again.
+                try store.transaction {
+                    for entry in list {
+                        try store.removeOutbox(id: entry.id)
+                        if let uid = entry.uid { try store.markForDownload(mailboxId: mailbox, uid: uid) }
+                    }
+                }
+                result.heldDeletes.append(HeldDeletes(path: mailboxes[mailbox]?.path ?? mailbox, count: list.count, total: total))
+                continue
+            }
+            for entry in list {
+                guard let uid = entry.uid else { try store.removeOutbox(id: entry.id); continue }
+                result.requests += 1
+                do {
+                    try client.deleteMessage(mailbox: mailbox, uid: uid)
+                } catch let error as WildDuckError where error.isNotFound {
+                    // Already gone.
+                } catch let error as WildDuckError where Self.isPermanent(error) {
+                    log.log(.warning, "deleting message \(uid) of \(mailboxes[mailbox]?.path ?? mailbox) failed: \(error); kept for the next run")
+                    continue
+                }
+                try store.completeDelete(mailboxId: mailbox, uid: uid)
+                result.deletes += 1
+            }
+        }
+    }
+
+    // MARK: - Uploads
+
+    private func pushUploads(_ entries: [OutboxEntry], into result: inout Result) throws {
+        for entry in entries {
+            guard let file = entry.file else { try store.removeOutbox(id: entry.id); continue }
+            let flags = entry.flags ?? []
+            if entry.sent {
+                result.requests += 1
+                if let found = try find(in: entry.mailboxId, messageId: entry.messageId, date: entry.date,
+                                        subject: entry.subject, afterUid: entry.afterUid) {
+                    try tie(entry, uid: found.uid, size: found.size, base: Mirror.flags(of: found))
+                    result.uploads += 1
+                    continue
+                }
+            }
+            let content: LocalContent
+            do { content = try maildir.readFile(file, limit: LocalScan.uploadLimit) } catch {
+                // Removed (or made unreadable) before it went out: nothing to upload.
+                log.log(.verbose, "\(file) is gone; not uploading it")
+                try store.removeOutbox(id: entry.id)
+                continue
+            }
+            let headers = MessageHeaders(content.bytes)
+            let afterUid = try store.mailboxes().first { $0.id == entry.mailboxId }?.highestUid
+            try store.markUploadSent(id: entry.id, sha256: content.sha256, size: content.bytes.count,
+                                     messageId: headers.messageId, subject: headers.subject, date: content.mtime,
+                                     afterUid: afterUid)
+            var sent = entry
+            sent.sha256 = content.sha256; sent.size = content.bytes.count; sent.messageId = headers.messageId
+            sent.subject = headers.subject; sent.date = content.mtime; sent.afterUid = afterUid; sent.sent = true
+            result.requests += 1
+            let reply: (uid: Int, size: Int)
+            do {
+                reply = try client.uploadMessage(mailbox: entry.mailboxId, raw: content.bytes, seen: flags.contains(.seen),
+                                                 flagged: flags.contains(.flagged), draft: flags.contains(.draft),
+                                                 date: content.mtime)
+            } catch let error as WildDuckError {
+                guard case .server(_, let status, _, _) = error else { throw error }   // answer lost: stays "sent"
+                // The server answered with an error: nothing was stored.
+                try store.setOutboxSent(id: entry.id, false)
+                if error.isNotFound {
+                    log.log(.warning, "cannot upload \(file): its mailbox is gone from the server")
+                    try store.removeOutbox(id: entry.id)
+                    continue
+                }
+                if status >= 500 && !Self.isPermanent(error) { throw error }
+                log.log(.warning, "cannot upload \(file): \(error); it is tried again on the next run")
+                continue
+            }
+            try tie(sent, uid: reply.uid, size: reply.size, base: MessageFlags(rawValue: flags.rawValue & (MessageFlags.seen.rawValue | MessageFlags.flagged.rawValue | MessageFlags.draft.rawValue)))
+            result.uploads += 1
+        }
+    }
+
+    /// The local file is the server's message `uid` from now on.
+    private func tie(_ entry: OutboxEntry, uid: Int, size: Int, base: MessageFlags) throws {
+        let duplicate = try store.transaction {
+            try store.completeUpload(entry, uid: uid, size: size, baseFlags: base)
+        }
+        // A copy the pull downloaded while the answer was unknown (only wdsync's own files).
+        if let duplicate, duplicate != entry.file, Mirror.ownsFile(Maildir.uniquePart(ofFileName: (duplicate as NSString).lastPathComponent)) {
+            _ = try? maildir.removeFile(duplicate)
+        }
+    }
+
+    // MARK: - Finding a message whose answer was lost
+
+    /// The message in `mailbox` that a lost request created: same Message-ID and internal date
+    /// (± 1 s), or, without a Message-ID, same date and subject; its uid above `afterUid` and not
+    /// one the store already knows.
+    func find(in mailbox: String, messageId: String?, date: Int?, subject: String?, afterUid: Int?) throws -> MessageItem? {
+        let wanted = MessageHeaders.normalized(messageId)
+        guard wanted != nil || (date != nil && subject != nil) else { return nil }
+        var cursor: String?
+        repeat {
+            let page: MessagePage
+            do {
+                if let date {
+                    page = try client.searchByDate(mailbox: mailbox, from: date - 1, to: date + 1, cursor: cursor)
+                } else {
+                    page = try client.searchNew(mailbox: mailbox, fromUid: (afterUid ?? 0) + 1, cursor: cursor)
+                }
+            } catch let error as WildDuckError where error.isNotFound {
+                return nil
+            }
+            for item in page.items {
+                if let afterUid, item.uid <= afterUid { continue }
+                if let date, let idate = item.idate, abs(idate - date) > 1 { continue }
+                if let wanted {
+                    guard MessageHeaders.normalized(item.messageId) == wanted else { continue }
+                } else if item.json["subject"]?.string?.trimmingCharacters(in: .whitespaces) != subject?.trimmingCharacters(in: .whitespaces) {
+                    continue
+                }
+                // A move's copy is not a message the store already has with its file; an upload's
+                // may be (a pull listed it while the answer was unknown): `afterUid` decides.
+                if afterUid == nil, let known = try store.fileRow(mailboxId: mailbox, uid: item.uid), known.file != nil { continue }
+                return item
+            }
+            cursor = page.items.isEmpty ? nil : page.nextCursor
+        } while cursor != nil
+        return nil
+    }
+
+    // MARK: - Helpers
+
+    static func chunks(_ uids: [Int]) -> [[Int]] {
+        stride(from: 0, to: uids.count, by: batch).map { Array(uids[$0..<min($0 + batch, uids.count)]) }
+    }
+
+    /// Errors that sending again will not fix: WildDuck's 500 "Mailbox is missing" and "Nothing
+    /// was changed", and 4xx other than 404 and 429.
+    static func isPermanent(_ error: WildDuckError) -> Bool {
+        guard case .server(_, let status, _, let message) = error else { return false }
+        if status >= 400 && status < 500 && status != 404 && status != 429 { return true }
+        return message == "Mailbox is missing" || message == "Nothing was changed"
+    }
+}

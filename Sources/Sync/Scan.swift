@@ -1,0 +1,309 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Maildir
+import Store
+
+/// scan: Maildir → outbox. Turns what the user's mail programs did to the files into pending
+/// mutations in the store, before anything is sent (the push sends them):
+///
+/// - a file renamed with other flags (or moved between `new/` and `cur/`): its flags, merged
+///   over the row's (a flag changed on disk wins; see `MessageFlags.merge`);
+/// - a file renamed into another folder (same unique part): a move;
+/// - a new file with the bytes (SHA-256) of a file that vanished elsewhere in the same scan
+///   (mutt's save = copy + unlink): a move, not an upload and a delete;
+/// - a file unlinked: a delete;
+/// - a new file that matches nothing: an upload to that folder's mailbox.
+///
+/// A folder whose `cur/` and `new/` have the mtimes recorded at its last scan is not read. A
+/// folder without `cur/` or `new/` is never read as deletions: its messages are downloaded
+/// again. Files in `tmp/` and dot files are never looked at; files over the server's upload
+/// limit are reported and left alone.
+struct LocalScan {
+    let store: Store
+    let maildir: Maildir
+    let log: SyncLog
+
+    /// WildDuck refuses messages over 64 MiB (`MAX_ALLOWED_MESSAGE_SIZE`).
+    static let uploadLimit = 64 * 1024 * 1024
+    /// A directory mtime this close to the scan's start is not recorded: a change in the same
+    /// timestamp tick would leave it unchanged, so such a folder is read again next time.
+    static let settleNanoseconds = 1_000_000_000
+
+    struct Result: Sendable, Equatable {
+        var scanned = 0
+        var flagChanges = 0
+        var moves = 0
+        var deletes = 0
+        var uploads = 0
+        var tooLarge: [String] = []
+    }
+
+    private struct Candidate {
+        var file: LocalFile
+        var mailboxId: String
+    }
+
+    /// Scans the folders that changed (every folder with `force`).
+    func run(force: Bool = false) throws -> Result {
+        var result = Result()
+        let started = Int(Date().timeIntervalSince1970 * 1e9)
+        try store.transaction {
+            var scanned: [(MailboxRecord, (cur: Int, new: Int))] = []
+            var unsettled = Set<String>()        // mailboxes whose scan must be repeated
+            var vanished: [String: FileRow] = [:] // unique → row whose file is gone from its folder
+            var unknown: [Candidate] = []
+            var present = Set<String>()           // unique parts in the scanned folders
+            var scannedPrefixes: [String] = []
+
+            for mailbox in try store.mailboxes() {
+                guard let folder = mailbox.folder else { continue }
+                guard let times = maildir.folderTimes(folder) else {
+                    try restore(mailbox, folder: folder)
+                    continue
+                }
+                if !force && times.cur == mailbox.scannedCur && times.new == mailbox.scannedNew { continue }
+                guard let files = try maildir.listFolder(folder) else { continue }
+                result.scanned += 1
+                var byUnique = Dictionary(files.map { ($0.unique, $0) }, uniquingKeysWith: { a, _ in a })
+                for f in files { present.insert(f.unique) }
+                let prefix = folder.isEmpty ? "" : folder + "/"
+                scannedPrefixes.append(prefix)
+                let rows = try store.fileRows(mailboxId: mailbox.id) + store.fileRows(movingTo: mailbox.id)
+                for row in rows {
+                    guard let file = row.file, file.hasPrefix(prefix + "cur/") || file.hasPrefix(prefix + "new/") else { continue }
+                    let pending = try store.outboxEntry(mailboxId: row.mailboxId, uid: row.uid)
+                    if pending?.sent == true {
+                        // Its request's answer is unknown: the push settles it first.
+                        byUnique[row.uniq] = nil
+                        unsettled.insert(mailbox.id)
+                        continue
+                    }
+                    if let local = byUnique.removeValue(forKey: row.uniq) {
+                        if local.file != file {
+                            try changed(row, to: local, in: mailbox.id, pending: pending)
+                            result.flagChanges += 1
+                        } else if pending?.kind == .delete {
+                            // The file came back under the same name: nothing to delete.
+                            try requeueFlags(row.mailboxId, row.uid, flags: row.flags, base: row.baseFlags, pending: pending)
+                        }
+                    } else {
+                        vanished[row.uniq] = row
+                    }
+                }
+                for local in byUnique.values { unknown.append(Candidate(file: local, mailboxId: mailbox.id)) }
+                scanned.append((mailbox, times))
+            }
+
+            // Files no row of their folder knows.
+            var fresh: [Candidate] = []
+            for candidate in unknown {
+                let unique = candidate.file.unique
+                if let row = vanished.removeValue(forKey: unique) {
+                    try relocate(row, to: candidate)
+                    result.moves += 1
+                } else if let row = try store.fileRow(uniq: unique) {
+                    guard let file = row.file else { continue }   // written by an interrupted export; it adopts it
+                    if maildir.fileSize(file) != nil {
+                        log.log(.warning, "\(candidate.file.file) has the same Maildir name as \(file); not uploaded (a copy must have a name of its own)")
+                    } else if try store.outboxEntry(mailboxId: row.mailboxId, uid: row.uid)?.sent != true {
+                        try relocate(row, to: candidate)
+                        result.moves += 1
+                    }
+                } else if try store.isOrphan(uniq: unique) {
+                    continue
+                } else if let upload = try store.outboxEntry(uniq: unique), upload.kind == .upload {
+                    if upload.sent {
+                        unsettled.insert(candidate.mailboxId)
+                    } else if upload.file != candidate.file.file || upload.mailboxId != candidate.mailboxId {
+                        try store.updateUpload(id: upload.id, mailboxId: candidate.mailboxId, file: candidate.file.file,
+                                               flags: MessageFlags(rawValue: Int(candidate.file.flags.rawValue)),
+                                               afterUid: try highestUid(candidate.mailboxId))
+                    }
+                } else {
+                    fresh.append(candidate)
+                }
+            }
+
+            // Uploads not sent yet whose file was removed before they went out.
+            for entry in try store.outbox() where entry.kind == .upload && !entry.sent {
+                guard let file = entry.file, let unique = entry.uniq,
+                      scannedPrefixes.contains(where: { Self.isFile(file, in: $0) }), !present.contains(unique) else { continue }
+                try store.removeOutbox(id: entry.id)
+            }
+
+            // mutt's save: a copy under a new name, then an unlink of the original.
+            if !vanished.isEmpty && !fresh.isEmpty {
+                var bySha: [String: [FileRow]] = [:]
+                for row in vanished.values { if let sha = row.sha256 { bySha[sha, default: []].append(row) } }
+                var rest: [Candidate] = []
+                for candidate in fresh {
+                    guard !bySha.isEmpty, let info = maildir.fileSize(candidate.file.file), info.regular,
+                          let hash = try? Maildir.sha256(file: maildir.absolutePath(candidate.file.file)),
+                          var rows = bySha[hash.hex], let row = rows.popLast() else {
+                        rest.append(candidate)
+                        continue
+                    }
+                    bySha[hash.hex] = rows.isEmpty ? nil : rows
+                    vanished[row.uniq] = nil
+                    try relocate(row, to: candidate)
+                    result.moves += 1
+                }
+                fresh = rest
+            }
+
+            for row in vanished.values {
+                try store.queue(.delete, mailboxId: row.mailboxId, uid: row.uid)
+                result.deletes += 1
+            }
+
+            for candidate in fresh {
+                switch try queueUpload(candidate) {
+                case .queued: result.uploads += 1
+                case .tooLarge: result.tooLarge.append(candidate.file.file)
+                case .skipped: break
+                }
+            }
+
+            for (mailbox, times) in scanned where !unsettled.contains(mailbox.id) {
+                if times.cur > started - Self.settleNanoseconds || times.new > started - Self.settleNanoseconds { continue }
+                try store.setScanned(mailboxId: mailbox.id, cur: times.cur, new: times.new)
+            }
+        }
+        for file in result.tooLarge {
+            log.log(.warning, "\(file) is larger than the server accepts (\(Self.uploadLimit / 1024 / 1024) MiB); not uploaded")
+        }
+        return result
+    }
+
+    static func isFile(_ file: String, in prefix: String) -> Bool {
+        guard file.hasPrefix(prefix) else { return false }
+        let rest = file.dropFirst(prefix.count)
+        return (rest.hasPrefix("cur/") || rest.hasPrefix("new/")) && !rest.dropFirst(4).contains("/")
+    }
+
+    /// The flags a row gets from its file's new name: the flags changed on disk (against the
+    /// name the file had) over the row's flags, which may hold a server change not yet exported.
+    private func localFlags(_ row: FileRow, _ local: LocalFile) -> MessageFlags {
+        let before = Int(MaildirFlags(fileName: row.file ?? "").rawValue)
+        let now = Int(local.flags.rawValue)
+        let changed = before ^ now
+        return MessageFlags(rawValue: (row.flags.rawValue & ~changed) | (now & changed))
+    }
+
+    /// The file was renamed in its folder.
+    private func changed(_ row: FileRow, to local: LocalFile, in mailboxId: String, pending: OutboxEntry?) throws {
+        let flags = localFlags(row, local)
+        try store.setLocalFile(mailboxId: row.mailboxId, uid: row.uid, file: local.file, uniq: local.unique, flags: flags)
+        if pending?.kind == .move {
+            try store.queue(.move, mailboxId: row.mailboxId, uid: row.uid, target: mailboxId, file: local.file, uniq: local.unique)
+        } else {
+            try requeueFlags(row.mailboxId, row.uid, flags: flags, base: row.baseFlags, pending: pending)
+        }
+    }
+
+    /// The message's file is now `candidate` (in another folder, or a copy with the same bytes).
+    private func relocate(_ row: FileRow, to candidate: Candidate) throws {
+        let flags = localFlags(row, candidate.file)
+        try store.setLocalFile(mailboxId: row.mailboxId, uid: row.uid, file: candidate.file.file,
+                               uniq: candidate.file.unique, flags: flags)
+        if candidate.mailboxId == row.mailboxId {
+            // Back in its own folder: no move after all.
+            try requeueFlags(row.mailboxId, row.uid, flags: flags, base: row.baseFlags,
+                             pending: try store.outboxEntry(mailboxId: row.mailboxId, uid: row.uid))
+        } else {
+            try store.queue(.move, mailboxId: row.mailboxId, uid: row.uid, target: candidate.mailboxId,
+                            file: candidate.file.file, uniq: candidate.file.unique)
+        }
+    }
+
+    /// Queues a flag push when S, F or T differ from the server's, and drops the pending entry otherwise.
+    private func requeueFlags(_ mailboxId: String, _ uid: Int, flags: MessageFlags, base: MessageFlags,
+                              pending: OutboxEntry?) throws {
+        if (flags.rawValue ^ base.rawValue) & MessageFlags.pushable.rawValue != 0 {
+            try store.queue(.flags, mailboxId: mailboxId, uid: uid)
+        } else if let pending {
+            try store.removeOutbox(id: pending.id)
+        }
+    }
+
+    /// A folder without cur/ or new/: its messages are downloaded again, nothing is deleted.
+    private func restore(_ mailbox: MailboxRecord, folder: String) throws {
+        guard try store.markMailboxForDownload(mailboxId: mailbox.id) > 0 else { return }
+        log.log(.warning, "the folder \(folder.isEmpty ? maildir.root : folder) has no cur/ or new/; nothing is deleted on the server and its messages are downloaded again")
+    }
+
+    private func highestUid(_ mailboxId: String) throws -> Int? {
+        try store.mailboxes().first { $0.id == mailboxId }?.highestUid
+    }
+
+    private enum UploadDecision { case queued, tooLarge, skipped }
+
+    /// Records the intent to upload a new file: what it is and how to find it on the server again.
+    private func queueUpload(_ candidate: Candidate) throws -> UploadDecision {
+        let file = candidate.file.file
+        guard let info = maildir.fileSize(file), info.regular else { return .skipped }
+        if info.size > Self.uploadLimit { return .tooLarge }
+        if info.size == 0 { return .skipped }    // nothing the server would take
+        let content: LocalContent
+        do { content = try maildir.readFile(file, limit: Self.uploadLimit) } catch {
+            log.log(.warning, "cannot read \(file) for upload: \(error)")
+            return .skipped
+        }
+        let headers = MessageHeaders(content.bytes)
+        try store.queueUpload(OutboxEntry(
+            kind: .upload, mailboxId: candidate.mailboxId, file: file, uniq: candidate.file.unique,
+            sha256: content.sha256, size: content.bytes.count, messageId: headers.messageId, subject: headers.subject,
+            date: content.mtime, flags: MessageFlags(rawValue: Int(candidate.file.flags.rawValue)),
+            afterUid: try highestUid(candidate.mailboxId)))
+        return .queued
+    }
+}
+
+/// The few header fields an upload is recognised by: Message-ID and Subject (unfolded, raw).
+struct MessageHeaders {
+    var messageId: String?
+    var subject: String?
+
+    init(_ bytes: [UInt8]) {
+        var fields: [(String, String)] = []
+        var line: [UInt8] = []
+        var index = 0
+        func flush() {
+            guard !line.isEmpty else { return }
+            let text = String(decoding: line, as: UTF8.self)
+            if let colon = text.firstIndex(of: ":") {
+                fields.append((text[..<colon].trimmingCharacters(in: .whitespaces).lowercased(),
+                               text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+            }
+            line.removeAll()
+        }
+        while index < bytes.count {
+            var end = index
+            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
+            var content = bytes[index..<end]
+            if content.last == 0x0D { content = content.dropLast() }
+            index = end + 1
+            if content.isEmpty { break }                       // end of the header
+            if content.first == 0x20 || content.first == 0x09 {
+                line.append(0x20)                             // folded continuation
+                line.append(contentsOf: content.drop { $0 == 0x20 || $0 == 0x09 })
+            } else {
+                flush()
+                line.append(contentsOf: content)
+            }
+        }
+        flush()
+        messageId = fields.first { $0.0 == "message-id" }.map { $0.1 }.flatMap { $0.isEmpty ? nil : $0 }
+        subject = fields.first { $0.0 == "subject" }?.1
+    }
+
+    /// A Message-ID without its angle brackets and surrounding space, for comparisons.
+    static func normalized(_ id: String?) -> String? {
+        guard var s = id?.trimmingCharacters(in: .whitespaces), !s.isEmpty else { return nil }
+        if s.hasPrefix("<") { s.removeFirst() }
+        if s.hasSuffix(">") { s.removeLast() }
+        return s
+    }
+}

@@ -1,0 +1,391 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Store
+import Testing
+import WildDuckSim
+
+/// Two-way sync: what a mail program does to the files reaches the server exactly once, merged
+/// with the server's changes, and a second run afterwards writes nothing in either direction.
+@Suite(.serialized) struct TwoWayTests {
+    // MARK: Helpers
+
+    /// A synced account: INBOX with the corpus, Work and Work/Projects with generated mail.
+    static func synced(generated: Int = 40) throws -> Harness {
+        let h = try Harness()
+        try h.seedStandard(generated: generated)
+        try h.sync()
+        return h
+    }
+
+    /// The file wdsync wrote for a server message (relative to the root), found by its name.
+    static func file(_ h: Harness, _ mailboxId: String, _ uid: Int) -> String? {
+        h.snapshot().keys.first { $0.contains(".wd\(mailboxId)_\(uid).") }
+    }
+
+    static func mailbox(_ h: Harness, _ path: String) throws -> String {
+        try #require(h.account.mailboxId(path: path))
+    }
+
+    /// Every mailbox's modifyIndex: any write on the server moves one.
+    static func serverState(_ h: Harness) -> [String: Int] {
+        Dictionary(uniqueKeysWithValues: h.account.mailboxes().map { ($0.path, $0.modifyIndex) })
+    }
+
+    /// Renames a file to other flags, moving it to cur/ (as mutt does when it reads one).
+    @discardableResult
+    static func rename(_ h: Harness, _ rel: String, flags: String, folder: String? = nil) throws -> String {
+        let name = (rel as NSString).lastPathComponent
+        let unique = name.split(separator: ":", maxSplits: 1).first.map(String.init) ?? name
+        let dir = folder.map { $0 + "/cur" }
+            ?? (rel as NSString).deletingLastPathComponent.replacingOccurrences(of: "/new", with: "/cur")
+        let target = "\(dir)/\(unique):2,\(flags)"
+        #expect(Glibc.rename(h.maildir + "/" + rel, h.maildir + "/" + target) == 0)
+        return target
+    }
+
+    /// A message file as mutt writes it (LF line endings), placed into `folder`'s cur/ or new/.
+    @discardableResult
+    static func writeNew(_ h: Harness, folder: String, flags: String, messageId: String, subject: String,
+                         mtime: Int = 1_750_000_000) throws -> String {
+        let text = "From: Me <me@example.org>\nTo: You <you@example.org>\nSubject: \(subject)\nMessage-ID: <\(messageId)>\nDate: Mon, 16 Jun 2025 12:00:00 +0000\n\nHello,\nthis was written by mutt.\n"
+        let sub = flags.contains("S") ? "cur" : "new"
+        let rel = "\(folder)/\(sub)/\(mtime).M\(abs(messageId.hashValue % 100000))P4242.testhost,S=\(text.utf8.count):2,\(flags)"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: h.maildir + "/" + rel))
+        var times = [timespec(tv_sec: mtime, tv_nsec: 0), timespec(tv_sec: mtime, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, h.maildir + "/" + rel, &times, 0) == 0)
+        return rel
+    }
+
+    /// A second run writes nothing on the server, touches no file and downloads nothing.
+    static func expectQuiet(_ h: Harness, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let files = h.snapshot()
+        let server = serverState(h)
+        h.server.resetStats()
+        let r = try h.run()
+        #expect(r.status == 0, "second run failed: \(r.stderr)", sourceLocation: sourceLocation)
+        #expect(h.snapshot() == files, "the second run changed files", sourceLocation: sourceLocation)
+        #expect(serverState(h) == server, "the second run wrote to the server", sourceLocation: sourceLocation)
+        #expect(h.server.stats()["message.eml"] == 0, "the second run downloaded", sourceLocation: sourceLocation)
+        let store = try Store(path: h.db)
+        #expect(try store.outboxCount() == 0, "mutations left pending", sourceLocation: sourceLocation)
+    }
+
+    static func messages(_ h: Harness, withId id: String) -> [(mailbox: String, message: SimMessage)] {
+        h.account.mailboxes().flatMap { mb in
+            h.account.messages(mailboxId: mb.id).filter { $0.messageId == "<\(id)>" }.map { (mb.path, $0) }
+        }
+    }
+
+    // MARK: Flags
+
+    @Test func flagRenamesReachTheServerInBulk() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work")
+        let list = h.account.messages(mailboxId: work)
+        let unseen = list.filter { !$0.seen && !$0.deleted }.prefix(5)
+        let seen = try #require(list.first { $0.seen && !$0.flagged && !$0.deleted })
+        #expect(unseen.count == 5)
+        // Read five messages (new/ → cur/ with S, as mutt does), flag one, mark one unread.
+        for m in unseen {
+            try Self.rename(h, try #require(Self.file(h, work, m.uid)), flags: Harness.letters(m).replacingOccurrences(of: "S", with: "") + "S")
+        }
+        let seenFile = try #require(Self.file(h, work, seen.uid))
+        try Self.rename(h, seenFile, flags: String(Harness.letters(seen).filter { $0 != "S" } + "F").sortedLetters)
+        h.server.resetStats()
+        let r = try h.sync()
+        let after = Dictionary(uniqueKeysWithValues: h.account.messages(mailboxId: work).map { ($0.uid, $0) })
+        for m in unseen { #expect(after[m.uid]?.seen == true) }
+        #expect(after[seen.uid]?.seen == false)
+        #expect(after[seen.uid]?.flagged == true)
+        // One request per distinct change: seen=true (5 messages), and seen=false+flagged=true.
+        #expect(r.stderr.contains("in 2 requests"), "\(r.stderr)")
+        #expect(h.server.stats()["message.eml"] == 0)
+        // Marked unread, the file stays in cur/ where mutt left it (cur/ means "not new").
+        #expect(Self.file(h, work, seen.uid)?.hasPrefix("Work/cur/") == true)
+        #expect(h.mirrorDifferences().map { $0.replacingOccurrences(of: "\"cur ", with: "\"").replacingOccurrences(of: "\"new ", with: "\"") }
+            .allSatisfy { line in
+                // Only a cur/-versus-new/ difference: the same entries on both sides.
+                guard let extra = line.range(of: "extra "), let missing = line.range(of: ", missing ") else { return false }
+                return line[extra.upperBound..<missing.lowerBound] == line[missing.upperBound...]
+            })
+        try Self.expectQuiet(h)
+    }
+
+    @Test func flagsThatCannotBePushedStayLocal() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work")
+        let m = try #require(h.account.messages(mailboxId: work).first { !$0.answered && !$0.forwarded && !$0.draft && $0.seen && !$0.flagged })
+        let file = try #require(Self.file(h, work, m.uid))
+        // mutt replied (R), forwarded (P) and the user marked it a draft (D): none has a REST field.
+        let renamed = try Self.rename(h, file, flags: "DPRS")
+        try h.sync()
+        let server = try #require(h.account.messages(mailboxId: work).first { $0.uid == m.uid })
+        #expect(!server.answered && !server.forwarded && !server.draft && !server.flagged)
+        #expect(FileManager.default.fileExists(atPath: h.maildir + "/" + renamed))
+        // A later server change to the message keeps them.
+        try h.account.setFlags(mailboxId: work, uid: m.uid, flagged: true)
+        try h.sync()
+        let now = try #require(Self.file(h, work, m.uid))
+        #expect(now.hasSuffix(":2,DFPRS"), "\(now)")
+        try Self.expectQuiet(h)
+    }
+
+    // MARK: Deletes and moves
+
+    @Test func anUnlinkedFileIsDeletedOnTheServer() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work")
+        let m = try #require(h.account.messages(mailboxId: work).first)
+        let count = h.account.messages(mailboxId: work).count
+        try FileManager.default.removeItem(atPath: h.maildir + "/" + (try #require(Self.file(h, work, m.uid))))
+        try h.sync()
+        #expect(h.account.messages(mailboxId: work).count == count - 1)
+        #expect(!h.account.messages(mailboxId: work).contains { $0.uid == m.uid })
+        try h.expectMirror()
+        try Self.expectQuiet(h)
+    }
+
+    @Test func aFileRenamedIntoAnotherFolderIsMovedNotCopied() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work"), projects = try Self.mailbox(h, "Work/Projects")
+        let m = try #require(h.account.messages(mailboxId: work).first { !$0.seen })
+        let file = try #require(Self.file(h, work, m.uid))
+        var st = stat()
+        #expect(stat(h.maildir + "/" + file, &st) == 0)
+        let inode = st.st_ino
+        // Moved and read in one go.
+        let moved = try Self.rename(h, file, flags: (Harness.letters(m) + "S").sortedLetters, folder: "Work/Projects")
+        h.server.resetStats()
+        try h.sync()
+        #expect(!h.account.messages(mailboxId: work).contains { $0.messageId == m.messageId })
+        let there = h.account.messages(mailboxId: projects).filter { $0.messageId == m.messageId }
+        #expect(there.count == 1)
+        #expect(there.first?.seen == true)
+        #expect(h.server.stats()["message.eml"] == 0, "a moved message was downloaded")
+        #expect(stat(h.maildir + "/" + moved, &st) == 0 && st.st_ino == inode, "the file was not kept")
+        try h.expectMirror()
+        try Self.expectQuiet(h)
+    }
+
+    @Test func muttSaveCopyPlusUnlinkIsAMove() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work"), projects = try Self.mailbox(h, "Work/Projects")
+        let m = try #require(h.account.messages(mailboxId: work).first { $0.seen })
+        let file = try #require(Self.file(h, work, m.uid))
+        let total = h.totalServerMessages
+        // A copy under a new name (mutt's save), then the original goes.
+        let copy = "Work/Projects/cur/1750000001.M1P2.testhost:2,\(Harness.letters(m))"
+        try FileManager.default.copyItem(atPath: h.maildir + "/" + file, toPath: h.maildir + "/" + copy)
+        try FileManager.default.removeItem(atPath: h.maildir + "/" + file)
+        h.server.resetStats()
+        try h.sync()
+        #expect(h.totalServerMessages == total, "a save must not upload a second copy")
+        #expect(h.account.messages(mailboxId: projects).filter { $0.messageId == m.messageId }.count == 1)
+        #expect(!h.account.messages(mailboxId: work).contains { $0.uid == m.uid })
+        #expect(FileManager.default.fileExists(atPath: h.maildir + "/" + copy))
+        #expect(h.server.stats()["message.eml"] == 0)
+        try h.expectMirror()
+        try Self.expectQuiet(h)
+    }
+
+    // MARK: Uploads
+
+    @Test func aNewFileIsUploadedOnceAndNeverDownloadedBack() throws {
+        let h = try Self.synced()
+        let sent = try Self.mailbox(h, "Sent Mail"), drafts = try Self.mailbox(h, "Drafts")
+        let before = h.account.messages(mailboxId: sent).count
+        let file = try Self.writeNew(h, folder: "Sent Mail", flags: "S", messageId: "sent-1@example.org", subject: "Sent by mutt")
+        let draft = try Self.writeNew(h, folder: "Drafts", flags: "DS", messageId: "draft-1@example.org", subject: "Postponed")
+        let flagged = try Self.writeNew(h, folder: "INBOX", flags: "F", messageId: "new-1@example.org", subject: "Unread")
+        // Never uploaded: a dot file and a file in tmp/.
+        try Data("From: x\n\nhidden\n".utf8).write(to: URL(fileURLWithPath: h.maildir + "/Sent Mail/cur/.hidden:2,S"))
+        try Data("From: x\n\nbeing written\n".utf8).write(to: URL(fileURLWithPath: h.maildir + "/Sent Mail/tmp/1750000000.M9P9.testhost"))
+        h.server.resetStats()
+        try h.sync()
+        #expect(h.account.messages(mailboxId: sent).count == before + 1)
+        let up = Self.messages(h, withId: "sent-1@example.org")
+        #expect(up.count == 1 && up.first?.mailbox == "Sent Mail")
+        #expect(up.first?.message.seen == true)
+        #expect(up.first.map { Int($0.message.idate.timeIntervalSince1970) } == 1_750_000_000)
+        let d = Self.messages(h, withId: "draft-1@example.org")
+        #expect(d.count == 1 && d.first?.message.draft == true && d.first?.mailbox == "Drafts")
+        let f = Self.messages(h, withId: "new-1@example.org")
+        #expect(f.count == 1 && f.first?.message.seen == false && f.first?.message.flagged == true)
+        #expect(h.server.stats()["message.eml"] == 0, "an upload came back as a download")
+        // The local files are the messages: not renamed, not doubled.
+        for rel in [file, draft, flagged] { #expect(FileManager.default.fileExists(atPath: h.maildir + "/" + rel)) }
+        #expect(h.snapshot().keys.filter { $0.hasPrefix("Sent Mail/") && !$0.contains("/.") && !$0.contains("/tmp/") }.count == before + 1)
+        _ = drafts
+        // The server's listing and its events (the next run re-lists the mailboxes) make no copy.
+        try Self.expectQuiet(h)
+    }
+
+    @Test func anUploadWhoseAnswerWasLostIsNotSentTwice() throws {
+        let h = try Self.synced()
+        try Self.writeNew(h, folder: "Sent Mail", flags: "S", messageId: "lost-1@example.org", subject: "Lost answer")
+        // The server stores the message, then the connection breaks before the answer is complete.
+        h.server.injectFault(.truncateBody, on: "messages")
+        let first = try h.run()
+        #expect(first.status != 0)
+        #expect(Self.messages(h, withId: "lost-1@example.org").count == 1)
+        try h.sync()
+        #expect(Self.messages(h, withId: "lost-1@example.org").count == 1, "the upload was sent twice")
+        #expect(h.snapshot().keys.filter { $0.hasPrefix("Sent Mail/") }.count == h.account.messages(mailboxId: try Self.mailbox(h, "Sent Mail")).count)
+        try Self.expectQuiet(h)
+    }
+
+    @Test func aKilledRunDoesNotUploadTwice() throws {
+        let h = try Self.synced()
+        try Self.writeNew(h, folder: "Drafts", flags: "DS", messageId: "killed-1@example.org", subject: "Killed")
+        // The request reaches the server; wdsync is killed before the answer.
+        h.server.injectFault(.delay(milliseconds: 1500), on: "messages")
+        h.server.resetStats()
+        let (p, _, _) = h.process(h.baseArguments)
+        try p.run()
+        #expect(Harness.wait(timeout: 60) { h.server.stats()["messages"] >= 1 })
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        #expect(Harness.wait(timeout: 10) { Self.messages(h, withId: "killed-1@example.org").count == 1 })
+        try h.sync()
+        #expect(Self.messages(h, withId: "killed-1@example.org").count == 1, "the upload was sent twice")
+        try Self.expectQuiet(h)
+    }
+
+    // MARK: Conflicts
+
+    @Test func flagsMergeThreeWay() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work")
+        let list = h.account.messages(mailboxId: work).filter { !$0.seen && !$0.flagged && !$0.deleted && !$0.draft }
+        #expect(list.count >= 3)
+        let a = list[0], b = list[1], c = list[2]
+        // a: read locally, flagged on the server → both.
+        try Self.rename(h, try #require(Self.file(h, work, a.uid)), flags: (Harness.letters(a) + "S").sortedLetters)
+        try h.account.setFlags(mailboxId: work, uid: a.uid, flagged: true)
+        // b: only the server changed it → pulled.
+        try h.account.setFlags(mailboxId: work, uid: b.uid, seen: true)
+        // c: flagged locally, the server marked it deleted.
+        try Self.rename(h, try #require(Self.file(h, work, c.uid)), flags: (Harness.letters(c) + "F").sortedLetters, folder: nil)
+        try h.account.setFlags(mailboxId: work, uid: c.uid, deleted: true)
+        try h.sync()
+        let after = Dictionary(uniqueKeysWithValues: h.account.messages(mailboxId: work).map { ($0.uid, $0) })
+        #expect(after[a.uid]?.seen == true && after[a.uid]?.flagged == true)
+        #expect(after[b.uid]?.seen == true)
+        #expect(after[c.uid]?.flagged == true && after[c.uid]?.deleted == true)
+        try h.expectMirror()
+        try Self.expectQuiet(h)
+    }
+
+    @Test func aLocalDeleteWinsOverAServerChange() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work")
+        let m = try #require(h.account.messages(mailboxId: work).first { !$0.flagged })
+        try FileManager.default.removeItem(atPath: h.maildir + "/" + (try #require(Self.file(h, work, m.uid))))
+        try h.account.setFlags(mailboxId: work, uid: m.uid, flagged: true)
+        try h.sync()
+        #expect(!h.account.messages(mailboxId: work).contains { $0.uid == m.uid })
+        try h.expectMirror()
+        try Self.expectQuiet(h)
+    }
+
+    // MARK: Failures and safety rails
+
+    @Test func changesWaitWhileTheServerFailsAndGoOutLater() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work")
+        let m = try #require(h.account.messages(mailboxId: work).first { !$0.seen && !$0.deleted })
+        try Self.rename(h, try #require(Self.file(h, work, m.uid)), flags: (Harness.letters(m) + "S").sortedLetters)
+        h.server.injectFault(.status(503, body: "{\"error\":\"Service Unavailable\"}"), on: "messages", count: 5)
+        let failed = try h.run()
+        #expect(failed.status != 0)
+        #expect(h.account.messages(mailboxId: work).first { $0.uid == m.uid }?.seen == false)
+        h.server.clearFaults()
+        try h.sync()
+        #expect(h.account.messages(mailboxId: work).first { $0.uid == m.uid }?.seen == true)
+        try Self.expectQuiet(h)
+    }
+
+    @Test func pullOnlyNeverWritesToTheServer() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work")
+        let list = h.account.messages(mailboxId: work)
+        let read = try #require(list.first { !$0.seen && !$0.deleted })
+        let gone = try #require(list.first { $0.uid != read.uid })
+        let readFile = try Self.rename(h, try #require(Self.file(h, work, read.uid)), flags: (Harness.letters(read) + "S").sortedLetters)
+        try FileManager.default.removeItem(atPath: h.maildir + "/" + (try #require(Self.file(h, work, gone.uid))))
+        let new = try Self.writeNew(h, folder: "Work", flags: "S", messageId: "backup-1@example.org", subject: "Local only")
+        let server = Self.serverState(h)
+        try h.sync(extra: ["--pull-only"])
+        // The server changes another message meanwhile; that still arrives.
+        let other = try #require(list.first { $0.uid != read.uid && $0.uid != gone.uid && !$0.flagged })
+        try h.account.setFlags(mailboxId: work, uid: other.uid, flagged: true)
+        let server2 = Self.serverState(h)
+        try h.sync(extra: ["--pull-only"])
+        #expect(Self.serverState(h) == server2)
+        #expect(server2 != server)  // only by the change made above
+        #expect(h.account.messages(mailboxId: work).first { $0.uid == read.uid }?.seen == false)
+        #expect(h.account.messages(mailboxId: work).contains { $0.uid == gone.uid })
+        #expect(Self.messages(h, withId: "backup-1@example.org").isEmpty)
+        // Local changes are not reverted either.
+        #expect(FileManager.default.fileExists(atPath: h.maildir + "/" + readFile))
+        #expect(FileManager.default.fileExists(atPath: h.maildir + "/" + new))
+        #expect(Self.file(h, work, gone.uid) == nil)
+        #expect(Self.file(h, work, other.uid)?.contains("F") == true)
+    }
+
+    @Test func theMassDeleteBreakerHoldsDeletesUntilAllowed() throws {
+        let h = try Self.synced(generated: 60)
+        let work = try Self.mailbox(h, "Work")
+        let count = h.account.messages(mailboxId: work).count
+        // Everything in Work vanishes (rm -rf cur/* new/*).
+        for sub in ["cur", "new"] {
+            for name in try FileManager.default.contentsOfDirectory(atPath: h.maildir + "/Work/" + sub) {
+                try FileManager.default.removeItem(atPath: h.maildir + "/Work/\(sub)/\(name)")
+            }
+        }
+        let r = try h.run()
+        #expect(r.status == 66, "\(r.stderr)")
+        #expect(r.stderr.contains("--allow-mass-delete"))
+        #expect(h.account.messages(mailboxId: work).count == count)
+        try h.expectMirror()   // the files are back
+        try Self.expectQuiet(h)
+
+        // Meant: delete again and allow it.
+        for sub in ["cur", "new"] {
+            for name in try FileManager.default.contentsOfDirectory(atPath: h.maildir + "/Work/" + sub) {
+                try FileManager.default.removeItem(atPath: h.maildir + "/Work/\(sub)/\(name)")
+            }
+        }
+        try h.sync(extra: ["--allow-mass-delete"])
+        #expect(h.account.messages(mailboxId: work).isEmpty)
+        try h.expectMirror()
+        try Self.expectQuiet(h)
+    }
+
+    @Test func aMissingRootOrFolderIsNeverReadAsDeletes() throws {
+        let h = try Self.synced()
+        let server = Self.serverState(h)
+        let total = h.totalServerMessages
+        // The disk did not mount.
+        try FileManager.default.moveItem(atPath: h.maildir, toPath: h.dir + "/unmounted")
+        let r = try h.run()
+        #expect(r.status == 74, "\(r.stderr)")
+        #expect(r.stderr.contains("missing"))
+        #expect(!FileManager.default.fileExists(atPath: h.maildir))
+        #expect(Self.serverState(h) == server)
+        try FileManager.default.moveItem(atPath: h.dir + "/unmounted", toPath: h.maildir)
+        // A folder removed with rm -rf: nothing deleted on the server, it comes back.
+        try FileManager.default.removeItem(atPath: h.maildir + "/Work/Projects")
+        try h.sync()
+        #expect(h.totalServerMessages == total)
+        try h.expectMirror()
+        try Self.expectQuiet(h)
+    }
+}
+
+extension String {
+    /// Maildir flag letters in ASCII order, each once.
+    var sortedLetters: String { String(Set(self).sorted()) }
+}
