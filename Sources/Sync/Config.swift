@@ -22,6 +22,8 @@ public struct AccountConfig: Sendable {
     public var live = LiveOptions()
     /// How a failed request is tried again within a run.
     public var retry = RetryPolicy.standard
+    /// `--post-sync CMD`: run after a sync that changed the Maildir (see `PostSyncHook`).
+    public var postSync: String?
     /// Never write to the server: local changes are recorded but neither pushed nor reverted.
     public var pullOnly = false
     /// Let this run delete many messages at once (the mass-delete breaker is off).
