@@ -44,6 +44,15 @@ public enum Transport: String, Sendable {
     case polling = "REST polling"
 }
 
+/// What the engine reports to whoever runs it (systemd notifications).
+public enum LiveEvent: Sendable {
+    /// The first complete sync is done.
+    case ready
+    case transport(Transport)
+    /// A batch (or reconcile) changed the Maildir.
+    case changed(ChangeCounts)
+}
+
 /// What a source tells the engine besides events.
 enum SourceNote: Sendable {
     case connected(Transport)
@@ -151,11 +160,18 @@ public final class LiveSync: Sendable {
     let options: LiveOptions
     let log: SyncLog
     let inbox = Inbox()
+    let postSync: PostSyncHook?
+    let observer: @Sendable (LiveEvent) -> Void
+    /// The last failure `guarded` saw, recorded in the cache by the next `step`.
+    private let lastFailure = Mutex<String?>(nil)
 
-    public init(config: AccountConfig, log: SyncLog) {
+    public init(config: AccountConfig, log: SyncLog, postSync: PostSyncHook? = nil,
+                observer: @escaping @Sendable (LiveEvent) -> Void = { _ in }) {
         self.config = config
         self.options = config.live
         self.log = log
+        self.postSync = postSync
+        self.observer = observer
     }
 
     /// Asks the engine to finish its current batch, close its connections and return.
@@ -166,24 +182,56 @@ public final class LiveSync: Sendable {
 
     /// Runs until `stop()`. Throws only for what retrying cannot fix (authentication, local I/O).
     public func run() throws {
+        defer { postSync?.finish() }
         do { try loop() } catch SyncError.cancelled {
             log.log(.verbose, "stopped during a sync; the next run continues from there")
+        } catch {
+            // What ends the daemon is the last error `wdsync --status` shows.
+            if let store = try? Store(path: config.db) { try? store.recordError("\(error)") }
+            throw error
         }
+    }
+
+    /// Runs one step of the engine and reports what it changed in the Maildir: to the status in
+    /// the cache (`wdsync --status`), the post-sync hook and the observer. `events` marks a batch
+    /// of updates, `completeSync` a full sync or reconcile.
+    private func step(_ mirror: Mirror, events: Int? = nil, completeSync: Bool = false, _ body: () throws -> Bool) throws -> Bool {
+        mirror.summary = SyncSummary()
+        let start = ContinuousClock.now
+        let ok = try body()
+        let counts = mirror.summary.changes
+        if let failure = lastFailure.withLock({ f in defer { f = nil }; return f }) {
+            try mirror.store.recordError(failure)
+        }
+        if ok && completeSync {
+            let elapsed = ContinuousClock.now - start
+            let ms = Int(elapsed.components.seconds) * 1000 + Int(elapsed.components.attoseconds / 1_000_000_000_000_000)
+            try mirror.store.recordSync(milliseconds: ms, counts: counts)
+        }
+        if !counts.isEmpty {
+            if let events { try mirror.store.recordBatch(events: events, counts: counts) }
+            postSync?.schedule(counts)
+            observer(.changed(counts))
+        }
+        return ok
     }
 
     private func loop() throws {
         let mirror = try Mirror(config: config, log: log)
         let inbox = self.inbox
         mirror.isCancelled = { inbox.stopRequested }
+        try mirror.store.recordDaemon(pid: Int(getpid()))
+        defer { try? mirror.store.recordDaemon(pid: nil) }
         log.log(.verbose, "initial sync")
         // A server that is down when the daemon starts is waited for, not given up on.
         var startFailures = 0
-        while !(try guarded("initial sync", { _ = try mirror.syncOnce() })) {
+        while !(try step(mirror, completeSync: true, { try guarded("initial sync", { _ = try mirror.syncOnce() }) })) {
             let delay = backoff(attempt: startFailures)
             startFailures += 1
             inbox.wait(seconds: delay)
             if inbox.stopRequested { return }
         }
+        observer(.ready)
         mirror.syncFolders = false
         var transport = Transport.webSocket
         var source: EventSource?
@@ -217,6 +265,10 @@ public final class LiveSync: Sendable {
             source?.stop()
             source = nil
             if next != transport { log.log(.verbose, "switching from \(transport.rawValue) to \(next.rawValue): \(reason)") }
+            if next == .polling && transport != .polling {
+                try? mirror.store.recordTransport(next.rawValue)
+                observer(.transport(next))
+            }
             transport = next
             failures = 0
             nextAttempt = .now
@@ -249,8 +301,10 @@ public final class LiveSync: Sendable {
                 source?.stop()
                 source = nil
                 if !taken.events.isEmpty {
-                    _ = try guarded("applying the last batch") {
-                        try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror, source: source)
+                    _ = try step(mirror, events: taken.events.count) {
+                        try guarded("applying the last batch") {
+                            try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror, source: source)
+                        }
                     }
                 }
                 return
@@ -261,7 +315,9 @@ public final class LiveSync: Sendable {
                     guard t == transport else { continue }
                     failures = 0
                     log.log(.verbose, "connected (\(t.rawValue)); reconciling")
-                    if try guarded("reconciling", { _ = try mirror.syncOnce() }) {
+                    try mirror.store.recordTransport(t.rawValue)
+                    observer(.transport(t))
+                    if try step(mirror, completeSync: true, { try guarded("reconciling", { _ = try mirror.syncOnce() }) }) {
                         if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
                         nextReconcile = .now + .seconds(options.reconcileInterval)
                     } else {
@@ -307,8 +363,10 @@ public final class LiveSync: Sendable {
                 nextScan = .now + .seconds(scanInterval())
             }
             if !taken.events.isEmpty {
-                let applied = try guarded("applying updates") {
-                    try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror, source: source)
+                let applied = try step(mirror, events: taken.events.count) {
+                    try guarded("applying updates") {
+                        try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror, source: source)
+                    }
                 }
                 // What failed is recovered by the reconcile that follows the next connection.
                 if !applied, let s = source { inbox.note(.failed(s.transport, reason: "applying updates failed", unavailable: false, auth: false)) }
@@ -318,13 +376,13 @@ public final class LiveSync: Sendable {
             if !taken.events.isEmpty, try mirror.store.orphanCount() > 0 {
                 nextSweep = .now + .seconds(options.orphanGrace + 0.1)
             } else if let sweep = nextSweep, ContinuousClock.now >= sweep {
-                try mirror.export(keepOrphans: options.orphanGrace)
+                _ = try step(mirror) { try mirror.export(keepOrphans: options.orphanGrace); return true }
                 nextSweep = try mirror.store.orphanCount() > 0 ? .now + .seconds(options.orphanGrace) : nil
             }
             if taken.reconcile || ContinuousClock.now >= nextReconcile || (transport == .polling && ContinuousClock.now >= nextPoll) {
                 log.log(.debug, "reconciling (\(transport == .polling ? "poll" : "scheduled"))")
                 nextPoll = .now + .seconds(options.pollInterval)
-                if try guarded("reconciling", { _ = try mirror.syncOnce() }) {
+                if try step(mirror, completeSync: true, { try guarded("reconciling", { _ = try mirror.syncOnce() }) }) {
                     if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
                     nextReconcile = .now + .seconds(options.reconcileInterval)
                 }
@@ -364,6 +422,7 @@ public final class LiveSync: Sendable {
             try body()
             return true
         } catch let error as WildDuckError {
+            lastFailure.withLock { $0 = "\(what): \(error)" }
             switch error {
             case .authenticationFailed, .invalidToken: throw error
             case .unreachable, .network, .server, .malformed:

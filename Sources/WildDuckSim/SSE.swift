@@ -8,14 +8,22 @@ import Darwin
 // `GET /users/:user/updates` — the journal as Server-Sent Events (spec §6).
 
 extension SimAccount {
-    /// Journal entries with an id greater than `id` (all of them for nil), oldest first.
-    func journal(after id: String?) -> [JournalEntry] {
+    /// Journal entries with an id greater than `id` (all of them for nil), oldest first, across all
+    /// mailboxes. Entries past the TTL are gone.
+    func journal(after id: String?) -> [JournalEntry] { journalRead(after: id).entries }
+
+    /// `journal(after:)` and the journal's generation at the time of the read.
+    func journalRead(after id: String?) -> (entries: [JournalEntry], generation: UInt64) {
         state.withLock { s in
-            guard let id else { return s.journal }
+            s.expireJournal(now: s.clock())
+            guard let id else { return (s.journal, s.journalGeneration) }
             let i = Paging.lowerBound(s.journal.count) { s.journal[$0].id <= id }
-            return Array(s.journal[i...])
+            return (Array(s.journal[i...]), s.journalGeneration)
         }
     }
+
+    /// Goes up by one with every journal entry.
+    var journalGeneration: UInt64 { state.withLock { $0.journalGeneration } }
 
     var latestJournalId: String? { state.withLock { $0.journal.last?.id } }
 
@@ -48,7 +56,34 @@ enum SSE {
         .object([("command", .string(e.command))] + e.fields)
     }
 
+    /// The frames of one journal read, as WildDuck's `loadJournalStream` writes them: every entry, then a
+    /// COUNTERS frame (with the id of the read's last entry) for each mailbox that an EXISTS, an EXPUNGE
+    /// or a FETCH touching `seen` named.
+    static func frames(_ entries: [JournalEntry], account: SimAccount) -> [UInt8] {
+        var out: [UInt8] = []
+        var touched: [String] = []
+        for e in entries {
+            out += chunk(frame(payload(e), id: e.id))
+            if let m = e.mailbox, e.command == "EXISTS" || e.command == "EXPUNGE" || (e.command == "FETCH" && e.unseenChange),
+               !touched.contains(m) { touched.append(m) }
+        }
+        if let last = entries.last {
+            for m in touched {
+                guard let c = account.counters(mailboxId: m) else { continue }
+                let p = JSONValue.object([("command", .string("COUNTERS")), ("mailbox", .string(m)), ("total", .int(c.total)), ("unseen", .int(c.unseen))])
+                out += chunk(frame(p, id: last.id))
+            }
+        }
+        return out
+    }
+
     /// Runs one stream until the client goes away, the server stops, or the stream is dropped.
+    ///
+    /// As WildDuck's `/users/:user/updates` (lib/api/updates.js): with a Last-Event-ID the journal after it
+    /// is replayed; without one the stream starts at the newest entry. Later reads happen only when the
+    /// journal grows, and each reads from the stream's position. The replay does not move that position, so
+    /// the first read after a replay sends the replayed entries again. Every read ends with COUNTERS. When
+    /// the replay sent nothing, the first `: idling` comment goes out at once.
     static func run(fd: Int32, server: SimServer, lastEventId: String?, endAfterReplay: Bool) -> Bool {
         let account = server.account
         guard let wake = account.journalSignal.register() else { return false }
@@ -63,39 +98,36 @@ enum SSE {
             return Sock.writeAll(fd, bytes)
         }
         // Take the live position before the head goes out: a client may mutate as soon as it sees the head.
-        let livePosition = account.latestJournalId ?? ""
+        var position = account.latestJournalId ?? ""
+        var generation = account.journalGeneration
         guard send(head) else { server.sent(sent); return false }
         defer { server.sent(sent) }
 
-        var cursor: String
+        var replayed = false
         if let last = lastEventId {
-            let entries = account.journal(after: last)
-            var touched: [String] = []
-            for e in entries {
-                guard send(chunk(frame(payload(e), id: e.id))) else { return false }
-                if let m = e.mailbox, e.command == "EXISTS" || e.command == "EXPUNGE" || (e.command == "FETCH" && e.unseenChange),
-                   !touched.contains(m) { touched.append(m) }
-            }
-            if let lastEntry = entries.last {
-                for m in touched {
-                    guard let c = account.counters(mailboxId: m) else { continue }
-                    let p = JSONValue.object([("command", .string("COUNTERS")), ("mailbox", .string(m)), ("total", .int(c.total)), ("unseen", .int(c.unseen))])
-                    guard send(chunk(frame(p, id: lastEntry.id))) else { return false }
-                }
-            }
-            cursor = entries.last?.id ?? last
-        } else {
-            cursor = livePosition
+            let read = account.journalRead(after: last)
+            guard send(frames(read.entries, account: account)) else { return false }
+            replayed = !read.entries.isEmpty
+            generation = read.generation
+            position = last
         }
         if endAfterReplay { return false }
 
         var lastActivity = Date()
         var idleCount = 0
+        if !replayed {
+            idleCount = 1
+            guard send(chunk(": idling 1\n\n")) else { return false }
+        }
         while server.isRunning && !server.isDropped(fd) {
-            for e in account.journal(after: cursor) {
-                guard send(chunk(frame(payload(e), id: e.id))) else { return false }
-                cursor = e.id
-                lastActivity = Date()
+            if account.journalGeneration != generation {
+                let read = account.journalRead(after: position)
+                generation = read.generation
+                if let last = read.entries.last {
+                    guard send(frames(read.entries, account: account)) else { return false }
+                    position = last.id
+                    lastActivity = Date()
+                }
             }
             let idle = server.sseIdleSeconds
             let remaining = idle - Date().timeIntervalSince(lastActivity)

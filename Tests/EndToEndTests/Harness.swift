@@ -198,13 +198,14 @@ final class Harness {
     // MARK: The daemon
 
     /// Starts `wdsync` without --once; its standard error goes to `log`.
-    func startDaemon(extra: [String] = []) throws -> Daemon {
-        let args = baseArguments.filter { $0 != "--once" } + ["--debug"] + extra
+    func startDaemon(extra: [String] = [], arguments: [String]? = nil, environment: [String: String] = [:]) throws -> Daemon {
+        let args = (arguments ?? baseArguments.filter { $0 != "--once" } + ["--debug"]) + extra
         let p = Process()
         p.executableURL = URL(fileURLWithPath: wdsyncBinary)
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["HOME"] = dir
+        env.merge(environment) { $1 }
         p.environment = env
         let logPath = dir + "/daemon-\(UUID().uuidString.prefix(6)).log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
