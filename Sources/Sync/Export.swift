@@ -12,7 +12,8 @@ import WildDuck
 extension Mirror {
     /// Makes the Maildir match the store. Files of messages that left the server are unlinked
     /// unless they became orphans less than `keepOrphans` seconds ago: the live engine keeps
-    /// them briefly, so a move whose two halves arrive in different batches is still a rename.
+    /// them for a while, so a move whose two halves arrive in different batches is still a
+    /// rename — but out of the readers' view at once (see `hideOrphans`).
     public func export(keepOrphans: Double = 0) throws {
         // Files renamed into place but not recorded can only exist if an export was interrupted
         // while downloading; the flag is set around downloads and cleared when the export ends.
@@ -20,6 +21,17 @@ extension Mirror {
         var flagged = interrupted
         let mailboxes = try store.mailboxes()
         let folderOf = try placeFolders(mailboxes)
+        downloadProgress = nil
+        defer { downloadProgress = nil }
+        if onProgress != nil {
+            let counts = try store.counts()
+            if counts.pendingDownloads > 0 {
+                downloadProgress = (SyncProgress(phase: .downloading, mailbox: "", done: 0, total: counts.pendingDownloads,
+                                                 totalBytes: counts.pendingBytes),
+                                    summary.downloaded, summary.bytesDownloaded,
+                                    Dictionary(mailboxes.map { ($0.id, $0.path) }, uniquingKeysWith: { a, _ in a }))
+            }
+        }
 
         var scanned: [String: [String: String]] = [:]   // folder → unique → file
         var downloads: [DownloadJob] = []
@@ -55,7 +67,9 @@ extension Mirror {
                         // recorded. After a clean export there is none, so big folders are not scanned.
                         if interrupted && scanned[folder] == nil {
                             scanned[folder] = try maildir.scanUniqueNames(folder: folder)
-                            _ = try maildir.cleanTmp(folder: folder, owns: Mirror.ownsFile)
+                            // Only download leftovers (named by the bare unique part), not the
+                            // files of orphans kept there for a possible move (`hideOrphans`).
+                            _ = try maildir.cleanTmp(folder: folder, owns: { !$0.contains(":") && Mirror.ownsFile($0) })
                         }
                         if let existing = scanned[folder]?[row.uniq] {
                             let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
@@ -65,7 +79,7 @@ extension Mirror {
                             continue
                         }
                         downloads.append(DownloadJob(mailboxId: row.mailboxId, uid: row.uid, folder: folder, unique: row.uniq,
-                                                     flags: flags, mtime: row.idate))
+                                                     flags: flags, mtime: row.idate, size: row.size))
                     } catch let error where Mirror.concernsOneItem(error) {
                         // One message whose file cannot be placed must not stop the others.
                         log.log(.warning, "message \(row.uid) of mailbox \(row.mailboxId) is not exported: \(error)")
@@ -87,6 +101,7 @@ extension Mirror {
             if try maildir.removeFile(orphan.file) { summary.removed += 1 }
             try store.removeOrphan(file: orphan.file)
         }
+        if keepOrphans > 0 { try hideOrphans() }
         let live = Set(folderOf.values)
         for folder in try store.deadFolders() {
             // A mailbox deleted and re-created under the same path keeps its folder.
@@ -96,6 +111,20 @@ extension Mirror {
             try store.removeDeadFolder(folder)
         }
         if flagged { try store.setExporting(false) }
+    }
+
+    /// Takes the files of orphans that are kept for a possible move out of the readers' view:
+    /// each goes into its folder's `tmp/` under its own name, which Maildir readers ignore, so an
+    /// expunge reaches mutt and notmuch with the batch that brings it. A move re-uses the file
+    /// from there; otherwise it is unlinked when the hold ends. The store is updated first: if
+    /// the process dies before the rename, the file is still found in `cur/`/`new/` by its
+    /// unique part, by `moveFile` and `removeFile` alike. Nothing else removes these files:
+    /// the crash-recovery clean-up of `tmp/` leaves names with an info part (`:2,…`) alone.
+    private func hideOrphans() throws {
+        for orphan in try store.orphans() where !Maildir.isHidden(orphan.file) {
+            try store.moveOrphan(file: orphan.file, to: try Maildir.hiddenPath(of: orphan.file))
+            try maildir.hideFile(orphan.file)
+        }
     }
 
     /// Creates or renames the folders of all mailboxes so they match the mailboxes' current
@@ -189,12 +218,16 @@ struct DownloadJob: Sendable {
     var unique: String
     var flags: MaildirFlags
     var mtime: Int?
+    /// The listing's size: the basis of the download's size cap.
+    var size: Int
 }
 
 /// What a download worker hands back.
 private enum DownloadResult: Sendable {
     case delivered(DownloadJob, Delivered)
     case vanished(DownloadJob)
+    /// This message's body was refused (`WildDuckError.badMessage`); the others go on.
+    case refused(DownloadJob, String)
 }
 
 extension Mirror {
@@ -204,6 +237,11 @@ extension Mirror {
     /// number of connections and a kill at any moment loses nothing.
     func download(_ jobs: [DownloadJob]) throws {
         guard !jobs.isEmpty else { return }
+        if let onProgress, var state = downloadProgress, state.progress.done == 0, let first = jobs.first {
+            state.progress.mailbox = state.paths[first.mailboxId] ?? ""
+            downloadProgress = state
+            onProgress(state.progress)
+        }
         log.log(.verbose, "downloading \(jobs.count) messages")
         // A message or two (the live case): on this thread, over the kept-alive connection.
         if jobs.count <= 2 {
@@ -212,6 +250,7 @@ extension Mirror {
                 for job in jobs {
                     do { results.append(.delivered(job, try Mirror.fetch(job, with: client, into: maildir))) }
                     catch let error as WildDuckError where error.isNotFound { results.append(.vanished(job)) }
+                    catch let error as WildDuckError where error.isBadMessage { results.append(.refused(job, error.description)) }
                     catch let error where Mirror.concernsOneItem(error) { skipped(job, error) }
                 }
             } catch {
@@ -237,6 +276,8 @@ extension Mirror {
                         shared.finish(.delivered(job, try Mirror.fetch(job, with: client, into: maildir)))
                     } catch let error as WildDuckError where error.isNotFound {
                         shared.finish(.vanished(job))
+                    } catch let error as WildDuckError where error.isBadMessage {
+                        shared.finish(.refused(job, error.description))
                     } catch let error where Mirror.concernsOneItem(error) {
                         skipped(job, error)
                     } catch {
@@ -272,14 +313,25 @@ extension Mirror {
         return { job, error in log.log(.warning, "message \(job.uid) of mailbox \(job.mailboxId) is not exported: \(error)") }
     }
 
-    /// Streams one message into tmp/, fsyncs it and renames it into place.
+    /// Streams one message into tmp/, fsyncs it and renames it into place. A try that the client
+    /// repeats after a broken connection starts over in a fresh tmp file, so a file is only ever
+    /// one complete body.
     static func fetch(_ job: DownloadJob, with client: WildDuckClient, into maildir: Maildir) throws -> Delivered {
-        let pending = try maildir.beginDelivery(folder: job.folder, unique: job.unique)
+        var pending: PendingDelivery?
         do {
-            try client.downloadMessage(mailbox: job.mailboxId, uid: job.uid) { chunk in try pending.write(chunk) }
-            return try pending.commit(flags: job.flags, mtime: job.mtime)
+            try client.downloadMessage(mailbox: job.mailboxId, uid: job.uid,
+                                       maxBytes: WildDuckClient.messageSizeCap(listedSize: job.size), begin: {
+                pending?.abort()
+                pending = nil
+                pending = try maildir.beginDelivery(folder: job.folder, unique: job.unique)
+            }, sink: { chunk in
+                guard let pending else { throw MaildirError.deliveryClosed(path: job.unique) }
+                try pending.write(chunk)
+            })
+            guard let delivery = pending else { throw MaildirError.deliveryClosed(path: job.unique) }
+            return try delivery.commit(flags: job.flags, mtime: job.mtime)
         } catch {
-            pending.abort()
+            pending?.abort()
             throw error
         }
     }
@@ -307,8 +359,19 @@ extension Mirror {
                     log.log(.verbose, "message \(job.uid) vanished from the server during the sync")
                     try store.markMailboxStale(id: job.mailboxId)
                     summary.vanished += 1
+                case .refused(let job, let reason):
+                    // Stays pending: the next pass tries again (and says so again).
+                    log.log(.error, "\(job.folder): \(reason)")
+                    summary.failed += 1
                 }
             }
+        }
+        if let onProgress, var state = downloadProgress {
+            for case .delivered(let job, _) in results.suffix(1) { state.progress.mailbox = state.paths[job.mailboxId] ?? "" }
+            state.progress.done = min(summary.downloaded - state.base, state.progress.total)
+            state.progress.bytes = summary.bytesDownloaded - state.baseBytes
+            downloadProgress = state
+            onProgress(state.progress)
         }
     }
 }

@@ -28,8 +28,11 @@ public struct LiveOptions: Sendable {
     /// A full REST reconcile at least this often, whatever the transport says.
     public var reconcileInterval: Double = 900
     public var compression = true
-    /// How long the file of a message that left a mailbox is kept for a possible move.
-    public var orphanGrace: Double = 2
+    /// How long the file of a message that left a mailbox is kept for a possible move. It is
+    /// out of the readers' view during that time (in its folder's tmp/), so the hold costs only
+    /// disk space for a while, and is long enough that a move whose halves arrive seconds apart
+    /// (a slow REST read, a reconnect) is still a rename.
+    public var orphanGrace: Double = 30
     /// Local changes: inotify wakes the engine within milliseconds; a scan also runs this often
     /// as a backstop, and `unwatchedScanInterval` when inotify is missing or out of watches.
     public var scanInterval: Double = 60
@@ -162,11 +165,14 @@ public final class LiveSync: Sendable {
     let inbox = Inbox()
     let postSync: PostSyncHook?
     let observer: @Sendable (LiveEvent) -> Void
+    /// The progress of the initial sync (a terminal's progress line).
+    let progress: (@Sendable (SyncProgress) -> Void)?
     /// The last failure `guarded` saw, recorded in the cache by the next `step`.
     private let lastFailure = Mutex<String?>(nil)
 
-    public init(config: AccountConfig, log: SyncLog, postSync: PostSyncHook? = nil,
-                observer: @escaping @Sendable (LiveEvent) -> Void = { _ in }) {
+    public init(config: AccountConfig, log: SyncLog, progress: (@Sendable (SyncProgress) -> Void)? = nil,
+                postSync: PostSyncHook? = nil, observer: @escaping @Sendable (LiveEvent) -> Void = { _ in }) {
+        self.progress = progress
         self.config = config
         self.options = config.live
         self.log = log
@@ -223,6 +229,7 @@ public final class LiveSync: Sendable {
         try mirror.store.recordDaemon(pid: Int(getpid()))
         defer { try? mirror.store.recordDaemon(pid: nil) }
         log.log(.verbose, "initial sync")
+        mirror.onProgress = progress
         // A server that is down when the daemon starts is waited for, not given up on.
         var startFailures = 0
         while !(try step(mirror, completeSync: true, { try guarded("initial sync", { _ = try mirror.syncOnce() }) })) {
@@ -231,6 +238,7 @@ public final class LiveSync: Sendable {
             inbox.wait(seconds: delay)
             if inbox.stopRequested { return }
         }
+        mirror.onProgress = nil
         observer(.ready)
         mirror.syncFolders = false
         var transport = Transport.webSocket
@@ -425,7 +433,7 @@ public final class LiveSync: Sendable {
             lastFailure.withLock { $0 = "\(what): \(error)" }
             switch error {
             case .authenticationFailed, .invalidToken: throw error
-            case .unreachable, .network, .server, .malformed:
+            case .unreachable, .network, .server, .malformed, .badMessage:
                 log.log(.warning, "\(what): \(error)")
                 return false
             }

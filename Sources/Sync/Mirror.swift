@@ -7,6 +7,22 @@ import Net
 import Store
 import WildDuck
 
+/// Where a pass is, for the progress line.
+public struct SyncProgress: Sendable, Equatable {
+    public enum Phase: Sendable, Equatable { case listing, downloading }
+    public var phase: Phase
+    public var mailbox: String
+    /// Messages listed or downloaded so far, of `total`.
+    public var done: Int
+    public var total: Int
+    public var bytes = 0
+    public var totalBytes = 0
+    public init(phase: Phase, mailbox: String, done: Int, total: Int, bytes: Int = 0, totalBytes: Int = 0) {
+        self.phase = phase; self.mailbox = mailbox; self.done = done; self.total = total
+        self.bytes = bytes; self.totalBytes = totalBytes
+    }
+}
+
 /// What one sync pass did (for the summary line, tests and benchmarks).
 public struct SyncSummary: Sendable, Equatable {
     public var mailboxesListed = 0
@@ -18,6 +34,7 @@ public struct SyncSummary: Sendable, Equatable {
     public var removed = 0         // files unlinked
     public var recovered = 0       // files adopted after an interrupted run
     public var vanished = 0        // messages gone from the server while being fetched
+    public var failed = 0          // messages whose body was refused (too large, cut off); tried again next pass
     // Two-way: what the scan found and the push sent.
     public var localChanges = 0    // flag changes, moves, deletes and uploads the scan queued
     public var pushedFlags = 0
@@ -53,7 +70,14 @@ public final class Mirror {
     public var syncFolders = true
     /// Checked between pages and between downloads; when it says true the pass stops with
     /// `SyncError.cancelled`, keeping everything done so far (the daemon's SIGTERM).
-    public var isCancelled: @Sendable () -> Bool = { false }
+    public var isCancelled: @Sendable () -> Bool = { false } {
+        didSet { session.isCancelled = isCancelled }
+    }
+    /// Told how a pass advances (the progress line on a terminal): per listing page and per
+    /// batch of recorded downloads, on this mirror's thread.
+    public var onProgress: ((SyncProgress) -> Void)?
+    /// The downloads of the current export, for `onProgress`.
+    var downloadProgress: (progress: SyncProgress, base: Int, baseBytes: Int, paths: [String: String])?
 
     public init(config: AccountConfig, log: SyncLog) throws {
         self.config = config
@@ -74,7 +98,9 @@ public final class Mirror {
         maildir = Maildir(root: root, layout: config.layout)
         let password = config.password
         session = Session(endpoint: endpoint, username: config.username, password: { try password.read() },
-                          connector: Connectors.make(caFile: config.caFile, insecure: config.insecure))
+                          connector: Connectors.make(caFile: config.caFile, insecure: config.insecure),
+                          retry: config.retry)
+        session.retryLog = { [log] message in log.log(.verbose, message) }
         client = WildDuckClient(session: session)
         client.onSkipped = { [log] in log.log(.warning, $0) }
         if let account = try store.account(), account.layout != config.layout.rawValue {
@@ -204,6 +230,8 @@ public final class Mirror {
                 return
             }
             if page.skipped > 0 { incomplete = true }
+            onProgress?(SyncProgress(phase: .listing, mailbox: mailbox.path, done: seen.count + page.items.count,
+                                     total: max(mailbox.total ?? 0, seen.count + page.items.count)))
             try store.transaction {
                 for item in page.items {
                     seen.insert(item.uid)
