@@ -12,7 +12,8 @@ import WildDuck
 extension Mirror {
     /// Makes the Maildir match the store. Files of messages that left the server are unlinked
     /// unless they became orphans less than `keepOrphans` seconds ago: the live engine keeps
-    /// them briefly, so a move whose two halves arrive in different batches is still a rename.
+    /// them for a while, so a move whose two halves arrive in different batches is still a
+    /// rename — but out of the readers' view at once (see `hideOrphans`).
     public func export(keepOrphans: Double = 0) throws {
         // Files renamed into place but not recorded can only exist if an export was interrupted
         // while downloading; the flag is set around downloads and cleared when the export ends.
@@ -55,7 +56,9 @@ extension Mirror {
                         // recorded. After a clean export there is none, so big folders are not scanned.
                         if interrupted && scanned[folder] == nil {
                             scanned[folder] = try maildir.scanUniqueNames(folder: folder)
-                            _ = try maildir.cleanTmp(folder: folder, owns: Mirror.ownsFile)
+                            // Only download leftovers (named by the bare unique part), not the
+                            // files of orphans kept there for a possible move (`hideOrphans`).
+                            _ = try maildir.cleanTmp(folder: folder, owns: { !$0.contains(":") && Mirror.ownsFile($0) })
                         }
                         if let existing = scanned[folder]?[row.uniq] {
                             let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
@@ -87,6 +90,7 @@ extension Mirror {
             if try maildir.removeFile(orphan.file) { summary.removed += 1 }
             try store.removeOrphan(file: orphan.file)
         }
+        if keepOrphans > 0 { try hideOrphans() }
         let live = Set(folderOf.values)
         for folder in try store.deadFolders() {
             // A mailbox deleted and re-created under the same path keeps its folder.
@@ -96,6 +100,20 @@ extension Mirror {
             try store.removeDeadFolder(folder)
         }
         if flagged { try store.setExporting(false) }
+    }
+
+    /// Takes the files of orphans that are kept for a possible move out of the readers' view:
+    /// each goes into its folder's `tmp/` under its own name, which Maildir readers ignore, so an
+    /// expunge reaches mutt and notmuch with the batch that brings it. A move re-uses the file
+    /// from there; otherwise it is unlinked when the hold ends. The store is updated first: if
+    /// the process dies before the rename, the file is still found in `cur/`/`new/` by its
+    /// unique part, by `moveFile` and `removeFile` alike. Nothing else removes these files:
+    /// the crash-recovery clean-up of `tmp/` leaves names with an info part (`:2,…`) alone.
+    private func hideOrphans() throws {
+        for orphan in try store.orphans() where !Maildir.isHidden(orphan.file) {
+            try store.moveOrphan(file: orphan.file, to: try Maildir.hiddenPath(of: orphan.file))
+            try maildir.hideFile(orphan.file)
+        }
     }
 
     /// Creates or renames the folders of all mailboxes so they match the mailboxes' current

@@ -28,8 +28,11 @@ public struct LiveOptions: Sendable {
     /// A full REST reconcile at least this often, whatever the transport says.
     public var reconcileInterval: Double = 900
     public var compression = true
-    /// How long the file of a message that left a mailbox is kept for a possible move.
-    public var orphanGrace: Double = 2
+    /// How long the file of a message that left a mailbox is kept for a possible move. It is
+    /// out of the readers' view during that time (in its folder's tmp/), so the hold costs only
+    /// disk space for a while, and is long enough that a move whose halves arrive seconds apart
+    /// (a slow REST read, a reconnect) is still a rename.
+    public var orphanGrace: Double = 30
     /// Local changes: inotify wakes the engine within milliseconds; a scan also runs this often
     /// as a backstop, and `unwatchedScanInterval` when inotify is missing or out of watches.
     public var scanInterval: Double = 60
