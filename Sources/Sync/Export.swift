@@ -21,6 +21,17 @@ extension Mirror {
         var flagged = interrupted
         let mailboxes = try store.mailboxes()
         let folderOf = try placeFolders(mailboxes)
+        downloadProgress = nil
+        defer { downloadProgress = nil }
+        if onProgress != nil {
+            let counts = try store.counts()
+            if counts.pendingDownloads > 0 {
+                downloadProgress = (SyncProgress(phase: .downloading, mailbox: "", done: 0, total: counts.pendingDownloads,
+                                                 totalBytes: counts.pendingBytes),
+                                    summary.downloaded, summary.bytesDownloaded,
+                                    Dictionary(mailboxes.map { ($0.id, $0.path) }, uniquingKeysWith: { a, _ in a }))
+            }
+        }
 
         var scanned: [String: [String: String]] = [:]   // folder → unique → file
         var downloads: [DownloadJob] = []
@@ -222,6 +233,11 @@ extension Mirror {
     /// number of connections and a kill at any moment loses nothing.
     func download(_ jobs: [DownloadJob]) throws {
         guard !jobs.isEmpty else { return }
+        if let onProgress, var state = downloadProgress, state.progress.done == 0, let first = jobs.first {
+            state.progress.mailbox = state.paths[first.mailboxId] ?? ""
+            downloadProgress = state
+            onProgress(state.progress)
+        }
         log.log(.verbose, "downloading \(jobs.count) messages")
         // A message or two (the live case): on this thread, over the kept-alive connection.
         if jobs.count <= 2 {
@@ -327,6 +343,13 @@ extension Mirror {
                     summary.vanished += 1
                 }
             }
+        }
+        if let onProgress, var state = downloadProgress {
+            for case .delivered(let job, _) in results.suffix(1) { state.progress.mailbox = state.paths[job.mailboxId] ?? "" }
+            state.progress.done = min(summary.downloaded - state.base, state.progress.total)
+            state.progress.bytes = summary.bytesDownloaded - state.baseBytes
+            downloadProgress = state
+            onProgress(state.progress)
         }
     }
 }

@@ -165,11 +165,14 @@ public final class LiveSync: Sendable {
     let inbox = Inbox()
     let postSync: PostSyncHook?
     let observer: @Sendable (LiveEvent) -> Void
+    /// The progress of the initial sync (a terminal's progress line).
+    let progress: (@Sendable (SyncProgress) -> Void)?
     /// The last failure `guarded` saw, recorded in the cache by the next `step`.
     private let lastFailure = Mutex<String?>(nil)
 
-    public init(config: AccountConfig, log: SyncLog, postSync: PostSyncHook? = nil,
-                observer: @escaping @Sendable (LiveEvent) -> Void = { _ in }) {
+    public init(config: AccountConfig, log: SyncLog, progress: (@Sendable (SyncProgress) -> Void)? = nil,
+                postSync: PostSyncHook? = nil, observer: @escaping @Sendable (LiveEvent) -> Void = { _ in }) {
+        self.progress = progress
         self.config = config
         self.options = config.live
         self.log = log
@@ -226,6 +229,7 @@ public final class LiveSync: Sendable {
         try mirror.store.recordDaemon(pid: Int(getpid()))
         defer { try? mirror.store.recordDaemon(pid: nil) }
         log.log(.verbose, "initial sync")
+        mirror.onProgress = progress
         // A server that is down when the daemon starts is waited for, not given up on.
         var startFailures = 0
         while !(try step(mirror, completeSync: true, { try guarded("initial sync", { _ = try mirror.syncOnce() }) })) {
@@ -234,6 +238,7 @@ public final class LiveSync: Sendable {
             inbox.wait(seconds: delay)
             if inbox.stopRequested { return }
         }
+        mirror.onProgress = nil
         observer(.ready)
         mirror.syncFolders = false
         var transport = Transport.webSocket

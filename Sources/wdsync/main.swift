@@ -26,7 +26,7 @@ struct StderrLog: SyncLog {
         default: break
         }
         line += LogText.clean(message) + "\n"
-        FileHandle.standardError.write(Data(line.utf8))
+        Terminal.shared.write(line)
     }
 }
 
@@ -80,6 +80,7 @@ func run() -> ExitCode {
         FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
         return .usage
     }
+    if !args.flags.contains("quiet") { Terminal.shared.enableProgress() }
     if args.flags.contains("status") { return showStatus(accounts, json: args.flags.contains("json")) }
     if args.flags.contains("json") {
         FileHandle.standardError.write(Data("wdsync: --json goes with --status\n".utf8))
@@ -100,6 +101,11 @@ func run() -> ExitCode {
             let lock = try AccountLock(dbPath: account.db)
             let mirror = try Mirror(config: account, log: log)
             started = mirror
+            if Terminal.shared.progressEnabled {
+                let name = accounts.count > 1 ? account.name : nil
+                mirror.onProgress = { Terminal.shared.show($0, account: name) }
+            }
+            defer { Terminal.shared.clear() }
             let start = Date()
             let summary = try mirror.syncOnce()
             let seconds = Date().timeIntervalSince(start)
@@ -156,6 +162,7 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel, debug: Bool) -> ExitC
     let notifier = SystemdNotifier()
     let states = Mutex(accounts.map { _ in DaemonState() })
     @Sendable func report(_ index: Int, _ event: LiveEvent) {
+        if case .ready = event { Terminal.shared.clear() }
         guard let notifier else { return }
         let (becameReady, status) = states.withLock { s -> (Bool, String) in
             let wasReady = s.allSatisfy(\.ready)
@@ -171,9 +178,12 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel, debug: Bool) -> ExitC
         }
         notifier.send((becameReady ? "READY=1\n" : "") + "STATUS=\(status)")
     }
-    let engines = accounts.enumerated().map { index, account in
+    let engines = accounts.enumerated().map { (index: Int, account: AccountConfig) -> LiveSync in
         let log = StderrLog(level: level, timestamps: debug, account: accounts.count > 1 ? account.name : nil)
-        return LiveSync(config: account, log: log,
+        let name = accounts.count > 1 ? account.name : nil
+        var progress: (@Sendable (SyncProgress) -> Void)?
+        if Terminal.shared.progressEnabled { progress = { Terminal.shared.show($0, account: name) } }
+        return LiveSync(config: account, log: log, progress: progress,
                         postSync: account.postSync.map { PostSyncHook(command: $0, account: account.name, maildir: account.maildir, log: log) },
                         observer: { report(index, $0) })
     }

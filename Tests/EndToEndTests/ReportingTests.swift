@@ -230,3 +230,45 @@ import WildDuckSim
         #expect(try h.run(["--status"] + where_).stdout.contains("not running"))
     }
 }
+
+/// The progress line, seen through a pseudo-terminal (`script` from util-linux).
+@Suite(.serialized) struct ProgressTests {
+    func throughTerminal(_ h: Harness, _ arguments: [String]) throws -> (Int32, String) {
+        let command = ([wdsyncBinary] + arguments).map { "'\($0)'" }.joined(separator: " ")
+        return try shell("script -qfec \"$CMD\" /dev/null", env: ["CMD": command, "HOME": h.dir])
+    }
+
+    @Test func aLongSyncOnATerminalShowsOneLiveLine() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 600)
+        let total = h.totalServerMessages
+        let (status, output) = try throughTerminal(h, h.baseArguments)
+        #expect(status == 0, "\(output)")
+        try h.expectMirror()
+        // Redrawn in place: carriage returns, no line feeds between updates.
+        let updates = output.split(separator: "\r").filter { $0.contains(" msgs") }
+        #expect(updates.count >= 2, "\(output)")
+        #expect(updates.allSatisfy { !$0.contains("\n") })
+        #expect(output.contains("listing INBOX"))
+        let first = try #require(updates.first { $0.contains("/\(total) msgs") })
+        #expect(first.contains("0/\(total) msgs"), "\(first)")
+        let last = try #require(updates.last)
+        #expect(last.contains("\(total)/\(total) msgs") && last.contains(" MB") && last.contains("msg/s") && last.contains("ETA 0:00"), "\(last)")
+        // The line is erased before the summary, which stands on a line of its own.
+        #expect(output.contains("\r\u{1B}[Ksynced "), "\(output.suffix(300))")
+
+        // -q: nothing but errors, even on a terminal.
+        let h2 = try Harness()
+        try h2.seedStandard(generated: 50)
+        let (quietStatus, quiet) = try throughTerminal(h2, h2.baseArguments + ["-q"])
+        #expect(quietStatus == 0 && quiet.isEmpty, "\(quiet)")
+    }
+
+    @Test func withoutATerminalNothingExtraIsPrinted() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 300)
+        let result = try h.sync()
+        #expect(!result.stderr.contains("\r") && !result.stderr.contains("msg/s") && !result.stderr.contains("\u{1B}"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+    }
+}
