@@ -87,6 +87,7 @@ func run() -> ExitCode {
         return .usage
     }
     if args.flags.contains("verify") { return verify(accounts, level: level) }
+    if args.flags.contains("dry-run") { return dryRun(accounts, level: level) }
     if !args.flags.contains("once") {
         return runLive(accounts, level: level, debug: args.flags.contains("debug"))
     }
