@@ -69,7 +69,7 @@ func helpText() -> String {
     usage: wdsync [--once] --server URL --user NAME (--password-file F | --password-command CMD)
                   [--maildir DIR] [--db FILE] [--layout verbatim|maildir++] [-v|-q]
            wdsync [--once] [--config FILE] [--account NAME]
-           wdsync --verify [--config FILE] [--account NAME]   (or with the account options above)
+           wdsync --status [--json] | --dry-run [-v] | --verify   [account options]
 
     Without --once, wdsync stays running and keeps the mirror current (WebSocket, falling back
     to the SSE update stream and then to REST polling). SIGUSR1 reconciles at once; SIGINT and
