@@ -25,7 +25,7 @@ let package = Package(
         .plugin(name: "EmbedMigrations", capability: .buildTool(),
                 dependencies: ["embed-migrations"], path: "Sources/EmbedMigrations"),
 
-        // Library modules (see shared/design.md).
+        // Library modules (docs/architecture.md says what each owns).
         .target(name: "Net", dependencies: ["COpenSSL"], swiftSettings: strict),
         .target(name: "WebSocket", dependencies: ["Net", "CZlib", "COpenSSL"], swiftSettings: strict),
         .target(name: "WildDuck", dependencies: ["Net"], swiftSettings: strict),

@@ -1,5 +1,5 @@
 -- wdsync cache, schema version 1.
--- SQLite is authoritative; the Maildir is a projection of it (see shared/design.md).
+-- SQLite is authoritative; the Maildir is a projection of it (see docs/architecture.md).
 
 -- The one account this database mirrors. Never holds the password.
 CREATE TABLE account (

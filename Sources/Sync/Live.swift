@@ -7,7 +7,7 @@ import Store
 import Synchronization
 import WildDuck
 
-/// Settings of the live engine (defaults as in the WebSocket design document).
+/// Settings of the live engine (docs/protocol.md explains the defaults).
 public struct LiveOptions: Sendable {
     public var reconnectDelay: Double = 1
     public var maxReconnectDelay: Double = 32

@@ -5,8 +5,8 @@ import WebSocket
 import WildDuck
 
 /// `GET /users/:user/updates`: WildDuck's journal as Server-Sent Events, resumed with
-/// Last-Event-ID. Runs on its own thread; the server ends the stream now and then (30 min on
-/// the fork), which the engine treats as a reconnect.
+/// Last-Event-ID. Runs on its own thread; the server ends the stream now and then (after 30
+/// minutes in WildDuck's lib/api/updates.js), which the engine treats as a reconnect.
 final class SSESource: EventSource {
     let transport = Transport.sse
     private let handle = CloseHandle()

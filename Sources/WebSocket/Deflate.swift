@@ -184,7 +184,7 @@ public final class PerMessageDeflater {
     }
 
     /// Compresses one whole message: deflate with Z_SYNC_FLUSH, then drop the trailing
-    /// 0x00 0x00 0xff 0xff (§7.2.1). An empty message becomes the single byte 0x00.
+    /// 0x00 0x00 0xff 0xff (RFC 7692 §7.2.1). An empty message becomes the single byte 0x00.
     public func compress(_ input: [UInt8]) -> [UInt8] {
         precondition(ok, "deflateInit2 failed")
         var out: [UInt8] = []
@@ -288,7 +288,7 @@ public final class PerMessageInflater {
                     case Z_BUF_ERROR:
                         return // no progress possible: all input consumed
                     case Z_STREAM_END:
-                        // The peer ended a deflate stream with BFINAL (allowed, §7.2.3.4): start a
+                        // The peer ended a deflate stream with BFINAL (allowed, RFC 7692 §7.2.3.4): start a
                         // fresh stream for whatever follows.
                         inflateReset(stream)
                         if stream.pointee.avail_in == 0 { return }

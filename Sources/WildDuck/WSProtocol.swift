@@ -1,6 +1,6 @@
-/// The WebSocket protocol of WildDuck's `/ws` (spec §7): JSON envelopes
+/// The WebSocket protocol of WildDuck's `/ws` (docs/wildduck-api.md, docs/protocol.md): JSON envelopes
 /// `{type, channel, data}` from the client and `{type, channel, data:{code, response}}` from
-/// the server. Payload shapes are not settled (spec §7.5–7.6), so decoding accepts every known
+/// the server. Payload shapes are not settled (two client-side sources disagree), so decoding accepts every known
 /// variant and turns anything it cannot apply exactly into a "dirty" event for REST.
 public enum WSChannel: String, Sendable, CaseIterable {
     case mailboxes, messages, settings, filters, autoreply
@@ -46,7 +46,7 @@ public enum WSProtocol {
         let response = data?["response"]
         switch type {
         case "disconnect":
-            // Both shapes: data.response.reason (client) and data.reason (plan/types).
+            // Both shapes: data.response.reason (wildduck_client) and data.reason (mail_box_types).
             let reason = response?["reason"]?.string ?? data?["reason"]?.string ?? "unknown"
             return .disconnect(reason: reason)
         case "data":

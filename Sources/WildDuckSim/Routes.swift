@@ -1,6 +1,6 @@
 import Foundation
 
-/// REST routes (spec §1–5).
+/// REST routes (docs/wildduck-api.md).
 struct Routes {
     let server: SimServer
     /// `truncateBody` on the updates route: end the stream after the replay.

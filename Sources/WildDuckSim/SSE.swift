@@ -5,7 +5,7 @@ import Glibc
 import Darwin
 #endif
 
-// `GET /users/:user/updates` — the journal as Server-Sent Events (spec §6).
+// `GET /users/:user/updates` — the journal as Server-Sent Events (docs/wildduck-api.md).
 
 extension SimAccount {
     /// Journal entries with an id greater than `id` (all of them for nil), oldest first, across all

@@ -5,10 +5,10 @@ import Glibc
 import Synchronization
 import WebSocket
 
-// `GET /ws` — the WebSocket protocol of wildduck_client (spec §7), built on the journal that
+// `GET /ws` — the WebSocket protocol of wildduck_client (docs/wildduck-api.md), built on the journal that
 // also feeds SSE. Only the frame codec is shared with the client (the WebSocket module).
 
-/// Which of the unsettled payload shapes (spec §7.5–7.6) the simulator sends.
+/// Which of the unsettled payload shapes (docs/wildduck-api.md) the simulator sends.
 public enum SimWSStyle: Sendable {
     /// wildduck_client's hooks: `event` + `message`/`mailbox` objects, `nextCursor`, nested autoreply.
     case perEvent

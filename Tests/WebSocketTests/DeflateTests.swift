@@ -6,7 +6,7 @@ struct DeflateTests {
     let compressedHello: [UInt8] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
 
     @Test func helloCompressesToTheRFCBytes() {
-        // §7.2.3.1: "Hello" as one compressed frame: 0xc1 0x07 0xf2 0x48 0xcd 0xc9 0xc9 0x07 0x00.
+        // RFC 7692 §7.2.3.1: "Hello" as one compressed frame: 0xc1 0x07 0xf2 0x48 0xcd 0xc9 0xc9 0x07 0x00.
         let sender = WebSocketSender(role: .server, deflate: PerMessageDeflateParameters())
         #expect(sender.text("Hello") == [0xc1, 0x07] + compressedHello)
         #expect(PerMessageDeflater().compress(hello) == compressedHello)
@@ -18,7 +18,7 @@ struct DeflateTests {
     }
 
     @Test func decodesTheRFCFragmentedMessage() throws {
-        // §7.2.3.1: the same data split in two frames; RSV1 on the first only.
+        // RFC 7692 §7.2.3.1: the same data split in two frames; RSV1 on the first only.
         let r = WebSocketReceiver(role: .client, deflate: PerMessageDeflateParameters())
         let wire: [UInt8] = [0x41, 0x03, 0xf2, 0x48, 0xcd, 0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00]
         var events: [WebSocketEvent] = []
@@ -27,7 +27,7 @@ struct DeflateTests {
     }
 
     @Test func contextTakeoverMakesTheSecondMessageShorter() throws {
-        // §7.2.3.2: with the window shared, the second "Hello" is 0xc1 0x05 0xf2 0x00 0x11 0x00 0x00.
+        // RFC 7692 §7.2.3.2: with the window shared, the second "Hello" is 0xc1 0x05 0xf2 0x00 0x11 0x00 0x00.
         let sender = WebSocketSender(role: .server, deflate: PerMessageDeflateParameters())
         let first = sender.text("Hello")
         let second = sender.text("Hello")
@@ -48,19 +48,19 @@ struct DeflateTests {
 
     @Test func decodesStoredBlockBfinalAndTwoBlocks() throws {
         let params = PerMessageDeflateParameters()
-        // §7.2.3.3 no compression (stored block).
+        // RFC 7692 §7.2.3.3 no compression (stored block).
         #expect(try WebSocketReceiver(role: .client, deflate: params)
             .receive([0xc1, 0x0b, 0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00]) == [.text("Hello")])
-        // §7.2.3.4 BFINAL set.
+        // RFC 7692 §7.2.3.4 BFINAL set.
         #expect(try WebSocketReceiver(role: .client, deflate: params)
             .receive([0xc1, 0x08, 0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]) == [.text("Hello")])
-        // §7.2.3.5 two deflate blocks in one message.
+        // RFC 7692 §7.2.3.5 two deflate blocks in one message.
         #expect(try WebSocketReceiver(role: .client, deflate: params)
             .receive([0xc1, 0x0d, 0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00]) == [.text("Hello")])
     }
 
     @Test func emptyMessageIsOneZeroByte() throws {
-        // §7.2.3.6.
+        // RFC 7692 §7.2.3.6.
         #expect(PerMessageDeflater().compress([]) == [0x00])
         #expect(try WebSocketReceiver(role: .client, deflate: PerMessageDeflateParameters()).receive([0xc1, 0x01, 0x00]) == [.text("")])
     }
