@@ -8,9 +8,11 @@ import Darwin
 // `GET /users/:user/updates` — the journal as Server-Sent Events (spec §6).
 
 extension SimAccount {
-    /// Journal entries with an id greater than `id` (all of them for nil), oldest first.
+    /// Journal entries with an id greater than `id` (all of them for nil), oldest first. Expired
+    /// entries are gone even when nothing was written since (MongoDB's TTL monitor runs on its own).
     func journal(after id: String?) -> [JournalEntry] {
         state.withLock { s in
+            s.expireJournal(now: s.clock())
             guard let id else { return s.journal }
             let i = Paging.lowerBound(s.journal.count) { s.journal[$0].id <= id }
             return Array(s.journal[i...])
@@ -18,6 +20,9 @@ extension SimAccount {
     }
 
     var latestJournalId: String? { state.withLock { $0.journal.last?.id } }
+
+    /// Changes on every journal write (the notifier's trigger for live reads).
+    var journalGenerationNow: UInt64 { state.withLock { $0.journalGeneration } }
 
     /// Number of journal entries currently kept.
     public var journalCount: Int { state.withLock { $0.journal.count } }
@@ -64,15 +69,21 @@ enum SSE {
         }
         // Take the live position before the head goes out: a client may mutate as soon as it sees the head.
         let livePosition = account.latestJournalId ?? ""
+        // A write from here on triggers a live read (the simulator listens from the start, so a
+        // test that writes as soon as it sees the head is not left waiting for the next write).
+        var generation = account.journalGenerationNow
         guard send(head) else { server.sent(sent); return false }
         defer { server.sent(sent) }
 
-        var cursor: String
-        if let last = lastEventId {
-            let entries = account.journal(after: last)
+        // WildDuck's loadJournalStream: the entries after the cursor, then one COUNTERS per
+        // mailbox touched by EXISTS, EXPUNGE or a FETCH that changed \Seen, with the last id
+        // (https://github.com/nodemailer/wildduck/blob/master/lib/api/updates.js#L238-L334).
+        // Returns the new cursor, or nil when the client went away.
+        func read(after cursor: String) -> String? {
+            let entries = account.journal(after: cursor)
             var touched: [String] = []
             for e in entries {
-                guard send(chunk(frame(payload(e), id: e.id))) else { return false }
+                guard send(chunk(frame(payload(e), id: e.id))) else { return nil }
                 if let m = e.mailbox, e.command == "EXISTS" || e.command == "EXPUNGE" || (e.command == "FETCH" && e.unseenChange),
                    !touched.contains(m) { touched.append(m) }
             }
@@ -80,10 +91,19 @@ enum SSE {
                 for m in touched {
                     guard let c = account.counters(mailboxId: m) else { continue }
                     let p = JSONValue.object([("command", .string("COUNTERS")), ("mailbox", .string(m)), ("total", .int(c.total)), ("unseen", .int(c.unseen))])
-                    guard send(chunk(frame(p, id: lastEntry.id))) else { return false }
+                    guard send(chunk(frame(p, id: lastEntry.id))) else { return nil }
                 }
             }
-            cursor = entries.last?.id ?? last
+            return entries.last?.id ?? cursor
+        }
+
+        // With an id: the replay. Its result does not move the cursor (updates.js#L187-L199
+        // ignores it; only live reads set it, #L148), so the first live read sends it again.
+        // Without an id there is no backlog: the cursor starts at the newest entry (#L200-L213).
+        var cursor: String
+        if let last = lastEventId {
+            guard read(after: last) != nil else { return false }
+            cursor = last
         } else {
             cursor = livePosition
         }
@@ -92,10 +112,13 @@ enum SSE {
         var lastActivity = Date()
         var idleCount = 0
         while server.isRunning && !server.isDropped(fd) {
-            for e in account.journal(after: cursor) {
-                guard send(chunk(frame(payload(e), id: e.id))) else { return false }
-                cursor = e.id
-                lastActivity = Date()
+            // A live read happens when the journal was written to (the notifier's trigger).
+            let now = account.journalGenerationNow
+            if now != generation {
+                generation = now
+                guard let next = read(after: cursor) else { return false }
+                if next != cursor { lastActivity = Date() }
+                cursor = next
             }
             let idle = server.sseIdleSeconds
             let remaining = idle - Date().timeIntervalSince(lastActivity)
