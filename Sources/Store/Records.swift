@@ -128,6 +128,23 @@ extension Store {
     public func setLastEventId(_ id: String?) throws {
         try db.run("UPDATE account SET last_event_id = ? WHERE id = 1", SQLValue(id))
     }
+    /// Journal ids already applied near the position (see migration 0005).
+    public func journalSeen() throws -> Set<String> {
+        let s = try db.prepare("SELECT id FROM journal_seen")
+        var out = Set<String>()
+        while try s.step() { if let id = s.text(0) { out.insert(id) } }
+        return out
+    }
+
+    /// Records the journal position and the ids around it, in one transaction.
+    public func setJournalPosition(_ id: String?, seen: [String]) throws {
+        try transaction {
+            try db.run("UPDATE account SET last_event_id = ? WHERE id = 1", SQLValue(id))
+            try db.run("DELETE FROM journal_seen")
+            for id in seen { try db.run("INSERT OR IGNORE INTO journal_seen(id) VALUES (?)", .text(id)) }
+        }
+    }
+
     /// Whether downloads of an export are under way — or were, when a process was killed.
     public func isExporting() throws -> Bool {
         let s = try db.prepare("SELECT exporting FROM account WHERE id = 1")

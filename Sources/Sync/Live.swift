@@ -159,6 +159,7 @@ public final class LiveSync: Sendable {
         let mirror = try Mirror(config: config, log: log)
         let inbox = self.inbox
         mirror.isCancelled = { inbox.stopRequested }
+        mirror.readsJournal = false   // its event source follows the journal itself
         log.log(.verbose, "initial sync")
         // A server that is down when the daemon starts is waited for, not given up on.
         var startFailures = 0
