@@ -48,7 +48,7 @@ let package = Package(
         .testTarget(name: "WildDuckTests", dependencies: ["WildDuck", "WildDuckSim"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store"], swiftSettings: strict),
         .testTarget(name: "MaildirTests", dependencies: ["Maildir"], swiftSettings: strict),
-        .testTarget(name: "WildDuckSimTests", dependencies: ["WildDuckSim"], swiftSettings: strict),
+        .testTarget(name: "WildDuckSimTests", dependencies: ["WildDuckSim", "WebSocket"], swiftSettings: strict),
         .testTarget(name: "EndToEndTests", dependencies: ["WildDuckSim", "Store"], swiftSettings: strict),
     ]
 )

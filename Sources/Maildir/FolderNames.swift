@@ -28,12 +28,17 @@
 //      is `.` + the segments joined with `.`: `Work/Projects` → `<root>/.Work.Projects`,
 //      `a.b/c` → `<root>/.a%2Eb.c`, `INBOX/Sub` → `<root>/.INBOX.Sub`. Each such folder holds
 //      an empty `maildirfolder` marker file.
-// 4. Over-long names: one directory name may be at most 255 bytes. When an encoded segment
-//    (verbatim) or the whole encoded folder name `.a.b.c` (maildir++) is longer, it is cut to at
-//    most 221 bytes (never inside an escape or a UTF-8 character) and `%~` plus 32 lowercase hex
-//    digits are appended: the first 128 bits of the SHA-256 of the original, unencoded bytes (the
-//    segment in verbatim; the whole path in maildir++). **This one case is not reversible from the
-//    name alone**: `decode` returns nil, and the mailbox path must be looked up in the database.
+// 4. Over-long names: one directory name is at most 200 bytes (UTF-8). File systems allow 255,
+//    but notmuch stores every directory name in a Xapian term, and Xapian refuses terms over 245
+//    bytes — with its prefix and ids, a 236-byte name already makes `notmuch new` fail for the
+//    whole database; 200 leaves room. When an encoded segment (verbatim) or the whole encoded
+//    folder name `.a.b.c` (maildir++) is longer, it is cut to at most 166 bytes (never inside an
+//    escape or a UTF-8 character) and `%~` plus 32 lowercase hex digits are appended: the first
+//    128 bits of the SHA-256 of the original, unencoded bytes (the segment in verbatim; the whole
+//    path in maildir++). **This one case is not reversible from the name alone**: `decode`
+//    returns nil, and the mailbox path must be looked up in the database. (Before this limit,
+//    names were cut at 255 bytes; the exporter renames such folders, as it does after a mailbox
+//    rename, because every pass compares each mailbox's folder with the name encoded now.)
 //
 // Decoding reverses 1–3: split on the separator, a lone `%` is an empty segment, `%XX` is the
 // byte XX. Decoding is strict: it accepts exactly the names the encoder produces, so a directory
@@ -60,11 +65,13 @@ public enum MaildirLayout: String, Sendable, Hashable, CaseIterable {
 
 /// The folder-name encoding described at the top of this file.
 public enum FolderNames {
-    /// Longest directory name written (bytes), the usual `NAME_MAX`.
+    /// Longest file name written (bytes), the usual `NAME_MAX`.
     public static let maxNameBytes = 255
-    /// Length a too-long name is cut to before `%~` and the hash are appended.
-    static let truncatedPrefixBytes = 221
+    /// Longest directory name written (bytes): what notmuch can index (see the scheme, 4.).
+    public static let maxFolderNameBytes = 200
     static let hashHexDigits = 32
+    /// Length a too-long name is cut to before `%~` and the hash are appended.
+    static let truncatedPrefixBytes = maxFolderNameBytes - 2 - hashHexDigits
 
     private static let percent = UInt8(ascii: "%")
     private static let dot = UInt8(ascii: ".")
@@ -87,7 +94,7 @@ public enum FolderNames {
             for (i, segment) in segments.enumerated() {
                 if i > 0 { out.append(slash) }
                 var encoded = encodeSegment(segment, layout: layout)
-                if encoded.count > maxNameBytes {
+                if encoded.count > maxFolderNameBytes {
                     encoded = truncate(encoded, hashing: Array(segment))
                 }
                 out += encoded
@@ -101,7 +108,7 @@ public enum FolderNames {
                 if i > 0 { out.append(dot) }
                 out += encodeSegment(segment, layout: layout)
             }
-            if out.count > maxNameBytes {
+            if out.count > maxFolderNameBytes {
                 out = truncate(out, hashing: path)
             }
             return String(decoding: out, as: UTF8.self)

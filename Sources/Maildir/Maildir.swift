@@ -290,17 +290,28 @@ public struct Maildir: Sendable {
 
     // MARK: - Files
 
-    /// Splits `<folder>/<cur|new>/<name>` into its parts.
-    static func splitFile(_ relPath: String) throws(MaildirError) -> (folder: String, sub: String, name: String) {
+    /// Splits `<folder>/<cur|new>/<name>` (or, with `hidden`, `<folder>/tmp/<name>`) into its parts.
+    static func splitFile(_ relPath: String, hidden: Bool = false) throws(MaildirError) -> (folder: String, sub: String, name: String) {
         let parts = relPath.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count >= 2, let name = parts.last, !name.isEmpty else {
             throw .invalidArgument("\(relPath) is not a Maildir file path (<folder>/cur/<name> or <folder>/new/<name>)")
         }
         let sub = parts[parts.count - 2]
-        guard sub == "cur" || sub == "new" else {
+        guard sub == "cur" || sub == "new" || (hidden && sub == "tmp") else {
             throw .invalidArgument("\(relPath) is not in a cur/ or new/ directory")
         }
         return (parts.dropLast(2).joined(separator: "/"), String(sub), String(name))
+    }
+
+    /// Where `hideFile` puts a message file: the same name in its folder's `tmp/`.
+    public static func hiddenPath(of relPath: String) throws(MaildirError) -> String {
+        let (folder, _, name) = try splitFile(relPath, hidden: true)
+        return joinPath(folder, "tmp", name)
+    }
+
+    /// Whether a file path is in a folder's `tmp/` (a file `hideFile` took out of view).
+    public static func isHidden(_ relPath: String) -> Bool {
+        (try? splitFile(relPath, hidden: true).sub) == "tmp"
     }
 
     /// Finds the current path of a unique name in a folder after a MUA moved or renamed it.
@@ -332,12 +343,42 @@ public struct Maildir: Sendable {
         throw .notFound(path: absolutePath(relPath), operation: .renaming)
     }
 
+    /// Takes a message file out of every reader's view at once without deleting it: renames
+    /// `<folder>/<cur|new>/<name>` to `hiddenPath(of:)`, `<folder>/tmp/<name>` (Maildir readers
+    /// never look into `tmp/`). `moveFile` brings it back into any folder, `removeFile` deletes
+    /// it. A file someone renamed is found by its unique part. Returns false when it is gone.
+    @discardableResult
+    public func hideFile(_ relPath: String) throws(MaildirError) -> Bool {
+        let (folder, _, name) = try Self.splitFile(relPath)
+        let target = absolutePath(joinPath(folder, "tmp", name))
+        var current = relPath
+        var ensured = false, relocated = false
+        while true {
+            let r = Sys.renamePath(absolutePath(current), target)
+            if r == 0 { return true }
+            guard r == ENOENT else { throw .from(errno: r, path: absolutePath(current), operation: .renaming) }
+            if Sys.kind(absolutePath(current)).exists {
+                guard !ensured else { throw .notFound(path: target, operation: .renaming) }
+                try ensureFolder(folder)   // tmp/ was removed by hand
+                ensured = true
+            } else {
+                guard !relocated, let found = try locate(unique: Self.uniquePart(ofFileName: name), folder: folder) else {
+                    return false
+                }
+                current = found
+                relocated = true
+            }
+        }
+    }
+
     /// Moves a file to another folder (a message moved on the server), keeping its unique part,
     /// into `cur/` if `flags` has S, else `new/`. Creates the destination folder if needed; finds
-    /// the source again by its unique part if someone renamed it. Returns the new relative path.
+    /// the source again by its unique part if someone renamed it. The source may be a file
+    /// `hideFile` put into `tmp/`; if it is not there, it is looked for in `cur/` and `new/`.
+    /// Returns the new relative path.
     @discardableResult
     public func moveFile(from relPath: String, to folder: String, flags: MaildirFlags) throws(MaildirError) -> String {
-        let (srcFolder, _, name) = try Self.splitFile(relPath)
+        let (srcFolder, _, name) = try Self.splitFile(relPath, hidden: true)
         let unique = Self.uniquePart(ofFileName: name)
         let target = joinPath(folder, flags.contains(.seen) ? "cur" : "new", Self.fileName(unique: unique, flags: flags))
         var current = relPath
@@ -361,14 +402,15 @@ public struct Maildir: Sendable {
         }
     }
 
-    /// Removes a message file. If it was renamed by someone else it is found by its unique part.
+    /// Removes a message file (in `cur/` or `new/`, or hidden in `tmp/`). If it was renamed by
+    /// someone else, or is not hidden yet, it is found by its unique part in `cur/` and `new/`.
     /// Returns false when there was nothing to remove.
     @discardableResult
     public func removeFile(_ relPath: String) throws(MaildirError) -> Bool {
         let r = Sys.removeFile(absolutePath(relPath))
         if r == 0 { return true }
         guard r == ENOENT else { throw .from(errno: r, path: absolutePath(relPath), operation: .removing) }
-        let (folder, _, name) = try Self.splitFile(relPath)
+        let (folder, _, name) = try Self.splitFile(relPath, hidden: true)
         guard let found = try locate(unique: Self.uniquePart(ofFileName: name), folder: folder) else { return false }
         let r2 = Sys.removeFile(absolutePath(found))
         if r2 == 0 { return true }

@@ -420,6 +420,11 @@ extension Store {
         try db.run("DELETE FROM orphans WHERE file = ?", .text(file))
     }
 
+    /// Records that an orphan's file is now at `newFile` (taken out of readers' view).
+    public func moveOrphan(file: String, to newFile: String) throws {
+        try db.run("UPDATE orphans SET file = ? WHERE file = ?", .text(newFile), .text(file))
+    }
+
     /// Records that the directory `folder` now is `newFolder`: the files of messages and orphans
     /// under it, the mailbox (and, when `nested`, the mailboxes below it, as in the verbatim
     /// layout) and a queued dead folder follow it.

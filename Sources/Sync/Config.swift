@@ -19,6 +19,8 @@ public struct AccountConfig: Sendable {
     public var connections: Int
     /// Settings of the live engine (plain `wdsync`).
     public var live = LiveOptions()
+    /// `--post-sync CMD`: run after a sync that changed the Maildir (see `PostSyncHook`).
+    public var postSync: String?
     /// Never write to the server: local changes are recorded but neither pushed nor reverted.
     public var pullOnly = false
     /// Let this run delete many messages at once (the mass-delete breaker is off).

@@ -12,7 +12,8 @@ import WildDuck
 extension Mirror {
     /// Makes the Maildir match the store. Files of messages that left the server are unlinked
     /// unless they became orphans less than `keepOrphans` seconds ago: the live engine keeps
-    /// them briefly, so a move whose two halves arrive in different batches is still a rename.
+    /// them for a while, so a move whose two halves arrive in different batches is still a
+    /// rename — but out of the readers' view at once (see `hideOrphans`).
     public func export(keepOrphans: Double = 0) throws {
         // Files renamed into place but not recorded can only exist if an export was interrupted
         // while downloading; the flag is set around downloads and cleared when the export ends.
@@ -20,6 +21,17 @@ extension Mirror {
         var flagged = interrupted
         let mailboxes = try store.mailboxes()
         let folderOf = try placeFolders(mailboxes)
+        downloadProgress = nil
+        defer { downloadProgress = nil }
+        if onProgress != nil {
+            let counts = try store.counts()
+            if counts.pendingDownloads > 0 {
+                downloadProgress = (SyncProgress(phase: .downloading, mailbox: "", done: 0, total: counts.pendingDownloads,
+                                                 totalBytes: counts.pendingBytes),
+                                    summary.downloaded, summary.bytesDownloaded,
+                                    Dictionary(mailboxes.map { ($0.id, $0.path) }, uniquingKeysWith: { a, _ in a }))
+            }
+        }
 
         var scanned: [String: [String: String]] = [:]   // folder → unique → file
         var downloads: [DownloadJob] = []
@@ -55,7 +67,9 @@ extension Mirror {
                         // recorded. After a clean export there is none, so big folders are not scanned.
                         if interrupted && scanned[folder] == nil {
                             scanned[folder] = try maildir.scanUniqueNames(folder: folder)
-                            _ = try maildir.cleanTmp(folder: folder, owns: Mirror.ownsFile)
+                            // Only download leftovers (named by the bare unique part), not the
+                            // files of orphans kept there for a possible move (`hideOrphans`).
+                            _ = try maildir.cleanTmp(folder: folder, owns: { !$0.contains(":") && Mirror.ownsFile($0) })
                         }
                         if let existing = scanned[folder]?[row.uniq] {
                             let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
@@ -87,6 +101,7 @@ extension Mirror {
             if try maildir.removeFile(orphan.file) { summary.removed += 1 }
             try store.removeOrphan(file: orphan.file)
         }
+        if keepOrphans > 0 { try hideOrphans() }
         let live = Set(folderOf.values)
         for folder in try store.deadFolders() {
             // A mailbox deleted and re-created under the same path keeps its folder.
@@ -96,6 +111,20 @@ extension Mirror {
             try store.removeDeadFolder(folder)
         }
         if flagged { try store.setExporting(false) }
+    }
+
+    /// Takes the files of orphans that are kept for a possible move out of the readers' view:
+    /// each goes into its folder's `tmp/` under its own name, which Maildir readers ignore, so an
+    /// expunge reaches mutt and notmuch with the batch that brings it. A move re-uses the file
+    /// from there; otherwise it is unlinked when the hold ends. The store is updated first: if
+    /// the process dies before the rename, the file is still found in `cur/`/`new/` by its
+    /// unique part, by `moveFile` and `removeFile` alike. Nothing else removes these files:
+    /// the crash-recovery clean-up of `tmp/` leaves names with an info part (`:2,…`) alone.
+    private func hideOrphans() throws {
+        for orphan in try store.orphans() where !Maildir.isHidden(orphan.file) {
+            try store.moveOrphan(file: orphan.file, to: try Maildir.hiddenPath(of: orphan.file))
+            try maildir.hideFile(orphan.file)
+        }
     }
 
     /// Creates or renames the folders of all mailboxes so they match the mailboxes' current
@@ -204,6 +233,11 @@ extension Mirror {
     /// number of connections and a kill at any moment loses nothing.
     func download(_ jobs: [DownloadJob]) throws {
         guard !jobs.isEmpty else { return }
+        if let onProgress, var state = downloadProgress, state.progress.done == 0, let first = jobs.first {
+            state.progress.mailbox = state.paths[first.mailboxId] ?? ""
+            downloadProgress = state
+            onProgress(state.progress)
+        }
         log.log(.verbose, "downloading \(jobs.count) messages")
         // A message or two (the live case): on this thread, over the kept-alive connection.
         if jobs.count <= 2 {
@@ -309,6 +343,13 @@ extension Mirror {
                     summary.vanished += 1
                 }
             }
+        }
+        if let onProgress, var state = downloadProgress {
+            for case .delivered(let job, _) in results.suffix(1) { state.progress.mailbox = state.paths[job.mailboxId] ?? "" }
+            state.progress.done = min(summary.downloaded - state.base, state.progress.total)
+            state.progress.bytes = summary.bytesDownloaded - state.baseBytes
+            downloadProgress = state
+            onProgress(state.progress)
         }
     }
 }

@@ -28,8 +28,15 @@ public struct LiveOptions: Sendable {
     /// A full REST reconcile at least this often, whatever the transport says.
     public var reconcileInterval: Double = 900
     public var compression = true
-    /// How long the file of a message that left a mailbox is kept for a possible move.
-    public var orphanGrace: Double = 2
+    /// How long the file of a message that left a mailbox is kept for a possible move. It is
+    /// out of the readers' view during that time (in its folder's tmp/), so the hold costs only
+    /// disk space for a while, and is long enough that a move whose halves arrive seconds apart
+    /// (a slow REST read, a reconnect) is still a rename.
+    public var orphanGrace: Double = 30
+    /// Local changes: inotify wakes the engine within milliseconds; a scan also runs this often
+    /// as a backstop, and `unwatchedScanInterval` when inotify is missing or out of watches.
+    public var scanInterval: Double = 60
+    public var unwatchedScanInterval: Double = 5
     public init() {}
 }
 
@@ -38,6 +45,15 @@ public enum Transport: String, Sendable {
     case webSocket = "WebSocket"
     case sse = "SSE"
     case polling = "REST polling"
+}
+
+/// What the engine reports to whoever runs it (systemd notifications).
+public enum LiveEvent: Sendable {
+    /// The first complete sync is done.
+    case ready
+    case transport(Transport)
+    /// A batch (or reconcile) changed the Maildir.
+    case changed(ChangeCounts)
 }
 
 /// What a source tells the engine besides events.
@@ -56,6 +72,7 @@ final class Inbox: Sendable {
         var lastEvent: ContinuousClock.Instant?
         var reconcileRequested = false
         var stopRequested = false
+        var localChanged = false
     }
     private let state = Mutex(State())
     private let signal = DispatchSemaphore(value: 0)
@@ -74,6 +91,17 @@ final class Inbox: Sendable {
 
     func note(_ note: SourceNote) {
         state.withLock { $0.notes.append(note) }
+        signal.signal()
+    }
+
+    /// Something changed in the Maildir (batched like server events).
+    func noteLocal() {
+        state.withLock { s in
+            s.localChanged = true
+            let now = ContinuousClock.now
+            if s.firstEvent == nil { s.firstEvent = now }
+            s.lastEvent = now
+        }
         signal.signal()
     }
 
@@ -105,13 +133,13 @@ final class Inbox: Sendable {
     }
 
     func take() -> (events: [RemoteEvent], received: ContinuousClock.Instant?, notes: [SourceNote],
-                    lastEventId: String?, reconcile: Bool, stop: Bool) {
+                    lastEventId: String?, reconcile: Bool, stop: Bool, local: Bool) {
         state.withLock { s in
             defer {
                 s.events.removeAll(); s.notes.removeAll(); s.lastEventId = nil; s.firstEvent = nil; s.lastEvent = nil
-                s.reconcileRequested = false
+                s.reconcileRequested = false; s.localChanged = false
             }
-            return (s.events, s.firstEvent, s.notes, s.lastEventId, s.reconcileRequested, s.stopRequested)
+            return (s.events, s.firstEvent, s.notes, s.lastEventId, s.reconcileRequested, s.stopRequested, s.localChanged)
         }
     }
 }
@@ -135,11 +163,21 @@ public final class LiveSync: Sendable {
     let options: LiveOptions
     let log: SyncLog
     let inbox = Inbox()
+    let postSync: PostSyncHook?
+    let observer: @Sendable (LiveEvent) -> Void
+    /// The progress of the initial sync (a terminal's progress line).
+    let progress: (@Sendable (SyncProgress) -> Void)?
+    /// The last failure `guarded` saw, recorded in the cache by the next `step`.
+    private let lastFailure = Mutex<String?>(nil)
 
-    public init(config: AccountConfig, log: SyncLog) {
+    public init(config: AccountConfig, log: SyncLog, progress: (@Sendable (SyncProgress) -> Void)? = nil,
+                postSync: PostSyncHook? = nil, observer: @escaping @Sendable (LiveEvent) -> Void = { _ in }) {
+        self.progress = progress
         self.config = config
         self.options = config.live
         self.log = log
+        self.postSync = postSync
+        self.observer = observer
     }
 
     /// Asks the engine to finish its current batch, close its connections and return.
@@ -150,9 +188,38 @@ public final class LiveSync: Sendable {
 
     /// Runs until `stop()`. Throws only for what retrying cannot fix (authentication, local I/O).
     public func run() throws {
+        defer { postSync?.finish() }
         do { try loop() } catch SyncError.cancelled {
             log.log(.verbose, "stopped during a sync; the next run continues from there")
+        } catch {
+            // What ends the daemon is the last error `wdsync --status` shows.
+            if let store = try? Store(path: config.db) { try? store.recordError("\(error)") }
+            throw error
         }
+    }
+
+    /// Runs one step of the engine and reports what it changed in the Maildir: to the status in
+    /// the cache (`wdsync --status`), the post-sync hook and the observer. `events` marks a batch
+    /// of updates, `completeSync` a full sync or reconcile.
+    private func step(_ mirror: Mirror, events: Int? = nil, completeSync: Bool = false, _ body: () throws -> Bool) throws -> Bool {
+        mirror.summary = SyncSummary()
+        let start = ContinuousClock.now
+        let ok = try body()
+        let counts = mirror.summary.changes
+        if let failure = lastFailure.withLock({ f in defer { f = nil }; return f }) {
+            try mirror.store.recordError(failure)
+        }
+        if ok && completeSync {
+            let elapsed = ContinuousClock.now - start
+            let ms = Int(elapsed.components.seconds) * 1000 + Int(elapsed.components.attoseconds / 1_000_000_000_000_000)
+            try mirror.store.recordSync(milliseconds: ms, counts: counts)
+        }
+        if !counts.isEmpty {
+            if let events { try mirror.store.recordBatch(events: events, counts: counts) }
+            postSync?.schedule(counts)
+            observer(.changed(counts))
+        }
+        return ok
     }
 
     private func loop() throws {
@@ -160,15 +227,20 @@ public final class LiveSync: Sendable {
         let inbox = self.inbox
         mirror.isCancelled = { inbox.stopRequested }
         mirror.readsJournal = false   // its event source follows the journal itself
+        try mirror.store.recordDaemon(pid: Int(getpid()))
+        defer { try? mirror.store.recordDaemon(pid: nil) }
         log.log(.verbose, "initial sync")
+        mirror.onProgress = progress
         // A server that is down when the daemon starts is waited for, not given up on.
         var startFailures = 0
-        while !(try guarded("initial sync", { _ = try mirror.syncOnce() })) {
+        while !(try step(mirror, completeSync: true, { try guarded("initial sync", { _ = try mirror.syncOnce() }) })) {
             let delay = backoff(attempt: startFailures)
             startFailures += 1
             inbox.wait(seconds: delay)
             if inbox.stopRequested { return }
         }
+        mirror.onProgress = nil
+        observer(.ready)
         mirror.syncFolders = false
         var transport = Transport.webSocket
         var source: EventSource?
@@ -178,11 +250,34 @@ public final class LiveSync: Sendable {
         var nextProbe = ContinuousClock.now + .seconds(options.wsProbeInterval)
         var nextReconcile = ContinuousClock.now + .seconds(options.reconcileInterval)
         var nextSweep: ContinuousClock.Instant?   // when kept orphans must be unlinked
+        // Local changes: inotify on every cur/ and new/, and a periodic scan.
+        let watcher = LocalWatch(onChange: { inbox.noteLocal() })
+        defer { watcher?.stop() }
+        func watchFolders() throws {
+            guard let watcher else { return }
+            var dirs: [String] = []
+            for case let folder? in try mirror.store.mailboxes().map(\.folder) {
+                for sub in ["cur", "new"] { dirs.append(mirror.maildir.absolutePath(folder.isEmpty ? sub : folder + "/" + sub)) }
+            }
+            watcher.watch(dirs)
+        }
+        func scanInterval() -> Double {
+            watcher?.complete == true ? options.scanInterval : options.unwatchedScanInterval
+        }
+        try watchFolders()
+        if watcher == nil || watcher?.complete == false {
+            log.log(.verbose, "inotify is not available for every folder; scanning for local changes every \(Int(options.unwatchedScanInterval)) s")
+        }
+        var nextScan = ContinuousClock.now + .seconds(scanInterval())
 
         func switchTo(_ next: Transport, because reason: String) {
             source?.stop()
             source = nil
             if next != transport { log.log(.verbose, "switching from \(transport.rawValue) to \(next.rawValue): \(reason)") }
+            if next == .polling && transport != .polling {
+                try? mirror.store.recordTransport(next.rawValue)
+                observer(.transport(next))
+            }
             transport = next
             failures = 0
             nextAttempt = .now
@@ -198,7 +293,7 @@ public final class LiveSync: Sendable {
             }
 
             // Wait for something to do.
-            var deadline = min(nextReconcile, transport == .polling ? nextPoll : nextProbe)
+            var deadline = min(nextReconcile, transport == .polling ? nextPoll : nextProbe, nextScan)
             if let sweep = nextSweep { deadline = min(deadline, sweep) }
             if source == nil && transport != .polling { deadline = min(deadline, nextAttempt) }
             if let pending = inbox.batchWait(quiet: options.quietWindow, max: options.batchWindow) {
@@ -215,8 +310,10 @@ public final class LiveSync: Sendable {
                 source?.stop()
                 source = nil
                 if !taken.events.isEmpty {
-                    _ = try guarded("applying the last batch") {
-                        try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror, source: source)
+                    _ = try step(mirror, events: taken.events.count) {
+                        try guarded("applying the last batch") {
+                            try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror, source: source)
+                        }
                     }
                 }
                 return
@@ -227,7 +324,9 @@ public final class LiveSync: Sendable {
                     guard t == transport else { continue }
                     failures = 0
                     log.log(.verbose, "connected (\(t.rawValue)); reconciling")
-                    if try guarded("reconciling", { _ = try mirror.syncOnce() }) {
+                    try mirror.store.recordTransport(t.rawValue)
+                    observer(.transport(t))
+                    if try step(mirror, completeSync: true, { try guarded("reconciling", { _ = try mirror.syncOnce() }) }) {
                         if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
                         nextReconcile = .now + .seconds(options.reconcileInterval)
                     } else {
@@ -261,9 +360,22 @@ public final class LiveSync: Sendable {
                     }
                 }
             }
+            // Local changes first (scan → push), so server updates merge into them and the
+            // exporter never reverts a change it has not seen yet.
+            if taken.local || !taken.events.isEmpty || ContinuousClock.now >= nextScan {
+                _ = try guarded("sending local changes") {
+                    try mirror.scanLocal()
+                    let before = mirror.summary.pushRequests
+                    try mirror.push()
+                    if mirror.summary.pushRequests != before { try mirror.export(keepOrphans: options.orphanGrace) }
+                }
+                nextScan = .now + .seconds(scanInterval())
+            }
             if !taken.events.isEmpty {
-                let applied = try guarded("applying updates") {
-                    try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror, source: source)
+                let applied = try step(mirror, events: taken.events.count) {
+                    try guarded("applying updates") {
+                        try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror, source: source)
+                    }
                 }
                 // What failed is recovered by the reconcile that follows the next connection.
                 if !applied, let s = source { inbox.note(.failed(s.transport, reason: "applying updates failed", unavailable: false, auth: false)) }
@@ -273,17 +385,18 @@ public final class LiveSync: Sendable {
             if !taken.events.isEmpty, try mirror.store.orphanCount() > 0 {
                 nextSweep = .now + .seconds(options.orphanGrace + 0.1)
             } else if let sweep = nextSweep, ContinuousClock.now >= sweep {
-                try mirror.export(keepOrphans: options.orphanGrace)
+                _ = try step(mirror) { try mirror.export(keepOrphans: options.orphanGrace); return true }
                 nextSweep = try mirror.store.orphanCount() > 0 ? .now + .seconds(options.orphanGrace) : nil
             }
             if taken.reconcile || ContinuousClock.now >= nextReconcile || (transport == .polling && ContinuousClock.now >= nextPoll) {
                 log.log(.debug, "reconciling (\(transport == .polling ? "poll" : "scheduled"))")
                 nextPoll = .now + .seconds(options.pollInterval)
-                if try guarded("reconciling", { _ = try mirror.syncOnce() }) {
+                if try step(mirror, completeSync: true, { try guarded("reconciling", { _ = try mirror.syncOnce() }) }) {
                     if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
                     nextReconcile = .now + .seconds(options.reconcileInterval)
                 }
             }
+            if !taken.events.isEmpty || taken.reconcile || !taken.notes.isEmpty { try watchFolders() }
             // Try the WebSocket again now and then (and on SIGUSR1) while on a fallback.
             if transport != .webSocket && (taken.reconcile || ContinuousClock.now >= nextProbe) {
                 nextProbe = .now + .seconds(options.wsProbeInterval)
@@ -318,6 +431,7 @@ public final class LiveSync: Sendable {
             try body()
             return true
         } catch let error as WildDuckError {
+            lastFailure.withLock { $0 = "\(what): \(error)" }
             switch error {
             case .authenticationFailed, .invalidToken: throw error
             case .unreachable, .network, .server, .malformed:

@@ -7,6 +7,22 @@ import Net
 import Store
 import WildDuck
 
+/// Where a pass is, for the progress line.
+public struct SyncProgress: Sendable, Equatable {
+    public enum Phase: Sendable, Equatable { case listing, downloading }
+    public var phase: Phase
+    public var mailbox: String
+    /// Messages listed or downloaded so far, of `total`.
+    public var done: Int
+    public var total: Int
+    public var bytes = 0
+    public var totalBytes = 0
+    public init(phase: Phase, mailbox: String, done: Int, total: Int, bytes: Int = 0, totalBytes: Int = 0) {
+        self.phase = phase; self.mailbox = mailbox; self.done = done; self.total = total
+        self.bytes = bytes; self.totalBytes = totalBytes
+    }
+}
+
 /// What one sync pass did (for the summary line, tests and benchmarks).
 public struct SyncSummary: Sendable, Equatable {
     public var mailboxesListed = 0
@@ -60,6 +76,11 @@ public final class Mirror {
     /// position. The daemon turns it off: its own event source follows the journal.
     public var readsJournal = true
     var journal = JournalReplay()
+    /// Told how a pass advances (the progress line on a terminal): per listing page and per
+    /// batch of recorded downloads, on this mirror's thread.
+    public var onProgress: ((SyncProgress) -> Void)?
+    /// The downloads of the current export, for `onProgress`.
+    var downloadProgress: (progress: SyncProgress, base: Int, baseBytes: Int, paths: [String: String])?
 
     public init(config: AccountConfig, log: SyncLog) throws {
         self.config = config
@@ -247,6 +268,8 @@ public final class Mirror {
                 return
             }
             if page.skipped > 0 { incomplete = true }
+            onProgress?(SyncProgress(phase: .listing, mailbox: mailbox.path, done: seen.count + page.items.count,
+                                     total: max(mailbox.total ?? 0, seen.count + page.items.count)))
             try store.transaction {
                 for item in page.items {
                     seen.insert(item.uid)

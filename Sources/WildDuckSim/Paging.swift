@@ -96,7 +96,6 @@ struct SearchQuery: Sendable {
     var thread: String?
     var flagged: Bool?
     var unseen: Bool?
-    var seen: Bool?
     var attachments: Bool?
     var searchable = false
     var from: String?
@@ -108,27 +107,28 @@ struct SearchQuery: Sendable {
     var minSize: Int?
     var maxSize: Int?
 
+    /// WildDuck's `prepareSearchFilter` (lib/prepare-search-filter.js): `flagged`, `unseen` and
+    /// `attachments` filter only when true (false is no filter); `unseen` and `searchable` also skip
+    /// messages stored with \Deleted; from/to/subject are case-insensitive substrings of the decoded
+    /// header (to also matches Cc).
     func matches(_ r: MsgRecord) -> Bool {
         if let u = uids, !u.contains(r.uid) { return false }
         let c = r.content
         if let t = thread, c.thread != t { return false }
-        if let f = flagged, r.flags.listedFlagged != f { return false }
-        if let u = unseen, r.flags.seen == u { return false }
-        if let s = seen, r.flags.seen != s { return false }
-        if let a = attachments, c.parsed.hasAttachments != a { return false }
+        if flagged == true, !r.flags.listedFlagged { return false }
+        if unseen == true, r.flags.seen || !r.searchable { return false }
+        if searchable, !r.searchable { return false }
+        if attachments == true, !c.parsed.hasAttachments { return false }
         if let d = dateStart, r.idate < d { return false }
         if let d = dateEnd, r.idate > d { return false }
         if let m = minSize, c.size < m { return false }
         if let m = maxSize, c.size > m { return false }
         func has(_ hay: String, _ needle: String) -> Bool { hay.range(of: needle, options: .caseInsensitive) != nil }
-        if let f = from {
-            let a = c.parsed.from
-            if !(has(a?.name ?? "", f) || has(a?.address ?? "", f)) { return false }
+        func header(_ list: [SimAddress]) -> String {
+            list.map { $0.name.isEmpty ? $0.address : "\($0.name) <\($0.address)>" }.joined(separator: ", ")
         }
-        if let t = to {
-            let all = c.parsed.to + c.parsed.cc
-            if !all.contains(where: { has($0.name, t) || has($0.address, t) }) { return false }
-        }
+        if let f = from, !has(header(c.parsed.from.map { [$0] } ?? []), f) { return false }
+        if let t = to, !(has(header(c.parsed.to), t) || has(header(c.parsed.cc), t)) { return false }
         if let s = subject, !has(c.subject, s) { return false }
         if let q = text, !(has(c.subject, q) || has(c.parsed.text, q) || c.parsed.html.contains(where: { has($0, q) })) { return false }
         return true
@@ -159,13 +159,13 @@ extension SimAccount {
 
     /// Search. With `byInsertion` the key is the insertion sequence (the server's `_id` order when `order` is omitted).
     func search(_ q: SearchQuery, ascending: Bool, byInsertion: Bool, cursor: PageCursor?, limit: Int)
-        throws -> (total: Int, items: [ListedMessage], result: PageResult) {
-        try state.withLock { s in
+        -> (total: Int, items: [ListedMessage], result: PageResult) {
+        state.withLock { s in
             var found: [(SortKey, ListedMessage)] = []
             let boxes: [MailboxState]
             if let m = q.mailbox {
-                guard let mb = s.mailboxes[m] else { throw SimAccountError.noSuchMailbox }
-                boxes = [mb]
+                // an unknown mailbox matches nothing (WildDuck does not look it up)
+                boxes = s.mailboxes[m].map { [$0] } ?? []
             } else {
                 boxes = Array(s.mailboxes.values).filter { !q.searchable || !($0.specialUse == "\\Junk" || $0.specialUse == "\\Trash") }
             }

@@ -442,12 +442,10 @@ struct Routes {
             guard n <= 250 else { throw ResponseError(validation("limit", "\"limit\" must be less than or equal to 250")) }
             limit = n
         }
-        var asc = false
-        let orderGiven = req.query["order"] != nil
-        if let o = req.query["order"] {
-            guard o == "asc" || o == "desc" else { throw ResponseError(validation("order", "\"order\" must be one of [asc, desc]")) }
-            asc = o == "asc"
-        }
+        // `Joi.any().allow('asc', 'desc')` accepts any value: only "asc" is ascending
+        let order = req.query["order"].flatMap { $0.isEmpty ? nil : $0 }
+        let orderGiven = order != nil
+        let asc = order == "asc"
         var cursor: PageCursor?
         for name in ["next", "previous"] {
             guard let c = req.query[name], !c.isEmpty else { continue }
@@ -501,37 +499,31 @@ struct Routes {
         let p = try Routes.pagingParams(req)
         var q = SearchQuery()
         if let m = req.query["mailbox"], !m.isEmpty { q.mailbox = try mailboxParam(m) }
-        if let ids = req.query["id"], !ids.isEmpty {
-            guard q.mailbox != nil else { throw ResponseError(Routes.validation("id", "\"id\" requires \"mailbox\"")) }
-            guard let set = UidSet.parse(ids) else { throw ResponseError(Routes.validation("id", "\"id\" with value \"\(ids)\" fails to match the required pattern")) }
-            q.uids = set
+        if let ids = req.query["id"]?.trimmingCharacters(in: .whitespaces), !ids.isEmpty {
+            guard let set = UidSet.parseSelector(ids) else {
+                throw ResponseError(Routes.validation("id", "\"id\" with value \"\(ids)\" fails to match the required pattern: \(Routes.selectorPattern)"))
+            }
+            // only applies together with `mailbox`
+            if q.mailbox != nil { q.uids = set }
         }
         if let t = req.query["thread"], !t.isEmpty { q.thread = t }
         q.flagged = try Routes.boolParam(req, "flagged").get()
         q.unseen = try Routes.boolParam(req, "unseen").get()
-        q.seen = try Routes.boolParam(req, "seen").get()
         q.attachments = try Routes.boolParam(req, "attachments").get()
         q.searchable = try Routes.boolParam(req, "searchable").get() ?? false
-        q.from = req.query["from"].flatMap { $0.isEmpty ? nil : $0 }
-        q.to = req.query["to"].flatMap { $0.isEmpty ? nil : $0 }
-        q.subject = req.query["subject"].flatMap { $0.isEmpty ? nil : $0 }
-        q.text = (req.query["query"] ?? req.query["q"]).flatMap { $0.isEmpty ? nil : $0 }
-        if let d = req.query["datestart"] {
-            guard let ms = ISODate.parse(d) else { throw ResponseError(Routes.validation("datestart", "\"datestart\" must be a valid date")) }
-            q.dateStart = ms
-        }
-        if let d = req.query["dateend"] {
-            guard let ms = ISODate.parse(d) else { throw ResponseError(Routes.validation("dateend", "\"dateend\" must be a valid date")) }
-            q.dateEnd = ms
-        }
+        func text(_ k: String) -> String? { req.query[k].map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : $0 } }
+        q.from = text("from")
+        q.to = text("to")
+        q.subject = text("subject")
+        q.text = text("q") ?? text("query")
+        // both on the internal date, inclusive
+        q.dateStart = try Routes.dateValue(req.query["datestart"].map { .string($0) }, "datestart")
+        q.dateEnd = try Routes.dateValue(req.query["dateend"].map { .string($0) }, "dateend")
         q.minSize = req.query["minSize"].flatMap { Int($0) }
         q.maxSize = req.query["maxSize"].flatMap { Int($0) }
-        let (total, items, result) = try account.search(q, ascending: p.ascending, byInsertion: !p.orderGiven, cursor: p.cursor, limit: p.limit)
-        var query: [(String, JSONValue)] = []
-        for k in req.query.keys.sorted() where !["accessToken", "limit", "next", "previous", "order", "page"].contains(k) {
-            query.append((k, .string(req.query[k] ?? "")))
-        }
-        return Routes.pageEnvelope(prefix: [("query", .object(query))], total: total, result: result, items: items, specialUse: .none)
+        let (total, items, result) = account.search(q, ascending: p.ascending, byInsertion: !p.orderGiven, cursor: p.cursor, limit: p.limit)
+        // `query` echoes the text query (`q` or `query`) and is absent without one
+        return Routes.pageEnvelope(prefix: q.text.map { [("query", .string($0))] } ?? [], total: total, result: result, items: items, specialUse: .none)
     }
 
     func eml(_ mb: String, _ uid: Int) throws -> HTTPResponse {

@@ -8,21 +8,24 @@ import Darwin
 // `GET /users/:user/updates` — the journal as Server-Sent Events (spec §6).
 
 extension SimAccount {
-    /// Journal entries with an id greater than `id` (all of them for nil), oldest first. Expired
-    /// entries are gone even when nothing was written since (MongoDB's TTL monitor runs on its own).
-    func journal(after id: String?) -> [JournalEntry] {
+    /// Journal entries with an id greater than `id` (all of them for nil), oldest first, across all
+    /// mailboxes. Entries past the TTL are gone.
+    func journal(after id: String?) -> [JournalEntry] { journalRead(after: id).entries }
+
+    /// `journal(after:)` and the journal's generation at the time of the read.
+    func journalRead(after id: String?) -> (entries: [JournalEntry], generation: UInt64) {
         state.withLock { s in
             s.expireJournal(now: s.clock())
-            guard let id else { return s.journal }
+            guard let id else { return (s.journal, s.journalGeneration) }
             let i = Paging.lowerBound(s.journal.count) { s.journal[$0].id <= id }
-            return Array(s.journal[i...])
+            return (Array(s.journal[i...]), s.journalGeneration)
         }
     }
 
-    var latestJournalId: String? { state.withLock { $0.journal.last?.id } }
+    /// Goes up by one with every journal entry.
+    var journalGeneration: UInt64 { state.withLock { $0.journalGeneration } }
 
-    /// Changes on every journal write (the notifier's trigger for live reads).
-    var journalGenerationNow: UInt64 { state.withLock { $0.journalGeneration } }
+    var latestJournalId: String? { state.withLock { $0.journal.last?.id } }
 
     /// Number of journal entries currently kept.
     public var journalCount: Int { state.withLock { $0.journal.count } }
@@ -53,7 +56,34 @@ enum SSE {
         .object([("command", .string(e.command))] + e.fields)
     }
 
+    /// The frames of one journal read, as WildDuck's `loadJournalStream` writes them: every entry, then a
+    /// COUNTERS frame (with the id of the read's last entry) for each mailbox that an EXISTS, an EXPUNGE
+    /// or a FETCH touching `seen` named.
+    static func frames(_ entries: [JournalEntry], account: SimAccount) -> [UInt8] {
+        var out: [UInt8] = []
+        var touched: [String] = []
+        for e in entries {
+            out += chunk(frame(payload(e), id: e.id))
+            if let m = e.mailbox, e.command == "EXISTS" || e.command == "EXPUNGE" || (e.command == "FETCH" && e.unseenChange),
+               !touched.contains(m) { touched.append(m) }
+        }
+        if let last = entries.last {
+            for m in touched {
+                guard let c = account.counters(mailboxId: m) else { continue }
+                let p = JSONValue.object([("command", .string("COUNTERS")), ("mailbox", .string(m)), ("total", .int(c.total)), ("unseen", .int(c.unseen))])
+                out += chunk(frame(p, id: last.id))
+            }
+        }
+        return out
+    }
+
     /// Runs one stream until the client goes away, the server stops, or the stream is dropped.
+    ///
+    /// As WildDuck's `/users/:user/updates` (lib/api/updates.js): with a Last-Event-ID the journal after it
+    /// is replayed; without one the stream starts at the newest entry. Later reads happen only when the
+    /// journal grows, and each reads from the stream's position. The replay does not move that position, so
+    /// the first read after a replay sends the replayed entries again. Every read ends with COUNTERS. When
+    /// the replay sent nothing, the first `: idling` comment goes out at once.
     static func run(fd: Int32, server: SimServer, lastEventId: String?, endAfterReplay: Bool) -> Bool {
         let account = server.account
         guard let wake = account.journalSignal.register() else { return false }
@@ -68,57 +98,36 @@ enum SSE {
             return Sock.writeAll(fd, bytes)
         }
         // Take the live position before the head goes out: a client may mutate as soon as it sees the head.
-        let livePosition = account.latestJournalId ?? ""
-        // A write from here on triggers a live read (the simulator listens from the start, so a
-        // test that writes as soon as it sees the head is not left waiting for the next write).
-        var generation = account.journalGenerationNow
+        var position = account.latestJournalId ?? ""
+        var generation = account.journalGeneration
         guard send(head) else { server.sent(sent); return false }
         defer { server.sent(sent) }
 
-        // WildDuck's loadJournalStream: the entries after the cursor, then one COUNTERS per
-        // mailbox touched by EXISTS, EXPUNGE or a FETCH that changed \Seen, with the last id
-        // (https://github.com/nodemailer/wildduck/blob/master/lib/api/updates.js#L238-L334).
-        // Returns the new cursor, or nil when the client went away.
-        func read(after cursor: String) -> String? {
-            let entries = account.journal(after: cursor)
-            var touched: [String] = []
-            for e in entries {
-                guard send(chunk(frame(payload(e), id: e.id))) else { return nil }
-                if let m = e.mailbox, e.command == "EXISTS" || e.command == "EXPUNGE" || (e.command == "FETCH" && e.unseenChange),
-                   !touched.contains(m) { touched.append(m) }
-            }
-            if let lastEntry = entries.last {
-                for m in touched {
-                    guard let c = account.counters(mailboxId: m) else { continue }
-                    let p = JSONValue.object([("command", .string("COUNTERS")), ("mailbox", .string(m)), ("total", .int(c.total)), ("unseen", .int(c.unseen))])
-                    guard send(chunk(frame(p, id: lastEntry.id))) else { return nil }
-                }
-            }
-            return entries.last?.id ?? cursor
-        }
-
-        // With an id: the replay. Its result does not move the cursor (updates.js#L187-L199
-        // ignores it; only live reads set it, #L148), so the first live read sends it again.
-        // Without an id there is no backlog: the cursor starts at the newest entry (#L200-L213).
-        var cursor: String
+        var replayed = false
         if let last = lastEventId {
-            guard read(after: last) != nil else { return false }
-            cursor = last
-        } else {
-            cursor = livePosition
+            let read = account.journalRead(after: last)
+            guard send(frames(read.entries, account: account)) else { return false }
+            replayed = !read.entries.isEmpty
+            generation = read.generation
+            position = last
         }
         if endAfterReplay { return false }
 
         var lastActivity = Date()
         var idleCount = 0
+        if !replayed {
+            idleCount = 1
+            guard send(chunk(": idling 1\n\n")) else { return false }
+        }
         while server.isRunning && !server.isDropped(fd) {
-            // A live read happens when the journal was written to (the notifier's trigger).
-            let now = account.journalGenerationNow
-            if now != generation {
-                generation = now
-                guard let next = read(after: cursor) else { return false }
-                if next != cursor { lastActivity = Date() }
-                cursor = next
+            if account.journalGeneration != generation {
+                let read = account.journalRead(after: position)
+                generation = read.generation
+                if let last = read.entries.last {
+                    guard send(frames(read.entries, account: account)) else { return false }
+                    position = last.id
+                    lastActivity = Date()
+                }
             }
             let idle = server.sseIdleSeconds
             let remaining = idle - Date().timeIntervalSince(lastActivity)

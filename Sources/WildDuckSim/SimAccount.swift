@@ -183,6 +183,9 @@ struct MsgRecord: Sendable {
     var objectId: String
     /// Set when the message was stored in (or moved into) Junk.
     var junk = false
+    /// Set when the message was stored (or moved) without \Deleted; search's `unseen` and `searchable`
+    /// filters need it. Later flag changes leave it alone, as in WildDuck.
+    var searchable = true
 
     var key: SortKey { SortKey(a: idate, b: Int64(uid)) }
 }
@@ -745,7 +748,8 @@ extension AccountState {
         mb.uidNext += 1
         mb.modifyIndex += 1
         seq += 1
-        let r = MsgRecord(uid: uid, idate: idate, seq: seq, flags: flags, content: content, objectId: newId(), junk: mb.specialUse == "\\Junk")
+        let r = MsgRecord(uid: uid, idate: idate, seq: seq, flags: flags, content: content, objectId: newId(), junk: mb.specialUse == "\\Junk",
+                          searchable: !flags.deleted)
         mb.insert(r)
         mailboxes[mailboxId] = mb
         publish("EXISTS", mailbox: mailboxId, Entry.exists(r, mailbox: mailboxId), unseenChange: !flags.seen)
@@ -861,6 +865,7 @@ extension AccountState {
                 case .draft: r.flags.draft = value; r.flags.draftField = nil
                 }
             }
+            r.searchable = !r.flags.deleted
             mailboxes[target]?.insert(r)
             exists.append((Entry.exists(r, mailbox: target, junk: junk), !r.flags.seen))
             pairs.append((uid, newUid))

@@ -4,15 +4,17 @@ import Glibc
 #endif
 import WildDuckSim
 
-/// Watches Maildir `new/` and `cur/` directories for files arriving (created or renamed in).
+/// Watches Maildir `new/` and `cur/` directories for files arriving (created or renamed in) or,
+/// with `departures`, leaving (unlinked or renamed away).
 final class ArrivalWatch {
     let fd: Int32
     private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
 
-    init(directories: [String]) throws {
+    init(directories: [String], departures: Bool = false) throws {
         fd = inotify_init1(Int32(IN_CLOEXEC))
         guard fd >= 0 else { throw BenchError("inotify_init1 failed") }
-        for d in directories where inotify_add_watch(fd, d, UInt32(IN_CREATE | IN_MOVED_TO)) < 0 {
+        let mask = departures ? UInt32(IN_DELETE | IN_MOVED_FROM) : UInt32(IN_CREATE | IN_MOVED_TO)
+        for d in directories where inotify_add_watch(fd, d, mask) < 0 {
             throw BenchError("cannot watch \(d)")
         }
     }
@@ -41,11 +43,12 @@ final class ArrivalWatch {
 }
 
 extension Bench {
-    /// 4. Live latency: a simulator mutation → the file in place in the Maildir, one event at a
-    /// time, for new messages and for flag changes, with the daemon on the WebSocket.
+    /// 4. Live latency: a simulator mutation → the file in place in the Maildir (or, for an
+    /// expunge, gone from it), one event at a time, for new messages, flag changes and
+    /// expunges, with the daemon on the WebSocket.
     func live(wdsync: String) throws {
         let events = o.liveEvents
-        eprint("  live latency (\(events) new messages, \(events) flag changes)\n")
+        eprint("  live latency (\(events) new messages, \(events) flag changes, \(events) expunges)\n")
         let (account, ids) = try makeAccount(messages: 200, mailboxes: 4, seed: o.seed + 7)
         let server = SimServer(account: account)
         try server.start()
@@ -57,7 +60,7 @@ extension Bench {
         args.append("-v")
         guard let inbox = account.mailboxId(path: "INBOX") ?? ids.first else { throw BenchError("no INBOX") }
 
-        var newLatencies: [Double] = [], flagLatencies: [Double] = []
+        var newLatencies: [Double] = [], flagLatencies: [Double] = [], expungeLatencies: [Double] = []
         var problem: String?
         let log = "\(work)/logs/wdsync-live.err"
         let r = try measure(args, name: "wdsync-live") { pid in
@@ -89,9 +92,20 @@ extension Bench {
                 guard watch.wait(for: "\(inbox)_\(m.uid).", timeoutMs: 5000) else { problem = "flag change of \(m.uid) never arrived"; return }
                 flagLatencies.append(Double(monotonicNs() - t0) / 1e6)
             }
+            // Expunges: the file leaves new/ or cur/ (unlinked, or renamed out of readers' view).
+            guard let departures = try? ArrivalWatch(directories: [folder + "/new", folder + "/cur"], departures: true) else {
+                problem = "cannot watch \(folder)"; return
+            }
+            for m in account.messages(mailboxId: inbox).prefix(events) {
+                let t0 = monotonicNs()
+                guard (try? account.expunge(mailboxId: inbox, uid: m.uid)) != nil else { problem = "expunge failed"; return }
+                guard departures.wait(for: "\(inbox)_\(m.uid).", timeoutMs: 10_000) else { problem = "expunge of \(m.uid) never arrived"; return }
+                expungeLatencies.append(Double(monotonicNs() - t0) / 1e6)
+            }
             kill(pid, SIGTERM)
         }
-        for (subject, values) in [("new message → file", newLatencies), ("flag change → rename", flagLatencies)] {
+        for (subject, values) in [("new message → file", newLatencies), ("flag change → rename", flagLatencies),
+                                  ("expunge → file gone", expungeLatencies)] {
             var row = Row("live", subject)
             row.messages = values.count
             if values.count == events {
@@ -111,6 +125,9 @@ extension Bench {
             targets.append(Target(name: "live new message", goal: "p50 < 5 ms, p99 < 20 ms",
                                   measured: String(format: "p50 %.2f ms, p99 %.2f ms", n50, n99), met: n50 < 5 && n99 < 20))
             targets.append(Target(name: "live flag change", goal: "p99 < 10 ms", measured: String(format: "p99 %.2f ms", f99), met: f99 < 10))
+            if let e99 = p(expungeLatencies, 0.99) {
+                targets.append(Target(name: "live expunge", goal: "p99 < 20 ms", measured: String(format: "p99 %.2f ms", e99), met: e99 < 20))
+            }
         } else {
             targets.append(Target(name: "live latency", goal: "p50 < 5 ms, p99 < 20 ms", measured: "not measured", met: nil))
         }

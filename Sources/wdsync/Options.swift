@@ -14,6 +14,8 @@ struct OptionSpec {
 let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "once", short: nil, value: nil, help: "Do one complete sync and exit (for cron or a systemd timer).", configKey: false),
     OptionSpec(long: "verify", short: nil, value: nil, help: "Check, offline, that every cached message's file exists with its recorded SHA-256.", configKey: false),
+    OptionSpec(long: "status", short: nil, value: nil, help: "Show, from the cache only, each account's last sync, size, pending work, last error and running daemon.", configKey: false),
+    OptionSpec(long: "json", short: nil, value: nil, help: "With --status: print one JSON document.", configKey: false),
     OptionSpec(long: "server", short: nil, value: "URL", help: "WildDuck API base URL, e.g. https://mail.example.com/api"),
     OptionSpec(long: "user", short: nil, value: "NAME", help: "Username or e-mail address."),
     OptionSpec(long: "password-file", short: nil, value: "FILE", help: "File whose first line is the password; must not be readable by group or others."),
@@ -24,6 +26,7 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "ca-file", short: nil, value: "FILE", help: "Trust this CA bundle for https:// instead of the system store."),
     OptionSpec(long: "insecure", short: nil, value: nil, help: "Do not verify TLS certificates (prints a warning)."),
     OptionSpec(long: "connections", short: nil, value: "N", help: "Parallel message downloads (default 4)."),
+    OptionSpec(long: "post-sync", short: nil, value: "CMD", help: "Shell command to run after each --once, and in the daemon after changes (at most every 2 s), e.g. notmuch new."),
     OptionSpec(long: "poll-interval", short: nil, value: "S", help: "Live sync: seconds between REST polls when neither WebSocket nor SSE works (default 30)."),
     OptionSpec(long: "reconnect-delay", short: nil, value: "MS", help: "Live sync: first reconnection delay (default 1000, doubling with jitter)."),
     OptionSpec(long: "max-reconnect-delay", short: nil, value: "MS", help: "Live sync: longest reconnection delay (default 32000)."),
@@ -202,7 +205,9 @@ func flag(_ key: String, _ values: [String: String], _ flags: Set<String>) throw
 }
 
 /// Builds the account configurations from the command line and the config file.
-func resolveAccounts(_ args: CommandLineArgs, environment: [String: String]) throws -> [AccountConfig] {
+/// `credentials: false` (for `--status`, which never connects) accepts accounts without a
+/// server, user or password.
+func resolveAccounts(_ args: CommandLineArgs, environment: [String: String], credentials: Bool = true) throws -> [AccountConfig] {
     let home = environment["HOME"] ?? NSHomeDirectory()
     let configHome = environment["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.config"
     let dataHome = environment["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.local/share"
@@ -234,12 +239,13 @@ func resolveAccounts(_ args: CommandLineArgs, environment: [String: String]) thr
     return try sources.map { source in
         let values = source.values.merging(args.values.filter { $0.key != "config" && $0.key != "account" }) { $1 }
         let flags = args.flags
-        guard let server = values["server"] else { throw UsageError(description: "no --server given for account \(source.name)") }
-        guard let user = values["user"] else { throw UsageError(description: "no --user given for account \(source.name)") }
+        guard let server = values["server"] ?? (credentials ? nil : "") else { throw UsageError(description: "no --server given for account \(source.name)") }
+        guard let user = values["user"] ?? (credentials ? nil : "") else { throw UsageError(description: "no --user given for account \(source.name)") }
         let password: PasswordSource
         switch (values["password-file"], values["password-command"]) {
         case (let file?, nil): password = .file(expand(file))
         case (nil, let command?): password = .command(command)
+        case (nil, nil) where !credentials: password = .command("")
         case (nil, nil): throw UsageError(description: "give --password-file or --password-command for account \(source.name)")
         default: throw UsageError(description: "give only one of --password-file and --password-command")
         }
@@ -263,6 +269,7 @@ func resolveAccounts(_ args: CommandLineArgs, environment: [String: String]) thr
         account.live = try liveOptions(values)
         account.pullOnly = try flag("pull-only", values, flags)
         account.allowMassDelete = flags.contains("allow-mass-delete")
+        account.postSync = values["post-sync"].flatMap { $0.isEmpty ? nil : $0 }
         return account
     }
 }

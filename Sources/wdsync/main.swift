@@ -26,7 +26,7 @@ struct StderrLog: SyncLog {
         default: break
         }
         line += LogText.clean(message) + "\n"
-        FileHandle.standardError.write(Data(line.utf8))
+        Terminal.shared.write(line)
     }
 }
 
@@ -73,8 +73,17 @@ func run() -> ExitCode {
     let level: LogLevel = args.flags.contains("debug") ? .debug : args.flags.contains("verbose") ? .verbose
         : args.flags.contains("quiet") ? .error : .info
     let accounts: [AccountConfig]
-    do { accounts = try resolveAccounts(args, environment: ProcessInfo.processInfo.environment) } catch {
+    do {
+        accounts = try resolveAccounts(args, environment: ProcessInfo.processInfo.environment,
+                                       credentials: !args.flags.contains("status"))
+    } catch {
         FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
+        return .usage
+    }
+    if !args.flags.contains("quiet") { Terminal.shared.enableProgress() }
+    if args.flags.contains("status") { return showStatus(accounts, json: args.flags.contains("json")) }
+    if args.flags.contains("json") {
+        FileHandle.standardError.write(Data("wdsync: --json goes with --status\n".utf8))
         return .usage
     }
     if args.flags.contains("verify") { return verify(accounts, level: level) }
@@ -86,13 +95,22 @@ func run() -> ExitCode {
         let log = StderrLog(level: level, timestamps: args.flags.contains("debug"),
                             account: accounts.count > 1 ? account.name : nil)
         if account.insecure { log.log(.warning, "--insecure: TLS certificates are not verified") }
+        let hook = account.postSync.map { PostSyncHook(command: $0, account: account.name, maildir: account.maildir, log: log) }
+        var started: Mirror?
         do {
             let lock = try AccountLock(dbPath: account.db)
             let mirror = try Mirror(config: account, log: log)
+            started = mirror
+            if Terminal.shared.progressEnabled {
+                let name = accounts.count > 1 ? account.name : nil
+                mirror.onProgress = { Terminal.shared.show($0, account: name) }
+            }
+            defer { Terminal.shared.clear() }
             let start = Date()
             let summary = try mirror.syncOnce()
-            withExtendedLifetime(lock) {}
             let seconds = Date().timeIntervalSince(start)
+            try mirror.store.recordSync(milliseconds: Int(seconds * 1000), counts: summary.changes)
+            withExtendedLifetime(lock) {}
             log.log(.info, String(format: "synced %d mailboxes (%d changed): %d downloaded (%.1f MB), %d moved, %d renamed, %d removed in %.2f s",
                                   summary.mailboxesListed, summary.mailboxesChanged, summary.downloaded,
                                   Double(summary.bytesDownloaded) / 1_000_000, summary.reused, summary.renamed,
@@ -101,10 +119,16 @@ func run() -> ExitCode {
                 log.log(.info, "pushed \(summary.pushedFlags) flag changes, \(summary.pushedMoves) moves, \(summary.pushedDeletes) deletes, \(summary.uploaded) uploads in \(summary.pushRequests) requests; \(summary.pending) pending\(account.pullOnly ? " (pull-only)" : "")")
             }
             if !summary.heldDeletes.isEmpty && result == .ok { result = .massDelete }
+            hook?.run(summary.changes)
         } catch {
             let (code, message) = classify(error)
             log.log(.error, message)
             if result == .ok { result = code }
+            if let mirror = started {
+                try? mirror.store.recordError(message)
+                // What did arrive is in the Maildir: let the hook index it.
+                if !mirror.summary.changes.isEmpty { hook?.run(mirror.summary.changes, failed: true) }
+            }
         }
     }
     return result
@@ -135,15 +159,44 @@ func verify(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
 
 /// The daemon: one engine thread per account; signals stop or nudge them all.
 func runLive(_ accounts: [AccountConfig], level: LogLevel, debug: Bool) -> ExitCode {
-    let engines = accounts.map { account in
-        LiveSync(config: account,
-                 log: StderrLog(level: level, timestamps: debug, account: accounts.count > 1 ? account.name : nil))
+    let notifier = SystemdNotifier()
+    let states = Mutex(accounts.map { _ in DaemonState() })
+    @Sendable func report(_ index: Int, _ event: LiveEvent) {
+        if case .ready = event { Terminal.shared.clear() }
+        guard let notifier else { return }
+        let (becameReady, status) = states.withLock { s -> (Bool, String) in
+            let wasReady = s.allSatisfy(\.ready)
+            switch event {
+            case .ready: s[index].ready = true
+            case .transport(let t): s[index].transport = "\(t.rawValue) since \(clock())"
+            case .changed(let c): s[index].lastBatch = "last change \(clock()): \(c.new) new, \(c.changed) changed, \(c.removed) removed"
+            }
+            let status = zip(accounts, s).map { account, state in
+                (accounts.count > 1 ? account.name + ": " : "") + state.description
+            }.joined(separator: "; ")
+            return (!wasReady && s.allSatisfy(\.ready), status)
+        }
+        notifier.send((becameReady ? "READY=1\n" : "") + "STATUS=\(status)")
     }
+    let engines = accounts.enumerated().map { (index: Int, account: AccountConfig) -> LiveSync in
+        let log = StderrLog(level: level, timestamps: debug, account: accounts.count > 1 ? account.name : nil)
+        let name = accounts.count > 1 ? account.name : nil
+        var progress: (@Sendable (SyncProgress) -> Void)?
+        if Terminal.shared.progressEnabled { progress = { Terminal.shared.show($0, account: name) } }
+        return LiveSync(config: account, log: log, progress: progress,
+                        postSync: account.postSync.map { PostSyncHook(command: $0, account: account.name, maildir: account.maildir, log: log) },
+                        observer: { report(index, $0) })
+    }
+    notifier?.send("STATUS=initial sync")
+    // The watchdog pings come from their own thread: they show the process is alive and
+    // scheduled; a stalled network operation is bounded by wdsync's own timeouts.
+    notifier?.startWatchdog { true }
     var sources: [DispatchSourceSignal] = []
     for sig in [SIGINT, SIGTERM, SIGUSR1] {
         signal(sig, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
         source.setEventHandler {
+            if sig != SIGUSR1 { notifier?.send("STOPPING=1") }
             for engine in engines { sig == SIGUSR1 ? engine.reconcileNow() : engine.stop() }
         }
         source.resume()
@@ -173,6 +226,23 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel, debug: Bool) -> ExitC
     group.wait()
     withExtendedLifetime(sources) {}
     return results.withLock { $0.first { $0 != .ok } ?? .ok }
+}
+
+/// One account of the daemon, as told to systemd in `STATUS=`.
+struct DaemonState: CustomStringConvertible {
+    var ready = false
+    var transport: String?
+    var lastBatch: String?
+    var description: String {
+        guard ready else { return "initial sync" }
+        return [transport ?? "connecting", lastBatch ?? "no change yet"].joined(separator: ", ")
+    }
+}
+
+func clock() -> String {
+    let formatter = DateFormatter()
+    formatter.dateFormat = "HH:mm:ss"
+    return formatter.string(from: Date())
 }
 
 exit(run().rawValue)

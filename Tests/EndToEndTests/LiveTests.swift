@@ -28,7 +28,11 @@ import WildDuckSim
         try h.expectMirrorEventually()
         #expect(h.server.stats().perRoute["message.eml", default: 0] == before, "a move downloaded the message again")
         // Expunge.
-        let victim = try #require(a.messages(mailboxId: inbox).first)
+        // A message with its own Message-ID (the server would make up a new one per copy).
+        let raw = Array("From: a@x\r\nSubject: split move\r\nMessage-ID: <split-move@x>\r\n\r\nbody\r\n".utf8)
+        let uid = try a.deliver(raw, to: inbox)
+        try h.expectMirrorEventually()
+        let victim = try #require(a.messages(mailboxId: inbox).first { $0.uid == uid })
         try a.expunge(mailboxId: inbox, uid: victim.uid)
         try h.expectMirrorEventually()
         // Mailbox create, rename, delete.
@@ -140,6 +144,47 @@ import WildDuckSim
         // A second message later comes as an update (or, refused, a mailbox-level update / poll).
         try h.account.deliver(Array("Subject: fresh later\r\nMessage-ID: <fresh-later@x>\r\n\r\nx\r\n".utf8), to: box)
         try h.expectMirrorEventually()
+        #expect(d.terminate() == 0)
+    }
+}
+
+/// An expunge leaves the readers' view with the batch that brings it; a move whose two halves
+/// arrive in different batches is still a rename.
+@Suite(.serialized) struct LiveExpungeTests {
+    @Test func anExpungeLeavesTheMaildirWithItsBatchAndASplitMoveIsStillARename() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 10)
+        let a = h.account
+        let d = try h.startDaemon(extra: ["--poll-interval", "3600"])
+        #expect(d.waitForLog("connected (WebSocket)"), "\(d.log.suffix(2000))")
+        try h.expectMirrorEventually()
+        let inbox = try #require(a.mailboxId(path: "INBOX"))
+        let work = try #require(a.mailboxId(path: "Work"))
+        // A message with its own Message-ID (the server would make up a new one per copy).
+        let raw = Array("From: a@x\r\nSubject: split move\r\nMessage-ID: <split-move@x>\r\n\r\nbody\r\n".utf8)
+        let uid = try a.deliver(raw, to: inbox)
+        try h.expectMirrorEventually()
+        let victim = try #require(a.messages(mailboxId: inbox).first { $0.uid == uid })
+        let unique = "wd\(inbox)_\(victim.uid)."
+        func inView() -> [String] {
+            ["cur", "new"].flatMap { sub in
+                ((try? FileManager.default.contentsOfDirectory(atPath: h.maildir + "/INBOX/" + sub)) ?? []).filter { $0.contains(unique) }
+            }
+        }
+        #expect(inView().count == 1)
+        func batches() -> Int { d.log.components(separatedBy: "batch of ").count - 1 }
+
+        let before = batches()
+        try a.expunge(mailboxId: inbox, uid: victim.uid)
+        #expect(Harness.wait(timeout: 20) { batches() > before }, "the expunge was not applied: \(d.log.suffix(2000))")
+        // Checked right after the batch that applied it, not after some time.
+        #expect(inView().isEmpty, "the expunged message is still in INBOX/cur or INBOX/new after its batch")
+
+        // The same message arrives in another mailbox in a later batch: renamed, not downloaded.
+        let downloads = h.server.stats().perRoute["message.eml", default: 0]
+        try a.deliver(victim.raw, to: work)
+        try h.expectMirrorEventually()
+        #expect(h.server.stats().perRoute["message.eml", default: 0] == downloads, "the moved message was downloaded again")
         #expect(d.terminate() == 0)
     }
 }

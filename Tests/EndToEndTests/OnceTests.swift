@@ -281,3 +281,71 @@ import WildDuckSim
         #expect(try a.run(["--once", "--config", config, "--account", "nope"]).status == 64)
     }
 }
+
+/// Folder names notmuch can index: every directory name at most 200 bytes, also for caches an
+/// older wdsync wrote with names cut at 255 bytes.
+@Suite(.serialized) struct LongFolderNameTests {
+    static let hostile = "Hostile/" + String(repeating: "L", count: 300)
+    static let cjk = String(repeating: "長い名前の受信箱", count: 12)   // 96 characters, 288 bytes
+
+    /// The folder of every mailbox, as the cache records it (over-long names are not decodable).
+    func folders(_ h: Harness) throws -> [String: String] {
+        let store = try Store(path: h.db)
+        return Dictionary(try store.mailboxes().map { ($0.path, $0.folder ?? "") }, uniquingKeysWith: { a, _ in a })
+    }
+
+    func notmuchNew(_ h: Harness) throws -> (Int32, String) {
+        let config = h.dir + "/notmuch-config"
+        try "[database]\npath=\(h.maildir)\n[new]\ntags=new\n".write(toFile: config, atomically: true, encoding: .utf8)
+        return try shell("notmuch new 2>&1 && notmuch count '*'", env: ["NOTMUCH_CONFIG": config])
+    }
+
+    /// The name wdsync used to give an over-long segment: cut at 221 bytes, `%~`, 32 hex digits.
+    func oldName(_ segment: String) throws -> String {
+        var cut = ""
+        for c in segment where cut.utf8.count + String(c).utf8.count <= 221 { cut.append(c) }
+        let (status, hash) = try shell("printf '%s' \"$S\" | sha256sum", env: ["S": segment])
+        #expect(status == 0)
+        return cut + "%~" + hash.prefix(32)
+    }
+
+    @Test func notmuchIndexesAMirrorWithLongFolderNamesAndOldCachesAreRenamed() throws {
+        let h = try Harness()
+        let a = h.account
+        for path in [Self.hostile, Self.cjk] {
+            let box = try a.createMailbox(path: path)
+            try a.deliver(Array("Subject: long \(path.count)\r\nMessage-ID: <long-\(path.count)@x>\r\n\r\nx\r\n".utf8), to: box)
+        }
+        try h.sync()
+        var byPath = try folders(h)
+        try h.expectMirror(folder: { byPath[$0] ?? "?" })
+        for (path, folder) in byPath where path == Self.hostile || path == Self.cjk {
+            #expect(folder.contains("%~"), "\(folder) was not shortened")
+            for segment in folder.split(separator: "/") { #expect(segment.utf8.count <= 200, "\(segment) is too long") }
+        }
+        let (status, output) = try notmuchNew(h)
+        #expect(status == 0, "notmuch new failed: \(output)")
+        #expect(output.hasSuffix("\(h.totalServerMessages)\n"), "notmuch did not index every message: \(output)")
+
+        // A cache written with the old 255-byte names: the folders are renamed, not downloaded.
+        let store = try Store(path: h.db)
+        for path in [Self.hostile, Self.cjk] {
+            let current = try #require(byPath[path])
+            let segment = String(try #require(path.split(separator: "/").last))
+            let old = (path == Self.hostile ? "Hostile/" : "") + (try oldName(segment))
+            #expect(old.utf8.count > 200 + (path == Self.hostile ? 8 : 0))
+            #expect(rename(h.maildir + "/" + current, h.maildir + "/" + old) == 0)
+            try store.moveFolder(from: current, to: old, nested: true)
+        }
+        try? FileManager.default.removeItem(atPath: h.maildir + "/.notmuch")
+        h.server.resetStats()
+        try h.sync()
+        #expect(h.server.stats().perRoute["message.eml", default: 0] == 0, "renaming old folders downloaded messages")
+        let renamed = try folders(h)
+        #expect(renamed == byPath, "the old folders were not renamed to the new names")
+        byPath = renamed
+        try h.expectMirror(folder: { byPath[$0] ?? "?" })
+        let (again, output2) = try notmuchNew(h)
+        #expect(again == 0, "notmuch new failed: \(output2)")
+    }
+}

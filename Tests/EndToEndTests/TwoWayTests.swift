@@ -385,6 +385,35 @@ import WildDuckSim
     }
 }
 
+@Suite(.serialized) struct TwoWayLiveTests {
+    /// The daemon notices renames, unlinks and new files on its own (inotify) and pushes them.
+    @Test func theDaemonPushesLocalChangesAsTheyHappen() throws {
+        let h = try TwoWayTests.synced()
+        let daemon = try h.startDaemon()
+        #expect(daemon.waitForLog("connected"), "\(daemon.log.suffix(2000))")
+        let work = try TwoWayTests.mailbox(h, "Work")
+        let list = h.account.messages(mailboxId: work)
+        let read = try #require(list.first { !$0.seen && !$0.deleted })
+        let gone = try #require(list.first { $0.uid != read.uid })
+        try TwoWayTests.rename(h, try #require(TwoWayTests.file(h, work, read.uid)), flags: (Harness.letters(read) + "S").sortedLetters)
+        #expect(Harness.wait(timeout: 20) { h.account.messages(mailboxId: work).first { $0.uid == read.uid }?.seen == true },
+                "\(daemon.log.suffix(2000))")
+        try FileManager.default.removeItem(atPath: h.maildir + "/" + (try #require(TwoWayTests.file(h, work, gone.uid))))
+        #expect(Harness.wait(timeout: 20) { !h.account.messages(mailboxId: work).contains { $0.uid == gone.uid } })
+        try TwoWayTests.writeNew(h, folder: "Sent Mail", flags: "S", messageId: "live-sent@example.org", subject: "Live")
+        #expect(Harness.wait(timeout: 20) { TwoWayTests.messages(h, withId: "live-sent@example.org").count == 1 })
+        // A server change meanwhile still arrives, and the echo of the upload makes no copy.
+        let other = try #require(list.first { $0.uid != read.uid && $0.uid != gone.uid && !$0.flagged })
+        try h.account.setFlags(mailboxId: work, uid: other.uid, flagged: true)
+        #expect(Harness.wait(timeout: 20) { TwoWayTests.file(h, work, other.uid)?.contains("F") == true })
+        #expect(daemon.terminate() == 0, "\(daemon.log.suffix(2000))")
+        #expect(TwoWayTests.messages(h, withId: "live-sent@example.org").count == 1)
+        try TwoWayTests.expectQuiet(h)
+        let sent = try TwoWayTests.mailbox(h, "Sent Mail")
+        #expect(h.snapshot().keys.filter { $0.hasPrefix("Sent Mail/") }.count == h.account.messages(mailboxId: sent).count)
+    }
+}
+
 extension String {
     /// Maildir flag letters in ASCII order, each once.
     var sortedLetters: String { String(Set(self).sorted()) }

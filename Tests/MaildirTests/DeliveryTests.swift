@@ -248,6 +248,47 @@ struct DeliveryTests {
         #expect(try md.scanUniqueNames(folder: md.folderDirectory(for: "Nope")).isEmpty)
     }
 
+    @Test("hidden files leave cur/ and new/ at once and come back by a move or go by a removal", arguments: MaildirLayout.allCases)
+    func hideMoveRemove(layout: MaildirLayout) throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m", layout: layout)
+        let inbox = md.folderDirectory(for: "INBOX")
+        let work = md.folderDirectory(for: "Work")
+        var paths: [String] = []
+        for i in 0..<4 {
+            let d = try message("h\(i)").withUnsafeBytes {
+                try md.deliver(folder: inbox, unique: "\(i).k.h", contents: $0, flags: i % 2 == 0 ? [.seen] : [], mtime: nil)
+            }
+            paths.append(d.relativePath)
+        }
+        // Hidden: no longer in cur/ or new/, kept whole in tmp/ under its name.
+        let hidden0 = try Maildir.hiddenPath(of: paths[0])
+        #expect(hidden0 == joinPath(inbox, "tmp", "0.k.h:2,S") && Maildir.isHidden(hidden0) && !Maildir.isHidden(paths[0]))
+        #expect(try md.hideFile(paths[0]))
+        #expect(try md.scanUniqueNames(folder: inbox)["0.k.h"] == nil)
+        #expect(readBytes(md.absolutePath(hidden0)) == message("h0"))
+        // It comes back into another folder by a move (a move split across batches)…
+        let moved = try md.moveFile(from: hidden0, to: work, flags: [.seen, .replied])
+        #expect(moved == joinPath(work, "cur", "0.k.h:2,RS") && readBytes(md.absolutePath(moved)) == message("h0"))
+        // …or goes by a removal.
+        #expect(try md.hideFile(paths[1]))
+        #expect(try md.removeFile(try Maildir.hiddenPath(of: paths[1])))
+        #expect(listing(md.absolutePath(joinPath(inbox, "tmp"))).isEmpty)
+        // A file a MUA renamed is hidden under the recorded name.
+        #expect(rename(md.absolutePath(paths[2]), md.absolutePath(joinPath(inbox, "cur", "2.k.h:2,FS"))) == 0)
+        #expect(try md.hideFile(paths[2]))
+        #expect(listing(md.absolutePath(joinPath(inbox, "tmp"))) == ["2.k.h:2,S"])
+        // Killed after the cache said "hidden" but before the rename: the file is still found
+        // in cur/ or new/ for a move and for a removal.
+        let notYet = try Maildir.hiddenPath(of: paths[3])
+        let moved3 = try md.moveFile(from: notYet, to: work, flags: [])
+        #expect(moved3 == joinPath(work, "new", "3.k.h:2,"))
+        #expect(try md.removeFile(try Maildir.hiddenPath(of: moved3)))
+        #expect(try md.scanUniqueNames(folder: work).keys.sorted() == ["0.k.h"])
+        // Gone altogether: nothing to hide.
+        #expect(try md.hideFile(joinPath(inbox, "new", "9.k.h:2,")) == false)
+    }
+
     @Test("cleanTmp removes only our leftovers")
     func cleanTmp() throws {
         let tmp = TempDir()

@@ -73,18 +73,18 @@ struct FolderNamesTests {
         let eb = FolderNames.encode(b, layout: layout)
         #expect(ea != eb)
         for name in ea.split(separator: "/") + eb.split(separator: "/") {
-            #expect(name.utf8.count <= FolderNames.maxNameBytes)
+            #expect(name.utf8.count <= FolderNames.maxFolderNameBytes)
         }
         #expect(ea.contains("%~"))
         #expect(FolderNames.decode(ea, layout: layout) == nil)  // reversible only through the database
         // Multi-byte characters and escapes are not cut in half.
         let wide = String(repeating: "ü%", count: 200)
         let ew = FolderNames.encode(wide, layout: layout)
-        #expect(ew.utf8.count <= (layout == .verbatim ? 255 : 255))
+        #expect(ew.utf8.count <= 200)
         let prefix = ew[..<(ew.range(of: "%~")?.lowerBound ?? ew.endIndex)]
         #expect(prefix.hasSuffix("ü") || prefix.hasSuffix("%25") || prefix.hasSuffix("."))
-        // Exactly 255 bytes is kept as is; 256 is truncated.
-        let edge = String(repeating: "z", count: layout == .verbatim ? 255 : 254)
+        // Exactly 200 bytes is kept as is (notmuch's limit, not the file system's); 201 is truncated.
+        let edge = String(repeating: "z", count: layout == .verbatim ? 200 : 199)
         #expect(FolderNames.encode(edge, layout: layout).contains("%~") == false)
         #expect(FolderNames.encode(edge + "z", layout: layout).contains("%~"))
     }
@@ -110,13 +110,13 @@ struct FolderNamesTests {
             for p in parts {
                 #expect(!p.isEmpty && p != "." && p != ".." && !p.hasPrefix("."))
                 #expect(p != "cur" && p != "new" && p != "tmp")
-                #expect(p.utf8.count <= 255)
+                #expect(p.utf8.count <= 200)
             }
         case .maildirPlusPlus:
             #expect(!folder.contains("/"))
             if !folder.isEmpty {
                 #expect(folder.hasPrefix(".") && folder != "." && folder != ".." && !folder.hasPrefix(".."))
-                #expect(folder.utf8.count <= 255)
+                #expect(folder.utf8.count <= 200)
             }
         }
     }

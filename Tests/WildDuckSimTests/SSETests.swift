@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import WildDuckSim
 
@@ -10,68 +11,86 @@ import Testing
         #expect(sse.headers["content-type"] == "text/event-stream")
         #expect(sse.headers["cache-control"] == "no-cache")
         #expect(sse.headers["x-accel-buffering"] == "no")
+        // no Last-Event-ID, nothing replayed: the first idle comment comes at once
+        #expect(try sse.next().comment == "idling 1")
         let inbox = h.inbox
         let uid = try h.account.deliver(mail(1), to: inbox)
-        let exists = try sse.nextEntry()
+        let exists = try sse.nextEvent()
         #expect(exists.command == "EXISTS")
         #expect(exists.json?["mailbox"] == .string(inbox) && exists.json?["uid"] == .int(uid))
         #expect(exists.json?["message"]?.stringValue?.count == 24 && exists.json?["thread"] != nil && exists.json?["idate"] != nil)
         #expect(exists.id?.count == 24)
         #expect(exists.json?["unseen"] == nil && exists.json?["modseq"] == nil && exists.json?["user"] == nil)
+        // every read that touched a mailbox's counts ends with COUNTERS, carrying the read's last id
+        let counters = try sse.nextEvent()
+        #expect(counters.json == .object([("command", .string("COUNTERS")), ("mailbox", .string(inbox)), ("total", .int(1)), ("unseen", .int(1))]))
+        #expect(counters.id == exists.id)
 
         try h.account.setFlags(mailboxId: inbox, uid: uid, seen: true, flagged: true)
-        let fetch = try sse.nextEntry()
+        let fetch = try sse.nextEvent()
         #expect(fetch.command == "FETCH")
         #expect(fetch.json?["flags"] == .array([.string("\\Flagged"), .string("\\Seen")]))
+        #expect(try sse.nextEvent().json?["unseen"] == .int(0))
 
         let work = try h.account.createMailbox(path: "Work")
-        let create = try sse.nextEntry()
+        let create = try sse.nextEvent()
         #expect(create.command == "CREATE" && create.json?["mailbox"] == .string(work) && create.json?["path"] == .string("Work"))
 
         let newUid = try h.account.move(mailboxId: inbox, uid: uid, to: work)
-        let e1 = try sse.nextEntry(), e2 = try sse.nextEntry()
+        let e1 = try sse.nextEvent(), e2 = try sse.nextEvent()
         #expect(e1.command == "EXPUNGE" && e1.json?["mailbox"] == .string(inbox) && e1.json?["uid"] == .int(uid))
         #expect(e2.command == "EXISTS" && e2.json?["mailbox"] == .string(work) && e2.json?["uid"] == .int(newUid))
         // the moved copy is a new stored message with a new `message` id
         #expect(e1.json?["message"] != nil && e2.json?["message"] != nil && e1.json?["message"] != e2.json?["message"])
+        #expect(try sse.nextEvent().json?["mailbox"] == .string(inbox) && (try sse.nextEvent()).json?["mailbox"] == .string(work))
 
         try h.account.renameMailbox(id: work, to: "Job")
-        let rename = try sse.nextEntry()
+        let rename = try sse.nextEvent()
         #expect(rename.command == "RENAME" && rename.json?["path"] == .string("Job"))
         try h.account.expunge(mailboxId: work, uid: newUid)
-        #expect(try sse.nextEntry().command == "EXPUNGE")
+        #expect(try sse.nextEvent().command == "EXPUNGE")
+        #expect(try sse.nextEvent().json == .object([("command", .string("COUNTERS")), ("mailbox", .string(work)), ("total", .int(0)), ("unseen", .int(0))]))
         try h.account.deleteMailbox(id: work)
-        let del = try sse.nextEntry()
+        let del = try sse.nextEvent()
         #expect(del.command == "DELETE" && del.json == .object([("command", .string("DELETE")), ("mailbox", .string(work))]))
-        // ids only go up
-        #expect([exists, fetch, create, e1, e2, rename, del].compactMap(\.id) == [exists, fetch, create, e1, e2, rename, del].compactMap(\.id).sorted())
+        // ids only go up, and start with the time in seconds, like ObjectIds
+        let ids = [exists, fetch, create, e1, e2, rename, del].compactMap(\.id)
+        #expect(ids == ids.sorted())
+        let secs = Int(ids[0].prefix(8), radix: 16) ?? 0
+        #expect(abs(secs - Int(Date().timeIntervalSince1970)) < 3600)
     }
 
     @Test func restMutationsArePublished() throws {
         let h = try Harness()
         let sse = try SSEReader(port: h.server.port, token: h.token)
         _ = try h.call("POST", "/users/me/mailboxes", json: #"{"path":"Viaрest"}"#)
-        #expect(try sse.nextEntry().command == "CREATE")
+        #expect(try sse.nextEvent().command == "CREATE")
         let raw = Array("Subject: x\r\n\r\ny".utf8)
         try h.client.sendRaw(RawClient.request("POST", "/users/me/mailboxes/\(h.inbox)/messages", token: h.token, body: raw, contentType: "message/rfc822"))
         _ = try h.client.readReply()
-        #expect(try sse.nextEntry().command == "EXISTS")
+        #expect(try sse.nextEvent().command == "EXISTS")
+        #expect(try sse.nextEvent().command == "COUNTERS")
+        // a flag update journals a FETCH with the full flag list; without `seen` it brings no COUNTERS
         _ = try h.call("PUT", "/users/me/mailboxes/\(h.inbox)/messages/1", json: #"{"flagged":true}"#)
-        #expect(try sse.nextEntry().command == "FETCH")
+        let fetch = try sse.nextEvent()
+        #expect(fetch.command == "FETCH" && fetch.json?["flags"] == .array([.string("\\Flagged"), .string("\\Seen")]))
+        // unchanged messages get a FETCH too
+        _ = try h.call("PUT", "/users/me/mailboxes/\(h.inbox)/messages/1", json: #"{"flagged":true}"#)
+        #expect(try sse.nextEvent().command == "FETCH")
         _ = try h.call("DELETE", "/users/me/mailboxes/\(h.inbox)/messages/1")
-        #expect(try sse.nextEntry().command == "EXPUNGE")
+        #expect(try sse.nextEvent().command == "EXPUNGE")
+        #expect(try sse.nextEvent().command == "COUNTERS")
     }
 
     @Test func replayFromLastEventIdThenLive() throws {
         let h = try Harness()
         let inbox = h.inbox
         let junk = try #require(h.account.mailboxId(path: "Junk"))
-        let first = try SSEReader(port: h.server.port, token: h.token)
         for i in 1...3 { try h.account.deliver(mail(i), to: inbox) }
         try h.account.deliver(mail(4), to: junk)
-        var ids: [String] = []
-        for _ in 0..<4 { ids.append(try #require(try first.nextEvent().id)) }
-        // reconnect after the first event: header form
+        let ids = h.account.journal(after: nil).map(\.id)
+        #expect(ids.count == 4)
+        // reconnect after the first event: header form; the replay spans all mailboxes
         let again = try SSEReader(port: h.server.port, token: h.token, lastEventId: ids[0])
         var replay: [SSEEvent] = []
         for _ in 0..<5 { replay.append(try again.nextEvent()) }
@@ -83,17 +102,34 @@ import Testing
         #expect(replay[3].json?["mailbox"] == .string(inbox) && replay[3].json?["total"] == .int(3) && replay[3].json?["unseen"] == .int(3))
         #expect(replay[4].json?["mailbox"] == .string(junk))
         #expect(replay[3].id == ids[3] && replay[4].id == ids[3])
-        // then live: the replay did not move the stream's position, so the first live read
-        // sends it again before the new entry
+        // the replay does not move the stream's position: the first live read sends the replayed entries again
         try h.account.deliver(mail(5), to: inbox)
-        #expect(try (0..<3).map { _ in try again.nextEntry().id } == Array(ids[1...3]))
-        #expect(try again.nextEntry().json?["uid"] == .int(4))
+        var live: [SSEEvent] = []
+        for _ in 0..<4 { live.append(try again.nextEvent()) }
+        #expect(live.map(\.id) == Array(ids[1...3]) + [h.account.latestJournalId])
+        #expect(live[3].json?["uid"] == .int(4))
+        #expect(try again.nextEvent().command == "COUNTERS" && (try again.nextEvent()).command == "COUNTERS")
+        // from then on the position follows the reads
+        try h.account.deliver(mail(6), to: inbox)
+        #expect(try again.nextEvent().json?["uid"] == .int(5))
         // query form, and no backlog without an id
         let q = try SSEReader(port: h.server.port, token: h.token, lastEventId: ids[2], viaQuery: true)
         #expect(try q.nextEvent().id == ids[3])
         let fresh = try SSEReader(port: h.server.port, token: h.token)
-        try h.account.deliver(mail(6), to: inbox)
-        #expect(try fresh.nextEntry().json?["uid"] == .int(5))
+        #expect(try fresh.next().comment == "idling 1")
+        try h.account.deliver(mail(7), to: inbox)
+        #expect(try fresh.nextEvent().json?["uid"] == .int(6))
+    }
+
+    @Test func bulkMoveStreamsEveryExpungeBeforeEveryExists() throws {
+        let h = try Harness()
+        let work = try h.account.createMailbox(path: "Work")
+        for i in 1...3 { try h.account.deliver(mail(i), to: h.inbox) }
+        let sse = try SSEReader(port: h.server.port, token: h.token)
+        _ = try h.call("PUT", "/users/me/mailboxes/\(h.inbox)/messages", json: #"{"message":"1:3","moveTo":"\#(work)","seen":true}"#)
+        var got: [String] = []
+        for _ in 0..<8 { got.append(try sse.nextEvent().command ?? "") }
+        #expect(got == ["EXPUNGE", "EXPUNGE", "EXPUNGE", "EXISTS", "EXISTS", "EXISTS", "COUNTERS", "COUNTERS"])
     }
 
     @Test func heartbeats() throws {
@@ -133,13 +169,13 @@ import Testing
         let a = try SSEReader(port: h.server.port, token: h.token)
         let b = try SSEReader(port: h.server.port, token: h.token)
         try h.account.deliver(mail(1), to: h.inbox)
-        _ = try a.nextEntry(); _ = try b.nextEntry()
+        for r in [a, b] { _ = try r.nextEvent(); _ = try r.nextEvent() }  // EXISTS, COUNTERS
         #expect(h.server.openUpdateStreams == 2)
         h.server.dropUpdateStreams()
         #expect(a.endsWithoutEvents() && b.endsWithoutEvents())
         let c = try SSEReader(port: h.server.port, token: h.token)
         try h.account.deliver(mail(2), to: h.inbox)
-        _ = try c.nextEntry()
+        _ = try c.nextEvent(); _ = try c.nextEvent()
         h.server.stop()
         #expect(c.endsWithoutEvents())
     }
@@ -147,15 +183,26 @@ import Testing
     @Test func journalTTLExpiresEntries() throws {
         let account = SimAccount()
         let inbox = try #require(account.mailboxId(path: "INBOX"))
-        account.setJournalTTL(seconds: 0.005)
+        let clock = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
+        account.setClock { clock.withLock { $0 } }
+        func advance(_ seconds: Double) { clock.withLock { $0 = $0.addingTimeInterval(seconds) } }
         try account.deliver(mail(1), to: inbox)
-        #expect(account.journalCount == 1)
-        let t0 = Date()
-        while Date().timeIntervalSince(t0) < 0.02 { usleep(1000) }  // let the first entry age past the TTL
+        advance(2 * 3600)
         try account.deliver(mail(2), to: inbox)
-        #expect(account.journalCount == 1)
-        account.setJournalTTL(seconds: 3 * 3600)
-        try account.deliver(mail(3), to: inbox)
         #expect(account.journalCount == 2)
+        // the server's TTL is three hours: the first entry goes, also for a reader that writes nothing
+        advance(3600 + 1)
+        #expect(account.journal(after: nil).count == 1)
+        #expect(account.journalCount == 1)
+        advance(3 * 3600)
+        #expect(account.journal(after: nil).isEmpty)
+        // a shorter TTL (wdsync-sim --journal-ttl)
+        account.setJournalTTL(seconds: 60)
+        try account.deliver(mail(3), to: inbox)
+        advance(61)
+        try account.deliver(mail(4), to: inbox)
+        #expect(account.journal(after: nil).count == 1)
+        // ids carry the (injected) time in their first four bytes
+        #expect(account.latestJournalId?.prefix(8) == Substring(String(Int(clock.withLock { $0 }.timeIntervalSince1970), radix: 16)))
     }
 }

@@ -248,21 +248,10 @@ final class SSEReader {
         }
     }
 
-    /// The next journal entry, skipping `COUNTERS` (WildDuck sends them after every read).
-    func nextEntry(timeout: Double = 10) throws -> SSEEvent {
-        while true {
-            let e = try nextEvent(timeout: timeout)
-            if e.command != "COUNTERS" { return e }
-        }
-    }
-
-    /// True when the server closes the stream before sending another entry.
+    /// True when the server closes the stream before sending another event.
     func endsWithoutEvents() -> Bool {
         do {
-            while true {
-                let e = try next(timeout: 10)
-                if e.comment == nil && e.command != "COUNTERS" { return false }
-            }
+            while true { if try next(timeout: 10).comment == nil { return false } }
         } catch { return true }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WebSocket
 @testable import WildDuckSim
 
 /// The write routes behave as WildDuck's code does (lib/api/messages.js, lib/message-handler.js), so a
@@ -233,5 +234,89 @@ import Testing
         _ = try h.call("DELETE", "/users/me/mailboxes/\(work)/messages/1")
         _ = try h.call("DELETE", "/users/me/mailboxes/\(work)/messages/2")
         #expect(modifyIndex(h, work) == 4)                         // +1 per deleted message
+    }
+}
+
+/// `/ws` is fed by the same journal: a write produces the same updates, in the same order.
+@Suite struct WriteWebSocketTests {
+    @Test func moveUpdatesComeExpungeFirst() async throws {
+        let h = try Harness()
+        let work = try h.account.createMailbox(path: "Work")
+        for i in 1...3 { try h.account.deliver(mail(i), to: h.inbox) }
+        let ws = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(h.server.port)/ws")
+        var messages = ws.messages.makeAsyncIterator()
+        func next() async throws -> JSONValue? {
+            guard case let .text(t)? = try await messages.next() else { return nil }
+            return JSONValue.parse(t)
+        }
+        for box in [h.inbox, work] {
+            try await ws.send(text: #"{"type":"subscribe","channel":"messages","data":{"userId":"\#(h.account.userId)","token":"\#(h.token)","mailboxId":"\#(box)"}}"#)
+            #expect(try await next()?["data"]?["response"]?["success"] == .bool(true))
+        }
+        _ = try h.call("PUT", "/users/me/mailboxes/\(h.inbox)/messages", json: #"{"message":"1:3","moveTo":"\#(work)"}"#)
+        var events: [String] = []
+        while events.count < 6, let m = try await next() {
+            if let e = m["data"]?["response"]?["event"]?.stringValue { events.append(e) }
+        }
+        #expect(events == ["deleted", "deleted", "deleted", "created", "created", "created"])
+        await ws.close()
+    }
+}
+
+/// `GET /users/:user/search` as WildDuck's prepareSearchFilter: what a two-way client uses to find a
+/// message again (by Message-ID, date and subject) after an upload whose reply was lost.
+@Suite struct SearchTests {
+    func results(_ h: Harness, _ query: String) throws -> [JSONValue] {
+        try #require(try h.get("/users/me/search?" + query).json?["results"]?.arrayValue)
+    }
+
+    func ids(_ h: Harness, _ query: String) throws -> [Int] { try results(h, query).compactMap { $0["id"]?.intValue } }
+
+    @Test func findsALostUploadByMessageIdDateAndSubject() throws {
+        let h = try Harness()
+        for i in 1...5 { try h.account.deliver(mail(i, subject: "Report \(i)"), to: h.inbox) }
+        let raw = Array("From: Me <me@example.com>\nTo: You <you@example.com>\nCc: Boss <boss@example.com>\nSubject: Report 6\nMessage-ID: <lost@example.com>\n\nhi\n".utf8)
+        try h.client.sendRaw(RawClient.request("POST", "/users/me/mailboxes/\(h.inbox)/messages?date=2021-06-01T12:00:00.000Z",
+                                               token: h.token, body: raw, contentType: "message/rfc822"))
+        let uid = try #require(try h.client.readReply().json?["message"]?["id"]?.intValue)
+        // the reply was "lost": look for it by date window and subject, then compare Message-IDs
+        let window = "mailbox=\(h.inbox)&datestart=2021-06-01T11:59:00.000Z&dateend=2021-06-01T12:01:00.000Z&subject=report%206"
+        let found = try results(h, window)
+        #expect(found.count == 1)
+        #expect(found.first?["messageId"] == .string("<lost@example.com>") && found.first?["id"] == .int(uid))
+        // partial, case-insensitive header matches; `to` also matches Cc
+        #expect(try ids(h, "mailbox=\(h.inbox)&from=ME%20%3Cme%40") == [uid])
+        #expect(try ids(h, "mailbox=\(h.inbox)&to=boss") == [uid])
+        #expect(try ids(h, "mailbox=\(h.inbox)&subject=REPORT&limit=250").count == 6)
+        // the date filters are on the internal date, not the Date header (2024 for the others)
+        #expect(try ids(h, "mailbox=\(h.inbox)&dateend=2022-01-01").count == 1)
+        #expect(try ids(h, "mailbox=\(h.inbox)&datestart=2023-01-01").count == 5)
+        #expect(try h.get("/users/me/search?datestart=yesterday-ish").status == 400)
+    }
+
+    @Test func filtersPagingAndUnknownMailbox() throws {
+        let h = try Harness()
+        let base = Date(timeIntervalSince1970: 1_700_000_000)
+        for i in 1...30 { try h.account.deliver(mail(i), to: h.inbox, seen: i > 2, flagged: i == 3, idate: base.addingTimeInterval(Double(31 - i) * 60)) }
+        let unknown = try #require(try h.get("/users/me/search?mailbox=0123456789abcdef01234567").json)
+        #expect(unknown["success"] == .bool(true) && unknown["total"] == .int(0) && unknown["results"] == .array([]))
+        #expect(unknown["query"] == nil)
+        #expect(try h.get("/users/me/search?query=Body").json?["query"] == .string("Body"))
+        // `flagged`, `unseen`: true filters, false does not
+        #expect(try ids(h, "flagged=true") == [3])
+        #expect(try ids(h, "flagged=false&limit=250").count == 30)
+        #expect(Set(try ids(h, "unseen=true")) == [1, 2])
+        #expect(try ids(h, "unseen=false&limit=250").count == 30)
+        // limit: 20 by default, at most 250; the next cursor walks the rest
+        let first = try #require(try h.get("/users/me/search?mailbox=\(h.inbox)").json)
+        #expect(first["results"]?.arrayValue?.count == 20)
+        let next = try #require(first["nextCursor"]?.stringValue)
+        #expect(try h.get("/users/me/search?mailbox=\(h.inbox)&next=\(next)").json?["results"]?.arrayValue?.count == 10)
+        #expect(try h.get("/users/me/search?limit=251").status == 400)
+        // no order: newest stored first; with an order: by internal date (any value but asc is descending)
+        #expect(try ids(h, "mailbox=\(h.inbox)&limit=3") == [30, 29, 28])
+        #expect(try ids(h, "mailbox=\(h.inbox)&limit=3&order=asc") == [30, 29, 28])
+        #expect(try ids(h, "mailbox=\(h.inbox)&limit=3&order=desc") == [1, 2, 3])
+        #expect(try ids(h, "mailbox=\(h.inbox)&limit=3&order=sideways") == [1, 2, 3])
     }
 }
