@@ -11,7 +11,8 @@ import Darwin
 /// until done or until the stream's timeout (see `setTimeout`) passes, which throws
 /// `NetError.timedOut`.
 public protocol ByteStream: AnyObject {
-    /// Reads at most `buffer.count` bytes. Returns 0 at end of stream (the peer closed).
+    /// Reads at most `buffer.count` bytes. Returns 0 at a clean end of stream (the peer closed;
+    /// for TLS, with close_notify). A TLS stream cut without close_notify throws `NetError.closed`.
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
     /// Writes all of `bytes` or throws.
     func write(_ bytes: UnsafeRawBufferPointer) throws

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A small blocking HTTP/1.1 client with keep-alive, enough for a REST API and for streaming
 /// large bodies to disk: Content-Length, chunked and close-delimited bodies, no redirects.
 /// One `HTTPConnection` is used by one thread at a time; open several for concurrency.
@@ -40,6 +46,25 @@ public struct HTTPEndpoint: Sendable, Equatable {
         guard !host.isEmpty else { return nil }
     }
 
+    /// Whether the host is this machine's loopback: `localhost` (or a name under it), 127.0.0.0/8,
+    /// or ::1 (also as an IPv4-mapped 127.x address). Decided from the URL, not by resolving it.
+    public var isLoopback: Bool {
+        var name = host.lowercased()
+        if name.hasSuffix(".") { name.removeLast() }
+        if name == "localhost" || name.hasSuffix(".localhost") { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, name, &v4) == 1 {
+            return UInt32(bigEndian: v4.s_addr) >> 24 == 127
+        }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, name, &v6) == 1 {
+            let b = withUnsafeBytes(of: &v6) { Array($0) }
+            if b[0..<15].allSatisfy({ $0 == 0 }) && b[15] == 1 { return true }              // ::1
+            if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xFF && b[11] == 0xFF { return b[12] == 127 }  // ::ffff:127.x
+        }
+        return false
+    }
+
     /// The Host header value.
     public var hostHeader: String {
         let h = host.contains(":") ? "[\(host)]" : host
@@ -61,6 +86,10 @@ public struct HTTPResponse: Sendable {
     public var head: HTTPResponseHead
     public var body: [UInt8]
     public var status: Int { head.status }
+    public init(head: HTTPResponseHead, body: [UInt8]) {
+        self.head = head
+        self.body = body
+    }
 }
 
 /// Buffered reads over a ByteStream: lines for the head, exact counts for bodies.
@@ -69,6 +98,22 @@ public final class BufferedReader {
     private var buffer: [UInt8]
     private var start = 0
     private var end = 0
+    /// Bytes read from the stream so far (whether consumed or still buffered).
+    public private(set) var received = 0
+    /// While set, `fill` fails with `NetError.timedOut` once the deadline has passed, and shortens
+    /// the stream's read timeout so that no single read outlasts it.
+    var deadline: Deadline?
+
+    struct Deadline {
+        /// When the exchange must be over if nothing arrives…
+        var base: ContinuousClock.Instant
+        /// …extended by one second per this many bytes received since `receivedAtStart`.
+        var bytesPerSecond: Int
+        var receivedAtStart: Int
+        /// The stream's normal timeout (0 = none) and the one currently applied.
+        var readTimeout: Double
+        var applied: Double
+    }
 
     public init(_ stream: ByteStream, capacity: Int = 64 * 1024) {
         self.stream = stream
@@ -92,10 +137,24 @@ public final class BufferedReader {
                 buffer.append(contentsOf: repeatElement(0, count: buffer.count))
             }
         }
+        if var d = deadline {
+            let earned = Double(received - d.receivedAtStart) / Double(max(1, d.bytesPerSecond))
+            let left = ContinuousClock.now.duration(to: d.base + .seconds(earned))
+            let remaining = Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
+            guard remaining > 0 else { throw NetError.timedOut }
+            let wanted = d.readTimeout > 0 ? min(d.readTimeout, remaining) : remaining
+            // Re-applied only when it changes noticeably: one setsockopt, not one per read.
+            if abs(wanted - d.applied) > 0.25 {
+                stream.setTimeout(max(wanted, 0.001))
+                d.applied = wanted
+                deadline = d
+            }
+        }
         let n = try buffer.withUnsafeMutableBytes { raw in
             try stream.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[end...]))
         }
         end += n
+        received += n
         return n > 0
     }
 
@@ -146,8 +205,42 @@ public struct HTTPError: Error, CustomStringConvertible, Sendable {
     public var description: String
 }
 
-/// One keep-alive connection to an endpoint. Reconnects transparently when the server closed an
-/// idle connection before answering (safe because callers only retry idempotent requests).
+/// Limits on what one exchange may cost, whatever the server sends.
+public struct HTTPLimits: Sendable {
+    /// Seconds one request may take from sending to the end of its response (nil: no limit, for
+    /// streams that stay open such as SSE). The deadline is extended by one second for every
+    /// `minimumRate` bytes received, so a large message on a slow link is not cut off while a
+    /// server that drips a byte now and then is (the per-read timeout alone never fires there).
+    public var deadline: Double?
+    public var minimumRate: Int
+    /// Interim (1xx) responses accepted before the final one.
+    public var maxInterimResponses: Int
+    /// Trailer lines accepted after a chunked body (each at most 16 KiB, like header lines).
+    public var maxTrailerLines: Int
+
+    public init(deadline: Double? = nil, minimumRate: Int = 16 * 1024, maxInterimResponses: Int = 16,
+                maxTrailerLines: Int = 64) {
+        self.deadline = deadline
+        self.minimumRate = minimumRate
+        self.maxInterimResponses = maxInterimResponses
+        self.maxTrailerLines = maxTrailerLines
+    }
+}
+
+/// One keep-alive connection to an endpoint.
+///
+/// The only request it sends twice is one whose first try went out on a reused keep-alive
+/// connection that the server had closed while idle: when that try failed with the connection
+/// closed or reset and NOT ONE BYTE of its response arrived, and the method is idempotent (GET,
+/// HEAD, PUT, DELETE, OPTIONS), it is sent once more on a fresh connection. A POST is never
+/// resent here (the server may have acted on it; exactly-once is the caller's business), and a
+/// response that broke off after its first byte is an error, never continued or restarted here:
+/// the caller decides whether to retry, and starts its sink over if it does.
+///
+/// A body is complete only when it ended as announced: the chunked terminator, the full
+/// Content-Length, or for a body delimited by the end of the connection, a clean end of stream
+/// (over TLS that means close_notify; `TLSStream` reports an EOF without it as an error). An end
+/// of stream before that is `NetError.closed`, never the end of the body.
 public final class HTTPConnection {
     public typealias Connector = @Sendable (HTTPEndpoint) throws -> ByteStream
     public let endpoint: HTTPEndpoint
@@ -156,6 +249,7 @@ public final class HTTPConnection {
     public var timeout: Double
     /// Largest response body `request` (not the streaming variant) accepts.
     public var maxBodySize = 64 * 1024 * 1024
+    public var limits = HTTPLimits()
 
     public init(endpoint: HTTPEndpoint, timeout: Double = 60, connector: @escaping Connector) {
         self.endpoint = endpoint
@@ -169,6 +263,11 @@ public final class HTTPConnection {
             guard !endpoint.tls else { throw NetError.tls("this build has no TLS connector for https://") }
             return try TCPStream(host: endpoint.host, port: endpoint.port, timeout: timeout)
         }
+    }
+
+    /// Methods that may be sent twice with the effect of once (RFC 9110, 9.2.2).
+    public static func isIdempotent(_ method: String) -> Bool {
+        ["GET", "HEAD", "PUT", "DELETE", "OPTIONS"].contains(method)
     }
 
     public func close() {
@@ -210,12 +309,16 @@ public final class HTTPConnection {
         var bytes = Array(request.utf8)
         if let body { bytes += body }
 
-        // A reused connection may have been closed by the server while idle: retry once on a
-        // fresh one if nothing at all came back.
-        let reused = reader != nil
+        // Bytes left over from an earlier exchange mean the connection is out of step: never reuse it.
+        if let existing = reader, existing.buffered > 0 { close() }
+        // A reused connection may have been closed by the server while idle. The rule for sending
+        // again is in the type's documentation: idempotent, and nothing at all came back.
+        let reused = reader
+        let receivedBefore = reused?.received ?? 0
         do {
             return try exchange(bytes, method: method, onHead: onHead, sink: sink)
-        } catch let error as NetError where reused && (error == .closed || isReset(error)) {
+        } catch let error as NetError where error == .closed || isReset(error) {
+            guard let reused, reused.received == receivedBefore, Self.isIdempotent(method) else { throw error }
             close()
             return try exchange(bytes, method: method, onHead: onHead, sink: sink)
         }
@@ -229,6 +332,7 @@ public final class HTTPConnection {
     private func exchange(_ bytes: [UInt8], method: String,
                           onHead: (HTTPResponseHead) throws -> Void,
                           sink: (UnsafeRawBufferPointer) throws -> Void) throws -> HTTPResponseHead {
+        let start = ContinuousClock.now
         let reader: BufferedReader
         if let existing = self.reader { reader = existing } else {
             let stream = try connector(endpoint)
@@ -237,11 +341,30 @@ public final class HTTPConnection {
             self.reader = reader
         }
         var keepAlive = true
-        defer { if !keepAlive { close() } }
+        defer {
+            if let d = reader.deadline, d.applied != timeout { reader.stream.setTimeout(timeout) }
+            reader.deadline = nil
+            if !keepAlive { close() }
+        }
+        if let seconds = limits.deadline {
+            // Sending counts too: a large upload earns time like a large download.
+            let base = start + .seconds(seconds + Double(bytes.count) / Double(max(1, limits.minimumRate)))
+            reader.deadline = .init(base: base, bytesPerSecond: limits.minimumRate, receivedAtStart: reader.received,
+                                    readTimeout: timeout, applied: timeout)
+        }
         do {
             try reader.stream.write(bytes)
-            var head: HTTPResponseHead
-            repeat { head = try readHead(reader) } while head.status == 100
+            var head = try readHead(reader)
+            var interim = 0
+            while (100..<200).contains(head.status) {
+                // 100 Continue, 102 Processing, 103 Early Hints: skip them, but not forever.
+                guard head.status != 101 else { throw HTTPError(description: "unexpected 101 Switching Protocols") }
+                interim += 1
+                guard interim <= limits.maxInterimResponses else {
+                    throw HTTPError(description: "more than \(limits.maxInterimResponses) interim (1xx) responses")
+                }
+                head = try readHead(reader)
+            }
             let connection = head.header("connection")?.lowercased() ?? ""
             if connection.contains("close") { keepAlive = false }
             try onHead(head)
@@ -287,7 +410,13 @@ public final class HTTPConnection {
                     throw HTTPError(description: "malformed chunk size in response")
                 }
                 if size == 0 {
-                    while try !reader.readLine().isEmpty {}  // trailers
+                    var trailers = 0
+                    while try !reader.readLine().isEmpty {
+                        trailers += 1
+                        guard trailers <= limits.maxTrailerLines else {
+                            throw HTTPError(description: "more than \(limits.maxTrailerLines) trailer lines after a chunked body")
+                        }
+                    }
                     return
                 }
                 var remaining = size
@@ -311,6 +440,8 @@ public final class HTTPConnection {
                 remaining -= n
             }
         } else {
+            // Delimited by the end of the connection (RFC 9112, 6.3): the stream's clean end is
+            // the only end marker, which TLS authenticates (close_notify) and plain TCP cannot.
             keepAlive = false
             while try reader.read(max: Int.max, sink) > 0 {}
         }

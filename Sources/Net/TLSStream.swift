@@ -146,10 +146,13 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
             default:
                 if closed.withLock({ $0 }) { throw NetError.closed }
                 let detail = Self.errorQueue()
-                // EOF without close_notify: report it as the end of the stream; the protocol
-                // above (WebSocket close frames) decides whether that was clean.
-                if err == SSL_ERROR_SYSCALL && errno == 0 { return 0 }
-                if detail.contains("unexpected eof") { return 0 }
+                // EOF without close_notify: the stream was cut (a crash, a reset, an attacker
+                // truncating it), not ended. Only close_notify (SSL_ERROR_ZERO_RETURN above) is
+                // an end of stream; a body delimited by the connection's end must not be taken
+                // as complete after a truncation.
+                if (err == SSL_ERROR_SYSCALL && errno == 0) || detail.contains("unexpected eof") {
+                    throw NetError.closed
+                }
                 throw NetError.tls(detail.isEmpty ? Self.syscallDetail(err) : detail)
             }
         }

@@ -48,6 +48,8 @@ public struct FileRow: Sendable, Equatable {
     public var baseFlags: MessageFlags
     public var sha256: String?
     public var messageId: String?
+    /// The server's size of the message.
+    public var size: Int
 }
 
 // MARK: - Outbox
@@ -162,12 +164,12 @@ extension Store {
 // MARK: - Messages, as the scan and the push see them
 
 extension Store {
-    private static let fileRowColumns = "mailbox_id, uid, uniq, file, flags, base_flags, sha256, message_id"
+    private static let fileRowColumns = "mailbox_id, uid, uniq, file, flags, base_flags, sha256, message_id, size"
 
     private func fileRow(_ s: Statement) -> FileRow {
         FileRow(mailboxId: s.text(0) ?? "", uid: s.int(1), uniq: s.text(2) ?? "", file: s.text(3),
                 flags: MessageFlags(rawValue: s.int(4)), baseFlags: MessageFlags(rawValue: s.int(5)),
-                sha256: s.text(6), messageId: s.text(7))
+                sha256: s.text(6), messageId: s.text(7), size: s.int(8))
     }
 
     /// The messages of a mailbox that have a file.
@@ -182,7 +184,7 @@ extension Store {
     /// Messages whose file was moved locally into `mailboxId`'s folder and whose move is pending.
     public func fileRows(movingTo mailboxId: String) throws -> [FileRow] {
         let s = try db.prepare("""
-            SELECT m.mailbox_id, m.uid, m.uniq, m.file, m.flags, m.base_flags, m.sha256, m.message_id
+            SELECT m.mailbox_id, m.uid, m.uniq, m.file, m.flags, m.base_flags, m.sha256, m.message_id, m.size
             FROM outbox o JOIN messages m ON m.mailbox_id = o.mailbox_id AND m.uid = o.uid
             WHERE o.kind = 'move' AND o.target = ?
             """)
@@ -206,9 +208,10 @@ extension Store {
 
     /// The scan found the message's file under another name (or folder): records it, with the
     /// flags it now has. Does not mark the row for the exporter: the disk already shows it.
-    public func setLocalFile(mailboxId: String, uid: Int, file: String, uniq: String, flags: MessageFlags) throws {
-        try db.run("UPDATE messages SET file = ?, uniq = ?, flags = ? WHERE mailbox_id = ? AND uid = ?",
-                   .text(file), .text(uniq), .int(flags.rawValue), .text(mailboxId), .int(uid))
+    public func setLocalFile(mailboxId: String, uid: Int, file: String, uniq: String, flags: MessageFlags,
+                             sha256: String? = nil) throws {
+        try db.run("UPDATE messages SET file = ?, uniq = ?, flags = ?, sha256 = COALESCE(?, sha256) WHERE mailbox_id = ? AND uid = ?",
+                   .text(file), .text(uniq), .int(flags.rawValue), SQLValue(sha256), .text(mailboxId), .int(uid))
     }
 
     /// The server confirmed pushed flags: they are now the agreed state.

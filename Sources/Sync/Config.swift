@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Maildir
+import WildDuck
 
 /// Everything needed to mirror one account.
 public struct AccountConfig: Sendable {
@@ -19,6 +20,8 @@ public struct AccountConfig: Sendable {
     public var connections: Int
     /// Settings of the live engine (plain `wdsync`).
     public var live = LiveOptions()
+    /// How a failed request is tried again within a run.
+    public var retry = RetryPolicy.standard
     /// `--post-sync CMD`: run after a sync that changed the Maildir (see `PostSyncHook`).
     public var postSync: String?
     /// Never write to the server: local changes are recorded but neither pushed nor reverted.

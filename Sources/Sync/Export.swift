@@ -79,7 +79,7 @@ extension Mirror {
                             continue
                         }
                         downloads.append(DownloadJob(mailboxId: row.mailboxId, uid: row.uid, folder: folder, unique: row.uniq,
-                                                     flags: flags, mtime: row.idate))
+                                                     flags: flags, mtime: row.idate, size: row.size))
                     } catch let error where Mirror.concernsOneItem(error) {
                         // One message whose file cannot be placed must not stop the others.
                         log.log(.warning, "message \(row.uid) of mailbox \(row.mailboxId) is not exported: \(error)")
@@ -218,12 +218,16 @@ struct DownloadJob: Sendable {
     var unique: String
     var flags: MaildirFlags
     var mtime: Int?
+    /// The listing's size: the basis of the download's size cap.
+    var size: Int
 }
 
 /// What a download worker hands back.
 private enum DownloadResult: Sendable {
     case delivered(DownloadJob, Delivered)
     case vanished(DownloadJob)
+    /// This message's body was refused (`WildDuckError.badMessage`); the others go on.
+    case refused(DownloadJob, String)
 }
 
 extension Mirror {
@@ -246,6 +250,7 @@ extension Mirror {
                 for job in jobs {
                     do { results.append(.delivered(job, try Mirror.fetch(job, with: client, into: maildir))) }
                     catch let error as WildDuckError where error.isNotFound { results.append(.vanished(job)) }
+                    catch let error as WildDuckError where error.isBadMessage { results.append(.refused(job, error.description)) }
                     catch let error where Mirror.concernsOneItem(error) { skipped(job, error) }
                 }
             } catch {
@@ -271,6 +276,8 @@ extension Mirror {
                         shared.finish(.delivered(job, try Mirror.fetch(job, with: client, into: maildir)))
                     } catch let error as WildDuckError where error.isNotFound {
                         shared.finish(.vanished(job))
+                    } catch let error as WildDuckError where error.isBadMessage {
+                        shared.finish(.refused(job, error.description))
                     } catch let error where Mirror.concernsOneItem(error) {
                         skipped(job, error)
                     } catch {
@@ -306,14 +313,25 @@ extension Mirror {
         return { job, error in log.log(.warning, "message \(job.uid) of mailbox \(job.mailboxId) is not exported: \(error)") }
     }
 
-    /// Streams one message into tmp/, fsyncs it and renames it into place.
+    /// Streams one message into tmp/, fsyncs it and renames it into place. A try that the client
+    /// repeats after a broken connection starts over in a fresh tmp file, so a file is only ever
+    /// one complete body.
     static func fetch(_ job: DownloadJob, with client: WildDuckClient, into maildir: Maildir) throws -> Delivered {
-        let pending = try maildir.beginDelivery(folder: job.folder, unique: job.unique)
+        var pending: PendingDelivery?
         do {
-            try client.downloadMessage(mailbox: job.mailboxId, uid: job.uid) { chunk in try pending.write(chunk) }
-            return try pending.commit(flags: job.flags, mtime: job.mtime)
+            try client.downloadMessage(mailbox: job.mailboxId, uid: job.uid,
+                                       maxBytes: WildDuckClient.messageSizeCap(listedSize: job.size), begin: {
+                pending?.abort()
+                pending = nil
+                pending = try maildir.beginDelivery(folder: job.folder, unique: job.unique)
+            }, sink: { chunk in
+                guard let pending else { throw MaildirError.deliveryClosed(path: job.unique) }
+                try pending.write(chunk)
+            })
+            guard let delivery = pending else { throw MaildirError.deliveryClosed(path: job.unique) }
+            return try delivery.commit(flags: job.flags, mtime: job.mtime)
         } catch {
-            pending.abort()
+            pending?.abort()
             throw error
         }
     }
@@ -341,6 +359,10 @@ extension Mirror {
                     log.log(.verbose, "message \(job.uid) vanished from the server during the sync")
                     try store.markMailboxStale(id: job.mailboxId)
                     summary.vanished += 1
+                case .refused(let job, let reason):
+                    // Stays pending: the next pass tries again (and says so again).
+                    log.log(.error, "\(job.folder): \(reason)")
+                    summary.failed += 1
                 }
             }
         }

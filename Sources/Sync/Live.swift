@@ -434,7 +434,7 @@ public final class LiveSync: Sendable {
             lastFailure.withLock { $0 = "\(what): \(error)" }
             switch error {
             case .authenticationFailed, .invalidToken: throw error
-            case .unreachable, .network, .server, .malformed:
+            case .unreachable, .network, .server, .malformed, .badMessage:
                 log.log(.warning, "\(what): \(error)")
                 return false
             }

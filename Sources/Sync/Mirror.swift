@@ -34,6 +34,7 @@ public struct SyncSummary: Sendable, Equatable {
     public var removed = 0         // files unlinked
     public var recovered = 0       // files adopted after an interrupted run
     public var vanished = 0        // messages gone from the server while being fetched
+    public var failed = 0          // messages whose body was refused (too large, cut off); tried again next pass
     // Two-way: what the scan found and the push sent.
     public var localChanges = 0    // flag changes, moves, deletes and uploads the scan queued
     public var pushedFlags = 0
@@ -71,7 +72,9 @@ public final class Mirror {
     public var syncFolders = true
     /// Checked between pages and between downloads; when it says true the pass stops with
     /// `SyncError.cancelled`, keeping everything done so far (the daemon's SIGTERM).
-    public var isCancelled: @Sendable () -> Bool = { false }
+    public var isCancelled: @Sendable () -> Bool = { false } {
+        didSet { session.isCancelled = isCancelled }
+    }
     /// `syncOnce` catches up from the server's journal (see `JournalReplay`) and keeps a journal
     /// position. The daemon turns it off: its own event source follows the journal.
     public var readsJournal = true
@@ -101,7 +104,9 @@ public final class Mirror {
         maildir = Maildir(root: root, layout: config.layout)
         let password = config.password
         session = Session(endpoint: endpoint, username: config.username, password: { try password.read() },
-                          connector: Connectors.make(caFile: config.caFile, insecure: config.insecure))
+                          connector: Connectors.make(caFile: config.caFile, insecure: config.insecure),
+                          retry: config.retry)
+        session.retryLog = { [log] message in log.log(.verbose, message) }
         client = WildDuckClient(session: session)
         client.onSkipped = { [log] in log.log(.warning, $0) }
         if let account = try store.account(), account.layout != config.layout.rawValue {

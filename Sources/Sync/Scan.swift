@@ -12,7 +12,9 @@ import Store
 ///   over the row's (a flag changed on disk wins; see `MessageFlags.merge`);
 /// - a file renamed into another folder (same unique part): a move;
 /// - a new file with the bytes (SHA-256) of a file that vanished elsewhere in the same scan
-///   (mutt's save = copy + unlink): a move, not an upload and a delete;
+///   (mutt's save = copy + unlink): a move, not an upload and a delete — and so is a new file
+///   in another folder with the vanished message's Message-ID and about its size, because
+///   mutt and neomutt rewrite line endings and status headers when they save;
 /// - a file unlinked: a delete;
 /// - a new file that matches nothing: an upload to that folder's mailbox.
 ///
@@ -153,6 +155,35 @@ struct LocalScan {
                 fresh = rest
             }
 
+            // A save that rewrote the bytes (mutt writes LF line endings and its own status
+            // headers): a new file in another folder with the Message-ID of a message that
+            // vanished in this scan, and about its size, is that message moved.
+            if !vanished.isEmpty && !fresh.isEmpty {
+                var byId: [String: [FileRow]] = [:]
+                for row in vanished.values {
+                    if let id = MessageHeaders.normalized(row.messageId) { byId[id, default: []].append(row) }
+                }
+                var rest: [Candidate] = []
+                for candidate in fresh {
+                    guard !byId.isEmpty, let info = maildir.fileSize(candidate.file.file), info.regular, info.size <= Self.uploadLimit,
+                          let content = try? maildir.readFile(candidate.file.file, limit: Self.uploadLimit),
+                          let id = MessageHeaders.normalized(MessageHeaders(content.bytes).messageId),
+                          let index = byId[id]?.firstIndex(where: { row in
+                              row.mailboxId != candidate.mailboxId && vanished[row.uniq] != nil
+                                  && Double(info.size) >= 0.8 * Double(row.size) - 1024
+                                  && Double(info.size) <= 1.05 * Double(row.size) + 1024
+                          }), let row = byId[id]?[index] else {
+                        rest.append(candidate)
+                        continue
+                    }
+                    byId[id]?.remove(at: index)
+                    vanished[row.uniq] = nil
+                    try relocate(row, to: candidate, sha256: content.sha256)
+                    result.moves += 1
+                }
+                fresh = rest
+            }
+
             for row in vanished.values {
                 try store.queue(.delete, mailboxId: row.mailboxId, uid: row.uid)
                 result.deletes += 1
@@ -204,10 +235,10 @@ struct LocalScan {
     }
 
     /// The message's file is now `candidate` (in another folder, or a copy with the same bytes).
-    private func relocate(_ row: FileRow, to candidate: Candidate) throws {
+    private func relocate(_ row: FileRow, to candidate: Candidate, sha256: String? = nil) throws {
         let flags = localFlags(row, candidate.file)
         try store.setLocalFile(mailboxId: row.mailboxId, uid: row.uid, file: candidate.file.file,
-                               uniq: candidate.file.unique, flags: flags)
+                               uniq: candidate.file.unique, flags: flags, sha256: sha256)
         if candidate.mailboxId == row.mailboxId {
             // Back in its own folder: no move after all.
             try requeueFlags(row.mailboxId, row.uid, flags: flags, base: row.baseFlags,

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Net
 import Synchronization
 
@@ -9,15 +14,40 @@ public final class Session: Sendable {
     public let username: String
     let password: @Sendable () throws -> String
     public let connector: HTTPConnection.Connector
+    /// How requests that failed for a passing reason are tried again (see `retrying`).
+    public let retry: RetryPolicy
+    /// Limits of every REST request (not of the SSE stream): deadline, interim responses, trailers.
+    public let limits: HTTPLimits
     private struct State { var token: String?; var userId: String?; var generation = 0 }
     private let state = Mutex(State())
+    private struct Hooks {
+        var isCancelled: @Sendable () -> Bool = { false }
+        var log: @Sendable (String) -> Void = { _ in }
+    }
+    private let hooks = Mutex(Hooks())
 
     public init(endpoint: HTTPEndpoint, username: String, password: @escaping @Sendable () throws -> String,
-                connector: @escaping HTTPConnection.Connector) {
+                connector: @escaping HTTPConnection.Connector, retry: RetryPolicy = .standard,
+                limits: HTTPLimits = HTTPLimits(deadline: 120)) {
         self.endpoint = endpoint
         self.username = username
         self.password = password
         self.connector = connector
+        self.retry = retry
+        self.limits = limits
+    }
+
+    /// Checked while waiting to try a request again: when it says true the wait ends and the
+    /// last failure is passed on (the daemon's SIGTERM).
+    public var isCancelled: @Sendable () -> Bool {
+        get { hooks.withLock { $0.isCancelled } }
+        set { hooks.withLock { $0.isCancelled = newValue } }
+    }
+
+    /// Told about every retry, with its reason and delay (wdsync logs it with -v).
+    public var retryLog: @Sendable (String) -> Void {
+        get { hooks.withLock { $0.log } }
+        set { hooks.withLock { $0.log = newValue } }
     }
 
     /// The user id from the last authentication.
@@ -45,15 +75,22 @@ public final class Session: Sendable {
         body += ",\"password\":"
         JSON.quote(secret, into: &body)
         body += ",\"scope\":\"master\",\"token\":true}"
+        let route = "POST /authenticate"
         let response: HTTPResponse
         do {
-            response = try connection.request("POST", "/authenticate",
-                                              headers: [("Content-Type", "application/json"), ("Accept", "application/json")],
-                                              body: Array(body.utf8))
+            // Safe to repeat although it is a POST: a second token is harmless. (The HTTP layer
+            // still never resends it by itself; this is the one retry policy deciding.)
+            response = try retrying(route: route, idempotent: true) {
+                try connection.request("POST", "/authenticate",
+                                       headers: [("Content-Type", "application/json"), ("Accept", "application/json")],
+                                       body: Array(body.utf8))
+            }
         } catch let error as NetError {
-            throw WildDuckClient.classify(error, route: "POST /authenticate", endpoint: endpoint)
+            throw WildDuckClient.classify(error, route: route, endpoint: endpoint)
+        } catch let error as HTTPError {
+            throw WildDuckError.malformed(route: route, detail: error.description)
         }
-        let json = try WildDuckClient.decode(response, route: "POST /authenticate")
+        let json = try WildDuckClient.decode(response, route: route)
         guard json["success"]?.bool == true else {
             let message = json["error"]?.string ?? json["message"]?.string ?? "HTTP \(response.status)"
             if response.status == 403 || json["code"]?.string == "AuthFailed" {
@@ -70,6 +107,115 @@ public final class Session: Sendable {
         }
         state.withLock { $0.token = token; $0.userId = id; $0.generation += 1 }
     }
+
+    // MARK: Retries
+
+    /// THE retry policy of REST requests (every call, download and authentication goes through
+    /// here; nothing else retries, except the HTTP layer's resend on a stale keep-alive
+    /// connection, see `HTTPConnection`). `attempt` is one try; it is tried again, after the
+    /// policy's delay, when it fails for a reason that may pass:
+    /// - the connection could not be made, timed out, or broke (closed or reset; a TLS error is
+    ///   not retried: a certificate does not fix itself within a minute);
+    /// - HTTP 429, or 5xx except 501 and WildDuck's permanent 500s "Nothing was changed" and
+    ///   "Mailbox is missing". A `Retry-After` (seconds) replaces the delay; one longer than
+    ///   `maxRetryAfter` is not waited for.
+    /// Only an `idempotent` request is tried again after it may have reached the server; any
+    /// request is tried again when no connection could be made at all (it was never sent).
+    /// A try that streams a body must start its sink over (see `downloadMessage`).
+    public func retrying(route: String, idempotent: Bool, _ attempt: () throws -> HTTPResponse) throws -> HTTPResponse {
+        var tries = 1
+        while true {
+            var delay: Double
+            let reason: String
+            let giveUp: () throws -> HTTPResponse
+            do {
+                let response = try attempt()
+                guard idempotent, Session.isTransient(response) else { return response }
+                reason = "HTTP \(response.status)"
+                delay = retry.delay(before: tries + 1)
+                if let after = response.head.header("retry-after").flatMap({ Double(String($0.filter { !$0.isWhitespace })) }), after >= 0 {
+                    guard after <= retry.maxRetryAfter else { return response }
+                    delay = after
+                }
+                giveUp = { response }
+            } catch let error as NetError {
+                guard Session.isTransient(error), idempotent || Session.neverSent(error) else { throw error }
+                reason = error.description
+                delay = retry.delay(before: tries + 1)
+                giveUp = { throw error }
+            }
+            guard tries <= retry.delays.count, !isCancelled() else { return try giveUp() }
+            tries += 1
+            retryLog("\(route): \(reason); trying again in \(Session.seconds(delay)) (try \(tries) of \(retry.delays.count + 1))")
+            guard pause(delay) else { return try giveUp() }
+        }
+    }
+
+    static func isTransient(_ response: HTTPResponse) -> Bool {
+        let status = response.status
+        if status == 429 { return true }
+        guard status >= 500, status != 501 else { return false }
+        if status == 500, let json = try? JSON.parse(response.body), json["code"]?.string == nil,
+           let message = json["error"]?.string ?? json["message"]?.string,
+           message == "Nothing was changed" || message == "Mailbox is missing" {
+            return false
+        }
+        return true
+    }
+
+    static func isTransient(_ error: NetError) -> Bool {
+        switch error {
+        case .resolve, .connect, .timedOut, .closed, .io: return true
+        case .tls, .protocolViolation: return false
+        }
+    }
+
+    /// No connection could be made, so the request cannot have reached the server.
+    static func neverSent(_ error: NetError) -> Bool {
+        switch error {
+        case .resolve, .connect: return true
+        default: return false
+        }
+    }
+
+    /// Waits, waking early (and returning false) when the run is cancelled.
+    private func pause(_ seconds: Double) -> Bool {
+        let end = ContinuousClock.now + .seconds(seconds)
+        while ContinuousClock.now < end {
+            if isCancelled() { return false }
+            let left = ContinuousClock.now.duration(to: end)
+            let micro = Double(left.components.seconds) * 1e6 + Double(left.components.attoseconds) / 1e12
+            usleep(UInt32(min(50_000, max(0, micro))))
+        }
+        return !isCancelled()
+    }
+
+    static func seconds(_ value: Double) -> String {
+        value == value.rounded() ? "\(Int(value)) s" : "\((value * 100).rounded() / 100) s"
+    }
+}
+
+/// How often and how long a request that failed for a passing reason is tried again.
+public struct RetryPolicy: Sendable, Equatable {
+    /// Seconds to wait before the 2nd, 3rd, … try: `delays.count + 1` tries in all.
+    public var delays: [Double]
+    /// A `Retry-After` longer than this is not waited for: the request fails at once.
+    public var maxRetryAfter: Double
+
+    public init(delays: [Double], maxRetryAfter: Double = 300) {
+        self.delays = delays
+        self.maxRetryAfter = maxRetryAfter
+    }
+
+    /// 5 tries over about a minute: 1, 4, 15 and 40 s apart.
+    public static let standard = RetryPolicy(delays: [1, 4, 15, 40])
+    /// One try.
+    public static let none = RetryPolicy(delays: [])
+
+    func delay(before attempt: Int) -> Double {
+        let i = attempt - 2
+        return delays.indices.contains(i) ? delays[i] : 0
+    }
 }
 
 /// A REST client on one keep-alive connection. Use one per thread.
@@ -80,6 +226,7 @@ public final class WildDuckClient {
     public init(session: Session, timeout: Double = 60) {
         self.session = session
         connection = HTTPConnection(endpoint: session.endpoint, timeout: timeout, connector: session.connector)
+        connection.limits = session.limits
     }
 
     public func close() { connection.close() }
@@ -185,9 +332,10 @@ public final class WildDuckClient {
 
     /// Uploads a message: the raw bytes as a `message/rfc822` body, flags and internal date in
     /// the query string. Returns the new uid and the server's size (of its rebuilt copy, so not
-    /// the file's). Not idempotent: the request goes out at most once, on a fresh connection
-    /// (a reused one may be resent by the HTTP layer after a reset); the caller records its
-    /// intent first and looks for the message before ever sending it again.
+    /// the file's). Not idempotent: the request goes out at most once (neither the HTTP layer
+    /// nor the retry policy sends a POST twice), on a fresh connection (so it does not fail on
+    /// one the server closed while idle); the caller records its intent first and looks for the
+    /// message before ever sending it again.
     public func uploadMessage(mailbox: String, raw: [UInt8], seen: Bool, flagged: Bool, draft: Bool,
                               date: Int) throws -> (uid: Int, size: Int) {
         var query = [("unseen", seen ? "false" : "true")]
@@ -198,11 +346,10 @@ public final class WildDuckClient {
             + query.map { "\(percentEncode($0.0))=\(percentEncode($0.1))" }.joined(separator: "&")
         let route = "POST /users/:user/mailboxes/:mailbox/messages"
         connection.close()
-        let json = try withToken(route: route) { token in
-            let response = try connection.request("POST", target, headers: [
+        let json = try withToken(route: route, idempotent: false) { token in
+            try connection.request("POST", target, headers: [
                 ("X-Access-Token", token), ("Accept", "application/json"), ("Content-Type", "message/rfc822"),
             ], body: raw)
-            return (response.status, try WildDuckClient.decode(response, route: route))
         }
         guard let uid = json["message"]?["id"]?.int, uid > 0 else {
             throw WildDuckError.malformed(route: route, detail: "no message id in the answer")
@@ -236,53 +383,101 @@ public final class WildDuckClient {
         return MessagePage(items: items, nextCursor: next, total: json["total"]?.int, skipped: skipped)
     }
 
+    /// The most bytes accepted for one `message.eml`, whatever the listing says.
+    public static let maxMessageBytes = 1 << 30
+
+    /// The size cap of a message whose listing says `size` bytes (0: unknown).
+    ///
+    /// The listing's `size` is what WildDuck recorded when it stored the message, but
+    /// `message.eml` is rebuilt from the stored MIME tree (line endings become CRLF, re-encoded
+    /// parts are "not 100% lossless", an encrypting account stores the encrypted form), so the
+    /// download may legitimately differ from it and it cannot be an exact check. It bounds the
+    /// download instead: CRLF line endings can at most double a message, so twice the size plus
+    /// 1 MiB of slack, and never more than `maxMessageBytes`.
+    public static func messageSizeCap(listedSize size: Int) -> Int {
+        guard size > 0, size < maxMessageBytes else { return maxMessageBytes }
+        return min(maxMessageBytes, 2 * size + (1 << 20))
+    }
+
     /// Streams `message.eml` to `sink`. The body has no Content-Length on real servers.
-    public func downloadMessage(mailbox: String, uid: Int, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+    ///
+    /// A try that fails after part of the body arrived (the connection broke) is tried again
+    /// by the retry policy; every try that gets a 200 first calls `begin`, which must throw away
+    /// whatever an earlier try wrote, so the bytes handed to `sink` after the last `begin` are
+    /// exactly one complete body. A body larger than `maxBytes`, or one whose end cannot be
+    /// told from a broken connection, fails with `WildDuckError.badMessage`.
+    public func downloadMessage(mailbox: String, uid: Int, maxBytes: Int = WildDuckClient.maxMessageBytes,
+                                begin: () throws -> Void,
+                                sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         let path = "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages/\(uid)/message.eml"
-        _ = try withToken(route: "GET message.eml") { token in
+        let route = "GET message.eml"
+        let plainHTTP = !session.endpoint.tls
+        _ = try withToken(route: route, idempotent: true) { token in
             var errorBody = [UInt8]()
             var failed = false
+            var received = 0
             let head = try connection.stream("GET", path, headers: [("X-Access-Token", token)], onHead: { head in
                 failed = head.status != 200
+                guard !failed else { return }
+                if plainHTTP && head.header("content-length") == nil
+                    && !(head.header("transfer-encoding")?.lowercased().contains("chunked") ?? false) {
+                    // Over plain TCP such a body ends wherever the connection happens to end.
+                    throw WildDuckError.badMessage(route: route, detail: "message \(uid) came without a length or chunked encoding over plain http://, so a cut-off copy cannot be told from a whole one")
+                }
+                try begin()
             }, sink: { chunk in
-                if failed { if errorBody.count < 65536 { errorBody.append(contentsOf: chunk) } } else { try sink(chunk) }
+                if failed {
+                    if errorBody.count < 65536 { errorBody.append(contentsOf: chunk) }
+                    return
+                }
+                received += chunk.count
+                guard received <= maxBytes else {
+                    throw WildDuckError.badMessage(route: route, detail: "message \(uid) is larger than its size cap of \(maxBytes) bytes")
+                }
+                try sink(chunk)
             })
-            if failed {
-                let json = (try? JSON.parse(errorBody)) ?? .object([])
-                return (head.status, json)
-            }
-            return (200, .object([("success", .bool(true))]))
+            return HTTPResponse(head: head, body: failed ? errorBody : Array(#"{"success":true}"#.utf8))
         }
     }
 
-    /// A JSON call with the token; checks `success === true`.
-    public func call(_ method: String, _ path: String, query: [(String, String)] = [], body: JSON? = nil) throws -> JSON {
+    /// A JSON call with the token; checks `success === true`. Only `idempotent` calls are tried
+    /// again after a failure that may have reached the server (see `Session.retrying`); a
+    /// non-idempotent one (a POST that creates something) fails instead, for its caller to check
+    /// what happened.
+    public func call(_ method: String, _ path: String, query: [(String, String)] = [], body: JSON? = nil,
+                     idempotent: Bool? = nil) throws -> JSON {
         var target = path
         if !query.isEmpty {
             target += "?" + query.map { "\(percentEncode($0.0))=\(percentEncode($0.1))" }.joined(separator: "&")
         }
         let route = "\(method) \(path.replacingUserSegment())"
         let payload = body.map { Array($0.text.utf8) }
-        return try withToken(route: route) { token in
+        return try withToken(route: route, idempotent: idempotent ?? HTTPConnection.isIdempotent(method)) { token in
             var headers = [("X-Access-Token", token), ("Accept", "application/json")]
             if payload != nil { headers.append(("Content-Type", "application/json")) }
-            let response = try connection.request(method, target, headers: headers, body: payload)
-            return (response.status, try WildDuckClient.decode(response, route: route))
+            return try connection.request(method, target, headers: headers, body: payload)
         }
     }
 
-    /// Runs an exchange with the current token; on 403 InvalidToken authenticates again once.
-    private func withToken(route: String, _ exchange: (String) throws -> (Int, JSON)) throws -> JSON {
+    /// Runs an exchange with the current token, tried again by the session's retry policy; on
+    /// 403 InvalidToken authenticates again once.
+    private func withToken(route: String, idempotent: Bool, _ exchange: (String) throws -> HTTPResponse) throws -> JSON {
         var (token, generation) = session.current()
         if token == nil {
             try session.authenticate(using: connection)
             (token, generation) = session.current()
         }
         for attempt in 0..<2 {
-            let (status, json): (Int, JSON)
-            do { (status, json) = try exchange(token ?? "") } catch let error as NetError {
+            let response: HTTPResponse
+            do {
+                let current = token ?? ""
+                response = try session.retrying(route: route, idempotent: idempotent) { try exchange(current) }
+            } catch let error as NetError {
                 throw WildDuckClient.classify(error, route: route, endpoint: session.endpoint)
+            } catch let error as HTTPError {
+                throw WildDuckError.malformed(route: route, detail: error.description)
             }
+            let json = try WildDuckClient.decode(response, route: route)
             if json["success"]?.bool == true { return json }
             let code = json["code"]?.string
             if code == "InvalidToken" {
@@ -294,7 +489,7 @@ public final class WildDuckClient {
                 throw WildDuckError.invalidToken
             }
             let message = json["error"]?.string ?? json["message"]?.string ?? "no success flag in the answer"
-            throw WildDuckError.server(route: route, status: status, code: code, message: message)
+            throw WildDuckError.server(route: route, status: response.status, code: code, message: message)
         }
         throw WildDuckError.invalidToken
     }

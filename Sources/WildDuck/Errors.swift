@@ -15,6 +15,9 @@ public enum WildDuckError: Error, CustomStringConvertible, Sendable {
     case server(route: String, status: Int, code: String?, message: String)
     /// The answer could not be understood.
     case malformed(route: String, detail: String)
+    /// One message's body was refused (larger than its size cap, or cut off undetectably); the
+    /// message gets no file and the rest of the sync goes on.
+    case badMessage(route: String, detail: String)
 
     public var description: String {
         switch self {
@@ -32,6 +35,8 @@ public enum WildDuckError: Error, CustomStringConvertible, Sendable {
             return "server error on \(route) (HTTP \(status), \(what)); \(hint)"
         case .malformed(let route, let detail):
             return "unexpected answer from the server on \(route): \(detail); is --server a WildDuck API URL?"
+        case .badMessage(let route, let detail):
+            return "refused \(route): \(detail); no file was written, the next run tries again"
         }
     }
 
@@ -40,6 +45,12 @@ public enum WildDuckError: Error, CustomStringConvertible, Sendable {
         if case .server(_, let status, let code, _) = self {
             return status == 404 || code == "MessageNotFound" || code == "NoSuchMailbox"
         }
+        return false
+    }
+
+    /// One message's body was refused; the sync goes on without it.
+    public var isBadMessage: Bool {
+        if case .badMessage = self { return true }
         return false
     }
 

@@ -30,6 +30,19 @@ public enum SimFault: Sendable, Equatable {
     case rejectCursor
     /// send the headers and half of the body, then close the connection
     case truncateBody
+    /// send the headers (keep-alive) and half of the body, then close the connection as if the
+    /// server died: with a FIN, or with a TCP reset (`reset: true`)
+    case closeMidBody(reset: Bool)
+    /// answer 200 with a chunked body that never ends (until the client goes away)
+    case endlessBody
+    /// send the normal response one byte at a time, `milliseconds` apart
+    case drip(milliseconds: Int)
+    /// send 10,000 `100 Continue` interim responses before the answer
+    case interimFlood
+    /// send the normal body, then 10,000 trailer lines
+    case trailerFlood
+    /// answer with this status, a `Retry-After: seconds` header and a JSON error body
+    case retryAfter(status: Int, seconds: Int)
     /// answer normally, with every occurrence of each key in the body replaced by its value
     /// (a server with broken data: ids that are not ObjectIds, uids out of range, …)
     case rewrite([String: String])
@@ -42,7 +55,7 @@ struct ServerCore: Sendable {
     var running = false
     var connections: Set<Int32> = []
     var stats = SimStats()
-    var faults: [String: [(fault: SimFault, remaining: Int)]] = [:]
+    var faults: [String: [(fault: SimFault, remaining: Int, skip: Int)]] = [:]
     var sseIdleSeconds: Double = 15
 }
 
@@ -136,10 +149,11 @@ public final class SimServer: Sendable {
     public func stats() -> SimStats { core.withLock { $0.stats } }
     public func resetStats() { core.withLock { $0.stats = SimStats() } }
 
-    /// Queues a fault for the next `count` requests of a route kind (see `SimStats.perRoute` for the names).
-    public func injectFault(_ fault: SimFault, on route: String, count: Int = 1) {
+    /// Queues a fault for the next `count` requests of a route kind (see `SimStats.perRoute` for the names),
+    /// after letting `after` of them through unharmed.
+    public func injectFault(_ fault: SimFault, on route: String, count: Int = 1, after: Int = 0) {
         guard count > 0 else { return }
-        core.withLock { $0.faults[route, default: []].append((fault, count)) }
+        core.withLock { $0.faults[route, default: []].append((fault, count, max(0, after))) }
     }
 
     public func clearFaults() { core.withLock { $0.faults.removeAll() } }
@@ -148,6 +162,11 @@ public final class SimServer: Sendable {
         core.withLock { c in
             guard var list = c.faults[kind], !list.isEmpty else { return nil }
             guard let i = list.firstIndex(where: { $0.fault != .rejectCursor || hasCursor }) else { return nil }
+            if list[i].skip > 0 {
+                list[i].skip -= 1
+                c.faults[kind] = list
+                return nil
+            }
             let f = list[i].fault
             list[i].remaining -= 1
             if list[i].remaining <= 0 { list.remove(at: i) }
@@ -244,6 +263,13 @@ public final class SimServer: Sendable {
             response = HTTPResponse.jsonBytes(code, Array(body.utf8))
         case .malformedJSON?:
             response = HTTPResponse.jsonBytes(200, Array("{\"success\":true,\"results\":[{\"id\":1,\"mailbox\":".utf8))
+        case let .retryAfter(code, seconds)?:
+            response = HTTPResponse.json(code, .object([("error", .string("Too busy, try again later")), ("code", .string("TooBusy"))]))
+            response.headers.append(("Retry-After", String(seconds)))
+        case .endlessBody?:
+            writeEndless(fd, head: "HTTP/1.1 200 OK\r\nContent-Type: message/rfc822\r\nTransfer-Encoding: chunked\r\n\r\n",
+                         unit: Array("400\r\n".utf8) + Array(repeating: UInt8(ascii: "x"), count: 1022) + Array("\r\n\r\n".utf8))
+            return false
         case .rejectCursor?:
             let which = (req.query["next"].map { !$0.isEmpty } ?? false) ? "next" : "previous"
             response = Routes.validation(which, "\"\(which)\" must be a valid cursor")
@@ -268,10 +294,53 @@ public final class SimServer: Sendable {
             Sock.writeAll(fd, bytes)
             return false
         }
+        switch fault {
+        case let .closeMidBody(reset)?:
+            let bytes = response.encoded(keepAlive: true, truncateAt: max(1, response.body.count / 2))
+            sent(bytes.count)
+            Sock.writeAll(fd, bytes)
+            if reset {
+                // SO_LINGER 0: the close that follows sends RST instead of FIN.
+                var option = linger(l_onoff: 1, l_linger: 0)
+                _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
+            } else {
+                shutdown(fd, Int32(SHUT_WR))
+            }
+            return false
+        case let .drip(ms)?:
+            for byte in response.encoded(keepAlive: req.keepAlive) {
+                guard isRunning, Sock.writeAll(fd, [byte]) else { return false }
+                sent(1)
+                usleep(UInt32(max(1, ms)) * 1000)
+            }
+            return req.keepAlive
+        case .interimFlood?:
+            let flood = Array(repeating: Array("HTTP/1.1 100 Continue\r\n\r\n".utf8), count: 10_000).flatMap { $0 }
+            let bytes = flood + response.encoded(keepAlive: req.keepAlive)
+            sent(bytes.count)
+            return Sock.writeAll(fd, bytes) && req.keepAlive
+        case .trailerFlood?:
+            var bytes = response.encoded(keepAlive: req.keepAlive)
+            guard response.chunked, bytes.count >= 2 else { break }
+            bytes.removeLast(2)   // the blank line that ends the trailers
+            bytes += Array(repeating: Array("X-Trailer: again\r\n".utf8), count: 10_000).flatMap { $0 } + [13, 10]
+            sent(bytes.count)
+            return Sock.writeAll(fd, bytes) && req.keepAlive
+        default:
+            break
+        }
         let bytes = response.encoded(keepAlive: req.keepAlive)
         sent(bytes.count)
         guard Sock.writeAll(fd, bytes) else { return false }
         return req.keepAlive
+    }
+
+    /// Writes `head`, then `unit` over and over until the client goes away or the server stops.
+    private func writeEndless(_ fd: Int32, head: String, unit: [UInt8]) {
+        var batch = [UInt8]()
+        while batch.count < 64 * 1024 { batch += unit }
+        guard head.isEmpty || Sock.writeAll(fd, Array(head.utf8)) else { return }
+        while isRunning && Sock.writeAll(fd, batch) { sent(batch.count) }
     }
 
     static func kind(of req: HTTPRequest) -> String {

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Maildir
+import Net
 import Synchronization
 import Store
 import Sync
@@ -30,6 +31,14 @@ struct StderrLog: SyncLog {
     }
 }
 
+/// Once per run and account: what makes the connection unsafe.
+func warnAboutTransport(_ account: AccountConfig, log: StderrLog) {
+    if account.insecure { log.log(.warning, "--insecure: TLS certificates are not verified") }
+    if let endpoint = HTTPEndpoint(url: account.server), !endpoint.tls, !endpoint.isLoopback {
+        log.log(.warning, "--server \(account.server) is plain http:// to another host: the password and the access token cross the network unencrypted; use https://")
+    }
+}
+
 /// Maps a failure to its exit code and one line for the user.
 func classify(_ error: Error) -> (ExitCode, String) {
     switch error {
@@ -45,7 +54,7 @@ func classify(_ error: Error) -> (ExitCode, String) {
         switch e {
         case .authenticationFailed, .invalidToken: return (.auth, e.description)
         case .unreachable, .network: return (.unreachable, e.description)
-        case .server, .malformed: return (.server, e.description)
+        case .server, .malformed, .badMessage: return (.server, e.description)
         }
     case let e as MaildirError: return (.localIO, e.description)
     case let e as StoreError: return (.localIO, e.description)
@@ -72,7 +81,7 @@ func run() -> ExitCode {
     }
     let level: LogLevel = args.flags.contains("debug") ? .debug : args.flags.contains("verbose") ? .verbose
         : args.flags.contains("quiet") ? .error : .info
-    let accounts: [AccountConfig]
+    var accounts: [AccountConfig]
     do {
         accounts = try resolveAccounts(args, environment: ProcessInfo.processInfo.environment,
                                        credentials: !args.flags.contains("status"))
@@ -86,6 +95,12 @@ func run() -> ExitCode {
         FileHandle.standardError.write(Data("wdsync: --json goes with --status\n".utf8))
         return .usage
     }
+    // For the test suite only: seconds between the tries of a failed request, comma-separated
+    // (the default is 1,4,15,40; see RetryPolicy.standard).
+    if let text = ProcessInfo.processInfo.environment["WDSYNC_RETRY_DELAYS"] {
+        let delays = text.split(separator: ",").compactMap { Double($0) }.filter { $0 >= 0 }
+        for i in accounts.indices { accounts[i].retry = RetryPolicy(delays: delays) }
+    }
     if args.flags.contains("verify") { return verify(accounts, level: level) }
     if !args.flags.contains("once") {
         return runLive(accounts, level: level, debug: args.flags.contains("debug"))
@@ -94,7 +109,7 @@ func run() -> ExitCode {
     for account in accounts {
         let log = StderrLog(level: level, timestamps: args.flags.contains("debug"),
                             account: accounts.count > 1 ? account.name : nil)
-        if account.insecure { log.log(.warning, "--insecure: TLS certificates are not verified") }
+        warnAboutTransport(account, log: log)
         let hook = account.postSync.map { PostSyncHook(command: $0, account: account.name, maildir: account.maildir, log: log) }
         var started: Mirror?
         do {
@@ -119,6 +134,11 @@ func run() -> ExitCode {
                 log.log(.info, "pushed \(summary.pushedFlags) flag changes, \(summary.pushedMoves) moves, \(summary.pushedDeletes) deletes, \(summary.uploaded) uploads in \(summary.pushRequests) requests; \(summary.pending) pending\(account.pullOnly ? " (pull-only)" : "")")
             }
             if !summary.heldDeletes.isEmpty && result == .ok { result = .massDelete }
+            if summary.failed > 0 {
+                // Everything else is mirrored; the refused messages are tried again next run.
+                log.log(.error, "\(summary.failed) message(s) could not be downloaded (see above); everything else is in place")
+                if result == .ok { result = .server }
+            }
             hook?.run(summary.changes)
         } catch {
             let (code, message) = classify(error)
@@ -209,7 +229,7 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel, debug: Bool) -> ExitC
         let thread = Thread {
             defer { group.leave() }
             let log = StderrLog(level: level, timestamps: debug, account: accounts.count > 1 ? account.name : nil)
-            if account.insecure { log.log(.warning, "--insecure: TLS certificates are not verified") }
+            warnAboutTransport(account, log: log)
             do {
                 let lock = try AccountLock(dbPath: account.db)
                 try engine.run()

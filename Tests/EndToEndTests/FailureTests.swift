@@ -52,13 +52,14 @@ import WildDuckSim
         #expect(help.status == 0 && help.stdout.contains("--password-command"))
     }
 
-    @Test func serverErrorsMidSyncThenARerunConverges() throws {
+    @Test func serverErrorsThatOutlastTheRetriesEndTheRunThenARerunConverges() throws {
         let h = try Harness()
         try h.seedStandard(generated: 40)
-        h.server.injectFault(.status(500, body: #"{"error":"MongoDB Error: boom","code":"InternalDatabaseError"}"#), on: "message.eml", count: 1)
+        h.server.injectFault(.status(500, body: #"{"error":"MongoDB Error: boom","code":"InternalDatabaseError"}"#), on: "message.eml", count: 1_000)
         let r = try h.run()
         #expect(r.status == 76)
         #expect(r.stderr.contains("HTTP 500"))
+        h.server.clearFaults()
         try h.sync()
         try h.expectMirror()
     }
@@ -91,13 +92,22 @@ import WildDuckSim
         try h.expectMirror()
     }
 
-    @Test func droppedConnectionMidDownload() throws {
+    @Test func droppedConnectionMidDownloadIsRetriedWithinTheRun() throws {
         let h = try Harness()
         try h.seedStandard(generated: 20)
-        h.server.injectFault(.truncateBody, on: "message.eml", count: 1)
+        h.server.injectFault(.truncateBody, on: "message.eml", count: 1, after: 5)
+        try h.sync()
+        try h.expectMirror()
+    }
+
+    @Test func aConnectionThatKeepsBreakingEndsTheRunThenARerunConverges() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 20)
+        h.server.injectFault(.truncateBody, on: "message.eml", count: 1_000)
         let r = try h.run()
         #expect(r.status == 69)
         #expect(r.stderr.contains("re-run"))
+        h.server.clearFaults()
         try h.sync()
         try h.expectMirror()
     }

@@ -63,6 +63,9 @@ final class Harness {
         try? FileManager.default.removeItem(atPath: dir)
     }
 
+    /// wdsync's retry schedule in the tests: the real one's 5 tries, without its minute of waiting.
+    static let retryDelays = "0.05,0.05,0.05,0.05"
+
     var baseArguments: [String] {
         ["--once", "--server", server.baseURL, "--user", "demo", "--password-file", passwordFile,
          "--maildir", maildir, "--db", db]
@@ -76,6 +79,7 @@ final class Harness {
         env["HOME"] = dir
         env["XDG_CONFIG_HOME"] = dir + "/config"
         env["XDG_DATA_HOME"] = dir + "/data"
+        env["WDSYNC_RETRY_DELAYS"] = Harness.retryDelays
         p.environment = env
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
@@ -207,6 +211,7 @@ final class Harness {
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["HOME"] = dir
+        env["WDSYNC_RETRY_DELAYS"] = Harness.retryDelays
         env.merge(environment) { $1 }
         p.environment = env
         let logPath = dir + "/daemon-\(UUID().uuidString.prefix(6)).log"

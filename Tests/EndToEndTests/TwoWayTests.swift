@@ -414,6 +414,72 @@ import WildDuckSim
     }
 }
 
+/// Real mail programs making the changes: neomutt driven by its own commands, notmuch tags.
+@Suite(.serialized) struct TwoWayProgramTests {
+    @Test func neomuttReadFlagDeleteSaveAndSync() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work"), projects = try TwoWayTests.mailbox(h, "Work/Projects")
+        let list = h.account.messages(mailboxId: work).filter { !$0.deleted && !$0.flagged }
+        let unread = try #require(list.first { !$0.seen })
+        let rest = list.filter { $0.uid != unread.uid }
+        #expect(rest.count >= 3)
+        let (flag, delete, save) = (rest[0], rest[1], rest[2])
+        func pick(_ m: SimMessage) -> String {
+            "<limit>~i '\(m.messageId.trimmingCharacters(in: CharacterSet(charactersIn: "<>")))'<enter>"
+        }
+        let keys = pick(unread) + "<display-message><exit>" + pick(flag) + "<flag-message>" + pick(delete) + "<delete-message>"
+            + pick(save) + "<save-message>=Work/Projects<enter>" + "<sync-mailbox><quit>"
+        let settings = "set mbox_type=Maildir folder='\(h.maildir)' confirmappend=no confirmcreate=no delete=yes quit=yes move=no mark_old=no wait_key=no pager_stop=yes"
+        let command = "stty cols 200 rows 50; TERM=xterm neomutt -n -F /dev/null -f '\(h.maildir)/Work' -e \"$SETTINGS\" -e 'push \"$KEYS\"'"
+        let (status, screen) = try shell("timeout 60 script -qec \"$CMD\" /dev/null",
+                                         env: ["CMD": command, "SETTINGS": settings, "KEYS": keys])
+        #expect(status == 0, "neomutt failed: \(screen.suffix(500))")
+        h.server.resetStats()
+        let run = try h.sync()
+        // neomutt's save is a copy plus an unlink: a move on the server, not an upload.
+        #expect(run.stderr.contains("1 moves") && run.stderr.contains("0 uploads"), "\(run.stderr)")
+        let after = Dictionary(uniqueKeysWithValues: h.account.messages(mailboxId: work).map { ($0.uid, $0) })
+        #expect(after[unread.uid]?.seen == true, "reading in neomutt did not reach the server")
+        #expect(after[flag.uid]?.flagged == true)
+        #expect(after[delete.uid] == nil)
+        #expect(after[save.uid] == nil)
+        #expect(h.account.messages(mailboxId: projects).filter { $0.messageId == save.messageId }.count == 1)
+        #expect(h.server.stats()["message.eml"] == 0, "neomutt's changes made wdsync download something")
+        try TwoWayTests.expectQuiet(h)
+        // The saved copy (neomutt rewrote it) is what the cache records.
+        let verify = try h.run(["--verify", "--server", h.server.baseURL, "--user", "demo", "--password-file", h.passwordFile,
+                                "--maildir", h.maildir, "--db", h.db])
+        #expect(verify.status == 0, "\(verify.stderr)")
+    }
+
+    @Test func notmuchTagChangesWithSynchronizeFlags() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work")
+        let list = h.account.messages(mailboxId: work).filter { !$0.deleted && !$0.draft }
+        let unread = try #require(list.first { !$0.seen })
+        let plain = try #require(list.first { !$0.flagged && $0.uid != unread.uid })
+        let config = h.dir + "/notmuch-config"
+        try "[database]\npath=\(h.maildir)\n[new]\ntags=inbox\n[maildir]\nsynchronize_flags=true\n"
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let env = ["NOTMUCH_CONFIG": config]
+        func id(_ m: SimMessage) -> String { m.messageId.trimmingCharacters(in: CharacterSet(charactersIn: "<>")) }
+        #expect(try shell("notmuch new", env: env).0 == 0)
+        #expect(try shell("notmuch tag -unread -- id:\(id(unread))", env: env).0 == 0)
+        #expect(try shell("notmuch tag +flagged -- id:\(id(plain))", env: env).0 == 0)
+        try h.sync()
+        let after = Dictionary(uniqueKeysWithValues: h.account.messages(mailboxId: work).map { ($0.uid, $0) })
+        #expect(after[unread.uid]?.seen == true)
+        #expect(after[plain.uid]?.flagged == true)
+        // And back: the server's change reaches notmuch's tags through the file name.
+        try h.account.setFlags(mailboxId: work, uid: plain.uid, flagged: false)
+        try h.sync()
+        #expect(try shell("notmuch new", env: env).0 == 0)
+        let (_, tags) = try shell("notmuch search --output=tags -- id:\(id(plain))", env: env)
+        #expect(!tags.contains("flagged"), "\(tags)")
+        try TwoWayTests.expectQuiet(h)
+    }
+}
+
 extension String {
     /// Maildir flag letters in ASCII order, each once.
     var sortedLetters: String { String(Set(self).sorted()) }

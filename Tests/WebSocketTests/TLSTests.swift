@@ -123,6 +123,46 @@ struct TLSStreamTests {
     }
 }
 
+@Suite("TLS end of stream", .timeLimit(.minutes(1)))
+struct TLSEndOfStreamTests {
+    /// Sends a command line and reads until the end of the stream; returns the bytes and the error, if any.
+    func readToEnd(_ handle: StreamHandle, after command: String) async throws -> (String, Error?) {
+        try await onThread {
+            try handle.stream.write(command)
+            var got: [UInt8] = []
+            var buf = [UInt8](repeating: 0, count: 1024)
+            do {
+                while true {
+                    let n = try buf.withUnsafeMutableBytes { try handle.stream.read(into: $0) }
+                    if n == 0 { return (String(decoding: got, as: UTF8.self), nil) }
+                    got += buf[0..<n]
+                }
+            } catch {
+                return (String(decoding: got, as: UTF8.self), error)
+            }
+        }
+    }
+
+    @Test func aCutWithoutCloseNotifyIsAnErrorNotAnEnd() async throws {
+        let cert = try TestCertificate.make()
+        defer { cert.remove() }
+        let server = try await PythonServer.start("tls_echo_server.py", [cert.cert, cert.key])
+        defer { server.stop() }
+
+        let cut = try await tlsConnect(port: server.port, host: "localhost", caFile: cert.cert)
+        let (partial, error) = try await readToEnd(cut, after: "TRUNCATE\n")
+        cut.stream.close()
+        #expect(partial == "partial")
+        #expect(error as? NetError == .closed, "a truncated TLS stream must not read as a clean end")
+
+        let clean = try await tlsConnect(port: server.port, host: "localhost", caFile: cert.cert)
+        let (bye, none) = try await readToEnd(clean, after: "CLOSE\n")
+        clean.stream.close()
+        #expect(bye == "bye")
+        #expect(none == nil, "close_notify is a clean end: \(String(describing: none))")
+    }
+}
+
 @Suite("wss:// interop", .timeLimit(.minutes(1)))
 struct SecureWebSocketTests {
     @Test func wssWithCAFile() async throws {

@@ -6,10 +6,11 @@ import WildDuckSim
 
 /// The REST client against the simulator (the two share no code).
 @Suite struct ClientTests {
-    func client(_ server: SimServer, password: String = "demo") throws -> WildDuckClient {
+    func client(_ server: SimServer, password: String = "demo", retry: RetryPolicy = .none,
+                limits: HTTPLimits = HTTPLimits(deadline: 120)) throws -> WildDuckClient {
         let endpoint = try #require(HTTPEndpoint(url: server.baseURL))
         let session = Session(endpoint: endpoint, username: "demo", password: { password },
-                              connector: HTTPConnection.tcpConnector(timeout: 5))
+                              connector: HTTPConnection.tcpConnector(timeout: 5), retry: retry, limits: limits)
         return WildDuckClient(session: session, timeout: 5)
     }
 
@@ -47,7 +48,7 @@ import WildDuckSim
         // message.eml streams the exact bytes (chunked, no Content-Length).
         let original = try #require(account.messages(mailboxId: inbox).first)
         var bytes: [UInt8] = []
-        try c.downloadMessage(mailbox: inbox, uid: original.uid) { bytes += $0 }
+        try c.downloadMessage(mailbox: inbox, uid: original.uid, begin: { bytes = [] }) { bytes += $0 }
         #expect(bytes == original.raw)
         _ = try c.fetchUser()
         _ = try c.fetchAutoreply()
@@ -86,7 +87,7 @@ import WildDuckSim
         let c = try client(server)
         let inbox = try #require(account.mailboxId(path: "INBOX"))
         // 404 with a code, 404 without, 500, HTTP 200 with an error body: all errors, classified.
-        #expect { try c.downloadMessage(mailbox: inbox, uid: 999) { _ in } } throws: { ($0 as? WildDuckError)?.isNotFound == true }
+        #expect { try c.downloadMessage(mailbox: inbox, uid: 999, begin: {}) { _ in } } throws: { ($0 as? WildDuckError)?.isNotFound == true }
         server.injectFault(.status(404, body: #"{"error":"Message was not found"}"#), on: "mailboxes")
         #expect { _ = try c.fetchMailboxes() } throws: { ($0 as? WildDuckError)?.isNotFound == true }
         server.injectFault(.status(500, body: #"{"error":"MongoDB Error: x","code":"InternalDatabaseError"}"#), on: "mailboxes")
@@ -109,7 +110,8 @@ import WildDuckSim
 
     @Test func unreachableServer() throws {
         let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:1"))
-        let session = Session(endpoint: endpoint, username: "demo", password: { "x" }, connector: HTTPConnection.tcpConnector(timeout: 1))
+        let session = Session(endpoint: endpoint, username: "demo", password: { "x" }, connector: HTTPConnection.tcpConnector(timeout: 1),
+                              retry: RetryPolicy(delays: [0, 0]))
         #expect { try WildDuckClient(session: session).authenticate() } throws: { error in
             if case WildDuckError.unreachable = error { return true }
             return false

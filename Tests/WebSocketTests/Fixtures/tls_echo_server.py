@@ -5,6 +5,9 @@ Usage: tls_echo_server.py CERT KEY
 Listens on 127.0.0.1 with an ephemeral port, prints "PORT <n>", echoes every connection's
 bytes back. Failed handshakes (the client rejecting our certificate) are ignored. Exits when
 stdin is closed.
+
+Two lines are commands, not echoed: "TRUNCATE" sends "partial" and cuts the TCP connection
+without a TLS close_notify; "CLOSE" sends "bye" and ends the TLS session cleanly (close_notify).
 """
 import os
 import socket
@@ -22,6 +25,14 @@ def serve_one(ctx, raw):
             while True:
                 data = conn.recv(65536)
                 if not data:
+                    return
+                if data == b"TRUNCATE\n":
+                    conn.sendall(b"partial")
+                    socket.socket.shutdown(conn, socket.SHUT_RDWR)  # under TLS: no close_notify
+                    return
+                if data == b"CLOSE\n":
+                    conn.sendall(b"bye")
+                    conn.unwrap()
                     return
                 conn.sendall(data)
     except (OSError, ssl.SSLError):
