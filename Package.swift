@@ -40,6 +40,11 @@ let package = Package(
         .target(name: "WildDuckSim", dependencies: ["WebSocket", "CZlib"], swiftSettings: strict),
         .executableTarget(name: "wdsync-sim", dependencies: ["WildDuckSim"], swiftSettings: strict),
 
+        // Fuzzing entry points for every parser of outside bytes (contrib/fuzz.sh builds
+        // `wdsync-fuzz` with -sanitize=fuzzer; a normal build replays files through them).
+        .target(name: "Fuzz", dependencies: ["Net", "WebSocket", "WildDuck", "Maildir"], swiftSettings: strict),
+        .executableTarget(name: "wdsync-fuzz", dependencies: ["Fuzz"], swiftSettings: strict),
+
         // The benchmark suite (contrib/bench/README.md): not a test, never fails because a machine is slow.
         .executableTarget(name: "wdsync-bench", dependencies: ["WildDuckSim"], swiftSettings: strict),
 
@@ -49,6 +54,8 @@ let package = Package(
         .testTarget(name: "StoreTests", dependencies: ["Store"], swiftSettings: strict),
         .testTarget(name: "MaildirTests", dependencies: ["Maildir"], swiftSettings: strict),
         .testTarget(name: "WildDuckSimTests", dependencies: ["WildDuckSim", "WebSocket"], swiftSettings: strict),
+        .testTarget(name: "FuzzTests", dependencies: ["Fuzz"], swiftSettings: strict),
+        .testTarget(name: "SyncTests", dependencies: ["Sync"], swiftSettings: strict),
         .testTarget(name: "EndToEndTests", dependencies: ["WildDuckSim", "Store"], swiftSettings: strict),
     ]
 )

@@ -185,3 +185,17 @@ public final class Statement {
         return Array(UnsafeRawBufferPointer(start: p, count: count))
     }
 }
+
+extension Database {
+    /// Copies this database, as of one consistent moment, into a new file at `path` (SQLite's
+    /// online backup API: a read of this database, which a writer elsewhere does not notice).
+    public func backup(to path: String) throws {
+        let destination = try Database(path: path)
+        guard let backup = sqlite3_backup_init(destination.handle, "main", handle, "main") else {
+            throw destination.error(sqlite3_errcode(destination.handle), "backup")
+        }
+        let rc = sqlite3_backup_step(backup, -1)
+        sqlite3_backup_finish(backup)
+        guard rc == SQLITE_DONE else { throw SQLiteError(code: rc, message: "backup of the cache failed", sql: nil) }
+    }
+}

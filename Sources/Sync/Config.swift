@@ -24,6 +24,8 @@ public struct AccountConfig: Sendable {
     public var retry = RetryPolicy.standard
     /// `--post-sync CMD`: run after a sync that changed the Maildir (see `PostSyncHook`).
     public var postSync: String?
+    /// `--dry-run`: nothing is written (no Maildir root is created; the store is a copy).
+    public var dryRun = false
     /// Never write to the server: local changes are recorded but neither pushed nor reverted.
     public var pullOnly = false
     /// Let this run delete many messages at once (the mass-delete breaker is off).

@@ -63,7 +63,15 @@ enum SourceNote: Sendable {
 }
 
 /// Events and notes from sources, waited on by the engine thread.
+///
+/// Bounded: when more than `maxEvents` wait (a server flooding updates faster than they can be
+/// applied), the pending events are dropped and replaced by one `.resync`. Events are hints and
+/// REST is the truth, so one reconcile replaces any number of them; blocking the sources
+/// instead would stall the WebSocket's pings and the SSE stream until the server gives up on us.
 final class Inbox: Sendable {
+    let maxEvents: Int
+    init(maxEvents: Int = 10_000) { self.maxEvents = maxEvents }
+
     private struct State {
         var events: [RemoteEvent] = []
         var notes: [SourceNote] = []
@@ -80,7 +88,13 @@ final class Inbox: Sendable {
     func push(_ events: [RemoteEvent], lastEventId: String? = nil) {
         guard !events.isEmpty || lastEventId != nil else { return }
         state.withLock { s in
-            s.events += events
+            if s.events == [.resync] {
+                // Overflowed already: the reconcile covers these too.
+            } else if s.events.count + events.count > maxEvents {
+                s.events = [.resync]
+            } else {
+                s.events += events
+            }
             if let lastEventId { s.lastEventId = lastEventId }
             let now = ContinuousClock.now
             if s.firstEvent == nil { s.firstEvent = now }

@@ -94,7 +94,7 @@ public final class Mirror {
         if !FileManager.default.fileExists(atPath: root), try store.hasExportedFiles() {
             throw SyncError.localIO("the Maildir \(root) is missing (a disk that is not mounted?); nothing was changed on the server or on disk. Mount it, or create the empty directory to have every message downloaded again")
         }
-        try Mirror.makeDirectory(root)
+        if !config.dryRun { try Mirror.makeDirectory(root) }
         maildir = Maildir(root: root, layout: config.layout)
         let password = config.password
         session = Session(endpoint: endpoint, username: config.username, password: { try password.read() },

@@ -38,6 +38,10 @@ public struct WebSocketOptions: Sendable {
     /// write, and the closing handshake.
     public var timeout: Double
     public var tls: WebSocketTLSOptions
+    /// Backpressure: once this many bytes of messages wait in `messages` unconsumed, the reader
+    /// stops reading the socket until the consumer catches up (TCP then slows the server down).
+    /// One message is always accepted, so memory stays below this plus `maxMessageSize`.
+    public var maxBufferedBytes = 4 << 20
 
     public init(maxMessageSize: Int = 16 << 20, compression: Bool = true,
                 headers: [(name: String, value: String)] = [], timeout: Double = 10,
@@ -82,8 +86,9 @@ public struct WebSocketCloseStatus: Equatable, Sendable {
 /// the connect runs on its own thread. Nothing blocks Swift concurrency's cooperative pool.
 /// Releasing the last reference closes the connection abruptly; call `close` for a clean end.
 public final class WebSocketClient: Sendable {
-    /// Messages from the server, in order. Unbounded buffer: consume it.
-    public let messages: AsyncThrowingStream<WebSocketMessage, any Error>
+    /// Messages from the server, in order. Bounded: when `maxBufferedBytes` wait unconsumed,
+    /// the connection stops reading until they are consumed.
+    public let messages: WebSocketMessages
     /// The negotiated compression parameters, nil if not compressed.
     public let compression: PerMessageDeflateParameters?
     public let url: WebSocketURL
@@ -117,9 +122,9 @@ public final class WebSocketClient: Sendable {
         self.url = url
         compression = established.deflate
         let (stream, continuation) = AsyncThrowingStream<WebSocketMessage, any Error>.makeStream()
-        messages = stream
         connection = Connection(io: established.io, deflate: established.deflate, timeout: options.timeout,
-                                continuation: continuation)
+                                continuation: continuation, maxBufferedBytes: options.maxBufferedBytes)
+        messages = WebSocketMessages(stream: stream, connection: connection)
         connection.startReader(leftover: established.leftover, maxMessageSize: options.maxMessageSize)
     }
 
@@ -248,6 +253,9 @@ final class Connection: Sendable {
         var readerDone = false
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter = 0
+        /// The payload of the newest ping not answered yet (RFC 6455 §5.5.3 allows answering
+        /// only the most recent one): at most one pong is ever queued, whatever the ping rate.
+        var pendingPong: [UInt8]?
     }
 
     let io: StreamHandle
@@ -257,13 +265,18 @@ final class Connection: Sendable {
     private let state = Mutex(State())
     private let continuation: AsyncThrowingStream<WebSocketMessage, any Error>.Continuation
     private let deflate: PerMessageDeflateParameters?
+    /// Bytes yielded to `messages` and not yet consumed, guarded by `room`.
+    private let buffered = Mutex(0)
+    private let room = DispatchSemaphore(value: 0)
+    private let maxBufferedBytes: Int
 
     init(io: StreamHandle, deflate: PerMessageDeflateParameters?, timeout: Double,
-         continuation: AsyncThrowingStream<WebSocketMessage, any Error>.Continuation) {
+         continuation: AsyncThrowingStream<WebSocketMessage, any Error>.Continuation, maxBufferedBytes: Int = 4 << 20) {
         self.io = io
         self.timeout = timeout
         self.deflate = deflate
         self.continuation = continuation
+        self.maxBufferedBytes = maxBufferedBytes
         sender = Mutex(WebSocketSender(role: .client, deflate: deflate))
     }
 
@@ -303,6 +316,19 @@ final class Connection: Sendable {
         if sync { writeQueue.sync(execute: work) } else { writeQueue.async(execute: work) }
     }
 
+    /// Queues a pong for the newest ping; a flood of pings costs one queued pong, not one each.
+    private func answerPing(_ payload: [UInt8]) {
+        let schedule = state.withLock { s -> Bool in
+            defer { s.pendingPong = payload }
+            return s.pendingPong == nil
+        }
+        guard schedule else { return }
+        writeQueue.async {
+            guard let newest = self.state.withLock({ s -> [UInt8]? in defer { s.pendingPong = nil }; return s.pendingPong }) else { return }
+            try? self.writeNow { try $0.pong(newest) }
+        }
+    }
+
     // MARK: Closing
 
     func close(code: UInt16, reason: String) async {
@@ -311,6 +337,7 @@ final class Connection: Sendable {
             s.phase = .closing
             return true
         }
+        room.signal()   // a reader waiting for buffer room reads on, to see the close reply
         if send {
             let code = WebSocketCloseCode.isValidOnWire(code) ? code : WebSocketCloseCode.normal
             var reasonBytes = Array(reason.utf8.prefix(123))
@@ -332,7 +359,37 @@ final class Connection: Sendable {
     /// Closes the stream without a handshake (the client was released).
     func abort() {
         state.withLock { s in if s.phase == .open { s.phase = .closing } }
+        room.signal()
         io.stream.close()
+    }
+
+    // MARK: Backpressure
+
+    /// The size a message counts for in the buffer.
+    private static func weight(_ message: WebSocketMessage) -> Int {
+        switch message {
+        case .text(let s): return s.utf8.count + 64
+        case .binary(let b), .pong(let b): return b.count + 64
+        }
+    }
+
+    /// Hands a message to the consumer; first waits (blocking the reader thread, so the socket
+    /// is not read) while the buffer is full and the connection open.
+    private func deliver(_ message: WebSocketMessage) {
+        let weight = Self.weight(message)
+        while true {
+            let full = buffered.withLock { $0 > 0 && $0 + weight > maxBufferedBytes }
+            if !full || state.withLock({ $0.phase != .open }) { break }
+            _ = room.wait(timeout: .now() + 0.5)
+        }
+        buffered.withLock { $0 += weight }
+        continuation.yield(message)
+    }
+
+    /// The consumer took a message.
+    func consumed(_ message: WebSocketMessage) {
+        buffered.withLock { $0 -= Self.weight(message) }
+        room.signal()
     }
 
     /// Waits until the reader has finished, or `timeout` seconds. True if it finished.
@@ -384,10 +441,10 @@ final class Connection: Sendable {
                 pending = []
                 for event in events {
                     switch event {
-                    case .text(let s): continuation.yield(.text(s))
-                    case .binary(let b): continuation.yield(.binary(b))
-                    case .pong(let p): continuation.yield(.pong(p))
-                    case .ping(let p): writeControl(sync: false) { try $0.pong(p) }
+                    case .text(let s): deliver(.text(s))
+                    case .binary(let b): deliver(.binary(b))
+                    case .pong(let p): deliver(.pong(p))
+                    case .ping(let p): answerPing(p)
                     case .close(let code, let reason):
                         ending = .closeFrame(code: code, reason: reason)
                         break reading
@@ -444,5 +501,27 @@ final class Connection: Sendable {
             return Array(s.waiters.values)
         }
         for w in waiters { w.resume() }
+    }
+}
+
+/// `WebSocketClient.messages`: the messages in order; consuming one makes room for the reader.
+public struct WebSocketMessages: AsyncSequence, Sendable {
+    public typealias Element = WebSocketMessage
+    let stream: AsyncThrowingStream<WebSocketMessage, any Error>
+    let connection: Connection
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncThrowingStream<WebSocketMessage, any Error>.AsyncIterator
+        let connection: Connection
+
+        public mutating func next() async throws -> WebSocketMessage? {
+            let message = try await base.next()
+            if let message { connection.consumed(message) }
+            return message
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: stream.makeAsyncIterator(), connection: connection)
     }
 }

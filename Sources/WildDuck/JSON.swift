@@ -157,7 +157,8 @@ public enum JSON: Sendable, Equatable {
             }
             guard digits > 0 else { index = start; throw error("unexpected character") }
             let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-            guard let value = Double(text) else { throw error("invalid number") }
+            // 1e999 would become infinity, which JSON cannot write back (found by fuzzing).
+            guard let value = Double(text), value.isFinite else { throw error("invalid number") }
             return value
         }
 

@@ -28,6 +28,7 @@ public struct SSEParser: Sendable {
         public var id: String?
         public var event: String?
         public var data: String
+        public init(id: String?, event: String?, data: String) { self.id = id; self.event = event; self.data = data }
     }
 
     private var line: [UInt8] = []

@@ -280,8 +280,7 @@ struct Routes {
             var copy = s
             copy.mailboxes = [:]
             copy.journal = []
-            let used = s.mailboxes.values.reduce(0) { acc, mb in acc + mb.byDate.reduce(0) { $0 + $1.content.size } }
-            return (copy, used)
+            return (copy, s.storageUsed)
         }
         func lim(_ allowed: Int, _ used: Int, ttl: Int?) -> JSONValue {
             var p: [(String, JSONValue)] = [("allowed", .int(allowed)), ("used", .int(used))]

@@ -294,6 +294,8 @@ struct AccountState: Sendable {
     var password: String
     var user: [String: String] = [:]
     var quota = 1_073_741_824
+    /// Bytes stored (the user's `storageUsed`), kept up to date by add and expunge.
+    var storageUsed = 0
     var mailboxes: [String: MailboxState] = [:]
     var pathIndex: [String: String] = [:]
     var tokens: Set<String> = []
@@ -455,6 +457,7 @@ public final class SimAccount: Sendable {
             guard !mb.hidden else { throw SimAccountError.disallowed("Hidden mailboxes can not be deleted") }
             s.mailboxes[id] = nil
             s.pathIndex[mb.path] = nil
+            s.storageUsed -= mb.byDate.reduce(0) { $0 + $1.content.size }
             s.publish("DELETE", mailbox: id, [("mailbox", .string(id))])
         }
     }
@@ -555,6 +558,12 @@ public final class SimAccount: Sendable {
     /// The REST move (`PUT .../messages` with `moveTo`): (old uid, new uid) pairs. Throws `noSuchMailbox`.
     func moveMessages(mailboxId: String, uids: UidSet, to target: String, changes: [(FlagKey, Bool)]) throws -> [(old: Int, new: Int)] {
         try mutate { s in try s.move(from: mailboxId, uids: uids, to: target, changes: changes) }
+    }
+
+    /// Storage quota in bytes (default 1 GiB). Uploads are refused once the stored bytes exceed it.
+    public var quota: Int {
+        get { state.withLock { $0.quota } }
+        set { state.withLock { $0.quota = newValue } }
     }
 
     /// Largest upload accepted, in bytes (default 64 MiB, WildDuck's MAX_ALLOWED_MESSAGE_SIZE).
@@ -736,6 +745,7 @@ extension AccountState {
                           searchable: !flags.deleted)
         mb.insert(r)
         mailboxes[mailboxId] = mb
+        storageUsed += content.size
         publish("EXISTS", mailbox: mailboxId, Entry.exists(r, mailbox: mailboxId), unseenChange: !flags.seen)
         return uid
     }
@@ -866,6 +876,7 @@ extension AccountState {
         if r != nil { mb.modifyIndex += 1 }
         mailboxes[mailboxId] = mb
         guard let rec = r else { return false }
+        storageUsed -= rec.content.size
         publish("EXPUNGE", mailbox: mailboxId, Entry.expunge(uid: uid, objectId: rec.objectId, thread: rec.content.thread, mailbox: mailboxId),
                 unseenChange: !rec.flags.seen)
         return true

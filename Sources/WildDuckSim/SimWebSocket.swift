@@ -48,6 +48,11 @@ public enum SimWSAction: Sendable {
     case unknownType
     /// A frame with a reserved opcode (a protocol violation).
     case badFrame
+    /// `count` pings as fast as the socket takes them (pongs are counted in `webSocketPongs`).
+    case pingFlood(count: Int)
+    /// A text message that inflates to `bytes` bytes and is tiny on the wire (sent plain when
+    /// compression was not negotiated).
+    case deflateBomb(bytes: Int)
 }
 
 /// The open sessions and the WebSocket settings of one server.
@@ -59,6 +64,7 @@ final class WebSocketHub: Sendable {
     let config = Mutex(SimWSConfig())
     let sessions = Mutex<[Int32: Session]>([:])
     let actions = Mutex<[Int32: [SimWSAction]]>([:])
+    let pongs = Mutex(0)
 
     func broadcast(_ action: SimWSAction) {
         let list = sessions.withLock { Array($0.values) }
@@ -72,6 +78,8 @@ extension SimServer {
     public func configureWebSocket(_ change: (inout SimWSConfig) -> Void) { webSockets.config.withLock { change(&$0) } }
     /// Number of WebSocket sessions open now.
     public var openWebSockets: Int { webSockets.sessions.withLock { $0.count } }
+    /// Pongs received from clients, over all sessions.
+    public var webSocketPongs: Int { webSockets.pongs.withLock { $0 } }
     /// Makes every open session misbehave once.
     public func webSocketAction(_ action: SimWSAction) { webSockets.broadcast(action) }
 }
@@ -187,6 +195,9 @@ final class SimWSSession {
             guard config.answerPings else { return true }
             guard let pong = try? sender.pong(payload) else { return false }
             return send(pong)
+        case .pong:
+            server.webSockets.pongs.withLock { $0 += 1 }
+            return true
         case .close:
             if let close = try? sender.close(code: 1000, reason: "") { _ = send(close) }
             return false
@@ -390,6 +401,17 @@ final class SimWSSession {
             return sendJSON(.object([("type", .string("surprise")), ("channel", .string("messages")), ("data", .object([]))]))
         case .badFrame:
             return send([0x83, 0x00])   // FIN + reserved opcode 3
+        case .pingFlood(let count):
+            guard let ping = try? sender.ping(Array("flood".utf8)) else { return false }
+            var left = count
+            while left > 0 {
+                let n = min(left, 1000)
+                guard send(Array([[UInt8]](repeating: ping, count: n).joined())) else { return false }
+                left -= n
+            }
+            return true
+        case .deflateBomb(let bytes):
+            return send(sender.text("\"" + String(repeating: "a", count: max(0, bytes - 2)) + "\""))
         }
     }
 }

@@ -293,10 +293,12 @@ extension Routes {
         for k in ["sess", "ip"] where param(k).map({ $0.stringValue == nil }) == true {
             throw ResponseError(Routes.validation(k, "\"\(k)\" must be a string"))
         }
-        let (exists, now, name, address) = account.state.withLock { s in
-            (s.mailboxes[mb] != nil, s.clock(), s.user["name"] ?? "", s.user["address"] ?? "")
+        let (exists, overQuota, now, name, address) = account.state.withLock { s in
+            (s.mailboxes[mb] != nil, s.quota > 0 && s.storageUsed > s.quota, s.clock(), s.user["name"] ?? "", s.user["address"] ?? "")
         }
         guard exists else { return Routes.noSuchMailbox }
+        // checked before storing: the upload that crosses the quota is still accepted
+        guard !overQuota else { return Routes.error(400, "User is over quota", code: "OverQuotaError") }
         let idate = date ?? now
         let message = raw ?? Compose.message(params: param, userName: name, userAddress: address, dateMs: idate)
         guard !message.isEmpty else { return Routes.error(400, "Empty message provided", code: "EmptyMessage") }

@@ -179,3 +179,60 @@ private func render(_ doc: [String: Any]) -> String {
     }
     return out
 }
+
+/// `--dry-run`: what a sync of each account would do. The pull runs against a copy of the cache
+/// (taken with SQLite's backup API from a read-only connection: no lock, a running daemon is not
+/// disturbed) in a private temporary folder that is removed afterwards; the copy is told to push
+/// nothing and the exporter is only asked what it would do.
+func dryRun(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
+    var result = ExitCode.ok
+    for account in accounts {
+        let log = StderrLog(level: level, timestamps: false, account: accounts.count > 1 ? account.name : nil)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wdsync-dry-run-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            do {
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw SyncError.localIO("cannot create the temporary folder \(dir): \((error as NSError).localizedDescription)")
+            }
+            var copy = account
+            copy.db = dir + "/cache.sqlite"
+            copy.pullOnly = true
+            copy.dryRun = true
+            if FileManager.default.fileExists(atPath: account.db) {
+                try Database(path: account.db, readOnly: true).backup(to: copy.db)
+            }
+            let report = try Mirror(config: copy, log: log).dryRun()
+            print(render(report, account: accounts.count > 1 ? account.name : nil, verbose: level >= .verbose), terminator: "")
+        } catch {
+            let (code, message) = classify(error)
+            log.log(.error, message)
+            if result == .ok { result = code }
+        }
+    }
+    return result
+}
+
+private func render(_ r: DryRunReport, account: String?, verbose: Bool) -> String {
+    var out = (account.map { "account \($0): " } ?? "") + "dry run, nothing was written\n"
+    let count = r.downloads.values.reduce(0) { $0 + $1.count }
+    let bytes = r.downloads.values.reduce(0) { $0 + $1.bytes }
+    out += "  download \(count) messages (\(String(format: "%.1f", Double(bytes) / 1_000_000)) MB)"
+    if !r.downloads.isEmpty {
+        out += ": " + r.downloads.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.count)" }.joined(separator: ", ")
+    }
+    out += "\n"
+    let created = r.folders.filter { $0.from == nil }.count
+    out += "  rename \(r.renames.count) files and \(r.folders.count - created) folders, create \(created) folders\n"
+    out += "  remove \(r.removals.count) files and \(r.folderRemovals.count) folders\n"
+    let kinds = ["flags", "move", "delete", "upload"]
+    out += "  push " + kinds.map { "\(r.pushes[$0] ?? 0) \($0 == "flags" ? "flag changes" : $0 + "s")" }.joined(separator: ", ") + "\n"
+    if verbose {
+        for (from, to) in r.folders { out += "    folder \(from ?? "(new)") → \(to)\n" }
+        for (from, to) in r.renames { out += "    rename \(from) → \(to)\n" }
+        for file in r.removals { out += "    remove \(file)\n" }
+        for folder in r.folderRemovals { out += "    remove folder \(folder)\n" }
+    }
+    return out
+}

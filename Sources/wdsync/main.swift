@@ -102,6 +102,7 @@ func run() -> ExitCode {
         for i in accounts.indices { accounts[i].retry = RetryPolicy(delays: delays) }
     }
     if args.flags.contains("verify") { return verify(accounts, level: level) }
+    if args.flags.contains("dry-run") { return dryRun(accounts, level: level) }
     if !args.flags.contains("once") {
         return runLive(accounts, level: level, debug: args.flags.contains("debug"))
     }

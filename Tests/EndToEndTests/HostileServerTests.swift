@@ -111,4 +111,39 @@ import WildDuckSim
         #expect(!h.account.validTokens.isEmpty)
         for token in h.account.validTokens { #expect(!log.contains(token)) }
     }
+
+    /// Resident memory of a process in MiB (Linux), from /proc.
+    func residentMiB(_ daemon: Daemon) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kb = Int(line.split(separator: " ").dropFirst().first ?? "") else { return nil }
+        return kb / 1024
+    }
+
+    @Test func pingFloodAndDeflateBombLeaveTheDaemonFollowingWithBoundedMemory() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 5)
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        let daemon = try h.startDaemon()
+        #expect(daemon.waitForLog("connected (WebSocket)"), "\(daemon.log)")
+        try h.expectMirrorEventually()
+
+        // 300,000 pings: answered with at most one queued pong at a time.
+        h.server.webSocketAction(.pingFlood(count: 300_000))
+        #expect(Harness.wait(timeout: 60) { h.server.webSocketPongs > 0 })
+        try h.account.deliver(Array("Subject: after the flood\r\n\r\nx\r\n".utf8), to: inbox)
+        try h.expectMirrorEventually(timeout: 60)
+        let afterFlood = residentMiB(daemon)
+        #expect((afterFlood ?? 0) < 200, "resident memory after the ping flood: \(afterFlood ?? -1) MiB")
+
+        // 40 MiB of "a" in a few dozen KiB on the wire: refused at the 16 MiB message limit
+        // (close 1009), then the daemon reconnects.
+        h.server.webSocketAction(.deflateBomb(bytes: 40 << 20))
+        #expect(daemon.waitForLog("exceeds the limit", timeout: 60), "\(daemon.log)")
+        try h.account.deliver(Array("Subject: after the bomb\r\n\r\nx\r\n".utf8), to: inbox)
+        try h.expectMirrorEventually(timeout: 60)
+        let afterBomb = residentMiB(daemon)
+        #expect((afterBomb ?? 0) < 200, "resident memory after the deflate bomb: \(afterBomb ?? -1) MiB")
+        #expect(daemon.terminate() == 0)
+    }
 }

@@ -272,3 +272,86 @@ import WildDuckSim
         #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
     }
 }
+
+/// `--dry-run`: the report lists what a sync would do; the Maildir, the cache and the server
+/// are left exactly as they were.
+@Suite(.serialized) struct DryRunTests {
+    /// Everything under a directory: path → (kind, inode, mtime, size).
+    static func tree(_ root: String) -> [String: String] {
+        var out: [String: String] = [:]
+        guard let e = FileManager.default.enumerator(atPath: root) else { return out }
+        while let rel = e.nextObject() as? String {
+            var st = stat()
+            guard lstat(root + "/" + rel, &st) == 0 else { continue }
+            out[rel] = "\(st.st_mode) \(st.st_ino) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_size)"
+        }
+        return out
+    }
+
+    static func serverState(_ h: Harness) -> [String] {
+        h.account.mailboxes().flatMap { m in
+            ["\(m.id) \(m.path) \(m.modifyIndex) \(m.total) \(m.unseen)"] + h.account.messages(mailboxId: m.id).map {
+                "\(m.id) \($0.uid) \($0.seen) \($0.flagged) \($0.deleted) \($0.draft)"
+            }
+        }
+    }
+
+    /// The cache's contents, byte for byte: the database and its WAL. (A reader may create an
+    /// empty WAL where there was none: SQLite's own companion file, no content.)
+    static func cacheBytes(_ h: Harness) -> [Data] {
+        [h.db, h.db + "-wal"].map { FileManager.default.contents(atPath: $0) ?? Data() }
+    }
+
+    @Test func reportsWhatASyncWouldDoAndWritesNothing() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 40)
+        try h.sync()
+        // On the server: 3 new messages, a flag change, an expunge, a move.
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        let work = try #require(h.account.mailboxId(path: "Work"))
+        for i in 0..<3 {
+            try h.account.deliver(Array("Subject: dry \(i)\r\nMessage-ID: <dry-\(i)@x>\r\n\r\n\(String(repeating: "x", count: 1000))\r\n".utf8), to: inbox)
+        }
+        let inboxMessages = h.account.messages(mailboxId: inbox)
+        try h.account.setFlags(mailboxId: inbox, uid: inboxMessages[0].uid, flagged: !inboxMessages[0].flagged)
+        try h.account.expunge(mailboxId: inbox, uid: inboxMessages[1].uid)
+        _ = try h.account.move(mailboxId: work, uid: h.account.messages(mailboxId: work)[0].uid, to: inbox)
+        // Locally: the user flags a message (a change to push).
+        let workFiles = try FileManager.default.contentsOfDirectory(atPath: h.maildir + "/Work/cur").filter { !$0.contains("F") }.sorted()
+        let local = try #require(workFiles.last)
+        let flagged = String(local.prefix { $0 != ":" }) + ":2," + String(Array((local.split(separator: ",").last.map(String.init) ?? "") + "F").sorted())
+        try FileManager.default.moveItem(atPath: h.maildir + "/Work/cur/" + local, toPath: h.maildir + "/Work/cur/" + flagged)
+
+        let maildirBefore = Self.tree(h.maildir)
+        let cacheBefore = Self.cacheBytes(h)
+        let serverBefore = Self.serverState(h)
+
+        let result = try h.run(h.baseArguments + ["--dry-run", "-v"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let out = result.stdout
+        #expect(out.contains("dry run, nothing was written"))
+        #expect(out.contains("download 3 messages") && out.contains("INBOX 3"), "\(out)")
+        #expect(out.contains("remove 1 files"), "\(out)")
+        #expect(out.contains("push 1 flag changes"), "\(out)")
+        let renames = out.split(separator: "\n").filter { $0.hasPrefix("    rename ") }
+        #expect(renames.count == 2, "\(out)")   // the flag change and the move
+        #expect(renames.contains { $0.contains("Work/cur/") && $0.contains("→ INBOX/") }, "\(out)")
+
+        #expect(Self.tree(h.maildir) == maildirBefore, "the Maildir changed")
+        #expect(Self.cacheBytes(h) == cacheBefore, "the cache changed")
+        #expect(Self.serverState(h) == serverBefore, "the server changed")
+
+        // The real sync then does what was announced.
+        let real = try h.sync()
+        #expect(real.stderr.contains("3 downloaded") && real.stderr.contains("1 removed"), "\(real.stderr)")
+        try h.expectMirror()
+
+        // A first sync: no cache, no Maildir; neither is created.
+        let h2 = try Harness()
+        try h2.seedStandard(generated: 10)
+        let first = try h2.run(h2.baseArguments + ["--dry-run"])
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stdout.contains("download \(h2.totalServerMessages) messages"), "\(first.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: h2.maildir) && !FileManager.default.fileExists(atPath: h2.db))
+    }
+}

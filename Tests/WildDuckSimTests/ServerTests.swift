@@ -240,6 +240,8 @@ import Testing
 
 @Suite(.serialized) struct ThroughputTests {
     /// Measures message.eml requests per second over 4 keep-alive connections.
+    /// Many concurrent message.eml requests on kept-alive connections all succeed. The printed
+    /// rate is information only; speed is measured by wdsync-bench, never asserted in a test.
     @Test func emlThroughput() async throws {
         let account = SimAccount()
         let inbox = account.mailboxId(path: "INBOX") ?? ""
@@ -268,6 +270,5 @@ import Testing
         let rate = Double(total) / Date().timeIntervalSince(t0)
         print("message.eml throughput: \(Int(rate)) requests/s (\(total) requests)")
         #expect(total == 4 * perConn)
-        #expect(rate > 200)  // sanity only: debug build, shared CPU; the printed number is the measurement
     }
 }

@@ -89,6 +89,15 @@ import WebSocket
         #expect(big.json?["error"] == .string("\"raw\" must be less than or equal to \(raw.count) bytes"))
         #expect(big.json?["code"] == .string("InputValidationError") && big.json?["details"]?["raw"] != nil)
         #expect(h.account.messages(mailboxId: h.inbox).count == 1)
+        // over quota: the upload that crosses it is stored, the next one refused
+        h.account.maxMessageSize = 64 * 1024 * 1024
+        h.account.quota = raw.count + 1
+        #expect(try upload(h, raw).status == 200)
+        #expect(try h.get("/users/me").json?["limits"]?["quota"]?["used"] == .int(2 * raw.count))
+        let over = try upload(h, raw)
+        #expect(over.status == 400 && over.json == .object([("error", .string("User is over quota")), ("code", .string("OverQuotaError"))]))
+        _ = try h.call("DELETE", "/users/me/mailboxes/\(h.inbox)/messages/1")
+        #expect(try upload(h, raw).status == 200)
     }
 
     // MARK: flag updates
