@@ -29,7 +29,7 @@ public struct SyncSummary: Sendable, Equatable {
     public var mailboxesChanged = 0
     public var downloaded = 0
     public var bytesDownloaded = 0
-    public var reused = 0          // moves satisfied by renaming an existing file
+    public var moved = 0           // messages moved on the server: their file renamed, not downloaded
     public var renamed = 0         // flag or folder changes applied by rename
     public var removed = 0         // files unlinked
     public var recovered = 0       // files adopted after an interrupted run
