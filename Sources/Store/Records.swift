@@ -214,7 +214,9 @@ extension Store {
     /// the same message elsewhere re-uses them) and its folder is queued for removal.
     /// A message moved locally out of it whose move was not pushed keeps its file: the move
     /// becomes an upload of that file to the target (the mail is never lost); its other pending
-    /// mutations are dropped, with a warning from the push for uploads into it.
+    /// mutations are dropped, and so are uploads into it (their files stay on disk, in a folder
+    /// the exporter keeps because it holds files wdsync did not write). Moves into it are undone:
+    /// their files go back to their own folders.
     public func removeMailbox(id: String) throws {
         try convertMovesToUploads(from: id, uid: nil)
         try db.run("DELETE FROM outbox WHERE mailbox_id = ? AND kind IN ('flags', 'delete', 'upload')", .text(id))
