@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "Net", dependencies: ["COpenSSL"], swiftSettings: strict),
         .target(name: "WebSocket", dependencies: ["Net", "CZlib", "COpenSSL"], swiftSettings: strict),
         .target(name: "WildDuck", dependencies: ["Net"], swiftSettings: strict),
-        .target(name: "Store", dependencies: ["CSQLite", "CZlib"], swiftSettings: strict,
+        .target(name: "Store", dependencies: ["CSQLite"], swiftSettings: strict,
                 plugins: ["EmbedMigrations"]),
         .target(name: "Maildir", dependencies: ["COpenSSL"], swiftSettings: strict),
         .target(name: "Sync", dependencies: ["WildDuck", "Store", "Maildir", "WebSocket", "Net"],

@@ -86,7 +86,7 @@ public enum MaildirError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .nameTooLong(path, op):
             "name too long while \(op.rawValue) \(path): the file system refused it; use a shorter Maildir root path\(Self.tail(op))"
         case let .alreadyExists(path):
-            "\(path) already exists and was not overwritten: another copy of this message is already delivered; run `wdsync verify` to reconcile; nothing was half-delivered"
+            "\(path) already exists and was not overwritten: another copy of this message is already delivered; run `wdsync --verify` to reconcile; nothing was half-delivered"
         case let .folderExists(path):
             "a folder already exists at \(path) and was not overwritten: move it out of the way and re-run wdsync"
         case let .notFound(path, op):

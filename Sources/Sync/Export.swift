@@ -18,7 +18,7 @@ extension Mirror {
         // Files renamed into place but not recorded can only exist if an export was interrupted
         // while downloading; the flag is set around downloads and cleared when the export ends.
         let interrupted = try store.isExporting()
-        var flagged = interrupted
+        var markedExporting = interrupted   // the cache says "exporting" (see `isExporting`)
         let mailboxes = try store.mailboxes()
         let folderOf = try placeFolders(mailboxes)
         downloadProgress = nil
@@ -60,7 +60,7 @@ extension Mirror {
                            let placed = try relocate(orphan.file, folder: folder, flags: flags) {
                             try store.removeOrphan(file: orphan.file)
                             try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: orphan.uniq, file: placed, sha256: orphan.sha256)
-                            summary.reused += 1
+                            summary.moved += 1
                             continue
                         }
                         // Crash recovery: a file renamed into place by an interrupted export but not
@@ -87,9 +87,9 @@ extension Mirror {
                 }
             }
             // Rows waiting for a download stay dirty, so fetch them before asking for more.
-            if !downloads.isEmpty && !flagged {
+            if !downloads.isEmpty && !markedExporting {
                 try store.setExporting(true)
-                flagged = true
+                markedExporting = true
             }
             try download(downloads)
             downloads.removeAll()
@@ -110,7 +110,7 @@ extension Mirror {
             }
             try store.removeDeadFolder(folder)
         }
-        if flagged { try store.setExporting(false) }
+        if markedExporting { try store.setExporting(false) }
     }
 
     /// Takes the files of orphans that are kept for a possible move out of the readers' view:

@@ -8,7 +8,7 @@ import Synchronization
 extension SyncSummary {
     /// What the pass changed in the Maildir.
     public var changes: ChangeCounts {
-        ChangeCounts(new: downloaded + recovered, bytes: bytesDownloaded, changed: renamed + reused, removed: removed)
+        ChangeCounts(new: downloaded + recovered, bytes: bytesDownloaded, changed: renamed + moved, removed: removed)
     }
 }
 

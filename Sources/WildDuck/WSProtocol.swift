@@ -14,13 +14,6 @@ public enum WSProtocol {
         return JSON.object([("type", .string("subscribe")), ("channel", .string(channel.rawValue)), ("data", .object(data))]).text
     }
 
-    /// `fetch` of the next page of a mailbox's messages.
-    public static func fetch(mailboxId: String, cursor: String?) -> String {
-        var data: [(String, JSON)] = [("mailboxId", .string(mailboxId))]
-        if let cursor { data.append(("cursor", .string(cursor))) }
-        return JSON.object([("type", .string("fetch")), ("channel", .string("messages")), ("data", .object(data))]).text
-    }
-
     /// The secret-free form of an outgoing message, for the debug log.
     public static func redacted(_ text: String) -> String {
         guard var json = try? JSON.parse(text), case .object(var members) = json else { return "<unparseable>" }

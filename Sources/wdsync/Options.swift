@@ -24,7 +24,7 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "maildir", short: nil, value: "DIR", help: "Maildir root. Default: $XDG_DATA_HOME/wdsync/ACCOUNT/mail"),
     OptionSpec(long: "db", short: nil, value: "FILE", help: "SQLite cache. Default: $XDG_DATA_HOME/wdsync/ACCOUNT/cache.sqlite"),
     OptionSpec(long: "layout", short: nil, value: "verbatim|maildir++", help: "Folder layout (default verbatim: Work/Projects → DIR/Work/Projects)."),
-    OptionSpec(long: "ca-file", short: nil, value: "FILE", help: "Trust this CA bundle for https:// instead of the system store."),
+    OptionSpec(long: "ca-file", short: nil, value: "FILE", help: "Also trust the CA certificates in this PEM file for https:// and wss:// (in addition to the system store)."),
     OptionSpec(long: "insecure", short: nil, value: nil, help: "Do not verify TLS certificates (prints a warning)."),
     OptionSpec(long: "connections", short: nil, value: "N", help: "Parallel message downloads (default 4)."),
     OptionSpec(long: "post-sync", short: nil, value: "CMD", help: "Shell command to run after each --once, and in the daemon after changes (at most every 2 s), e.g. notmuch new."),
@@ -33,6 +33,7 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "max-reconnect-delay", short: nil, value: "MS", help: "Live sync: longest reconnection delay (default 32000)."),
     OptionSpec(long: "reconnect-attempts", short: nil, value: "N", help: "Live sync: give up after N failed reconnections (default 0 = never)."),
     OptionSpec(long: "ping-interval", short: nil, value: "S", help: "Live sync: seconds between our WebSocket pings; no pong within 5 s means a dead connection (default 10)."),
+    OptionSpec(long: "ws-retry-interval", short: nil, value: "S", help: "Live sync: while on SSE or REST polling, seconds between tries of the WebSocket (default 300; SIGUSR1 tries at once)."),
     OptionSpec(long: "pull-only", short: nil, value: nil, help: "Never write to the server (a pure backup): local changes are kept but neither pushed nor reverted. Config: pull-only = yes"),
     OptionSpec(long: "allow-mass-delete", short: nil, value: nil, help: "Let this run delete 10 or more messages and over 25 % of a mailbox on the server (see exit code 66).", configKey: false),
     OptionSpec(long: "config", short: nil, value: "FILE", help: "Config file. Default: $XDG_CONFIG_HOME/wdsync/config", configKey: false),
@@ -191,6 +192,7 @@ func liveOptions(_ values: [String: String]) throws -> LiveOptions {
     if let v = try number("max-reconnect-delay", 1...3_600_000) { o.maxReconnectDelay = v / 1000 }
     if let v = try number("reconnect-attempts", 0...1_000_000) { o.reconnectAttempts = Int(v) }
     if let v = try number("ping-interval", 0.1...3600) { o.pingInterval = v }
+    if let v = try number("ws-retry-interval", 1...86400) { o.wsProbeInterval = v }
     o.maxReconnectDelay = max(o.maxReconnectDelay, o.reconnectDelay)
     return o
 }

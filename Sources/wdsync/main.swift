@@ -129,7 +129,7 @@ func run() -> ExitCode {
             withExtendedLifetime(lock) {}
             log.log(.info, String(format: "synced %d mailboxes (%d changed): %d downloaded (%.1f MB), %d moved, %d renamed, %d removed in %.2f s",
                                   summary.mailboxesListed, summary.mailboxesChanged, summary.downloaded,
-                                  Double(summary.bytesDownloaded) / 1_000_000, summary.reused, summary.renamed,
+                                  Double(summary.bytesDownloaded) / 1_000_000, summary.moved, summary.renamed,
                                   summary.removed, seconds))
             if summary.pushRequests > 0 || summary.pending > 0 {
                 log.log(.info, "pushed \(summary.pushedFlags) flag changes, \(summary.pushedMoves) moves, \(summary.pushedDeletes) deletes, \(summary.uploaded) uploads in \(summary.pushRequests) requests; \(summary.pending) pending\(account.pullOnly ? " (pull-only)" : "")")

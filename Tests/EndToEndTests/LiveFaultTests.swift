@@ -142,6 +142,18 @@ import WildDuckSim
         #expect(d.terminate() == 0)
     }
 
+    @Test func onAFallbackTheWebSocketIsTriedAgainEveryRetryInterval() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 5)
+        h.server.injectFault(.status(404, body: #"{"code":"ResourceNotFound","message":"not here"}"#), on: "ws", count: 1)
+        // No SIGUSR1 here: only --ws-retry-interval brings it back (the default is 300 s).
+        let d = try h.startDaemon(extra: ["--ws-retry-interval", "1", "--poll-interval", "3600"])
+        #expect(d.waitForLog("to SSE"), "\(d.log.suffix(1500))")
+        #expect(d.waitForLog("connected (WebSocket)"), "\(d.log.suffix(1500))")
+        try expectDelivery(h, "after-retry")
+        #expect(d.terminate() == 0)
+    }
+
     @Test func aServerThatIsDownAtStartOrFailsMidwayIsWaitedFor() throws {
         let h = try Harness()
         try h.seedStandard(generated: 5)
