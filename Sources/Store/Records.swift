@@ -128,6 +128,23 @@ extension Store {
     public func setLastEventId(_ id: String?) throws {
         try db.run("UPDATE account SET last_event_id = ? WHERE id = 1", SQLValue(id))
     }
+    /// Journal ids already applied near the position (see migration 0005).
+    public func journalSeen() throws -> Set<String> {
+        let s = try db.prepare("SELECT id FROM journal_seen")
+        var out = Set<String>()
+        while try s.step() { if let id = s.text(0) { out.insert(id) } }
+        return out
+    }
+
+    /// Records the journal position and the ids around it, in one transaction.
+    public func setJournalPosition(_ id: String?, seen: [String]) throws {
+        try transaction {
+            try db.run("UPDATE account SET last_event_id = ? WHERE id = 1", SQLValue(id))
+            try db.run("DELETE FROM journal_seen")
+            for id in seen { try db.run("INSERT OR IGNORE INTO journal_seen(id) VALUES (?)", .text(id)) }
+        }
+    }
+
     /// Whether downloads of an export are under way — or were, when a process was killed.
     public func isExporting() throws -> Bool {
         let s = try db.prepare("SELECT exporting FROM account WHERE id = 1")
@@ -197,7 +214,9 @@ extension Store {
     /// the same message elsewhere re-uses them) and its folder is queued for removal.
     /// A message moved locally out of it whose move was not pushed keeps its file: the move
     /// becomes an upload of that file to the target (the mail is never lost); its other pending
-    /// mutations are dropped, with a warning from the push for uploads into it.
+    /// mutations are dropped, and so are uploads into it (their files stay on disk, in a folder
+    /// the exporter keeps because it holds files wdsync did not write). Moves into it are undone:
+    /// their files go back to their own folders.
     public func removeMailbox(id: String) throws {
         try convertMovesToUploads(from: id, uid: nil)
         try db.run("DELETE FROM outbox WHERE mailbox_id = ? AND kind IN ('flags', 'delete', 'upload')", .text(id))

@@ -29,6 +29,15 @@ extension Mirror {
             _ = subscribe(try store.mailboxes().map(\.id).filter { !known.contains($0) })
             return BatchTiming(committed: .now, exported: .now)
         }
+        let committed = try applyEvents(events, subscribe: subscribe)
+        try export(keepOrphans: keepOrphans)
+        return BatchTiming(committed: committed, exported: .now)
+    }
+
+    /// `apply` without the export (`--once` applies the journal's replay with it, then exports
+    /// once at the end of the pass). Repeats are harmless: an event says what the state became,
+    /// and a message that is already in the cache is not read again for a repeated EXISTS.
+    func applyEvents(_ events: [RemoteEvent], subscribe: ([String]) -> Bool = { _ in false }) throws -> ContinuousClock.Instant {
         var fetch: [String: Set<Int>] = [:]
         var relist = Set<String>()
         var mailboxList = false, settings = false
@@ -37,7 +46,10 @@ extension Mirror {
             switch event {
             case .messageFlags(let m, let uid, _):
                 if try store.message(mailboxId: m, uid: uid) == nil { fetch[m, default: []].insert(uid) }
-            case .messageAdded(let m, let uid), .messageChanged(let m, let uid):
+            case .messageAdded(let m, let uid):
+                // Uids are never reused (RFC 3501 §2.3.1.1): a known one is a repeated event.
+                if try store.message(mailboxId: m, uid: uid) == nil { fetch[m, default: []].insert(uid) }
+            case .messageChanged(let m, let uid):
                 fetch[m, default: []].insert(uid)
             case .mailboxDirty(let m): relist.insert(m)
             case .mailboxesChanged: mailboxList = true
@@ -90,8 +102,7 @@ extension Mirror {
         }
         let committed = ContinuousClock.now
         for mailbox in try store.mailboxes() where relist.contains(mailbox.id) { try syncMessages(of: mailbox) }
-        try export(keepOrphans: keepOrphans)
-        return BatchTiming(committed: committed, exported: .now)
+        return committed
     }
 
     /// The current list items of the given uids of one mailbox (those the server still has).

@@ -240,6 +240,7 @@ public final class LiveSync: Sendable {
         let mirror = try Mirror(config: config, log: log)
         let inbox = self.inbox
         mirror.isCancelled = { inbox.stopRequested }
+        mirror.readsJournal = false   // its event source follows the journal itself
         try mirror.store.recordDaemon(pid: Int(getpid()))
         defer { try? mirror.store.recordDaemon(pid: nil) }
         log.log(.verbose, "initial sync")

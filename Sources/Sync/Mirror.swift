@@ -43,6 +43,8 @@ public struct SyncSummary: Sendable, Equatable {
     public var uploaded = 0
     public var pushRequests = 0
     public var pending = 0         // mutations still in the outbox after the pass
+    /// Mailboxes brought up to date from the server's journal instead of a listing.
+    public var fromJournal = 0
     /// Files not uploaded because they are larger than the server accepts.
     public var tooLarge: [String] = []
     /// Mailboxes where the mass-delete breaker held the deletes: "path (n of m)".
@@ -73,6 +75,10 @@ public final class Mirror {
     public var isCancelled: @Sendable () -> Bool = { false } {
         didSet { session.isCancelled = isCancelled }
     }
+    /// `syncOnce` catches up from the server's journal (see `JournalReplay`) and keeps a journal
+    /// position. The daemon turns it off: its own event source follows the journal.
+    public var readsJournal = true
+    var journal = JournalReplay()
     /// Told how a pass advances (the progress line on a terminal): per listing page and per
     /// batch of recorded downloads, on this mirror's thread.
     public var onProgress: ((SyncProgress) -> Void)?
@@ -134,11 +140,17 @@ public final class Mirror {
                                            maildir: maildir.root, layout: config.layout.rawValue))
         try push()
         try syncSettings()
+        let started = Int(Date().timeIntervalSince1970)
         let changed = try syncMailboxList()
-        for mailbox in changed { try syncMessages(of: mailbox) }
+        let (relist, read) = try catchUpFromJournal(changed)
+        for mailbox in relist { try syncMessages(of: mailbox) }
         try export()
         try scanLocal()
         try store.setSyncedNow()
+        if readsJournal {
+            let next = journal.nextPosition(started: started, readFrom: read?.from, seen: read?.seen ?? [])
+            try store.setJournalPosition(next.position, seen: next.seen)
+        }
         summary.pending = try store.outboxCount()
         return summary
     }
@@ -202,6 +214,37 @@ public final class Mirror {
         let changed = try store.mailboxes().filter { $0.syncedIndex != $0.modifyIndex }
         summary.mailboxesChanged = changed.count
         return changed
+    }
+
+    /// Brings the changed mailboxes the journal can account for up to date from its replay
+    /// (through the same path as the daemon's events, so pending local changes are merged as a
+    /// listing would), and returns those that must still be listed — and, when the replay was
+    /// read, where from and the ids applied (for the next position).
+    func catchUpFromJournal(_ changed: [MailboxRecord]) throws -> (relist: [MailboxRecord], read: (from: String, seen: Set<String>)?) {
+        guard readsJournal, changed.contains(where: { $0.syncedIndex != nil }) else { return (changed, nil) }
+        guard let resume = journal.resumeId(position: try store.lastEventId(), now: Date().timeIntervalSince1970) else {
+            log.log(.verbose, "no journal position from the last \(Int(journal.journalLife - journal.ageMargin) / 60) minutes; listing the changed mailboxes")
+            return (changed, nil)
+        }
+        let seen = try store.journalSeen()
+        let outcome = journal.read(session: session, resumeId: resume, changed: changed, seen: seen, log: log)
+        if let failure = outcome.failure {
+            log.log(.verbose, "\(failure); listing the changed mailboxes")
+            return (changed, nil)
+        }
+        if !outcome.proven.isEmpty {
+            _ = try applyEvents(outcome.events)
+            var highest: [String: Int] = [:]
+            for case .messageAdded(let m, let uid) in outcome.events { highest[m] = max(highest[m] ?? 0, uid) }
+            try store.transaction {
+                for (id, index) in outcome.proven {
+                    try store.setMailboxSynced(id: id, index: index, highestUid: highest[id] ?? 0)
+                }
+            }
+            log.log(.verbose, "\(outcome.proven.count) mailboxes brought up to date from the journal (\(outcome.events.count) events)")
+        }
+        summary.fromJournal = outcome.proven.count
+        return (changed.filter { outcome.proven[$0.id] == nil }, (resume, seen.union(outcome.ids)))
     }
 
     /// Re-lists one mailbox page by page and applies new, changed and vanished messages.

@@ -13,39 +13,21 @@ final class SSESource: EventSource {
 
     init(session: Session, lastEventId: String?, inbox: Inbox, log: SyncLog) {
         let thread = Thread { [handle] in
-            let connector = session.connector
-            let connection = HTTPConnection(endpoint: session.endpoint, timeout: 120) { endpoint in
-                let s = try connector(endpoint)
-                handle.set(s)
-                return s
-            }
-            var headers = [("X-Access-Token", session.token ?? ""), ("Accept", "text/event-stream")]
-            if let lastEventId { headers.append(("Last-Event-ID", lastEventId)) }
-            var parser = SSEParser()
-            var status = 0
-            var errorBody = [UInt8]()
             let note: SourceNote
             do {
-                _ = try connection.stream("GET", "/users/\(session.userId ?? "me")/updates", headers: headers, onHead: { head in
-                    status = head.status
-                    if status == 200 { inbox.note(.connected(.sse)) }
-                }, sink: { chunk in
-                    guard status == 200 else { if errorBody.count < 4096 { errorBody += chunk }; return }
-                    for event in try parser.feed(chunk) {
-                        inbox.push(JournalEvents.decode(event), lastEventId: event.id)
-                    }
-                })
-                if status == 200 {
+                let end = try JournalStream.run(session: session, lastEventId: lastEventId, handle: handle, timeout: 120,
+                                                onOpen: { inbox.note(.connected(.sse)) },
+                                                onEntry: { inbox.push($0.events, lastEventId: $0.id) })
+                switch end {
+                case .ended:
                     note = .failed(.sse, reason: "the server ended the update stream", unavailable: false, auth: false)
-                } else {
-                    let code = (try? JSON.parse(errorBody))?["code"]?.string
+                case .refused(let status, let code):
                     note = .failed(.sse, reason: "the update stream was refused (HTTP \(status)\(code.map { ", \($0)" } ?? ""))",
                                    unavailable: status == 404 || status == 405, auth: code == "InvalidToken")
                 }
             } catch {
                 note = .failed(.sse, reason: "update stream: \(error)", unavailable: false, auth: false)
             }
-            connection.close()
             if !handle.isClosed { inbox.note(note) }
             _ = log
         }

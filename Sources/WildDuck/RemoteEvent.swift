@@ -92,31 +92,75 @@ public enum SSEError: Error, CustomStringConvertible, Sendable {
     public var description: String { "an update event is larger than the limit" }
 }
 
-/// WildDuck's journal entries (the SSE `/updates` stream) as remote events.
-public enum JournalEvents {
-    /// Events for one SSE event. A payload that does not decode becomes `.resync`.
-    public static func decode(_ event: SSEParser.Event) -> [RemoteEvent] {
-        if event.event == "error" { return [.resync] }
-        guard let json = try? JSON.parse(event.data), let command = json["command"]?.string else {
-            return [.resync]
+/// One entry of WildDuck's journal as the `/updates` stream sends it: what it says (for the
+/// replay's accounting, see `JournalReplay`) and the remote events it means.
+///
+/// Frames are written by `formatJournalData`
+/// (https://github.com/nodemailer/wildduck/blob/master/lib/api/updates.js#L218-L236): no `event:`
+/// line, the JSON without `_id`, `user`, `modseq`, `created`, then `id: <journal _id>`. A failed
+/// replay is an `event: error` frame (updates.js#L189-L191).
+public struct JournalEntry: Sendable, Equatable {
+    public var id: String?
+    /// `EXISTS`, `EXPUNGE`, `FETCH`, `COUNTERS`, …; nil when the payload does not decode.
+    public var command: String?
+    public var mailbox: String?
+    public var uid: Int?
+    public var isError: Bool
+    public var events: [RemoteEvent]
+
+    public init(_ event: SSEParser.Event) {
+        id = event.id.flatMap { ServerID.isObjectId($0) ? $0.lowercased() : nil }
+        isError = event.event == "error"
+        guard !isError, let json = try? JSON.parse(event.data), let command = json["command"]?.string else {
+            command = nil; mailbox = nil; uid = nil
+            events = [.resync]
+            return
         }
+        self.command = command
         // Ids that are not valid (see `ServerID`) count as absent: the event then only makes
         // the mailbox, or everything, be re-read over REST.
         let mailbox = ServerID.objectId(json["mailbox"])
         let uid = ServerID.uid(json["uid"])
+        self.mailbox = mailbox
+        self.uid = uid
         switch (command, mailbox, uid) {
-        case ("EXISTS", let m?, let u?): return [.messageAdded(mailbox: m, uid: u)]
-        case ("EXPUNGE", let m?, let u?): return [.messageRemoved(mailbox: m, uid: u)]
+        case ("EXISTS", let m?, let u?): events = [.messageAdded(mailbox: m, uid: u)]
+        case ("EXPUNGE", let m?, let u?): events = [.messageRemoved(mailbox: m, uid: u)]
         case ("FETCH", let m?, let u?):
             if let flags = json["flags"]?.array?.compactMap(\.string) {
-                return [.messageFlags(mailbox: m, uid: u, flags: flags)]
+                events = [.messageFlags(mailbox: m, uid: u, flags: flags)]
+            } else {
+                events = [.messageChanged(mailbox: m, uid: u)]
             }
-            return [.messageChanged(mailbox: m, uid: u)]
-        case ("CREATE", _, _), ("RENAME", _, _), ("DELETE", _, _): return [.mailboxesChanged]
-        case ("COUNTERS", _, _), ("LOGOUT", _, _): return []
-        case ("DROP", let m?, _): return [.mailboxDirty(m)]
-        case (_, let m?, _): return [.mailboxDirty(m)]
-        default: return [.resync]
+        case ("CREATE", _, _), ("RENAME", _, _), ("DELETE", _, _): events = [.mailboxesChanged]
+        case ("COUNTERS", _, _), ("LOGOUT", _, _): events = []
+        case ("DROP", let m?, _): events = [.mailboxDirty(m)]
+        case (_, let m?, _): events = [.mailboxDirty(m)]
+        default: events = [.resync]
         }
+    }
+}
+
+/// WildDuck's journal entries (the SSE `/updates` stream) as remote events.
+public enum JournalEvents {
+    /// Events for one SSE event. A payload that does not decode becomes `.resync`.
+    public static func decode(_ event: SSEParser.Event) -> [RemoteEvent] { JournalEntry(event).events }
+}
+
+/// Journal ids are MongoDB ObjectIds: 4 bytes of creation time in seconds, then 5 bytes of
+/// per-process randomness and a 3-byte counter (https://www.mongodb.com/docs/manual/reference/method/ObjectId/).
+/// So an id also says *when*, and `_id > id(T)` asks the journal for everything since T.
+public enum ObjectIdTime {
+    /// The creation time (unix seconds) of an ObjectId, or nil when it is not one.
+    public static func seconds(of id: String) -> Int? {
+        guard ServerID.isObjectId(id) else { return nil }
+        return Int(id.prefix(8), radix: 16)
+    }
+
+    /// The smallest ObjectId created at `seconds`: every id from that second on is greater.
+    public static func id(atSeconds seconds: Int) -> String {
+        let t = UInt32(clamping: max(0, seconds))
+        let hex = String(t, radix: 16)
+        return String(repeating: "0", count: 8 - hex.count) + hex + String(repeating: "0", count: 16)
     }
 }

@@ -657,6 +657,22 @@ public final class SimAccount: Sendable {
         mutate { $0.journalTTLms = Int64(seconds * 1000) }
     }
 
+    /// A write that leaves no journal entry (a lost insert, another tool writing to the
+    /// database): the message's flags change and its mailbox's `modifyIndex` moves, silently.
+    public func setFlagsUnjournaled(mailboxId: String, uid: Int, seen: Bool? = nil, flagged: Bool? = nil) throws {
+        try mutate { s in
+            guard var mb = s.mailboxes[mailboxId] else { throw SimAccountError.noSuchMailbox }
+            guard let i = mb.index(ofUid: uid) else { throw SimAccountError.messageNotFound }
+            s.mailboxes[mailboxId] = nil
+            defer { s.mailboxes[mailboxId] = mb }
+            var f = mb.byDate[i].flags
+            if let v = seen { if v != f.seen { mb.unseen += v ? -1 : 1 }; f.seen = v }
+            if let v = flagged { f.flagged = v; f.flaggedField = nil }
+            mb.byDate[i].flags = f
+            mb.modifyIndex += 1
+        }
+    }
+
     // MARK: seeding
 
     /// Delivers every regular file under `directory` (recursively, sorted by path) into the mailbox.

@@ -1,0 +1,236 @@
+import Foundation
+import Net
+import Store
+import Synchronization
+import WildDuck
+
+/// WildDuck's journal, read over `GET /users/:user/updates` (Server-Sent Events). The daemon's
+/// SSE source and `--once` both read it through `JournalStream`; `JournalReplay` is what `--once`
+/// makes of it. The server's behaviour this relies on, in
+/// https://github.com/nodemailer/wildduck/blob/master/lib/api/updates.js and
+/// https://github.com/nodemailer/wildduck/blob/master/lib/imap-notifier.js (see also
+/// docs/incremental-sync.md):
+/// - with a `Last-Event-ID` (header or query, 24 hex) the server first sends every journal entry
+///   of the user with `_id` greater than it, oldest first (updates.js#L187-L199, #L238-L246);
+///   without one it sends no backlog at all (updates.js#L200-L213);
+/// - after those entries it sends one `COUNTERS` per mailbox the replay touched, with the last
+///   entry's id (updates.js#L253-L296). The listener that reads live changes is only added
+///   once the replay is written (updates.js#L193 calls `setup`), so the first `COUNTERS` on a
+///   connection comes after every replayed entry. Live reads send `COUNTERS` too
+///   (updates.js#L144), and the first of them starts again from the id the client sent, as the
+///   replay does not move it (updates.js#L148 vs #L187-L199): replayed entries come twice;
+/// - a failed replay is an `event: error` frame (updates.js#L189-L191);
+/// - journal ids are ObjectIds made by whichever process writes the entry
+///   (imap-notifier.js#L223, `insertMany`), so across processes they are only roughly ordered;
+/// - entries live 3 hours (the `journal_autoexpire` TTL index on `created`,
+///   https://github.com/nodemailer/wildduck/blob/master/indexes.yaml#L560-L566).
+enum JournalStream {
+    enum End: Sendable {
+        /// The server closed the stream (or `handle` was closed).
+        case ended
+        /// Not a 200: 404/405 mean the server has no such endpoint.
+        case refused(status: Int, code: String?)
+    }
+
+    /// Opens the stream and hands every entry to `onEntry` until it ends or `handle` is closed.
+    static func run(session: Session, lastEventId: String?, handle: CloseHandle, timeout: Double,
+                    onOpen: () -> Void, onEntry: (JournalEntry) -> Void) throws -> End {
+        let connector = session.connector
+        let connection = HTTPConnection(endpoint: session.endpoint, timeout: timeout) { endpoint in
+            let s = try connector(endpoint)
+            handle.set(s)
+            return s
+        }
+        defer { connection.close() }
+        var headers = [("X-Access-Token", session.token ?? ""), ("Accept", "text/event-stream")]
+        if let lastEventId { headers.append(("Last-Event-ID", lastEventId)) }
+        var parser = SSEParser()
+        var status = 0
+        var errorBody = [UInt8]()
+        _ = try connection.stream("GET", "/users/\(session.userId ?? "me")/updates", headers: headers, onHead: { head in
+            status = head.status
+            if status == 200 { onOpen() }
+        }, sink: { chunk in
+            guard status == 200 else { if errorBody.count < 4096 { errorBody += chunk }; return }
+            for event in try parser.feed(chunk) { onEntry(JournalEntry(event)) }
+        })
+        if status == 200 { return .ended }
+        return .refused(status: status, code: (try? JSON.parse(errorBody))?["code"]?.string)
+    }
+}
+
+/// `--once` reads what changed since its last run from the journal instead of listing whole
+/// mailboxes, and proves, mailbox by mailbox, that what it read is everything.
+///
+/// THE PROOF RULE. A mailbox whose `modifyIndex` moved from `S` (what the cache mirrors) to `M`
+/// (the listing at the start of this run) is brought up to date from the replay only when all of
+/// these hold; otherwise it is listed again, in full, as without a journal:
+/// 1. there is a stored position, younger than the journal's life (3 h) minus `ageMargin`;
+/// 2. the stream answered 200, sent no `event: error`, no entry that does not decode, and the
+///    replay was read to its end (below) before `timeout`;
+/// 3. every new entry of the mailbox is an EXISTS, EXPUNGE or FETCH with a flag list (anything
+///    else — a FETCH without flags, an unknown command — says "re-read me");
+/// 4. the new entries account for exactly `M − S` steps of `modifyIndex`, counted as WildDuck's
+///    writes make them (checked in its code, see docs/incremental-sync.md): EXISTS and EXPUNGE
+///    one step each (a delivery, an upload, an expunge), or one step per run of them (a move: one
+///    step on the source per request, one on the target per 150 messages); FETCH one step each
+///    (an IMAP STORE) or, per run, one for the request plus one per 150 entries (a REST flag
+///    update). `M − S` must equal one of these sums. A change that left no journal entry — or an
+///    entry the replay did not show — leaves the sum short, and the mailbox is listed.
+/// "New" entries are those not applied before (see `nextPosition`: the replay starts a little
+/// before the last pass, and the ids applied since are kept in the cache, `journal_seen`).
+///
+/// THE END OF THE REPLAY. Nothing in the stream marks it. It has been read when the first
+/// `COUNTERS` arrives (the server writes them after the whole replay, before it listens for live
+/// changes), or when the stream has been quiet for `quiet` seconds (a replay with no COUNTERS:
+/// nothing, or only flag changes that leave `\Seen` alone), or when the server ends the stream.
+/// `timeout` bounds it all; a replay not read to its end proves nothing.
+struct JournalReplay {
+    var ageMargin: Double = 15 * 60
+    var journalLife: Double = 3 * 3600
+    var overlap: Double = 60
+    var quiet: Double = 1
+    var timeout: Double = 30
+
+    struct Outcome {
+        /// Mailboxes brought up to date by `events` (id → modifyIndex they are now at).
+        var proven: [String: Int] = [:]
+        /// The new entries' events for the proven mailboxes, oldest first.
+        var events: [RemoteEvent] = []
+        /// Highest id read, and every id read (for the next position).
+        var lastId: String?
+        var ids: [String] = []
+        /// Why nothing could be proven, for the log (nil when the replay was read).
+        var failure: String?
+    }
+
+    /// The id to send as Last-Event-ID for a stored position, or nil when the position is
+    /// missing or too old for the journal to still hold what followed it.
+    func resumeId(position: String?, now: Double) -> String? {
+        guard let position, let seconds = ObjectIdTime.seconds(of: position) else { return nil }
+        return now - Double(seconds) < journalLife - ageMargin ? position.lowercased() : nil
+    }
+
+    /// The position after a complete pass that started at `started` (unix seconds). Everything
+    /// the journal held before the pass started is in the cache, so a pass that read nothing
+    /// moves the position to just after its start. A pass that read the replay keeps it
+    /// `overlap` seconds behind its start (never before where it read from): ids of different
+    /// server processes are only roughly ordered, and an entry that lands late behind ids
+    /// already read is then still read — the ids already applied are kept in `seen` and
+    /// neither applied nor counted twice.
+    func nextPosition(started: Int, readFrom: String?, seen: Set<String>) -> (position: String, seen: [String]) {
+        guard let readFrom else { return (ObjectIdTime.id(atSeconds: started + 1), []) }
+        let position = max(readFrom, ObjectIdTime.id(atSeconds: started - Int(overlap)))
+        return (position, seen.filter { $0 > position }.sorted())
+    }
+
+    /// Reads the replay since `resumeId` and decides which of `changed` it brings up to date.
+    func read(session: Session, resumeId: String, changed: [MailboxRecord], seen: Set<String>, log: SyncLog) -> Outcome {
+        let entries = collect(session: session, resumeId: resumeId, log: log)
+        var outcome = Outcome()
+        if case .failure(let why) = entries { outcome.failure = why; return outcome }
+        guard case .success(let list) = entries else { return outcome }
+        for e in list { if let id = e.id { outcome.ids.append(id) } }
+        outcome.lastId = outcome.ids.max()
+        if let bad = list.first(where: { $0.command == nil }) {
+            outcome.failure = bad.isError ? "the server reported an error while replaying its journal" : "an update did not decode"
+            return outcome
+        }
+        let fresh = list.filter { e in e.command != "COUNTERS" && !(e.id.map(seen.contains) ?? false) }
+        for mailbox in changed {
+            guard let synced = mailbox.syncedIndex, mailbox.modifyIndex > synced else { continue }
+            let own = fresh.filter { $0.mailbox == mailbox.id }
+            if Self.explains(own, steps: mailbox.modifyIndex - synced) {
+                outcome.proven[mailbox.id] = mailbox.modifyIndex
+            } else {
+                log.log(.verbose, "the journal does not account for every change in \(mailbox.path) (\(own.count) entries for \(mailbox.modifyIndex - synced) modifyIndex steps); listing it")
+            }
+        }
+        outcome.events = fresh.filter { $0.mailbox.map { outcome.proven[$0] != nil } ?? false }.flatMap(\.events)
+        return outcome
+    }
+
+    /// Rule 3 and 4 above: whether `entries` (one mailbox's new entries, oldest first) account
+    /// for exactly `steps` steps of its modifyIndex.
+    static func explains(_ entries: [JournalEntry], steps: Int) -> Bool {
+        var runs: [(command: String, count: Int)] = []
+        for e in entries {
+            guard let command = e.command, e.uid != nil, ["EXISTS", "EXPUNGE", "FETCH"].contains(command),
+                  e.events.count == 1 else { return false }
+            if case .messageChanged = e.events[0] { return false }
+            if runs.last?.command == command { runs[runs.count - 1].count += 1 } else { runs.append((command, 1)) }
+        }
+        func sums(_ command: String, perRun: (Int) -> Int) -> Set<Int> {
+            let mine = runs.filter { $0.command == command }
+            return [mine.reduce(0) { $0 + $1.count }, mine.reduce(0) { $0 + perRun($1.count) }]
+        }
+        let batches = { (n: Int) in (n + 149) / 150 }
+        let added = sums("EXISTS", perRun: batches)
+        let removed = sums("EXPUNGE") { _ in 1 }
+        let flagged = sums("FETCH") { 1 + batches($0) }
+        for a in added { for r in removed { for f in flagged where a + r + f == steps { return true } } }
+        return false
+    }
+
+    private enum Collected { case success([JournalEntry]), failure(String) }
+
+    /// Reads entries until the end of the replay (see above), then closes the stream.
+    private func collect(session: Session, resumeId: String, log: SyncLog) -> Collected {
+        struct State {
+            var entries: [JournalEntry] = []
+            var lastActivity = ContinuousClock.now
+            var counters = false
+            var opened = false
+            var end: Result<JournalStream.End, Error>?
+        }
+        let state = Mutex(State())
+        let wake = DispatchSemaphore(value: 0)
+        let finished = DispatchSemaphore(value: 0)
+        let handle = CloseHandle()
+        let timeout = self.timeout
+        let thread = Thread {
+            let end = Result {
+                try JournalStream.run(session: session, lastEventId: resumeId, handle: handle, timeout: timeout,
+                                      onOpen: { state.withLock { $0.opened = true; $0.lastActivity = .now }; wake.signal() },
+                                      onEntry: { entry in
+                    state.withLock { s in
+                        if entry.command == "COUNTERS" { s.counters = true }
+                        s.entries.append(entry)
+                        s.lastActivity = .now
+                    }
+                    wake.signal()
+                })
+            }
+            state.withLock { $0.end = end }
+            wake.signal()
+            finished.signal()
+        }
+        thread.start()
+        let deadline = ContinuousClock.now + .seconds(timeout)
+        var result: Collected = .failure("reading the journal took longer than \(Int(timeout)) s")
+        reading: while ContinuousClock.now < deadline {
+            let (end, counters, last, opened, error) = state.withLock { s in
+                (s.end, s.counters, s.lastActivity, s.opened, s.entries.contains { $0.isError })
+            }
+            if let end {
+                switch end {
+                case .success(.ended): result = .success(state.withLock { $0.entries })
+                case .success(.refused(let status, let code)):
+                    result = .failure(status == 404 || status == 405 ? "the server has no update stream (HTTP \(status))"
+                                      : "the update stream was refused (HTTP \(status)\(code.map { ", \($0)" } ?? ""))")
+                case .failure(let error): result = .failure("update stream: \(error)")
+                }
+                break reading
+            }
+            if counters || error || (opened && ContinuousClock.now - last >= .seconds(quiet)) {
+                result = .success(state.withLock { $0.entries })
+                break reading
+            }
+            let wait = (opened ? min(deadline, last + .seconds(quiet)) : deadline) - ContinuousClock.now
+            _ = wake.wait(timeout: .now() + max(0.001, Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18))
+        }
+        handle.close()
+        finished.wait()
+        return result
+    }
+}

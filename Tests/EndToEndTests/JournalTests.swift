@@ -1,0 +1,143 @@
+import Foundation
+import Store
+import Testing
+import WildDuck
+import WildDuckSim
+
+/// `wdsync --once` catching up from the server's journal (the SSE replay) instead of listing
+/// whole mailboxes, and listing them whenever the replay cannot prove it saw every change.
+/// Request counts come from the simulator's request log, never from timing.
+@Suite(.serialized) struct JournalTests {
+    /// A synced account with 300 messages in INBOX; returns INBOX's id.
+    func synced(_ h: Harness) throws -> String {
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        let work = try h.account.createMailbox(path: "Work")
+        try h.account.generate(count: 300, mailboxIds: [inbox], seed: 3, sizeMix: .small)
+        try h.account.generate(count: 40, mailboxIds: [work], seed: 4, sizeMix: .small)
+        try h.sync()
+        try h.expectMirror()
+        return inbox
+    }
+
+    /// 100 deliveries and 100 flag changes (as IMAP clients make them) in INBOX.
+    func change(_ h: Harness, inbox: String, offset: Int = 0) throws {
+        for (i, m) in h.account.messages(mailboxId: inbox).dropFirst(offset).prefix(100).enumerated() {
+            try h.account.setFlags(mailboxId: inbox, uid: m.uid, seen: !m.seen, flagged: i % 3 == 0 ? !m.flagged : nil)
+        }
+        for i in 0..<100 {
+            try h.account.deliver(Array("From: a@b\r\nSubject: new \(offset) \(i)\r\nMessage-ID: <j\(offset).\(i)@x>\r\n\r\nbody \(i)\r\n".utf8), to: inbox)
+        }
+    }
+
+    @Test func changesComeFromTheReplayInAFewRequests() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        try change(h, inbox: inbox)
+        h.server.resetStats()
+        let run = try h.sync(extra: ["-v"])
+        try h.expectMirror()
+        let stats = h.server.stats()
+        #expect(stats["message.eml"] == 100)
+        #expect(stats["messages"] == 0, "INBOX was listed again: \(run.stderr)")
+        #expect(stats["updates"] == 1)
+        // authenticate, user, autoreply, filters, mailboxes, updates, one search for the new uids
+        #expect(stats.totalRequests - stats["message.eml"] <= 8, "\(stats.perRoute)")
+
+        // Nothing changed since: no stream, the same 5 requests as ever.
+        h.server.resetStats()
+        try h.sync()
+        #expect(h.server.stats().totalRequests == 5, "\(h.server.stats().perRoute)")
+    }
+
+    @Test func aRepeatedReplayIsAppliedOnce() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        try change(h, inbox: inbox)
+        try h.sync()
+        // The next pass reads the same entries again (it starts before them) plus new ones:
+        // those already applied are neither applied nor counted again.
+        try change(h, inbox: inbox, offset: 100)
+        h.server.resetStats()
+        let run = try h.sync(extra: ["-v"])
+        try h.expectMirror()
+        let stats = h.server.stats()
+        #expect(stats["messages"] == 0, "INBOX was listed again: \(run.stderr)")
+        #expect(stats["message.eml"] == 100)
+        let store = try Store(path: h.db)
+        #expect(try store.messages().count == h.account.messages(mailboxId: inbox).count
+                + h.account.messages(mailboxId: try #require(h.account.mailboxId(path: "Work"))).count)
+    }
+
+    @Test func aChangeTheJournalDoesNotCarryIsStillPickedUp() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        let work = try #require(h.account.mailboxId(path: "Work"))
+        try change(h, inbox: inbox)
+        // One silent change next to journaled ones, one in a mailbox with no entry at all.
+        let quiet = try #require(h.account.messages(mailboxId: inbox).last { !$0.flagged })
+        try h.account.setFlagsUnjournaled(mailboxId: inbox, uid: quiet.uid, flagged: true)
+        let other = try #require(h.account.messages(mailboxId: work).first)
+        try h.account.setFlagsUnjournaled(mailboxId: work, uid: other.uid, seen: !other.seen)
+        h.server.resetStats()
+        try h.sync()
+        try h.expectMirror()
+        #expect(h.server.stats()["messages"] >= 2, "both mailboxes are listed again")
+    }
+
+    @Test func anExpiredJournalMeansAFullListingAndNothingMissed() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        try change(h, inbox: inbox)
+        // Four hours later the server's journal has forgotten these changes.
+        let later = Date().addingTimeInterval(4 * 3600)
+        h.account.setClock { later }
+        h.server.resetStats()
+        try h.sync()
+        try h.expectMirror()
+        #expect(h.server.stats()["messages"] > 0)
+        #expect(h.server.stats()["message.eml"] == 100)
+    }
+
+    @Test func aPositionOlderThanTheJournalIsNotUsed() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        let old = ObjectIdTime.id(atSeconds: Int(Date().timeIntervalSince1970) - 3 * 3600)
+        try Store(path: h.db).setJournalPosition(old, seen: [])
+        try change(h, inbox: inbox)
+        h.server.resetStats()
+        try h.sync()
+        try h.expectMirror()
+        #expect(h.server.stats()["updates"] == 0)
+        #expect(h.server.stats()["messages"] > 0)
+    }
+
+    @Test func withoutAnUpdateStreamMailboxesAreListed() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        try change(h, inbox: inbox)
+        h.server.injectFault(.status(404, body: #"{"error":"Not found","code":"ResourceNotFound"}"#), on: "updates", count: 1)
+        h.server.resetStats()
+        try h.sync()
+        try h.expectMirror()
+        #expect(h.server.stats()["updates"] == 1)
+        #expect(h.server.stats()["messages"] > 0)
+    }
+
+    @Test func aPendingLocalChangeIsMergedWithTheReplaysFlags() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        // The user flags a message in the Maildir while the server marks it seen; the local
+        // change stays pending (--pull-only) and the replay's flags are merged into it.
+        let target = try #require(h.account.messages(mailboxId: inbox).first { !$0.seen && !$0.flagged })
+        let row = try #require(try Store(path: h.db).message(mailboxId: inbox, uid: target.uid))
+        let path = h.maildir + "/" + (try #require(row.file))
+        #expect(path.hasSuffix(":2,"))
+        #expect(rename(path, path + "F") == 0)
+        try h.account.setFlags(mailboxId: inbox, uid: target.uid, seen: true)
+        h.server.resetStats()
+        try h.sync(extra: ["--pull-only"])
+        #expect(h.server.stats()["messages"] == 0, "INBOX was listed again")
+        let merged = try #require(try Store(path: h.db).message(mailboxId: inbox, uid: target.uid))
+        #expect(merged.file?.hasSuffix(":2,FS") == true, "\(merged.file ?? "no file")")
+    }
+}
