@@ -158,7 +158,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
                 case .verbatim: check(segment.first != UInt8(ascii: "."), "a segment starting with '.' in \(folder)")
                 case .maildirPlusPlus:
                     // One directory `.A.B`, or the root itself for INBOX.
-                    check(segments.count == 1 && (folder.isEmpty || (folder.hasPrefix(".") && folder != "." && folder != "..")),
+                    check(segments.count == 1 && (folder.isEmpty || (folder.utf8.first == UInt8(ascii: ".") && folder != "." && folder != "..")),
                           "maildir++ folder \(folder)")
                 }
             }

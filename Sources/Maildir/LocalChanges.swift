@@ -49,7 +49,7 @@ extension Maildir {
         for sub in ["new", "cur"] {
             let rel = joinPath(folder, sub)
             guard let listing = try Sys.list(absolutePath(rel)) else { return nil }
-            for name in listing.names where !name.hasPrefix(".") {
+            for name in listing.names where !name.isDotFile {
                 let unique = Self.uniquePart(ofFileName: name)
                 byUnique[unique] = LocalFile(unique: unique, file: rel + "/" + name, flags: MaildirFlags(fileName: name))
             }

@@ -228,7 +228,7 @@ public struct Maildir: Sendable {
             guard let listing = try Sys.list(path) else { continue }
             if listing.foreign > 0 { foreign = true }
             for name in listing.names {
-                if name.hasPrefix(".") || !owns(Self.uniquePart(ofFileName: name)) { foreign = true; continue }
+                if name.isDotFile || !owns(Self.uniquePart(ofFileName: name)) { foreign = true; continue }
                 let r = Sys.removeFile(path + "/" + name)
                 if r != 0 && r != ENOENT {
                     if r == EISDIR || r == EPERM && Sys.kind(path + "/" + name).isDirectory { foreign = true; continue }
@@ -265,7 +265,7 @@ public struct Maildir: Sendable {
         for sub in ["new", "cur"] {
             let rel = joinPath(folder, sub)
             guard let listing = try Sys.list(absolutePath(rel)) else { continue }
-            for name in listing.names where !name.hasPrefix(".") {
+            for name in listing.names where !name.isDotFile {
                 result[Self.uniquePart(ofFileName: name)] = rel + "/" + name
             }
         }
@@ -279,7 +279,7 @@ public struct Maildir: Sendable {
         let tmp = absolutePath(joinPath(folder, "tmp"))
         guard let listing = try Sys.list(tmp) else { return 0 }
         var removed = 0
-        for name in listing.names where !name.hasPrefix(".") && owns(name) {
+        for name in listing.names where !name.isDotFile && owns(name) {
             let r = Sys.removeFile(tmp + "/" + name)
             if r == 0 { removed += 1 } else if r != ENOENT && r != EISDIR {
                 throw .from(errno: r, path: tmp + "/" + name, operation: .removing)
@@ -443,4 +443,11 @@ public struct Maildir: Sendable {
         }
         return (hasher.finalizeHex(), size)
     }
+}
+
+extension String {
+    /// A name starting with the byte `.`: dot-files are never ours and never uploaded. Compared
+    /// as bytes, not Characters: "." followed by a combining mark is one Character that is not
+    /// ".", and `hasPrefix(".")` would miss it.
+    var isDotFile: Bool { utf8.first == UInt8(ascii: ".") }
 }
