@@ -84,7 +84,10 @@ public struct Maildir: Sendable {
 
     /// The unique part of a Maildir file name: everything before the first `:`.
     public static func uniquePart(ofFileName name: String) -> String {
-        if let colon = name.firstIndex(of: ":") { return String(name[..<colon]) }
+        // Bytes, not Characters: a prepended mark (U+0605) before ':' makes one Character of both.
+        if let colon = name.utf8.firstIndex(of: UInt8(ascii: ":")) {
+            return String(decoding: name.utf8[..<colon], as: UTF8.self)
+        }
         return name
     }
 

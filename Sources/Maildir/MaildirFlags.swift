@@ -50,9 +50,11 @@ public struct MaildirFlags: OptionSet, Sendable, Hashable, CustomStringConvertib
     /// Flags of a Maildir file name such as `"1700000000.abc.host:2,RS"`. A name without a
     /// `:2,` info (or with the experimental `:1,`) has no flags.
     public init(fileName: String) {
-        guard let colon = fileName.firstIndex(of: ":") else { self.init(); return }
-        let info = fileName[fileName.index(after: colon)...]
-        guard info.hasPrefix("2,") else { self.init(); return }
-        self.init(letters: info.dropFirst(2))
+        // Bytes, not Characters (see `Maildir.uniquePart(ofFileName:)`).
+        let bytes = fileName.utf8
+        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { self.init(); return }
+        let info = bytes[bytes.index(after: colon)...]
+        guard info.starts(with: "2,".utf8) else { self.init(); return }
+        self.init(letters: Substring(String(decoding: info.dropFirst(2), as: UTF8.self)))
     }
 }

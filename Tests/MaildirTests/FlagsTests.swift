@@ -29,4 +29,12 @@ struct FlagsTests {
             #expect(letters == letters.sorted())
         }
     }
+
+    @Test("the info is found by its ':' byte even after a mark that joins the next Character")
+    func infoAfterPrependedMark() {
+        // U+0605 is a prepended concatenation mark: "\u{0605}:" is a single Character.
+        let name = "1750000000.M1P1.host\u{0605}:2,FS"
+        #expect(MaildirFlags(fileName: name) == [.flagged, .seen])
+        #expect(Maildir.uniquePart(ofFileName: name) == "1750000000.M1P1.host\u{0605}")
+    }
 }
