@@ -183,7 +183,8 @@ public final class LiveSync: Sendable {
     let progress: (@Sendable (SyncProgress) -> Void)?
     /// The last failure `guarded` saw, recorded in the cache by the next `step`.
     private let lastFailure = Mutex<String?>(nil)
-    /// The id of the last SSE entry applied, where a reconnected SSE stream resumes.
+    /// The id of the last SSE entry applied, where a reconnected SSE stream resumes (in memory
+    /// only: a daemon that starts has its first stream send no backlog).
     private let sseResumeId = Mutex<String?>(nil)
 
     public init(config: AccountConfig, log: SyncLog, progress: (@Sendable (SyncProgress) -> Void)? = nil,
@@ -473,8 +474,11 @@ public final class LiveSync: Sendable {
             return WebSocketSource(session: mirror.session, server: config.server, options: options, config: config,
                                    mailboxes: try mirror.store.mailboxes().map(\.id), inbox: inbox, log: log)
         case .sse:
-            return SSESource(session: mirror.session, lastEventId: try sseResumeId.withLock { $0 } ?? mirror.store.lastEventId(),
-                             inbox: inbox, log: log)
+            // Not the cache's journal position: that may lie up to a second ahead (a pass that
+            // read nothing puts it at the second after its start), and a stream resumed there
+            // would skip live changes made before it. Without an id the stream sends no backlog;
+            // the reconcile after every connection covers what came before.
+            return SSESource(session: mirror.session, lastEventId: sseResumeId.withLock { $0 }, inbox: inbox, log: log)
         case .polling:
             return nil
         }

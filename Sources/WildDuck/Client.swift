@@ -430,7 +430,7 @@ public final class WildDuckClient {
                 failed = head.status != 200
                 guard !failed else { return }
                 if plainHTTP && head.header("content-length") == nil
-                    && !(head.header("transfer-encoding")?.lowercased().contains("chunked") ?? false) {
+                    && !head.header("transfer-encoding", contains: "chunked") {
                     // Over plain TCP such a body ends wherever the connection happens to end.
                     throw WildDuckError.badMessage(route: route, detail: "message \(uid) came without a length or chunked encoding over plain http://, so a cut-off copy cannot be told from a whole one")
                 }
