@@ -4,6 +4,7 @@
 import Glibc
 #endif
 import Foundation
+import Lock
 import WildDuckSim
 
 /// Mailbox paths; the first `--mailboxes` are used for the initial sync, all 20 for the big runs.
@@ -16,17 +17,14 @@ let mailboxPaths: [(path: String, specialUse: String?)] = [
 ]
 
 /// Kills a child that runs longer than the suite's timeout.
-final class Watchdog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var done = false
-    private(set) var fired = false
+final class Watchdog: Sendable {
+    private let done = Mutex(false)
     init(pid: pid_t, seconds: Double) {
         DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
-            lock.lock(); defer { lock.unlock() }
-            if !done { fired = true; kill(pid, SIGKILL) }
+            done.withLock { if !$0 { kill(pid, SIGKILL) } }
         }
     }
-    func cancel() { lock.lock(); done = true; lock.unlock() }
+    func cancel() { done.withLock { $0 = true } }
 }
 
 /// utime+stime of a running process, in seconds (all threads).
