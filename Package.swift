@@ -43,7 +43,7 @@ let package = Package(
 
         // Fuzzing entry points for every parser of outside bytes (contrib/fuzz.sh builds
         // `wdsync-fuzz` with -sanitize=fuzzer; a normal build replays files through them).
-        .target(name: "Fuzz", dependencies: ["Net", "WebSocket", "WildDuck", "Maildir"], swiftSettings: strict),
+        .target(name: "Fuzz", dependencies: ["Net", "WebSocket", "WildDuck", "Maildir", "Sync"], swiftSettings: strict),
         .executableTarget(name: "wdsync-fuzz", dependencies: ["Fuzz"], swiftSettings: strict),
 
         // The benchmark suite (contrib/bench/README.md): not a test, never fails because a machine is slow.
