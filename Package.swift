@@ -46,7 +46,7 @@ let package = Package(
         .executableTarget(name: "wdsync-fuzz", dependencies: ["Fuzz"], swiftSettings: strict),
 
         // The benchmark suite (contrib/bench/README.md): not a test, never fails because a machine is slow.
-        .executableTarget(name: "wdsync-bench", dependencies: ["WildDuckSim"], swiftSettings: strict),
+        .executableTarget(name: "wdsync-bench", dependencies: ["WildDuckSim", "Maildir"], swiftSettings: strict),
 
         .testTarget(name: "NetTests", dependencies: ["Net"], swiftSettings: strict),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket"], exclude: ["Fixtures"], swiftSettings: strict),
