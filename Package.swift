@@ -47,7 +47,7 @@ let package = Package(
         .executableTarget(name: "wdsync-fuzz", dependencies: ["Fuzz"], swiftSettings: strict),
 
         // The benchmark suite (contrib/bench/README.md): not a test, never fails because a machine is slow.
-        .executableTarget(name: "wdsync-bench", dependencies: ["Lock", "WildDuckSim"], swiftSettings: strict),
+        .executableTarget(name: "wdsync-bench", dependencies: ["Lock", "WildDuckSim", "Maildir"], swiftSettings: strict),
 
         .testTarget(name: "NetTests", dependencies: ["Lock", "Net"], swiftSettings: strict),
         .testTarget(name: "WebSocketTests", dependencies: ["Lock", "WebSocket"], exclude: ["Fixtures"], swiftSettings: strict),

@@ -93,6 +93,7 @@ final class Bench {
         if o.only.contains("initial") { try initial(wdsync: absolute(o.wdsync)) }
         if !o.only.isDisjoint(with: ["memory", "noop", "change", "idle"]) { try big(wdsync: absolute(o.wdsync)) }
         if o.only.contains("live") { try live(wdsync: absolute(o.wdsync)) }
+        if o.only.contains("soak") { try soak(wdsync: absolute(o.wdsync)) }
         report()
         if !o.keep { removeTree(work) }
     }
@@ -549,7 +550,7 @@ final class Bench {
             var settings: [String: String] = [
                 "messages": "\(o.messages)", "mailboxes": "\(o.mailboxes)", "big": "\(o.big)",
                 "only": o.only.sorted().joined(separator: ","), "wdsync": o.wdsync, "seed": "\(o.seed)", "repeat": "\(o.repeats)",
-                "idleSeconds": "\(o.idleSeconds)",
+                "idleSeconds": "\(o.idleSeconds)", "soakMinutes": "\(o.soakMinutes)",
             ]
             if let c = o.corpus { settings["corpus"] = c }
             let rep = Report(date: fmt.string(from: Date()), machine: machine, settings: settings, notes: notes,
