@@ -240,6 +240,11 @@ struct JournalReplay {
             let (end, counters, last, opened, error) = state.withLock { s in
                 (s.end, s.counters, s.lastActivity, s.opened, s.entries.contains { $0.isError })
             }
+            if error {
+                // Whatever ended the stream after it, the replay failed.
+                result = .success(state.withLock { $0.entries })
+                break reading
+            }
             if let end {
                 switch end {
                 case .success(.ended): result = .success(state.withLock { $0.entries })
@@ -250,7 +255,7 @@ struct JournalReplay {
                 }
                 break reading
             }
-            if counters || error || (opened && ContinuousClock.now - last >= .seconds(quiet)) {
+            if counters || (opened && ContinuousClock.now - last >= .seconds(quiet)) {
                 result = .success(state.withLock { $0.entries })
                 break reading
             }

@@ -47,7 +47,7 @@ public enum SimFault: Sendable, Equatable {
     /// (a server with broken data: ids that are not ObjectIds, uids out of range, …)
     case rewrite([String: String])
     /// an update stream (`/updates`) whose journal replay fails: WildDuck writes the error as an
-    /// `event: error` frame (lib/api/updates.js), then this one closes the stream
+    /// `event: error` frame (lib/api/updates.js) and sends nothing more
     case sseError
     /// an update stream whose replay never ends: a FETCH frame every 20 ms, no COUNTERS, until
     /// the client goes away
@@ -273,9 +273,12 @@ public final class SimServer: Sendable {
             response = HTTPResponse.json(code, .object([("error", .string("Too busy, try again later")), ("code", .string("TooBusy"))]))
             response.headers.append(("Retry-After", String(seconds)))
         case .sseError?:
+            // WildDuck writes the error and never starts listening: the stream stays open, silent.
             let bytes = SSE.head + SSE.chunk("event: error\ndata: MongoDB Error: cursor killed\n\n")
             sent(bytes.count)
-            Sock.writeAll(fd, bytes)
+            guard Sock.writeAll(fd, bytes) else { return false }
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            while isRunning && poll(&p, 1, 200) == 0 {}
             return false
         case .sseEndlessReplay?:
             guard Sock.writeAll(fd, SSE.head) else { return false }
