@@ -82,6 +82,10 @@ public final class Mirror {
     /// Told how a pass advances (the progress line on a terminal): per listing page and per
     /// batch of recorded downloads, on this mirror's thread.
     public var onProgress: ((SyncProgress) -> Void)?
+    /// Told of every file the exporter (or the push) makes appear (true) or go away (false) in
+    /// a folder's cur/ or new/, relative to the root, right after it did: the daemon's inotify
+    /// watch tells these from the user's changes (`LocalWatch`).
+    var onOwnWrite: ((String, Bool) -> Void)?
     /// The downloads of the current export, for `onProgress`.
     var downloadProgress: (progress: SyncProgress, base: Int, baseBytes: Int, paths: [String: String])?
 
@@ -156,20 +160,24 @@ public final class Mirror {
     }
 
     /// scan: what the user's programs changed in the Maildir becomes pending mutations.
-    public func scanLocal(force: Bool = false) throws {
-        let result = try LocalScan(store: store, maildir: maildir, log: log).run(force: force)
-        summary.localChanges += result.flagChanges + result.moves + result.deletes + result.uploads
+    /// Returns how many it queued.
+    @discardableResult
+    func scanLocal(force: Bool = false, scope: LocalScan.Scope? = nil) throws -> Int {
+        let result = try LocalScan(store: store, maildir: maildir, log: log).run(force: force, scope: scope)
+        let queued = result.flagChanges + result.moves + result.deletes + result.uploads
+        summary.localChanges += queued
         summary.tooLarge += result.tooLarge
         if result.scanned > 0 {
             log.log(.verbose, "scanned \(result.scanned) folders: \(result.flagChanges) renamed, \(result.moves) moved, \(result.deletes) deleted, \(result.uploads) new")
         }
+        return queued
     }
 
     /// push: pending mutations go to the server (nothing with `pullOnly`).
     public func push() throws {
         guard !config.pullOnly else { return }
         let result = try Push(store: store, maildir: maildir, client: client, log: log,
-                              allowMassDelete: config.allowMassDelete).run()
+                              allowMassDelete: config.allowMassDelete, onOwnWrite: onOwnWrite).run()
         summary.pushedFlags += result.flags
         summary.pushedMoves += result.moves
         summary.pushedDeletes += result.deletes

@@ -21,6 +21,7 @@ struct Push {
     let client: WildDuckClient
     let log: SyncLog
     var allowMassDelete = false
+    var onOwnWrite: ((String, Bool) -> Void)? = nil
 
     /// A pass deleting at least this many messages of a mailbox…
     static let massDeleteCount = 10
@@ -47,9 +48,9 @@ struct Push {
 
     func run() throws -> Result {
         var result = Result()
-        let mailboxes = Dictionary(try store.mailboxes().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let entries = try store.outbox()
         guard !entries.isEmpty else { return result }
+        let mailboxes = Dictionary(try store.mailboxes().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         try pushMoves(entries.filter { $0.kind == .move }, mailboxes: mailboxes, into: &result)
         try pushFlags(try store.outbox().filter { $0.kind == .flags }, into: &result)
         try pushDeletes(entries.filter { $0.kind == .delete }, mailboxes: mailboxes, into: &result)
@@ -321,7 +322,7 @@ struct Push {
         }
         // A copy the pull downloaded while the answer was unknown (only wdsync's own files).
         if let duplicate, duplicate != entry.file, Mirror.ownsFile(Maildir.uniquePart(ofFileName: (duplicate as NSString).lastPathComponent)) {
-            _ = try? maildir.removeFile(duplicate)
+            if (try? maildir.removeFile(duplicate)) == true { onOwnWrite?(duplicate, false) }
         }
     }
 
