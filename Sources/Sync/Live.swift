@@ -241,6 +241,7 @@ public final class LiveSync: Sendable {
         let inbox = self.inbox
         mirror.isCancelled = { inbox.stopRequested }
         mirror.readsJournal = false   // its event source follows the journal itself
+        mirror.stopsOnFailedPush = false
         try mirror.store.recordDaemon(pid: Int(getpid()))
         defer { try? mirror.store.recordDaemon(pid: nil) }
         log.log(.verbose, "initial sync")

@@ -78,6 +78,10 @@ public final class Mirror {
     /// `syncOnce` catches up from the server's journal (see `JournalReplay`) and keeps a journal
     /// position. The daemon turns it off: its own event source follows the journal.
     public var readsJournal = true
+    /// `syncOnce` ends with the push's error when local changes could not be sent (after
+    /// pulling all the same), so `--once` exits with it. The daemon turns it off: it retries the
+    /// push on its own schedule, and a reconcile must not fail because of it.
+    public var stopsOnFailedPush = true
     var journal = JournalReplay()
     /// Told how a pass advances (the progress line on a terminal): per listing page and per
     /// batch of recorded downloads, on this mirror's thread.
@@ -142,7 +146,13 @@ public final class Mirror {
         if session.userId == nil { try client.authenticate() }
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,
                                            maildir: maildir.root, layout: config.layout.rawValue))
-        try push()
+        var pushFailure: WildDuckError?
+        do { try push() } catch let error as WildDuckError where Mirror.pullsAfter(error) {
+            // What could not be sent waits in the outbox, and what the server changed is still
+            // pulled: the outbox rule holds back what would conflict with it.
+            log.log(.warning, "sending local changes: \(error); they are kept and sent by a later run")
+            pushFailure = error
+        }
         try syncSettings()
         let started = Int(Date().timeIntervalSince1970)
         let changed = try syncMailboxList()
@@ -156,7 +166,16 @@ public final class Mirror {
             try store.setJournalPosition(next.position, seen: next.seen)
         }
         summary.pending = try store.outboxCount()
+        if let pushFailure, stopsOnFailedPush { throw pushFailure }
         return summary
+    }
+
+    /// A push that failed this way does not stop the pull: the server answered (an error, or
+    /// a connection that broke during one request). One that cannot be reached at all is not
+    /// tried a second time in the same pass.
+    static func pullsAfter(_ error: WildDuckError) -> Bool {
+        if case .unreachable = error { return false }
+        return error.isTemporary
     }
 
     /// scan: what the user's programs changed in the Maildir becomes pending mutations.
