@@ -26,34 +26,35 @@ let package = Package(
                 dependencies: ["embed-migrations"], path: "Sources/EmbedMigrations"),
 
         // Library modules (docs/architecture.md says what each owns).
-        .target(name: "Net", dependencies: ["COpenSSL"], swiftSettings: strict),
-        .target(name: "WebSocket", dependencies: ["Net", "CZlib", "COpenSSL"], swiftSettings: strict),
-        .target(name: "WildDuck", dependencies: ["Net"], swiftSettings: strict),
+        .target(name: "Lock", swiftSettings: strict),
+        .target(name: "Net", dependencies: ["Lock", "COpenSSL"], swiftSettings: strict),
+        .target(name: "WebSocket", dependencies: ["Lock", "Net", "CZlib", "COpenSSL"], swiftSettings: strict),
+        .target(name: "WildDuck", dependencies: ["Lock", "Net"], swiftSettings: strict),
         .target(name: "Store", dependencies: ["CSQLite"], swiftSettings: strict,
                 plugins: ["EmbedMigrations"]),
         .target(name: "Maildir", dependencies: ["COpenSSL"], swiftSettings: strict),
-        .target(name: "Sync", dependencies: ["WildDuck", "Store", "Maildir", "WebSocket", "Net"],
+        .target(name: "Sync", dependencies: ["Lock", "WildDuck", "Store", "Maildir", "WebSocket", "Net"],
                 swiftSettings: strict),
-        .executableTarget(name: "wdsync", dependencies: ["Sync"], swiftSettings: strict),
+        .executableTarget(name: "wdsync", dependencies: ["Lock", "Sync"], swiftSettings: strict),
 
         // The simulator: independent of the client's code paths (shares only WebSocket framing).
-        .target(name: "WildDuckSim", dependencies: ["WebSocket", "CZlib"], swiftSettings: strict),
+        .target(name: "WildDuckSim", dependencies: ["Lock", "WebSocket", "CZlib"], swiftSettings: strict),
         .executableTarget(name: "wdsync-sim", dependencies: ["WildDuckSim"], swiftSettings: strict),
 
         // Fuzzing entry points for every parser of outside bytes (contrib/fuzz.sh builds
         // `wdsync-fuzz` with -sanitize=fuzzer; a normal build replays files through them).
-        .target(name: "Fuzz", dependencies: ["Net", "WebSocket", "WildDuck", "Maildir"], swiftSettings: strict),
+        .target(name: "Fuzz", dependencies: ["Net", "WebSocket", "WildDuck", "Maildir", "Sync"], swiftSettings: strict),
         .executableTarget(name: "wdsync-fuzz", dependencies: ["Fuzz"], swiftSettings: strict),
 
         // The benchmark suite (contrib/bench/README.md): not a test, never fails because a machine is slow.
-        .executableTarget(name: "wdsync-bench", dependencies: ["WildDuckSim"], swiftSettings: strict),
+        .executableTarget(name: "wdsync-bench", dependencies: ["Lock", "WildDuckSim", "Maildir"], swiftSettings: strict),
 
-        .testTarget(name: "NetTests", dependencies: ["Net"], swiftSettings: strict),
-        .testTarget(name: "WebSocketTests", dependencies: ["WebSocket"], exclude: ["Fixtures"], swiftSettings: strict),
+        .testTarget(name: "NetTests", dependencies: ["Lock", "Net"], swiftSettings: strict),
+        .testTarget(name: "WebSocketTests", dependencies: ["Lock", "WebSocket"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "WildDuckTests", dependencies: ["WildDuck", "WildDuckSim"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store"], swiftSettings: strict),
         .testTarget(name: "MaildirTests", dependencies: ["Maildir"], swiftSettings: strict),
-        .testTarget(name: "WildDuckSimTests", dependencies: ["WildDuckSim", "WebSocket"], swiftSettings: strict),
+        .testTarget(name: "WildDuckSimTests", dependencies: ["Lock", "WildDuckSim", "WebSocket"], swiftSettings: strict),
         .testTarget(name: "FuzzTests", dependencies: ["Fuzz"], swiftSettings: strict),
         .testTarget(name: "SyncTests", dependencies: ["Sync"], swiftSettings: strict),
         .testTarget(name: "EndToEndTests", dependencies: ["WildDuckSim", "Store"], swiftSettings: strict),

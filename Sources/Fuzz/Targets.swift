@@ -1,5 +1,6 @@
 import Maildir
 import Net
+import Sync
 import WebSocket
 import WildDuck
 
@@ -25,6 +26,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case foldernames
     /// Maildir file names and their flags.
     case maildirnames
+    /// The config file (sections and `key = value` lines).
+    case config
 
     public func run(_ data: [UInt8]) {
         switch self {
@@ -35,6 +38,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .events: FuzzTarget.events(data)
         case .foldernames: FuzzTarget.folderNames(data)
         case .maildirnames: FuzzTarget.maildirNames(data)
+        case .config: FuzzTarget.config(data)
         }
     }
 
@@ -190,6 +194,40 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         // Unique names wdsync makes from server data never contain '/', ':' or start with '.'.
         let made = Maildir.uniqueName(time: Int(data.count) - 5, key: name, host: name)
         check(!made.contains("/") && !made.contains(":") && !made.hasPrefix("."), "unsafe unique name \(made)")
+    }
+}
+
+extension FuzzTarget {
+    // MARK: Config file
+
+    static func config(_ data: [UInt8]) {
+        let keys: Set<String> = ["server", "user", "password-file", "password-command", "maildir", "db", "layout",
+                                 "pull-only", "connections", "post-sync"]
+        guard let file = try? ConfigFile(bytes: data, path: "fuzz", keys: keys) else { return }
+        var names = Set<String>()
+        for account in file.accounts {
+            let name = account.name.unicodeScalars
+            check(!name.isEmpty && name.first != "." && !name.contains("/") && !name.contains { $0.value < 0x20 },
+                  "an account name that is no folder name: \(account.name.debugDescription)")
+            check(names.insert(account.name).inserted, "account \(account.name) twice")
+        }
+        // Keys are known; values are single lines without blanks around them.
+        for values in [file.defaults] + file.accounts.map(\.values) {
+            for (key, value) in values {
+                check(keys.contains(key), "unknown key \(key)")
+                let v = value.unicodeScalars
+                check(!v.contains("\n") && v.first.map { $0 != " " && $0 != "\t" && $0 != "\r" } ?? true
+                          && v.last.map { $0 != " " && $0 != "\t" && $0 != "\r" } ?? true,
+                      "a value with a line break or blanks around it: \(value.debugDescription)")
+            }
+        }
+        // What was read, written out again, reads the same.
+        func lines(_ values: [String: String]) -> String {
+            values.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)\n" }.joined()
+        }
+        let text = lines(file.defaults) + file.accounts.map { "[account \($0.name)]\n" + lines($0.values) }.joined()
+        check((try? ConfigFile(bytes: Array(text.utf8), path: "fuzz", keys: keys)) == file,
+              "the config does not read back: \(text.prefix(200).debugDescription)")
     }
 }
 

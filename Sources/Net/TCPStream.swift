@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Synchronization
+import Lock
 
 /// A blocking TCP connection (IPv4 or IPv6), with TCP_NODELAY set.
 public final class TCPStream: ByteStream {

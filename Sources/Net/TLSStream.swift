@@ -4,7 +4,7 @@ import Glibc
 import Darwin
 #endif
 import COpenSSL
-import Synchronization
+import Lock
 
 /// TLS (1.2 or later) over a connected `TCPStream`, with OpenSSL.
 ///

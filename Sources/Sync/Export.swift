@@ -4,7 +4,7 @@ import Glibc
 import Foundation
 import Maildir
 import Store
-import Synchronization
+import Lock
 import WildDuck
 
 /// The exporter: makes the Maildir match the store. It reads only the store (never network

@@ -1,7 +1,7 @@
 import Foundation
 import Net
 import Store
-import Synchronization
+import Lock
 import WildDuck
 
 /// WildDuck's journal, read over `GET /users/:user/updates` (Server-Sent Events). The daemon's

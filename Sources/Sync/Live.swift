@@ -4,7 +4,7 @@ import Glibc
 import Foundation
 import Net
 import Store
-import Synchronization
+import Lock
 import WildDuck
 
 /// Settings of the live engine (docs/protocol.md explains the defaults).

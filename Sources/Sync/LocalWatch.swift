@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import Foundation
-import Synchronization
+import Lock
 
 /// Tells the live engine, within milliseconds, that something changed in a folder's `cur/` or
 /// `new/` (Linux inotify: a rename into or out of it, a new file, an unlink), and in which

@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Store
-import Synchronization
+import Lock
 
 extension SyncSummary {
     /// What the pass changed in the Maildir.

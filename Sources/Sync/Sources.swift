@@ -1,6 +1,6 @@
 import Foundation
 import Net
-import Synchronization
+import Lock
 import WebSocket
 import WildDuck
 
@@ -40,22 +40,17 @@ final class SSESource: EventSource {
 }
 
 /// Lets another thread close a blocking stream (ByteStream.close is safe from any thread).
-final class CloseHandle: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stream: ByteStream?
-    private var closed = false
+final class CloseHandle: Sendable {
+    private let state = Mutex<(stream: ByteStream?, closed: Bool)>((nil, false))
 
     func set(_ stream: ByteStream) {
-        lock.lock(); defer { lock.unlock() }
-        if closed { stream.close() } else { self.stream = stream }
+        state.withLock { if $0.closed { stream.close() } else { $0.stream = stream } }
     }
 
-    var isClosed: Bool { lock.lock(); defer { lock.unlock() }; return closed }
+    var isClosed: Bool { state.withLock { $0.closed } }
 
     func close() {
-        lock.lock(); defer { lock.unlock() }
-        closed = true
-        stream?.close()
+        state.withLock { $0.closed = true; $0.stream?.close() }
     }
 }
 

@@ -2,7 +2,7 @@
 import Dispatch
 import Foundation
 import Net
-import Synchronization
+import Lock
 
 /// A message delivered by `WebSocketClient.messages`.
 public enum WebSocketMessage: Equatable, Sendable {

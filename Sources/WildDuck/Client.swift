@@ -4,7 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Net
-import Synchronization
+import Lock
 
 /// The account's credentials and current access token, shared by every connection of one
 /// account. The password is obtained from `password` each time wdsync must authenticate

@@ -2,7 +2,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-import Synchronization
+import Lock
 import WebSocket
 
 // `GET /ws` — the WebSocket protocol of wildduck_client (docs/wildduck-api.md), built on the journal that

@@ -4,6 +4,7 @@
 import Glibc
 #endif
 import Foundation
+import Lock
 import WildDuckSim
 
 /// Mailbox paths; the first `--mailboxes` are used for the initial sync, all 20 for the big runs.
@@ -16,17 +17,14 @@ let mailboxPaths: [(path: String, specialUse: String?)] = [
 ]
 
 /// Kills a child that runs longer than the suite's timeout.
-final class Watchdog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var done = false
-    private(set) var fired = false
+final class Watchdog: Sendable {
+    private let done = Mutex(false)
     init(pid: pid_t, seconds: Double) {
         DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
-            lock.lock(); defer { lock.unlock() }
-            if !done { fired = true; kill(pid, SIGKILL) }
+            done.withLock { if !$0 { kill(pid, SIGKILL) } }
         }
     }
-    func cancel() { lock.lock(); done = true; lock.unlock() }
+    func cancel() { done.withLock { $0 = true } }
 }
 
 /// utime+stime of a running process, in seconds (all threads).
@@ -95,6 +93,7 @@ final class Bench {
         if o.only.contains("initial") { try initial(wdsync: absolute(o.wdsync)) }
         if !o.only.isDisjoint(with: ["memory", "noop", "change", "idle"]) { try big(wdsync: absolute(o.wdsync)) }
         if o.only.contains("live") { try live(wdsync: absolute(o.wdsync)) }
+        if o.only.contains("soak") { try soak(wdsync: absolute(o.wdsync)) }
         report()
         if !o.keep { removeTree(work) }
     }
@@ -551,7 +550,7 @@ final class Bench {
             var settings: [String: String] = [
                 "messages": "\(o.messages)", "mailboxes": "\(o.mailboxes)", "big": "\(o.big)",
                 "only": o.only.sorted().joined(separator: ","), "wdsync": o.wdsync, "seed": "\(o.seed)", "repeat": "\(o.repeats)",
-                "idleSeconds": "\(o.idleSeconds)",
+                "idleSeconds": "\(o.idleSeconds)", "soakMinutes": "\(o.soakMinutes)",
             ]
             if let c = o.corpus { settings["corpus"] = c }
             let rep = Report(date: fmt.string(from: Date()), machine: machine, settings: settings, notes: notes,

@@ -4,19 +4,22 @@
 import Glibc
 #endif
 import Foundation
+import Lock
 
 final class Cleanup: @unchecked Sendable {
-    private let lock = NSLock()
-    private var child: pid_t?
-    private var dovecotStop: [String]?
-    private var sources: [DispatchSourceSignal] = []
-    private var interrupted = false
+    private struct State {
+        var child: pid_t?
+        var dovecotStop: [String]?
+        var interrupted = false
+    }
+    private let state = Mutex(State())
+    private var sources: [DispatchSourceSignal] = []   // set once, by install() on the main thread
 
     /// True once a signal arrived; the main thread then waits for the handler to exit.
-    var isInterrupted: Bool { lock.lock(); defer { lock.unlock() }; return interrupted }
+    var isInterrupted: Bool { state.withLock { $0.interrupted } }
 
-    func setChild(_ pid: pid_t?) { lock.lock(); child = pid; lock.unlock() }
-    func setDovecot(_ argv: [String]?) { lock.lock(); dovecotStop = argv; lock.unlock() }
+    func setChild(_ pid: pid_t?) { state.withLock { $0.child = pid } }
+    func setDovecot(_ argv: [String]?) { state.withLock { $0.dovecotStop = argv } }
 
     func install() {
         for sig in [SIGINT, SIGTERM] {
@@ -29,10 +32,10 @@ final class Cleanup: @unchecked Sendable {
     }
 
     private func run(_ sig: Int32) {
-        lock.lock()
-        interrupted = true
-        let (pid, stop) = (child, dovecotStop)
-        lock.unlock()
+        let (pid, stop) = state.withLock {
+            $0.interrupted = true
+            return ($0.child, $0.dovecotStop)
+        }
         eprint("\nwdsync-bench: interrupted, cleaning up\n")
         if let pid { kill(pid, SIGTERM) }
         if let stop { _ = try? runQuiet(stop) }

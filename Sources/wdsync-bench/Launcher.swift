@@ -10,6 +10,7 @@
 import Glibc
 #endif
 import Foundation
+import Lock
 
 struct LaunchRequest: Codable {
     var argv: [String]          // argv[0] is an absolute path
@@ -83,11 +84,10 @@ final class LineReader {
 }
 
 /// The child the launcher is waiting for, shared with its orphan watcher.
-final class CurrentChild: @unchecked Sendable {
-    private let lock = NSLock()
-    private var pid: pid_t = 0
-    func set(_ p: pid_t) { lock.lock(); pid = p; lock.unlock() }
-    func get() -> pid_t { lock.lock(); defer { lock.unlock() }; return pid }
+final class CurrentChild: Sendable {
+    private let pid = Mutex<pid_t>(0)
+    func set(_ p: pid_t) { pid.withLock { $0 = p } }
+    func get() -> pid_t { pid.withLock { $0 } }
 }
 
 /// The launcher side: `wdsync-bench --launcher`, stdin = requests, stdout = replies.

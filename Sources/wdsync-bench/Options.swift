@@ -25,6 +25,8 @@ struct Options {
     var liveEvents = 1000
     /// Seconds the idle daemon is observed.
     var idleSeconds = 60.0
+    /// Minutes of churn in the soak benchmark (only run when asked for with `--only soak`).
+    var soakMinutes = 30.0
     /// Corpus passed to the simulator's generator (nil = its built-in bodies).
     var corpus: String?
     /// Seed for the generated messages.
@@ -36,6 +38,8 @@ struct Options {
     var help = false
 
     static let all: Set<String> = ["initial", "memory", "noop", "change", "live", "idle"]
+    /// Benchmarks that run only when named in `--only` (they take long).
+    static let optional: Set<String> = ["soak"]
 
     static let usage = """
     usage: wdsync-bench [options]
@@ -44,7 +48,8 @@ struct Options {
       --mailboxes N      mailboxes they are spread over (default 6)
       --repeat N         rounds of the initial-sync comparison, median shown (default 3)
       --big N            messages for noop/change/memory/idle, 20 mailboxes (default 100000)
-      --only LIST        comma-separated subset of: initial,memory,noop,change,live,idle
+      --only LIST        comma-separated subset of: initial,memory,noop,change,live,idle;
+                         soak runs only when named here
       --json FILE        also write the figures as JSON
       --workdir DIR      scratch directory (default /var/tmp/wdsync-bench; emptied first)
       --wdsync PATH      wdsync binary (default .build/release/wdsync)
@@ -52,6 +57,7 @@ struct Options {
       --dovecot PATH     dovecot binary (default: dovecot from PATH or /usr/sbin)
       --live-events N    events of each kind in the live-latency benchmark (default 1000)
       --idle-seconds S   how long the idle daemon is observed (default 60)
+      --soak-minutes M   minutes of churn in the soak benchmark (default 30)
       --corpus PATH      corpus for the simulator's message generator
       --seed N           generator seed (default 1)
       --timeout S        kill a child that runs longer (default 3600)
@@ -82,7 +88,7 @@ struct Options {
             case "--repeat": o.repeats = max(1, try int(value()))
             case "--only":
                 let list = Set(try value().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
-                let bad = list.subtracting(Options.all)
+                let bad = list.subtracting(Options.all.union(Options.optional))
                 if !bad.isEmpty { throw BenchError("unknown benchmark(s): \(bad.sorted().joined(separator: ","))") }
                 o.only = list
             case "--json": o.json = try value()
@@ -96,6 +102,9 @@ struct Options {
             case "--idle-seconds":
                 guard let v = Double(try value()), v > 0 else { throw BenchError("bad --idle-seconds") }
                 o.idleSeconds = v
+            case "--soak-minutes":
+                guard let v = Double(try value()), v > 0 else { throw BenchError("bad --soak-minutes") }
+                o.soakMinutes = v
             case "--corpus": o.corpus = try value()
             case "--seed":
                 guard let v = UInt64(try value()) else { throw BenchError("bad --seed") }

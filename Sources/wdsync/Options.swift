@@ -141,44 +141,6 @@ struct CommandLineArgs {
     }
 }
 
-/// The config file: `key = value` lines, `#` comments, `[account NAME]` sections.
-struct ConfigFile {
-    var defaults: [String: String] = [:]
-    var accounts: [(name: String, values: [String: String])] = []
-
-    init(path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw UsageError(description: "cannot read the config file \(path)")
-        }
-        let text = String(decoding: data, as: UTF8.self)
-        var current: Int?
-        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = rawLine.trimmingCharacters(in: .whitespaces)
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            if line.hasPrefix("[") {
-                guard line.hasSuffix("]") else { throw UsageError(description: "\(path):\(number + 1): unterminated section") }
-                let inner = line.dropFirst().dropLast().trimmingCharacters(in: .whitespaces)
-                let parts = inner.split(separator: " ", maxSplits: 1)
-                guard parts.count == 2, parts[0] == "account" else {
-                    throw UsageError(description: "\(path):\(number + 1): expected [account NAME]")
-                }
-                accounts.append((String(parts[1]).trimmingCharacters(in: .whitespaces), [:]))
-                current = accounts.count - 1
-                continue
-            }
-            guard let eq = line.firstIndex(of: "=") else {
-                throw UsageError(description: "\(path):\(number + 1): expected key = value")
-            }
-            let key = line[..<eq].trimmingCharacters(in: .whitespaces)
-            let value = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
-            guard let spec = optionSpecs.first(where: { $0.long == key }), spec.configKey else {
-                throw UsageError(description: "\(path):\(number + 1): unknown setting \(key)")
-            }
-            if let current { accounts[current].values[key] = value } else { defaults[key] = value }
-        }
-    }
-}
-
 /// Live-sync settings from the command line or config values.
 func liveOptions(_ values: [String: String]) throws -> LiveOptions {
     var o = LiveOptions()
@@ -221,7 +183,7 @@ func resolveAccounts(_ args: CommandLineArgs, environment: [String: String], cre
     var sources: [(name: String, values: [String: String])] = []
     let commandLineAccount = args.values["server"] != nil || args.values["user"] != nil
     if explicitConfig != nil || (!commandLineAccount && FileManager.default.fileExists(atPath: configPath)) {
-        let file = try ConfigFile(path: configPath)
+        let file = try ConfigFile(path: configPath, keys: Set(optionSpecs.filter(\.configKey).map(\.long)))
         var list = file.accounts.map { (name: $0.name, values: file.defaults.merging($0.values) { $1 }) }
         if list.isEmpty { list = [("default", file.defaults)] }
         if let only = args.values["account"] {

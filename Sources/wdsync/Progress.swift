@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import Foundation
-import Synchronization
+import Lock
 import Sync
 
 /// Standard error, shared by log lines and the progress line. When stderr is a terminal (and

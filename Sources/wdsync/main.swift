@@ -4,7 +4,7 @@ import Glibc
 import Foundation
 import Maildir
 import Net
-import Synchronization
+import Lock
 import Store
 import Sync
 import WildDuck

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Lock
 import Testing
 @testable import Net
 
@@ -12,9 +13,7 @@ final class ScriptedServer: @unchecked Sendable {
     let port: Int
     let replies: [[UInt8]]
     let closeAfter: Int
-    private let lock = NSLock()
-    private var requestsSeen: [String] = []
-    private var connectionsAccepted = 0
+    private let seen = Mutex<(requests: [String], connections: Int)>(([], 0))
 
     init(replies: [String], closeAfter: Int = .max) throws {
         self.replies = replies.map { Array($0.utf8) }
@@ -36,15 +35,15 @@ final class ScriptedServer: @unchecked Sendable {
         thread.start()
     }
 
-    var requests: [String] { lock.lock(); defer { lock.unlock() }; return requestsSeen }
-    var connections: Int { lock.lock(); defer { lock.unlock() }; return connectionsAccepted }
+    var requests: [String] { seen.withLock { $0.requests } }
+    var connections: Int { seen.withLock { $0.connections } }
 
     private func serve() {
         var next = 0
         while true {
             let c = accept(listener, nil, nil)
             if c < 0 { return }
-            lock.lock(); connectionsAccepted += 1; lock.unlock()
+            seen.withLock { $0.connections += 1 }
             var served = 0
             var pending = [UInt8]()
             var buffer = [UInt8](repeating: 0, count: 65536)
@@ -68,7 +67,7 @@ final class ScriptedServer: @unchecked Sendable {
                     if n <= 0 { close(c); return }
                     pending += buffer[0..<n]
                 }
-                lock.lock(); requestsSeen.append(String(decoding: pending[0..<total], as: UTF8.self)); lock.unlock()
+                seen.withLock { $0.requests.append(String(decoding: pending[0..<total], as: UTF8.self)) }
                 pending.removeFirst(total)
                 let reply = replies[next]
                 next += 1

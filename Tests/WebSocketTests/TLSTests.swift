@@ -1,6 +1,6 @@
 import Foundation
 import Net
-import Synchronization
+import Lock
 import Testing
 @testable import WebSocket
 

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Lock
 import Testing
 @testable import WildDuckSim
 
