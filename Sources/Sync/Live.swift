@@ -246,6 +246,7 @@ public final class LiveSync: Sendable {
         // Its event source follows the journal itself; its passes still keep the journal position
         // that a later `--once` resumes from (`Mirror.syncOnce`).
         mirror.readsJournal = false
+        mirror.stopsOnFailedPush = false
         try mirror.store.recordDaemon(pid: Int(getpid()))
         defer { try? mirror.store.recordDaemon(pid: nil) }
         log.log(.verbose, "initial sync")
@@ -270,13 +271,14 @@ public final class LiveSync: Sendable {
         var nextReconcile = ContinuousClock.now + .seconds(options.reconcileInterval)
         var nextSweep: ContinuousClock.Instant?   // when kept orphans must be unlinked
         // Local changes: inotify on every cur/ and new/, and a periodic scan.
-        let watcher = LocalWatch(onChange: { inbox.noteLocal() })
+        let watcher = LocalWatch(root: mirror.maildir.root, onChange: { inbox.noteLocal() })
         defer { watcher?.stop() }
+        mirror.onOwnWrite = watcher.map { w in { path, appeared in w.expect(path, appeared: appeared) } }
         func watchFolders() throws {
             guard let watcher else { return }
             var dirs: [String] = []
             for case let folder? in try mirror.store.mailboxes().map(\.folder) {
-                for sub in ["cur", "new"] { dirs.append(mirror.maildir.absolutePath(folder.isEmpty ? sub : folder + "/" + sub)) }
+                for sub in ["cur", "new"] { dirs.append(folder.isEmpty ? sub : folder + "/" + sub) }
             }
             watcher.watch(dirs)
         }
@@ -288,6 +290,35 @@ public final class LiveSync: Sendable {
             log.log(.verbose, "inotify is not available for every folder; scanning for local changes every \(Int(options.unwatchedScanInterval)) s")
         }
         var nextScan = ContinuousClock.now + .seconds(scanInterval())
+        // A push that failed is tried again after a backoff (or with the next local change).
+        var pushFailures = 0
+        var nextPush = ContinuousClock.now
+
+        /// scan → push for what changed locally. Folders where inotify saw nothing but wdsync's
+        /// own writes are not read (every folder by its mtimes when `full`, or when inotify
+        /// cannot say); the push runs when the scan queued something or a retry is due.
+        func sendLocalChanges(full: Bool) throws {
+            let changes = watcher?.drain()
+            var scope: LocalScan.Scope?
+            if let changes, !changes.overflow {
+                scope = LocalScan.Scope(changed: changes.changed, unchanged: full ? [] : changes.watched.subtracting(changes.changed))
+            }
+            let ok = try guarded("sending local changes") {
+                let queued = try mirror.scanLocal(scope: scope)
+                guard queued > 0 || ContinuousClock.now >= nextPush, try mirror.store.outboxCount() > 0 else { return }
+                let before = mirror.summary.pushRequests
+                try mirror.push()
+                if mirror.summary.pushRequests != before { try mirror.export(keepOrphans: options.orphanGrace) }
+            }
+            if ok {
+                pushFailures = 0
+                nextPush = .now
+            } else {
+                nextPush = .now + .seconds(min(backoff(attempt: pushFailures), options.scanInterval))
+                pushFailures += 1
+                nextScan = min(nextScan, nextPush)
+            }
+        }
 
         func switchTo(_ next: Transport, because reason: String) {
             source?.stop()
@@ -381,14 +412,10 @@ public final class LiveSync: Sendable {
             }
             // Local changes first (scan → push), so server updates merge into them and the
             // exporter never reverts a change it has not seen yet.
-            if taken.local || !taken.events.isEmpty || ContinuousClock.now >= nextScan {
-                _ = try guarded("sending local changes") {
-                    try mirror.scanLocal()
-                    let before = mirror.summary.pushRequests
-                    try mirror.push()
-                    if mirror.summary.pushRequests != before { try mirror.export(keepOrphans: options.orphanGrace) }
-                }
-                nextScan = .now + .seconds(scanInterval())
+            let scanDue = ContinuousClock.now >= nextScan
+            if taken.local || !taken.events.isEmpty || scanDue {
+                if scanDue { nextScan = .now + .seconds(scanInterval()) }
+                try sendLocalChanges(full: scanDue)
             }
             if !taken.events.isEmpty {
                 let applied = try step(mirror, events: taken.events.count) {
