@@ -39,7 +39,7 @@ let package = Package(
         .executableTarget(name: "wdsync", dependencies: ["Lock", "Config", "Sync"], swiftSettings: strict),
 
         // The simulator: independent of the client's code paths (shares only WebSocket framing).
-        .target(name: "WildDuckSim", dependencies: ["Lock", "WebSocket", "CZlib"], swiftSettings: strict),
+        .target(name: "WildDuckSim", dependencies: ["Lock", "WebSocket", "CZlib", "COpenSSL"], swiftSettings: strict),
         .executableTarget(name: "wdsync-sim", dependencies: ["WildDuckSim"], swiftSettings: strict),
 
         // Fuzzing entry points for every parser of outside bytes (contrib/fuzz.sh builds
