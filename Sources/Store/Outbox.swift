@@ -221,21 +221,33 @@ extension Store {
     }
 
     /// The server confirmed a move: the message is `newUid` in `target`, its file stays where it is.
-    public func completeMove(mailboxId: String, uid: Int, target: String, newUid: Int, baseFlags: MessageFlags) throws {
-        guard let m = try message(mailboxId: mailboxId, uid: uid) else { return }
+    /// A server change held back while the move was pending (the row is dirty) is exported now;
+    /// a row the pull made for the target's copy meanwhile is replaced (a file it has, which a
+    /// cache from before this rule may have downloaded, is returned so the caller can unlink it).
+    @discardableResult
+    public func completeMove(mailboxId: String, uid: Int, target: String, newUid: Int, baseFlags: MessageFlags) throws -> String? {
+        guard let m = try message(mailboxId: mailboxId, uid: uid) else { return nil }
+        var duplicate: String?
+        if let existing = try fileRow(mailboxId: target, uid: newUid), let file = existing.file, file != m.file {
+            duplicate = file
+        }
+        let held = try db.prepare("SELECT dirty FROM messages WHERE mailbox_id = ? AND uid = ?")
+        try held.bind([.text(mailboxId), .int(uid)])
+        let dirty = try held.step() ? held.int(0) : 0
         try db.run("DELETE FROM outbox WHERE mailbox_id = ? AND uid = ?", .text(mailboxId), .int(uid))
         try db.run("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", .text(mailboxId), .int(uid))
         try db.run("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", .text(target), .int(newUid))
         try db.run("""
             INSERT INTO messages(mailbox_id, uid, message_id, size, idate, flags, base_flags, json, uniq, sha256, file, dirty)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, .text(target), .int(newUid), SQLValue(m.messageId), .int(m.size), SQLValue(m.idate),
                    .int(m.flags.rawValue), .int(baseFlags.rawValue), .text(m.json), .text(m.uniq),
-                   SQLValue(m.sha256), SQLValue(m.file))
+                   SQLValue(m.sha256), SQLValue(m.file), .int(dirty))
         if (m.flags.rawValue ^ baseFlags.rawValue) & MessageFlags.pushable.rawValue != 0 {
             try queue(.flags, mailboxId: target, uid: newUid)
         }
         try db.run("UPDATE mailboxes SET highest_uid = MAX(highest_uid, ?) WHERE id = ?", .int(newUid), .text(target))
+        return duplicate
     }
 
     /// The server confirmed a delete (or no longer has the message): the row goes, with no

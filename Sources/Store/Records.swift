@@ -335,16 +335,26 @@ extension Store {
     }
 
     /// Rows the exporter must look at, in (mailbox, uid) order after `after`, at most `limit`.
-    /// Held back while a local mutation of theirs is pending: a message moved or deleted locally
-    /// (its file is elsewhere or gone on purpose), and a message that may be the server's copy of
-    /// an upload whose answer was lost (so it is never downloaded as a second copy).
+    /// Held back while a local mutation of theirs is pending (docs/two-way.md, "The outbox
+    /// rule"): a message moved or deleted locally (its file is elsewhere or gone on purpose); a
+    /// message without a file in the target of a pending move that may be the server's copy of
+    /// it (same Message-ID, or without one the same date and size); and one that may be the
+    /// server's copy of an upload whose answer was lost (same Message-ID, or without one a uid
+    /// above the one recorded and the same date). So neither is ever downloaded as a second copy.
     public func dirtyMessages(after: (mailboxId: String, uid: Int)? = nil, limit: Int) throws -> [MessageRecord] {
         let s = try db.prepare("""
             SELECT \(Store.messageColumns) FROM messages m WHERE dirty = 1 AND (mailbox_id, uid) > (?, ?)
               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mailbox_id = m.mailbox_id AND o.uid = m.uid
                               AND o.kind IN ('move', 'delete'))
-              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.kind = 'upload' AND o.state = 1
-                              AND o.mailbox_id = m.mailbox_id AND o.message_id = m.message_id)
+              AND NOT (m.file IS NULL AND EXISTS (
+                  SELECT 1 FROM outbox o JOIN messages src ON src.mailbox_id = o.mailbox_id AND src.uid = o.uid
+                  WHERE o.kind = 'move' AND o.target = m.mailbox_id
+                    AND (TRIM(src.message_id, '<> ') = TRIM(m.message_id, '<> ')
+                         OR (src.message_id IS NULL AND src.idate = m.idate AND src.size = m.size))))
+              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.kind = 'upload' AND o.state = 1 AND o.mailbox_id = m.mailbox_id
+                              AND (TRIM(o.message_id, '<> ') = TRIM(m.message_id, '<> ')
+                                   OR (o.message_id IS NULL AND m.uid > COALESCE(o.after_uid, 0)
+                                       AND ABS(m.idate - o.date) <= 1)))
             ORDER BY mailbox_id, uid LIMIT ?
             """)
         try s.bind([.text(after?.mailboxId ?? ""), .int(after?.uid ?? Int.min), .int(limit)])

@@ -73,6 +73,7 @@ extension Mirror {
                         }
                         if let existing = scanned[folder]?[row.uniq] {
                             let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
+                            if placed != existing { onOwnWrite?(existing, false); onOwnWrite?(placed, true) }
                             let hash = try Maildir.sha256(file: maildir.absolutePath(placed))
                             try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: row.uniq, file: placed, sha256: hash.hex)
                             summary.recovered += 1
@@ -98,7 +99,10 @@ extension Mirror {
 
         // Files of messages that left the server and were not re-used by a move.
         for orphan in try store.orphans(olderThan: keepOrphans) {
-            if try maildir.removeFile(orphan.file) { summary.removed += 1 }
+            if try maildir.removeFile(orphan.file) {
+                summary.removed += 1
+                onOwnWrite?(orphan.file, false)
+            }
             try store.removeOrphan(file: orphan.file)
         }
         if keepOrphans > 0 { try hideOrphans() }
@@ -123,7 +127,7 @@ extension Mirror {
     private func hideOrphans() throws {
         for orphan in try store.orphans() where !Maildir.isHidden(orphan.file) {
             try store.moveOrphan(file: orphan.file, to: try Maildir.hiddenPath(of: orphan.file))
-            try maildir.hideFile(orphan.file)
+            if try maildir.hideFile(orphan.file) { onOwnWrite?(orphan.file, false) }
         }
     }
 
@@ -204,7 +208,9 @@ extension Mirror {
     /// the server says (a message marked unseen again goes back to new/). Nil if the file is gone.
     private func relocate(_ file: String, folder: String, flags: MaildirFlags) throws -> String? {
         do {
-            return try maildir.moveFile(from: file, to: folder, flags: flags)
+            let placed = try maildir.moveFile(from: file, to: folder, flags: flags)
+            if placed != file { onOwnWrite?(file, false); onOwnWrite?(placed, true) }
+            return placed
         } catch MaildirError.notFound {
             return nil
         }
@@ -350,6 +356,7 @@ extension Mirror {
             for result in results {
                 switch result {
                 case .delivered(let job, let delivered):
+                    onOwnWrite?(delivered.relativePath, true)
                     try store.markExported(mailboxId: job.mailboxId, uid: job.uid, uniq: job.unique,
                                            file: delivered.relativePath, sha256: delivered.sha256)
                     summary.downloaded += 1

@@ -183,6 +183,9 @@ public final class LiveSync: Sendable {
     let progress: (@Sendable (SyncProgress) -> Void)?
     /// The last failure `guarded` saw, recorded in the cache by the next `step`.
     private let lastFailure = Mutex<String?>(nil)
+    /// The id of the last SSE entry applied, where a reconnected SSE stream resumes (in memory
+    /// only: a daemon that starts has its first stream send no backlog).
+    private let sseResumeId = Mutex<String?>(nil)
 
     public init(config: AccountConfig, log: SyncLog, progress: (@Sendable (SyncProgress) -> Void)? = nil,
                 postSync: PostSyncHook? = nil, observer: @escaping @Sendable (LiveEvent) -> Void = { _ in }) {
@@ -240,7 +243,10 @@ public final class LiveSync: Sendable {
         let mirror = try Mirror(config: config, log: log)
         let inbox = self.inbox
         mirror.isCancelled = { inbox.stopRequested }
-        mirror.readsJournal = false   // its event source follows the journal itself
+        // Its event source follows the journal itself; its passes still keep the journal position
+        // that a later `--once` resumes from (`Mirror.syncOnce`).
+        mirror.readsJournal = false
+        mirror.stopsOnFailedPush = false
         try mirror.store.recordDaemon(pid: Int(getpid()))
         defer { try? mirror.store.recordDaemon(pid: nil) }
         log.log(.verbose, "initial sync")
@@ -265,13 +271,14 @@ public final class LiveSync: Sendable {
         var nextReconcile = ContinuousClock.now + .seconds(options.reconcileInterval)
         var nextSweep: ContinuousClock.Instant?   // when kept orphans must be unlinked
         // Local changes: inotify on every cur/ and new/, and a periodic scan.
-        let watcher = LocalWatch(onChange: { inbox.noteLocal() })
+        let watcher = LocalWatch(root: mirror.maildir.root, onChange: { inbox.noteLocal() })
         defer { watcher?.stop() }
+        mirror.onOwnWrite = watcher.map { w in { path, appeared in w.expect(path, appeared: appeared) } }
         func watchFolders() throws {
             guard let watcher else { return }
             var dirs: [String] = []
             for case let folder? in try mirror.store.mailboxes().map(\.folder) {
-                for sub in ["cur", "new"] { dirs.append(mirror.maildir.absolutePath(folder.isEmpty ? sub : folder + "/" + sub)) }
+                for sub in ["cur", "new"] { dirs.append(folder.isEmpty ? sub : folder + "/" + sub) }
             }
             watcher.watch(dirs)
         }
@@ -283,6 +290,35 @@ public final class LiveSync: Sendable {
             log.log(.verbose, "inotify is not available for every folder; scanning for local changes every \(Int(options.unwatchedScanInterval)) s")
         }
         var nextScan = ContinuousClock.now + .seconds(scanInterval())
+        // A push that failed is tried again after a backoff (or with the next local change).
+        var pushFailures = 0
+        var nextPush = ContinuousClock.now
+
+        /// scan → push for what changed locally. Folders where inotify saw nothing but wdsync's
+        /// own writes are not read (every folder by its mtimes when `full`, or when inotify
+        /// cannot say); the push runs when the scan queued something or a retry is due.
+        func sendLocalChanges(full: Bool) throws {
+            let changes = watcher?.drain()
+            var scope: LocalScan.Scope?
+            if let changes, !changes.overflow {
+                scope = LocalScan.Scope(changed: changes.changed, unchanged: full ? [] : changes.watched.subtracting(changes.changed))
+            }
+            let ok = try guarded("sending local changes") {
+                let queued = try mirror.scanLocal(scope: scope)
+                guard queued > 0 || ContinuousClock.now >= nextPush, try mirror.store.outboxCount() > 0 else { return }
+                let before = mirror.summary.pushRequests
+                try mirror.push()
+                if mirror.summary.pushRequests != before { try mirror.export(keepOrphans: options.orphanGrace) }
+            }
+            if ok {
+                pushFailures = 0
+                nextPush = .now
+            } else {
+                nextPush = .now + .seconds(min(backoff(attempt: pushFailures), options.scanInterval))
+                pushFailures += 1
+                nextScan = min(nextScan, nextPush)
+            }
+        }
 
         func switchTo(_ next: Transport, because reason: String) {
             source?.stop()
@@ -376,14 +412,10 @@ public final class LiveSync: Sendable {
             }
             // Local changes first (scan → push), so server updates merge into them and the
             // exporter never reverts a change it has not seen yet.
-            if taken.local || !taken.events.isEmpty || ContinuousClock.now >= nextScan {
-                _ = try guarded("sending local changes") {
-                    try mirror.scanLocal()
-                    let before = mirror.summary.pushRequests
-                    try mirror.push()
-                    if mirror.summary.pushRequests != before { try mirror.export(keepOrphans: options.orphanGrace) }
-                }
-                nextScan = .now + .seconds(scanInterval())
+            let scanDue = ContinuousClock.now >= nextScan
+            if taken.local || !taken.events.isEmpty || scanDue {
+                if scanDue { nextScan = .now + .seconds(scanInterval()) }
+                try sendLocalChanges(full: scanDue)
             }
             if !taken.events.isEmpty {
                 let applied = try step(mirror, events: taken.events.count) {
@@ -394,7 +426,7 @@ public final class LiveSync: Sendable {
                 // What failed is recovered by the reconcile that follows the next connection.
                 if !applied, let s = source { inbox.note(.failed(s.transport, reason: "applying updates failed", unavailable: false, auth: false)) }
             } else if let id = taken.lastEventId {
-                try mirror.store.setLastEventId(id)
+                sseResumeId.withLock { $0 = id }
             }
             if !taken.events.isEmpty, try mirror.store.orphanCount() > 0 {
                 nextSweep = .now + .seconds(options.orphanGrace + 0.1)
@@ -427,7 +459,10 @@ public final class LiveSync: Sendable {
         // subscription is settled, as after a reconnect; without a WebSocket it is listed now.
         let timing = try mirror.apply(events, keepOrphans: options.orphanGrace,
                                       subscribe: { [source] in source?.follow(mailboxes: $0) ?? false })
-        if let lastEventId { try mirror.store.setLastEventId(lastEventId) }
+        // Only the SSE reconnect resumes from here. The cache's journal position is the passes'
+        // (Mirror.syncOnce): applied events do not move a mailbox's synced modifyIndex, so the
+        // journal entries after the last pass must stay ahead of that position for `--once`.
+        if let lastEventId { sseResumeId.withLock { $0 = lastEventId } }
         let first = received ?? start
         log.log(.debug, "batch of \(events.count) events: received → committed \(Self.ms(timing.committed - first)), → exported \(Self.ms(timing.exported - first))")
     }
@@ -466,7 +501,11 @@ public final class LiveSync: Sendable {
             return WebSocketSource(session: mirror.session, server: config.server, options: options, config: config,
                                    mailboxes: try mirror.store.mailboxes().map(\.id), inbox: inbox, log: log)
         case .sse:
-            return SSESource(session: mirror.session, lastEventId: try mirror.store.lastEventId(), inbox: inbox, log: log)
+            // Not the cache's journal position: that may lie up to a second ahead (a pass that
+            // read nothing puts it at the second after its start), and a stream resumed there
+            // would skip live changes made before it. Without an id the stream sends no backlog;
+            // the reconcile after every connection covers what came before.
+            return SSESource(session: mirror.session, lastEventId: sseResumeId.withLock { $0 }, inbox: inbox, log: log)
         case .polling:
             return nil
         }

@@ -5,25 +5,63 @@ import Foundation
 import Lock
 
 /// Tells the live engine, within milliseconds, that something changed in a folder's `cur/` or
-/// `new/` (Linux inotify: a rename into or out of it, a new file, an unlink). It says only *that*
-/// something changed; the scan finds out what. When inotify is unavailable or the watch limit is
-/// reached, `complete` turns false and the engine relies on its periodic scan.
+/// `new/` (Linux inotify: a rename into or out of it, a new file, an unlink), and in which
+/// folders — leaving out what wdsync itself did there.
+///
+/// The exporter's own renames, deliveries and unlinks are reported to `expect` as it makes
+/// them; `drain`, on the engine's thread, reads every event the kernel has queued and matches
+/// each against those. An event that matches one is wdsync's own and is consumed; any other
+/// event makes its folder "changed", and only changed folders are read by the next scan. Every
+/// expected write was made before `drain` runs, so its event is already queued and read by that
+/// same drain; what is left unmatched is forgotten there. A user's change can hide behind an
+/// expected write only by taking its event, which leaves the write's own event unmatched: the
+/// folder is changed either way.
+///
+/// When inotify is unavailable, the watch limit is reached or the kernel's queue overflowed,
+/// the engine falls back to the scan's directory mtimes.
 final class LocalWatch: Sendable {
-    private struct State {
+    /// What `drain` found.
+    struct Changes: Sendable, Equatable {
+        /// Folders (as in `mailboxes.folder`) with a change wdsync did not make.
+        var changed: Set<String> = []
+        /// Folders whose `cur/` and `new/` are both watched: not in `changed` means unchanged.
         var watched: Set<String> = []
+        /// Events were lost (the kernel's queue overflowed): nothing is known.
+        var overflow = false
+    }
+
+    private struct Event {
+        var dir: String
+        var name: String
+        var appeared: Bool
+        /// Closed after writing: a change of content, never one of wdsync's (it writes in tmp/).
+        var written = false
+    }
+
+    private struct State {
+        var byPath: [String: Int32] = [:]   // relative directory ("Work/cur", "cur") → watch
+        var byWatch: [Int32: String] = [:]
         var complete = true
         var stopped = false
+        var events: [Event] = []
+        var changedDirs: Set<String> = []   // watches that went away (folder deleted or renamed)
+        var overflow = false
+        /// The exporter's own changes since the last drain: "+path" appeared, "-path" went.
+        var expected: [String: Int] = [:]
     }
     private let state = Mutex(State())
     private let fd: Int32
+    private let root: String
     private let onChange: @Sendable () -> Void
 
-    /// Nil when the system has no inotify (the periodic scan then does all the work).
-    init?(onChange: @escaping @Sendable () -> Void) {
+    /// Nil when the system has no inotify (the periodic scan then does all the work). `root` is
+    /// the Maildir root: directories and expected paths are relative to it.
+    init?(root: String, onChange: @escaping @Sendable () -> Void) {
         #if os(Linux)
         let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
         guard fd >= 0 else { return nil }
         self.fd = fd
+        self.root = root
         self.onChange = onChange
         let thread = Thread { [self] in self.readLoop() }
         thread.stackSize = 1 << 18
@@ -36,16 +74,21 @@ final class LocalWatch: Sendable {
     /// Whether every directory asked for is watched (false after the watch limit was reached).
     var complete: Bool { state.withLock { $0.complete } }
 
-    /// Watches these directories too (absolute paths of `cur/` and `new/`); already watched and
-    /// missing ones are skipped (a folder created later is added by a later call).
+    /// Watches these directories too (`cur/` and `new/` of each folder, relative to the root);
+    /// already watched and missing ones are skipped (a folder created later is added by a later call).
     func watch(_ directories: [String]) {
         #if os(Linux)
-        let mask = UInt32(IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_CLOSE_WRITE | IN_ONLYDIR)
+        let mask = UInt32(IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_CLOSE_WRITE | IN_MOVE_SELF | IN_ONLYDIR)
         for dir in directories {
-            if state.withLock({ $0.watched.contains(dir) || $0.stopped }) { continue }
-            let wd = inotify_add_watch(fd, dir, mask)
+            if state.withLock({ $0.byPath[dir] != nil || $0.stopped }) { continue }
+            let wd = inotify_add_watch(fd, root + "/" + dir, mask)
             if wd >= 0 {
-                state.withLock { _ = $0.watched.insert(dir) }
+                state.withLock { s in
+                    // The same directory under an older name (renamed): the watch is the same.
+                    if let old = s.byWatch[wd] { s.byPath[old] = nil }
+                    s.byPath[dir] = wd
+                    s.byWatch[wd] = dir
+                }
             } else if errno == ENOSPC || errno == ENOMEM {
                 state.withLock { $0.complete = false }
             }
@@ -53,19 +96,98 @@ final class LocalWatch: Sendable {
         #endif
     }
 
+    /// The exporter made `path` (relative to the root) appear, or go away.
+    func expect(_ path: String, appeared: Bool) {
+        state.withLock { $0.expected[(appeared ? "+" : "-") + path, default: 0] += 1 }
+    }
+
+    /// Reads what the kernel has queued and returns the folders changed by others since the last drain.
+    func drain() -> Changes {
+        state.withLock { s in
+            readEvents(&s)
+            var changes = Changes()
+            changes.overflow = s.overflow
+            for event in s.events {
+                if !event.written {
+                    let key = (event.appeared ? "+" : "-") + event.dir + "/" + event.name
+                    if let n = s.expected[key], n > 0 {
+                        s.expected[key] = n > 1 ? n - 1 : nil
+                        continue
+                    }
+                }
+                changes.changed.insert(Self.folder(of: event.dir))
+            }
+            for dir in s.changedDirs { changes.changed.insert(Self.folder(of: dir)) }
+            var subdirs: [String: Int] = [:]
+            for dir in s.byPath.keys { subdirs[Self.folder(of: dir), default: 0] += 1 }
+            changes.watched = Set(subdirs.filter { $0.value == 2 }.keys)
+            s.events.removeAll()
+            s.changedDirs.removeAll()
+            s.expected.removeAll()
+            s.overflow = false
+            return changes
+        }
+    }
+
+    /// "Work/cur" → "Work"; "cur" (maildir++ INBOX, the root itself) → "".
+    static func folder(of dir: String) -> String {
+        guard let slash = dir.utf8.lastIndex(of: UInt8(ascii: "/")) else { return "" }
+        return String(dir[..<slash])
+    }
+
     /// Ends the reading thread within half a second; it closes the descriptor.
     func stop() { state.withLock { $0.stopped = true } }
 
     private func readLoop() {
         defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while !state.withLock({ $0.stopped }) {
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let r = poll(&p, 1, 500)
             if r < 0 && errno != EINTR { return }
             guard r > 0 else { continue }
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n > 0 { onChange() } else if n < 0 && errno != EAGAIN && errno != EINTR { return }
+            let got = state.withLock { s in
+                let before = s.events.count + s.changedDirs.count
+                readEvents(&s)
+                return s.events.count + s.changedDirs.count > before || s.overflow
+            }
+            if got { onChange() }
         }
+    }
+
+    /// Reads every queued event into `s` (under the lock, so `drain` sees all of them).
+    private func readEvents(_ s: inout State) {
+        #if os(Linux)
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return }
+            var offset = 0
+            buffer.withUnsafeBytes { raw in
+                while offset + 16 <= n {
+                    let wd = raw.loadUnaligned(fromByteOffset: offset, as: Int32.self)
+                    let mask = raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)
+                    let len = Int(raw.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
+                    let nameBytes = raw[(offset + 16)..<min(n, offset + 16 + len)].prefix { $0 != 0 }
+                    offset += 16 + len
+                    if mask & UInt32(IN_Q_OVERFLOW) != 0 { s.overflow = true; continue }
+                    guard let dir = s.byWatch[wd] else { continue }
+                    if mask & UInt32(IN_IGNORED | IN_MOVE_SELF) != 0 {
+                        // The directory was removed or renamed: watched again under its new
+                        // name by the next `watch`; its folder is read meanwhile.
+                        s.changedDirs.insert(dir)
+                        s.byPath[dir] = nil
+                        s.byWatch[wd] = nil
+                        if mask & UInt32(IN_MOVE_SELF) != 0 { inotify_rm_watch(fd, wd) }
+                        continue
+                    }
+                    let name = String(decoding: nameBytes, as: UTF8.self)
+                    guard nameBytes.first != UInt8(ascii: ".") else { continue }   // dot files are never mail
+                    let appeared = mask & UInt32(IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE) != 0
+                    s.events.append(Event(dir: dir, name: name, appeared: appeared, written: mask & UInt32(IN_CLOSE_WRITE) != 0))
+                }
+            }
+        }
+        #endif
     }
 }

@@ -78,10 +78,20 @@ public final class Mirror {
     /// `syncOnce` catches up from the server's journal (see `JournalReplay`) and keeps a journal
     /// position. The daemon turns it off: its own event source follows the journal.
     public var readsJournal = true
+    /// `syncOnce` ends with the push's error when local changes could not be sent (after
+    /// pulling all the same), so `--once` exits with it. The daemon turns it off: it retries the
+    /// push on its own schedule, and a reconcile must not fail because of it.
+    public var stopsOnFailedPush = true
     var journal = JournalReplay()
+    /// What this pass's push sent, for the journal proof.
+    var sentThisPass: [SentRequest] = []
     /// Told how a pass advances (the progress line on a terminal): per listing page and per
     /// batch of recorded downloads, on this mirror's thread.
     public var onProgress: ((SyncProgress) -> Void)?
+    /// Told of every file the exporter (or the push) makes appear (true) or go away (false) in
+    /// a folder's cur/ or new/, relative to the root, right after it did: the daemon's inotify
+    /// watch tells these from the user's changes (`LocalWatch`).
+    var onOwnWrite: ((String, Bool) -> Void)?
     /// The downloads of the current export, for `onProgress`.
     var downloadProgress: (progress: SyncProgress, base: Int, baseBytes: Int, paths: [String: String])?
 
@@ -109,6 +119,10 @@ public final class Mirror {
         session.retryLog = { [log] message in log.log(.verbose, message) }
         client = WildDuckClient(session: session)
         client.onSkipped = { [log] in log.log(.warning, $0) }
+        // For the test suite only: how long a journal replay may take, in seconds (default 30).
+        if let t = ProcessInfo.processInfo.environment["WDSYNC_JOURNAL_TIMEOUT"].flatMap(Double.init), t > 0 {
+            journal.timeout = t
+        }
         if let account = try store.account(), account.layout != config.layout.rawValue {
             throw SyncError.config("the cache \(config.db) was exported with layout \(account.layout); use --layout \(account.layout) or a new --maildir and --db")
         }
@@ -134,11 +148,18 @@ public final class Mirror {
     /// pending) and export (store → Maildir). A last scan records the folders as they are now.
     public func syncOnce() throws -> SyncSummary {
         summary = SyncSummary()
+        sentThisPass = []
         try scanLocal()
         if session.userId == nil { try client.authenticate() }
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,
                                            maildir: maildir.root, layout: config.layout.rawValue))
-        try push()
+        var pushFailure: WildDuckError?
+        do { try push() } catch let error as WildDuckError where Mirror.pullsAfter(error) {
+            // What could not be sent waits in the outbox, and what the server changed is still
+            // pulled: the outbox rule holds back what would conflict with it.
+            log.log(.warning, "sending local changes: \(error); they are kept and sent by a later run")
+            pushFailure = error
+        }
         try syncSettings()
         let started = Int(Date().timeIntervalSince1970)
         let changed = try syncMailboxList()
@@ -147,34 +168,55 @@ public final class Mirror {
         try export()
         try scanLocal()
         try store.setSyncedNow()
-        if readsJournal {
-            let next = journal.nextPosition(started: started, readFrom: read?.from, seen: read?.seen ?? [])
-            try store.setJournalPosition(next.position, seen: next.seen)
+        // The position is kept by every complete pass, the daemon's reconciles too (which do not
+        // read the journal): a `--once` after the daemon starts from its last reconcile.
+        var from = read
+        if from == nil, changed.isEmpty, let stored = try store.lastEventId(), ObjectIdTime.seconds(of: stored) != nil {
+            // Nothing changed since the last pass: every entry the journal wrote before this
+            // pass's listing was already accounted for, so the stored position and the ids
+            // seen after it still hold (and may move up to `overlap` before this pass).
+            from = (stored.lowercased(), try store.journalSeen())
         }
+        let next = journal.nextPosition(started: started, readFrom: from?.from, seen: from?.seen ?? [])
+        try store.setJournalPosition(next.position, seen: next.seen)
         summary.pending = try store.outboxCount()
+        if let pushFailure, stopsOnFailedPush { throw pushFailure }
         return summary
     }
 
+    /// A push that failed this way does not stop the pull: the server answered (an error, or
+    /// a connection that broke during one request). One that cannot be reached at all is not
+    /// tried a second time in the same pass.
+    static func pullsAfter(_ error: WildDuckError) -> Bool {
+        if case .unreachable = error { return false }
+        return error.isTemporary
+    }
+
     /// scan: what the user's programs changed in the Maildir becomes pending mutations.
-    public func scanLocal(force: Bool = false) throws {
-        let result = try LocalScan(store: store, maildir: maildir, log: log).run(force: force)
-        summary.localChanges += result.flagChanges + result.moves + result.deletes + result.uploads
+    /// Returns how many it queued.
+    @discardableResult
+    func scanLocal(force: Bool = false, scope: LocalScan.Scope? = nil) throws -> Int {
+        let result = try LocalScan(store: store, maildir: maildir, log: log).run(force: force, scope: scope)
+        let queued = result.flagChanges + result.moves + result.deletes + result.uploads
+        summary.localChanges += queued
         summary.tooLarge += result.tooLarge
         if result.scanned > 0 {
             log.log(.verbose, "scanned \(result.scanned) folders: \(result.flagChanges) renamed, \(result.moves) moved, \(result.deletes) deleted, \(result.uploads) new")
         }
+        return queued
     }
 
     /// push: pending mutations go to the server (nothing with `pullOnly`).
     public func push() throws {
         guard !config.pullOnly else { return }
         let result = try Push(store: store, maildir: maildir, client: client, log: log,
-                              allowMassDelete: config.allowMassDelete).run()
+                              allowMassDelete: config.allowMassDelete, onOwnWrite: onOwnWrite).run()
         summary.pushedFlags += result.flags
         summary.pushedMoves += result.moves
         summary.pushedDeletes += result.deletes
         summary.uploaded += result.uploads
         summary.pushRequests += result.requests
+        if readsJournal { sentThisPass += result.sent }
         for held in result.heldDeletes {
             log.log(.error, "\(held.count) of the \(held.total) messages of \(held.path) vanished from the Maildir; nothing was deleted on the server and they are downloaded again. If you deleted them on purpose, delete them again and run once with --allow-mass-delete")
             summary.heldDeletes.append("\(held.path) (\(held.count) of \(held.total))")
@@ -227,7 +269,7 @@ public final class Mirror {
             return (changed, nil)
         }
         let seen = try store.journalSeen()
-        let outcome = journal.read(session: session, resumeId: resume, changed: changed, seen: seen, log: log)
+        let outcome = journal.read(session: session, resumeId: resume, changed: changed, seen: seen, sent: sentThisPass, log: log)
         if let failure = outcome.failure {
             log.log(.verbose, "\(failure); listing the changed mailboxes")
             return (changed, nil)

@@ -21,6 +21,7 @@ struct Push {
     let client: WildDuckClient
     let log: SyncLog
     var allowMassDelete = false
+    var onOwnWrite: ((String, Bool) -> Void)? = nil
 
     /// A pass deleting at least this many messages of a mailbox…
     static let massDeleteCount = 10
@@ -35,6 +36,8 @@ struct Push {
         var deletes = 0
         var uploads = 0
         var requests = 0
+        /// The writes the server accepted, for the journal proof (`JournalReplay.explains`).
+        var sent: [SentRequest] = []
         /// Mailboxes where the breaker held the deletes: (path, deletes, messages).
         var heldDeletes: [HeldDeletes] = []
     }
@@ -47,9 +50,9 @@ struct Push {
 
     func run() throws -> Result {
         var result = Result()
-        let mailboxes = Dictionary(try store.mailboxes().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let entries = try store.outbox()
         guard !entries.isEmpty else { return result }
+        let mailboxes = Dictionary(try store.mailboxes().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         try pushMoves(entries.filter { $0.kind == .move }, mailboxes: mailboxes, into: &result)
         try pushFlags(try store.outbox().filter { $0.kind == .flags }, into: &result)
         try pushDeletes(entries.filter { $0.kind == .delete }, mailboxes: mailboxes, into: &result)
@@ -101,7 +104,8 @@ struct Push {
                 for chunk in Self.chunks(change.uids.sorted()) {
                     result.requests += 1
                     do {
-                        try client.setFlags(mailbox: mailbox, uids: chunk.map(String.init).joined(separator: ","), change.fields)
+                        let matched = try client.setFlags(mailbox: mailbox, uids: chunk.map(String.init).joined(separator: ","), change.fields)
+                        result.sent.append(.flags(mailbox: mailbox, uids: chunk, matched: matched))
                     } catch let error as WildDuckError where error.isNotFound || Self.isPermanent(error) {
                         // The messages are gone (the pull removes them), or the server refuses
                         // this change for good: drop it rather than retry forever.
@@ -156,6 +160,7 @@ struct Push {
                 do {
                     pairs = try client.moveMessages(mailbox: group.source, uids: chunk.map(String.init).joined(separator: ","),
                                                     to: group.target, group.fields)
+                    result.sent += SentRequest.moved(from: group.source, to: group.target, pairs: pairs)
                 } catch let error as WildDuckError where error.isNotFound {
                     pairs = []
                 } catch let error as WildDuckError where Self.isPermanent(error) {
@@ -167,15 +172,19 @@ struct Push {
                     continue
                 }
                 var moved = Set<Int>()
+                var duplicates: [String] = []
                 try store.transaction {
                     for (old, new) in pairs where chunk.contains(old) {
                         guard let row = try store.fileRow(mailboxId: group.source, uid: old) else { continue }
-                        try store.completeMove(mailboxId: group.source, uid: old, target: group.target, newUid: new,
-                                               baseFlags: Self.confirmed(flags: row.flags, base: row.baseFlags))
+                        if let duplicate = try store.completeMove(mailboxId: group.source, uid: old, target: group.target, newUid: new,
+                                                                  baseFlags: Self.confirmed(flags: row.flags, base: row.baseFlags)) {
+                            duplicates.append(duplicate)
+                        }
                         moved.insert(old)
                         result.moves += 1
                     }
                 }
+                duplicates.forEach(removeDuplicate)
                 // Not moved: gone from the source. Perhaps moved already (a resend), else lost.
                 for uid in chunk where !moved.contains(uid) {
                     if let e = try store.outboxEntry(mailboxId: group.source, uid: uid) { try settleMove(e, into: &result) }
@@ -199,21 +208,26 @@ struct Push {
         result.requests += 1
         do {
             let pairs = try client.moveMessages(mailbox: entry.mailboxId, uids: String(uid), to: target, fields)
+            result.sent += SentRequest.moved(from: entry.mailboxId, to: target, pairs: pairs)
             if let pair = pairs.first(where: { $0.0 == uid }) {
-                try store.transaction {
+                let duplicate = try store.transaction {
                     try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: pair.1, baseFlags: base)
                 }
+                duplicate.map(removeDuplicate)
                 result.moves += 1
                 return
             }
         } catch let error as WildDuckError where error.isNotFound {}
         result.requests += 1
         if let found = try find(in: target, messageId: message.messageId, date: message.idate, subject: nil, afterUid: nil) {
-            // Found with the flags it had before; a flag change that did not reach it is pushed next.
-            try store.transaction {
-                try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: found.uid,
-                                       baseFlags: MessageFlags(rawValue: (Mirror.flags(of: found).rawValue)))
+            // The move went through, with the flag changes it carried: that is the agreed state,
+            // and what the server shows besides (another client's change) is merged over it.
+            let duplicate = try store.transaction {
+                let duplicate = try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: found.uid, baseFlags: base)
+                try store.updateFlags(mailboxId: target, uid: found.uid, flags: Mirror.flags(of: found), json: nil)
+                return duplicate
             }
+            duplicate.map(removeDuplicate)
             result.moves += 1
             return
         }
@@ -248,6 +262,7 @@ struct Push {
                 result.requests += 1
                 do {
                     try client.deleteMessage(mailbox: mailbox, uid: uid)
+                    result.sent.append(.single("EXPUNGE", mailbox: mailbox, uid: uid))
                 } catch let error as WildDuckError where error.isNotFound {
                     // Already gone.
                 } catch let error as WildDuckError where Self.isPermanent(error) {
@@ -309,8 +324,19 @@ struct Push {
                 log.log(.warning, "cannot upload \(file): \(error); it is tried again on the next run")
                 continue
             }
+            result.sent.append(.single("EXISTS", mailbox: entry.mailboxId, uid: reply.uid))
             try tie(sent, uid: reply.uid, size: reply.size, base: MessageFlags(rawValue: flags.rawValue & (MessageFlags.seen.rawValue | MessageFlags.flagged.rawValue | MessageFlags.draft.rawValue)))
             result.uploads += 1
+        }
+    }
+
+    /// Unlinks a copy of a moved or uploaded message that an older run downloaded while the
+    /// answer was unknown (only wdsync's own files: the user's file is the message).
+    private func removeDuplicate(_ file: String) {
+        guard Mirror.ownsFile(Maildir.uniquePart(ofFileName: (file as NSString).lastPathComponent)) else { return }
+        if (try? maildir.removeFile(file)) == true {
+            log.log(.verbose, "removed \(file): a second copy of a message whose file is elsewhere")
+            onOwnWrite?(file, false)
         }
     }
 
@@ -319,10 +345,7 @@ struct Push {
         let duplicate = try store.transaction {
             try store.completeUpload(entry, uid: uid, size: size, baseFlags: base)
         }
-        // A copy the pull downloaded while the answer was unknown (only wdsync's own files).
-        if let duplicate, duplicate != entry.file, Mirror.ownsFile(Maildir.uniquePart(ofFileName: (duplicate as NSString).lastPathComponent)) {
-            _ = try? maildir.removeFile(duplicate)
-        }
+        if let duplicate, duplicate != entry.file { removeDuplicate(duplicate) }
     }
 
     // MARK: - Finding a message whose answer was lost

@@ -47,8 +47,16 @@ struct LocalScan {
         var mailboxId: String
     }
 
-    /// Scans the folders that changed (every folder with `force`).
-    func run(force: Bool = false) throws -> Result {
+    /// Which folders the daemon's inotify watch (`LocalWatch`) says to read: `changed` ones
+    /// whatever their mtimes, none of the `unchanged` ones (watched, and nothing but wdsync's own
+    /// writes happened there), the rest by their mtimes.
+    struct Scope: Sendable, Equatable {
+        var changed: Set<String> = []
+        var unchanged: Set<String> = []
+    }
+
+    /// Scans the folders that changed (every folder with `force`; see `Scope`).
+    func run(force: Bool = false, scope: Scope? = nil) throws -> Result {
         var result = Result()
         let started = Int(Date().timeIntervalSince1970 * 1e9)
         try store.transaction {
@@ -58,14 +66,17 @@ struct LocalScan {
             var unknown: [Candidate] = []
             var present = Set<String>()           // unique parts in the scanned folders
             var scannedPrefixes: [String] = []
+            var pendingOf: [String: OutboxEntry]?   // "mailbox uid" → pending mutation, read once
 
             for mailbox in try store.mailboxes() {
                 guard let folder = mailbox.folder else { continue }
+                if let scope, scope.unchanged.contains(folder) { continue }
                 guard let times = maildir.folderTimes(folder) else {
                     try restore(mailbox, folder: folder)
                     continue
                 }
-                if !force && times.cur == mailbox.scannedCur && times.new == mailbox.scannedNew { continue }
+                let forced = force || scope?.changed.contains(folder) == true
+                if !forced && times.cur == mailbox.scannedCur && times.new == mailbox.scannedNew { continue }
                 guard let files = try maildir.listFolder(folder) else { continue }
                 result.scanned += 1
                 var byUnique = Dictionary(files.map { ($0.unique, $0) }, uniquingKeysWith: { a, _ in a })
@@ -73,9 +84,14 @@ struct LocalScan {
                 let prefix = folder.isEmpty ? "" : folder + "/"
                 scannedPrefixes.append(prefix)
                 let rows = try store.fileRows(mailboxId: mailbox.id) + store.fileRows(movingTo: mailbox.id)
+                if pendingOf == nil {
+                    // Only a row's own step below changes its entry, so one read serves the loop.
+                    pendingOf = Dictionary(try store.outbox().compactMap { e in e.uid.map { ("\(e.mailboxId) \($0)", e) } },
+                                           uniquingKeysWith: { a, _ in a })
+                }
                 for row in rows {
                     guard let file = row.file, file.hasPrefix(prefix + "cur/") || file.hasPrefix(prefix + "new/") else { continue }
-                    let pending = try store.outboxEntry(mailboxId: row.mailboxId, uid: row.uid)
+                    let pending = pendingOf?["\(row.mailboxId) \(row.uid)"]
                     if pending?.sent == true {
                         // Its request's answer is unknown: the push settles it first.
                         byUnique[row.uniq] = nil
