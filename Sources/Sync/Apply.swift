@@ -72,10 +72,7 @@ extension Mirror {
             }
         }
         let mailboxes = Set(try store.mailboxes().map(\.id))
-        var fetched: [String: [MessageItem]] = [:]
-        for (mailbox, uids) in fetch where mailboxes.contains(mailbox) && !relist.contains(mailbox) {
-            fetched[mailbox] = try read(mailbox: mailbox, uids: uids)
-        }
+        let fetched = try read(fetch.filter { mailboxes.contains($0.key) && !relist.contains($0.key) })
 
         try store.transaction {
             for event in events {
@@ -103,6 +100,36 @@ extension Mirror {
         let committed = ContinuousClock.now
         for mailbox in try store.mailboxes() where relist.contains(mailbox.id) { try syncMessages(of: mailbox) }
         return committed
+    }
+
+    /// The current list items of the given uids (those the server still has), by mailbox.
+    ///
+    /// New messages in several mailboxes (a `--once` catching up from the journal) are looked
+    /// for first in the newest messages of the whole account, one search for up to 250, instead
+    /// of one search per mailbox: a delivery, an upload and a move make the message's `_id`
+    /// anew, and that search returns the highest `_id`s first. It stops once every uid is found
+    /// or it has read 250 messages more than it looks for; what it did not find (an older
+    /// message, one gone meanwhile) is read per mailbox as before.
+    func read(_ wanted: [String: Set<Int>]) throws -> [String: [MessageItem]] {
+        var found: [String: [MessageItem]] = [:]
+        var missing = wanted.filter { !$0.value.isEmpty }
+        if missing.count > 1 {
+            let count = missing.values.reduce(0) { $0 + $1.count }
+            var cursor: String?
+            var scanned = 0
+            repeat {
+                let page = try client.searchNewest(cursor: cursor)
+                for item in page.items {
+                    guard let m = item.mailbox, missing[m]?.remove(item.uid) != nil else { continue }
+                    found[m, default: []].append(item)
+                    if missing[m]?.isEmpty == true { missing[m] = nil }
+                }
+                scanned += page.items.count
+                cursor = page.items.isEmpty ? nil : page.nextCursor
+            } while cursor != nil && !missing.isEmpty && scanned < count + 250
+        }
+        for (mailbox, uids) in missing { found[mailbox, default: []] += try read(mailbox: mailbox, uids: uids) }
+        return found
     }
 
     /// The current list items of the given uids of one mailbox (those the server still has).

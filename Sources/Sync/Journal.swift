@@ -124,8 +124,10 @@ struct JournalReplay {
         return (position, seen.filter { $0 > position }.sorted())
     }
 
-    /// Reads the replay since `resumeId` and decides which of `changed` it brings up to date.
-    func read(session: Session, resumeId: String, changed: [MailboxRecord], seen: Set<String>, log: SyncLog) -> Outcome {
+    /// Reads the replay since `resumeId` and decides which of `changed` it brings up to date;
+    /// `sent` are the writes this pass itself sent (Push), whose steps are known exactly.
+    func read(session: Session, resumeId: String, changed: [MailboxRecord], seen: Set<String>,
+              sent: [SentRequest] = [], log: SyncLog) -> Outcome {
         let entries = collect(session: session, resumeId: resumeId, log: log)
         var outcome = Outcome()
         if case .failure(let why) = entries { outcome.failure = why; return outcome }
@@ -140,7 +142,7 @@ struct JournalReplay {
         for mailbox in changed {
             guard let synced = mailbox.syncedIndex, mailbox.modifyIndex > synced else { continue }
             let own = fresh.filter { $0.mailbox == mailbox.id }
-            if Self.explains(own, steps: mailbox.modifyIndex - synced) {
+            if Self.explains(own, steps: mailbox.modifyIndex - synced, sent: sent.filter { $0.mailbox == mailbox.id }) {
                 outcome.proven[mailbox.id] = mailbox.modifyIndex
             } else {
                 log.log(.verbose, "the journal does not account for every change in \(mailbox.path) (\(own.count) entries for \(mailbox.modifyIndex - synced) modifyIndex steps); listing it")
@@ -152,7 +154,29 @@ struct JournalReplay {
 
     /// Rule 3 and 4 above: whether `entries` (one mailbox's new entries, oldest first) account
     /// for exactly `steps` steps of its modifyIndex.
-    static func explains(_ entries: [JournalEntry], steps: Int) -> Bool {
+    ///
+    /// The writes this pass sent itself (`sent`, all of this mailbox) are counted first, exactly:
+    /// each takes its own entries out of the list — one per uid it touched, as many as the
+    /// server said it matched; fewer found proves nothing — and its known steps out of `steps`.
+    /// Only then are the remaining entries read both ways as above. Without this, two of our
+    /// own flag requests in a row (one `seen`, one `flagged`) would form one run of FETCH
+    /// entries that neither reading counts right, and the mailbox would be listed.
+    static func explains(_ entries: [JournalEntry], steps: Int, sent: [SentRequest] = []) -> Bool {
+        var entries = entries
+        var steps = steps
+        for request in sent {
+            var uids = Set(request.uids)
+            var taken = 0
+            entries.removeAll { e in
+                guard taken < request.entries, e.command == request.command, let uid = e.uid,
+                      uids.remove(uid) != nil else { return false }
+                taken += 1
+                return true
+            }
+            guard taken == request.entries else { return false }
+            steps -= request.steps
+        }
+        guard steps >= 0 else { return false }
         var runs: [(command: String, count: Int)] = []
         for e in entries {
             guard let command = e.command, e.uid != nil, ["EXISTS", "EXPUNGE", "FETCH"].contains(command),
@@ -164,13 +188,17 @@ struct JournalReplay {
             let mine = runs.filter { $0.command == command }
             return [mine.reduce(0) { $0 + $1.count }, mine.reduce(0) { $0 + perRun($1.count) }]
         }
-        let batches = { (n: Int) in (n + 149) / 150 }
+        let batches = Self.batches
         let added = sums("EXISTS", perRun: batches)
         let removed = sums("EXPUNGE") { _ in 1 }
         let flagged = sums("FETCH") { 1 + batches($0) }
         for a in added { for r in removed { for f in flagged where a + r + f == steps { return true } } }
         return false
     }
+
+    /// WildDuck writes journal entries in batches of 150; a batch that needs a new modseq moves
+    /// `modifyIndex` once (docs/incremental-sync.md).
+    static func batches(_ n: Int) -> Int { (n + 149) / 150 }
 
     private enum Collected { case success([JournalEntry]), failure(String) }
 
@@ -212,6 +240,11 @@ struct JournalReplay {
             let (end, counters, last, opened, error) = state.withLock { s in
                 (s.end, s.counters, s.lastActivity, s.opened, s.entries.contains { $0.isError })
             }
+            if error {
+                // Whatever ended the stream after it, the replay failed.
+                result = .success(state.withLock { $0.entries })
+                break reading
+            }
             if let end {
                 switch end {
                 case .success(.ended): result = .success(state.withLock { $0.entries })
@@ -222,7 +255,7 @@ struct JournalReplay {
                 }
                 break reading
             }
-            if counters || error || (opened && ContinuousClock.now - last >= .seconds(quiet)) {
+            if counters || (opened && ContinuousClock.now - last >= .seconds(quiet)) {
                 result = .success(state.withLock { $0.entries })
                 break reading
             }
@@ -232,5 +265,36 @@ struct JournalReplay {
         handle.close()
         finished.wait()
         return result
+    }
+}
+
+/// A write this pass sent to the server (Push), as the journal shows it: `entries` entries of
+/// `command` in `mailbox`, one for each of `entries` of `uids`, and `steps` steps of the
+/// mailbox's `modifyIndex` (docs/incremental-sync.md has how WildDuck counts them).
+struct SentRequest: Sendable, Equatable {
+    var mailbox: String
+    var command: String
+    var uids: [Int]
+    var entries: Int
+    var steps: Int
+
+    /// A REST flag update that matched `matched` messages: a FETCH for each, one step for the
+    /// request and one per batch of entries.
+    static func flags(mailbox: String, uids: [Int], matched: Int) -> SentRequest {
+        SentRequest(mailbox: mailbox, command: "FETCH", uids: uids, entries: min(matched, uids.count),
+                    steps: 1 + JournalReplay.batches(matched))
+    }
+
+    /// A move of `pairs` (old uid, new uid): EXPUNGEs and one step in the source, EXISTS and one
+    /// step per batch in the target.
+    static func moved(from source: String, to target: String, pairs: [(Int, Int)]) -> [SentRequest] {
+        [SentRequest(mailbox: source, command: "EXPUNGE", uids: pairs.map(\.0), entries: pairs.count, steps: 1),
+         SentRequest(mailbox: target, command: "EXISTS", uids: pairs.map(\.1), entries: pairs.count,
+                     steps: JournalReplay.batches(pairs.count))]
+    }
+
+    /// A message deleted (EXPUNGE) or uploaded (EXISTS): one entry, one step.
+    static func single(_ command: String, mailbox: String, uid: Int) -> SentRequest {
+        SentRequest(mailbox: mailbox, command: command, uids: [uid], entries: 1, steps: 1)
     }
 }

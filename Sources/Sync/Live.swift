@@ -183,6 +183,9 @@ public final class LiveSync: Sendable {
     let progress: (@Sendable (SyncProgress) -> Void)?
     /// The last failure `guarded` saw, recorded in the cache by the next `step`.
     private let lastFailure = Mutex<String?>(nil)
+    /// The id of the last SSE entry applied, where a reconnected SSE stream resumes (in memory
+    /// only: a daemon that starts has its first stream send no backlog).
+    private let sseResumeId = Mutex<String?>(nil)
 
     public init(config: AccountConfig, log: SyncLog, progress: (@Sendable (SyncProgress) -> Void)? = nil,
                 postSync: PostSyncHook? = nil, observer: @escaping @Sendable (LiveEvent) -> Void = { _ in }) {
@@ -240,7 +243,9 @@ public final class LiveSync: Sendable {
         let mirror = try Mirror(config: config, log: log)
         let inbox = self.inbox
         mirror.isCancelled = { inbox.stopRequested }
-        mirror.readsJournal = false   // its event source follows the journal itself
+        // Its event source follows the journal itself; its passes still keep the journal position
+        // that a later `--once` resumes from (`Mirror.syncOnce`).
+        mirror.readsJournal = false
         mirror.stopsOnFailedPush = false
         try mirror.store.recordDaemon(pid: Int(getpid()))
         defer { try? mirror.store.recordDaemon(pid: nil) }
@@ -421,7 +426,7 @@ public final class LiveSync: Sendable {
                 // What failed is recovered by the reconcile that follows the next connection.
                 if !applied, let s = source { inbox.note(.failed(s.transport, reason: "applying updates failed", unavailable: false, auth: false)) }
             } else if let id = taken.lastEventId {
-                try mirror.store.setLastEventId(id)
+                sseResumeId.withLock { $0 = id }
             }
             if !taken.events.isEmpty, try mirror.store.orphanCount() > 0 {
                 nextSweep = .now + .seconds(options.orphanGrace + 0.1)
@@ -454,7 +459,10 @@ public final class LiveSync: Sendable {
         // subscription is settled, as after a reconnect; without a WebSocket it is listed now.
         let timing = try mirror.apply(events, keepOrphans: options.orphanGrace,
                                       subscribe: { [source] in source?.follow(mailboxes: $0) ?? false })
-        if let lastEventId { try mirror.store.setLastEventId(lastEventId) }
+        // Only the SSE reconnect resumes from here. The cache's journal position is the passes'
+        // (Mirror.syncOnce): applied events do not move a mailbox's synced modifyIndex, so the
+        // journal entries after the last pass must stay ahead of that position for `--once`.
+        if let lastEventId { sseResumeId.withLock { $0 = lastEventId } }
         let first = received ?? start
         log.log(.debug, "batch of \(events.count) events: received → committed \(Self.ms(timing.committed - first)), → exported \(Self.ms(timing.exported - first))")
     }
@@ -493,7 +501,11 @@ public final class LiveSync: Sendable {
             return WebSocketSource(session: mirror.session, server: config.server, options: options, config: config,
                                    mailboxes: try mirror.store.mailboxes().map(\.id), inbox: inbox, log: log)
         case .sse:
-            return SSESource(session: mirror.session, lastEventId: try mirror.store.lastEventId(), inbox: inbox, log: log)
+            // Not the cache's journal position: that may lie up to a second ahead (a pass that
+            // read nothing puts it at the second after its start), and a stream resumed there
+            // would skip live changes made before it. Without an id the stream sends no backlog;
+            // the reconcile after every connection covers what came before.
+            return SSESource(session: mirror.session, lastEventId: sseResumeId.withLock { $0 }, inbox: inbox, log: log)
         case .polling:
             return nil
         }

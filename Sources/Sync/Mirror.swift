@@ -83,6 +83,8 @@ public final class Mirror {
     /// push on its own schedule, and a reconcile must not fail because of it.
     public var stopsOnFailedPush = true
     var journal = JournalReplay()
+    /// What this pass's push sent, for the journal proof.
+    var sentThisPass: [SentRequest] = []
     /// Told how a pass advances (the progress line on a terminal): per listing page and per
     /// batch of recorded downloads, on this mirror's thread.
     public var onProgress: ((SyncProgress) -> Void)?
@@ -117,6 +119,10 @@ public final class Mirror {
         session.retryLog = { [log] message in log.log(.verbose, message) }
         client = WildDuckClient(session: session)
         client.onSkipped = { [log] in log.log(.warning, $0) }
+        // For the test suite only: how long a journal replay may take, in seconds (default 30).
+        if let t = ProcessInfo.processInfo.environment["WDSYNC_JOURNAL_TIMEOUT"].flatMap(Double.init), t > 0 {
+            journal.timeout = t
+        }
         if let account = try store.account(), account.layout != config.layout.rawValue {
             throw SyncError.config("the cache \(config.db) was exported with layout \(account.layout); use --layout \(account.layout) or a new --maildir and --db")
         }
@@ -142,6 +148,7 @@ public final class Mirror {
     /// pending) and export (store → Maildir). A last scan records the folders as they are now.
     public func syncOnce() throws -> SyncSummary {
         summary = SyncSummary()
+        sentThisPass = []
         try scanLocal()
         if session.userId == nil { try client.authenticate() }
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,
@@ -161,10 +168,17 @@ public final class Mirror {
         try export()
         try scanLocal()
         try store.setSyncedNow()
-        if readsJournal {
-            let next = journal.nextPosition(started: started, readFrom: read?.from, seen: read?.seen ?? [])
-            try store.setJournalPosition(next.position, seen: next.seen)
+        // The position is kept by every complete pass, the daemon's reconciles too (which do not
+        // read the journal): a `--once` after the daemon starts from its last reconcile.
+        var from = read
+        if from == nil, changed.isEmpty, let stored = try store.lastEventId(), ObjectIdTime.seconds(of: stored) != nil {
+            // Nothing changed since the last pass: every entry the journal wrote before this
+            // pass's listing was already accounted for, so the stored position and the ids
+            // seen after it still hold (and may move up to `overlap` before this pass).
+            from = (stored.lowercased(), try store.journalSeen())
         }
+        let next = journal.nextPosition(started: started, readFrom: from?.from, seen: from?.seen ?? [])
+        try store.setJournalPosition(next.position, seen: next.seen)
         summary.pending = try store.outboxCount()
         if let pushFailure, stopsOnFailedPush { throw pushFailure }
         return summary
@@ -202,6 +216,7 @@ public final class Mirror {
         summary.pushedDeletes += result.deletes
         summary.uploaded += result.uploads
         summary.pushRequests += result.requests
+        if readsJournal { sentThisPass += result.sent }
         for held in result.heldDeletes {
             log.log(.error, "\(held.count) of the \(held.total) messages of \(held.path) vanished from the Maildir; nothing was deleted on the server and they are downloaded again. If you deleted them on purpose, delete them again and run once with --allow-mass-delete")
             summary.heldDeletes.append("\(held.path) (\(held.count) of \(held.total))")
@@ -254,7 +269,7 @@ public final class Mirror {
             return (changed, nil)
         }
         let seen = try store.journalSeen()
-        let outcome = journal.read(session: session, resumeId: resume, changed: changed, seen: seen, log: log)
+        let outcome = journal.read(session: session, resumeId: resume, changed: changed, seen: seen, sent: sentThisPass, log: log)
         if let failure = outcome.failure {
             log.log(.verbose, "\(failure); listing the changed mailboxes")
             return (changed, nil)

@@ -36,6 +36,8 @@ struct Push {
         var deletes = 0
         var uploads = 0
         var requests = 0
+        /// The writes the server accepted, for the journal proof (`JournalReplay.explains`).
+        var sent: [SentRequest] = []
         /// Mailboxes where the breaker held the deletes: (path, deletes, messages).
         var heldDeletes: [HeldDeletes] = []
     }
@@ -102,7 +104,8 @@ struct Push {
                 for chunk in Self.chunks(change.uids.sorted()) {
                     result.requests += 1
                     do {
-                        try client.setFlags(mailbox: mailbox, uids: chunk.map(String.init).joined(separator: ","), change.fields)
+                        let matched = try client.setFlags(mailbox: mailbox, uids: chunk.map(String.init).joined(separator: ","), change.fields)
+                        result.sent.append(.flags(mailbox: mailbox, uids: chunk, matched: matched))
                     } catch let error as WildDuckError where error.isNotFound || Self.isPermanent(error) {
                         // The messages are gone (the pull removes them), or the server refuses
                         // this change for good: drop it rather than retry forever.
@@ -157,6 +160,7 @@ struct Push {
                 do {
                     pairs = try client.moveMessages(mailbox: group.source, uids: chunk.map(String.init).joined(separator: ","),
                                                     to: group.target, group.fields)
+                    result.sent += SentRequest.moved(from: group.source, to: group.target, pairs: pairs)
                 } catch let error as WildDuckError where error.isNotFound {
                     pairs = []
                 } catch let error as WildDuckError where Self.isPermanent(error) {
@@ -204,6 +208,7 @@ struct Push {
         result.requests += 1
         do {
             let pairs = try client.moveMessages(mailbox: entry.mailboxId, uids: String(uid), to: target, fields)
+            result.sent += SentRequest.moved(from: entry.mailboxId, to: target, pairs: pairs)
             if let pair = pairs.first(where: { $0.0 == uid }) {
                 let duplicate = try store.transaction {
                     try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: pair.1, baseFlags: base)
@@ -257,6 +262,7 @@ struct Push {
                 result.requests += 1
                 do {
                     try client.deleteMessage(mailbox: mailbox, uid: uid)
+                    result.sent.append(.single("EXPUNGE", mailbox: mailbox, uid: uid))
                 } catch let error as WildDuckError where error.isNotFound {
                     // Already gone.
                 } catch let error as WildDuckError where Self.isPermanent(error) {
@@ -318,6 +324,7 @@ struct Push {
                 log.log(.warning, "cannot upload \(file): \(error); it is tried again on the next run")
                 continue
             }
+            result.sent.append(.single("EXISTS", mailbox: entry.mailboxId, uid: reply.uid))
             try tie(sent, uid: reply.uid, size: reply.size, base: MessageFlags(rawValue: flags.rawValue & (MessageFlags.seen.rawValue | MessageFlags.flagged.rawValue | MessageFlags.draft.rawValue)))
             result.uploads += 1
         }

@@ -297,6 +297,16 @@ public final class WildDuckClient {
         return try page(try call("GET", "/users/\(user)/search", query: query), route: "GET search")
     }
 
+    /// One page of the user's messages in every mailbox, newest first: without `order` the
+    /// search pages by the message's `_id`, which a delivery, an upload and a move all make
+    /// anew (https://github.com/nodemailer/wildduck/blob/master/lib/api/messages.js, the
+    /// `search` route: `paginatedField: '_id', sortAscending: false`).
+    public func searchNewest(cursor: String?, limit: Int = 250) throws -> MessagePage {
+        var query = [("limit", String(limit))]
+        if let cursor { query.append(("next", cursor)) }
+        return try page(try call("GET", "/users/\(user)/search", query: query), route: "GET search")
+    }
+
     // MARK: Writing (two-way sync)
 
     /// Sets `seen`/`flagged`/`deleted` on the messages `uids` ("1,2,3" or "3:15", never a mix)
@@ -420,7 +430,7 @@ public final class WildDuckClient {
                 failed = head.status != 200
                 guard !failed else { return }
                 if plainHTTP && head.header("content-length") == nil
-                    && !(head.header("transfer-encoding")?.lowercased().contains("chunked") ?? false) {
+                    && !head.header("transfer-encoding", contains: "chunked") {
                     // Over plain TCP such a body ends wherever the connection happens to end.
                     throw WildDuckError.badMessage(route: route, detail: "message \(uid) came without a length or chunked encoding over plain http://, so a cut-off copy cannot be told from a whole one")
                 }

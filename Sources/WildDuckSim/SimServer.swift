@@ -46,6 +46,12 @@ public enum SimFault: Sendable, Equatable {
     /// answer normally, with every occurrence of each key in the body replaced by its value
     /// (a server with broken data: ids that are not ObjectIds, uids out of range, …)
     case rewrite([String: String])
+    /// an update stream (`/updates`) whose journal replay fails: WildDuck writes the error as an
+    /// `event: error` frame (lib/api/updates.js) and sends nothing more
+    case sseError
+    /// an update stream whose replay never ends: a FETCH frame every 20 ms, no COUNTERS, until
+    /// the client goes away
+    case sseEndlessReplay
 }
 
 struct ServerCore: Sendable {
@@ -266,6 +272,27 @@ public final class SimServer: Sendable {
         case let .retryAfter(code, seconds)?:
             response = HTTPResponse.json(code, .object([("error", .string("Too busy, try again later")), ("code", .string("TooBusy"))]))
             response.headers.append(("Retry-After", String(seconds)))
+        case .sseError?:
+            // WildDuck writes the error and never starts listening: the stream stays open, silent.
+            let bytes = SSE.head + SSE.chunk("event: error\ndata: MongoDB Error: cursor killed\n\n")
+            sent(bytes.count)
+            guard Sock.writeAll(fd, bytes) else { return false }
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            while isRunning && poll(&p, 1, 200) == 0 {}
+            return false
+        case .sseEndlessReplay?:
+            guard Sock.writeAll(fd, SSE.head) else { return false }
+            var n = 0
+            while isRunning {
+                n += 1
+                let frame = SSE.chunk(SSE.frame(.object([("command", .string("FETCH")), ("uid", .int(n)), ("flags", .array([])),
+                                                         ("mailbox", .string(String(repeating: "0", count: 24)))]),
+                                                id: nil))
+                guard Sock.writeAll(fd, frame) else { return false }
+                sent(frame.count)
+                usleep(20_000)
+            }
+            return false
         case .endlessBody?:
             writeEndless(fd, head: "HTTP/1.1 200 OK\r\nContent-Type: message/rfc822\r\nTransfer-Encoding: chunked\r\n\r\n",
                          unit: Array("400\r\n".utf8) + Array(repeating: UInt8(ascii: "x"), count: 1022) + Array("\r\n\r\n".utf8))

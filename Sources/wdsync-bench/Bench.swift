@@ -208,15 +208,15 @@ final class Bench {
             count += msgs.count
             bytes += msgs.reduce(0) { $0 + $1.raw.count }
         }
-        notes.append("initial sync corpus: \(count) messages, \(String(format: "%.1f", Double(bytes) / 1e6)) MB in \(ids.count) mailboxes; every client starts from an empty Maildir and writes with fsync. Rows show the median of \(o.repeats) round(s) by wall time (range in the result column).")
+        notes.append("initial sync corpus: \(count) messages, \(String(format: "%.1f", Double(bytes) / 1e6)) MB in \(ids.count) mailboxes; every client starts from an empty Maildir and writes with fsync. Rows show the median of \(o.repeats) round(s) by wall time (range in the result column). Every round writes fresh trees, all removed only after the last round; the disk is synced and rests 2 s before each run; the contenders' order rotates each round.")
 
         var contenders: [Contender] = []
         // Floor: the simplest loop, and the same loop in 4 threads for context.
         _ = try writePack(perBox.map { ($0.folder, $0.msgs.map(\.raw)) }, index: dir + "/pack.idx", pack: dir + "/pack.bin")
         contenders.append(Contender(subject: "floor (tmp+fsync+rename)", maildir: dir + "/floor",
                                     argv: [selfPath, "--floor-child", dir + "/pack.idx", dir + "/pack.bin", dir + "/floor"], log: "floor"))
-        contenders.append(Contender(subject: "floor x4 threads", maildir: dir + "/floor",
-                                    argv: [selfPath, "--floor-child", dir + "/pack.idx", dir + "/pack.bin", dir + "/floor", "4"], log: "floor4"))
+        contenders.append(Contender(subject: "floor x4 threads", maildir: dir + "/floor4",
+                                    argv: [selfPath, "--floor-child", dir + "/pack.idx", dir + "/pack.bin", dir + "/floor4", "4"], log: "floor4"))
 
         // mbsync from a private dovecot.
         var dove: Dovecot?
@@ -242,26 +242,46 @@ final class Bench {
         }
         contenders.append(wd)
 
+        // Fairness: every round writes into fresh trees and nothing is deleted until all rounds
+        // are done (on ext4, creating files right after a mass deletion is slow —
+        // `recently_deleted` under `__ext4_new_inode` — and whoever ran next paid for it); the
+        // disk is synced and left to settle before each run; the order rotates every round, so
+        // no contender always follows the same one.
+        let active = contenders.indices.filter { contenders[$0].failed == nil }
+        var trees: [String] = []
         for round in 1...o.repeats {
-            for i in contenders.indices where contenders[i].failed == nil {
+            let shift = (round - 1) % max(1, active.count)
+            for i in Array(active[shift...] + active[..<shift]) where contenders[i].failed == nil {
                 var c = contenders[i]
+                let maildir = "\(c.maildir)-r\(round)"
+                let db = "\(dir)/wdsync-r\(round).db"
                 eprint("  round \(round): \(c.subject)\n")
-                removeTree(c.maildir)
-                if c.subject == "wdsync" { unlink(dir + "/wdsync.db"); unlink(dir + "/wdsync.db-wal"); unlink(dir + "/wdsync.db-shm") }
-                if c.subject.hasPrefix("mbsync") { try makeDirs(c.maildir) }
+                removeTree(maildir)
+                trees.append(maildir)
+                var argv = c.argv.map { $0 == c.maildir ? maildir : $0 == dir + "/wdsync.db" ? db : $0 }
+                if c.subject.hasPrefix("mbsync") {
+                    try makeDirs(maildir)
+                    if let port = dove?.port {
+                        let rc = "\(dir)/mbsyncrc-r\(round)"
+                        try writeFile(rc, Array(mbsyncConfig(port: port, maildir: maildir).utf8), mode: 0o600)
+                        argv = argv.map { $0 == dir + "/mbsyncrc" ? rc : $0 }
+                    }
+                }
+                if c.subject == "wdsync" { trees += [db, db + "-wal", db + "-shm"] }
                 settleDisk()
+                usleep(1_500_000)
                 c.server?.resetStats()
-                let r = try measure(c.argv, name: c.log)
+                let r = try measure(argv, name: "\(c.log)-r\(round)")
                 let st = c.server?.stats()
                 var row = Row("initial", c.subject)
                 row.fill(r, messages: count, bytes: bytes)
-                if !r.ok { row.note = lastLine(c.log) }
-                checkCount(&row, c.maildir, expected: count, name: c.log)
+                if !r.ok { row.note = lastLine("\(c.log)-r\(round)") }
+                checkCount(&row, maildir, expected: count, name: c.log)
                 if row.status != "ok" { c.failed = row } else { c.results.append((r, st?.totalRequests, st?.bytesSent, st?.perRoute)) }
-                removeTree(c.maildir)
                 contenders[i] = c
             }
         }
+        for t in trees + [dir + "/mbsync-warm"] { removeTree(t); unlink(t) }
         unlink(dir + "/pack.bin"); unlink(dir + "/pack.idx")
 
         for c in contenders {
@@ -275,7 +295,9 @@ final class Bench {
             row.bytesSent = med.bytesSent
             row.requestsByRoute = med.routes
             if sorted.count > 1, let lo = sorted.first, let hi = sorted.last {
-                row.note = String(format: "msg/s %.0f-%.0f over %d rounds", Double(count) / hi.0.wall, Double(count) / lo.0.wall, sorted.count)
+                let cpu = c.results.map(\.0.cpu)
+                row.note = String(format: "msg/s %.0f-%.0f, CPU s %.2f-%.2f over %d rounds", Double(count) / hi.0.wall, Double(count) / lo.0.wall,
+                                  cpu.min() ?? 0, cpu.max() ?? 0, sorted.count)
             }
             rows.append(row)
         }
@@ -329,7 +351,7 @@ final class Bench {
             try makeDirs(warm)
             try writeFile(dir + "/mbsyncrc-warm", Array(mbsyncConfig(port: d.port, maildir: warm).utf8), mode: 0o600)
             let w = try measure([mbsync, "-c", dir + "/mbsyncrc-warm", "-a", "-q"], name: "mbsync-warm")
-            removeTree(warm)
+            // Removed with the timed trees after the last round, not before the first.
             if !w.ok {
                 row.status = "failed (warm-up \(w.statusText))"
                 row.note = lastLine("mbsync-warm")
@@ -444,7 +466,9 @@ final class Bench {
                 var row = row0
                 if expired { row.subject = "wdsync --once, journal expired" }
                 let downloads = row.requestsByRoute?["message.eml"] ?? 0
-                row.note = "100 new + \(changed) flag changes; \((row.requests ?? 0) - downloads) requests besides downloads; touched " + d.text
+                let kinds = (row.requestsByRoute ?? [:]).filter { $0.key != "message.eml" && $0.value > 0 }
+                    .sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+                row.note = "100 new + \(changed) flag changes; \((row.requests ?? 0) - downloads) requests besides downloads (\(kinds)); touched " + d.text
                 if !r.ok { row.note = lastLine(name) }
                 checkCount(&row, maildir, expected: n + 100 * (round + 1), name: name)
                 rows.append(row)

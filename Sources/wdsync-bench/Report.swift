@@ -67,7 +67,7 @@ private func f(_ v: Double?, _ digits: Int) -> String {
 }
 
 func renderTable(_ rows: [Row]) -> String {
-    let header = ["benchmark", "subject", "msgs", "wall s", "msg/s", "MB/s", "CPU s", "RSS MiB", "requests", "touched", "result"]
+    let header = ["benchmark", "subject", "msgs", "wall s", "msg/s", "MB/s", "CPU s", "user s", "CPU s/1k", "RSS MiB", "requests", "touched", "result"]
     var lines: [[String]] = [header]
     for r in rows {
         var result = r.status
@@ -76,12 +76,14 @@ func renderTable(_ rows: [Row]) -> String {
         if let n = r.note { result += "; " + n }
         lines.append([r.benchmark, r.subject, r.messages.map(String.init) ?? "-",
                       f(r.wallSeconds, 3), f(r.msgPerSecond, 0), f(r.mbPerSecond, 1),
-                      f(r.cpuSeconds, 2), f(r.peakRssMiB, 1),
+                      f(r.cpuSeconds, 2), f(r.userSeconds, 2),
+                      f(r.msgPerSecond == nil ? nil : r.cpuSeconds.flatMap { c in r.messages.map { c / Double($0) * 1000 } }, 3),
+                      f(r.peakRssMiB, 1),
                       r.requests.map(String.init) ?? "-", r.filesTouched.map(String.init) ?? "-", result])
     }
     var widths = [Int](repeating: 0, count: header.count)
     for l in lines { for (i, c) in l.enumerated() { widths[i] = max(widths[i], c.count) } }
-    let numeric: Set<Int> = [2, 3, 4, 5, 6, 7, 8, 9]
+    let numeric: Set<Int> = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     func fmt(_ l: [String]) -> String {
         l.enumerated().map { i, c in
             let pad = String(repeating: " ", count: widths[i] - c.count)

@@ -71,7 +71,7 @@ final class Harness {
          "--maildir", maildir, "--db", db]
     }
 
-    func process(_ arguments: [String]) -> (Process, Pipe, Pipe) {
+    func process(_ arguments: [String], environment: [String: String] = [:]) -> (Process, Pipe, Pipe) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: wdsyncBinary)
         p.arguments = arguments
@@ -80,6 +80,7 @@ final class Harness {
         env["XDG_CONFIG_HOME"] = dir + "/config"
         env["XDG_DATA_HOME"] = dir + "/data"
         env["WDSYNC_RETRY_DELAYS"] = Harness.retryDelays
+        env.merge(environment) { $1 }
         p.environment = env
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
@@ -90,8 +91,8 @@ final class Harness {
 
     /// Runs wdsync to completion.
     @discardableResult
-    func run(_ arguments: [String]? = nil, extra: [String] = []) throws -> RunResult {
-        let (p, out, err) = process((arguments ?? baseArguments) + extra)
+    func run(_ arguments: [String]? = nil, extra: [String] = [], environment: [String: String] = [:]) throws -> RunResult {
+        let (p, out, err) = process((arguments ?? baseArguments) + extra, environment: environment)
         try p.run()
         // Read both pipes fully before waiting, so a chatty child can't block on a full pipe.
         let group = DispatchGroup()
@@ -106,8 +107,9 @@ final class Harness {
 
     /// Runs wdsync and requires success.
     @discardableResult
-    func sync(extra: [String] = [], sourceLocation: SourceLocation = #_sourceLocation) throws -> RunResult {
-        let result = try run(extra: extra)
+    func sync(extra: [String] = [], environment: [String: String] = [:],
+              sourceLocation: SourceLocation = #_sourceLocation) throws -> RunResult {
+        let result = try run(extra: extra, environment: environment)
         #expect(result.status == 0, "wdsync failed: \(result.stderr)", sourceLocation: sourceLocation)
         return result
     }

@@ -151,4 +151,143 @@ import WildDuckSim
         let merged = try #require(try Store(path: h.db).message(mailboxId: inbox, uid: target.uid))
         #expect(merged.file?.hasSuffix(":2,FS") == true, "\(merged.file ?? "no file")")
     }
+
+    // MARK: - What used to make a pass list instead of reading the journal
+
+    @Test func aChangeRightAfterANoOpPassComesFromTheJournal() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        // The no-op pass below must start in a later second than the first sync's position.
+        let position = try #require(try Store(path: h.db).lastEventId())
+        let first = try #require(ObjectIdTime.seconds(of: position))
+        _ = Harness.wait(timeout: 3) { Int(Date().timeIntervalSince1970) >= first }
+        let noop = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+        h.server.resetStats()
+        try h.sync()
+        #expect(h.server.stats().totalRequests == 5)
+        // The server writes the changes within the second the no-op pass started: a pass that
+        // found nothing changed keeps the journal position it had, so they are still read.
+        h.account.setClock { noop }
+        for (i, m) in h.account.messages(mailboxId: inbox).prefix(20).enumerated() {
+            try h.account.setFlags(mailboxId: inbox, uid: m.uid, seen: !m.seen, flagged: i % 2 == 0 ? !m.flagged : nil)
+        }
+        try h.account.deliver(Array("From: a@b\r\nSubject: same second\r\n\r\nbody\r\n".utf8), to: inbox)
+        h.server.resetStats()
+        let run = try h.sync(extra: ["-v"])
+        try h.expectMirror()
+        #expect(h.server.stats()["messages"] == 0, "INBOX was listed again: \(run.stderr)")
+        #expect(h.server.stats()["message.eml"] == 1)
+    }
+
+    @Test func newMessagesInSeveralMailboxesAreReadWithOneSearch() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        let work = try #require(h.account.mailboxId(path: "Work"))
+        journalLater(h)
+        for i in 0..<30 {
+            try h.account.deliver(Array("From: a@b\r\nSubject: n\(i)\r\n\r\nbody\r\n".utf8), to: i % 2 == 0 ? inbox : work)
+        }
+        h.server.resetStats()
+        let run = try h.sync(extra: ["-v"])
+        try h.expectMirror()
+        let stats = h.server.stats()
+        #expect(stats["messages"] == 0, "a mailbox was listed again: \(run.stderr)")
+        #expect(stats["search"] == 1, "\(stats.perRoute)")
+        #expect(stats["message.eml"] == 30)
+    }
+
+    @Test func theCountsOfOurOwnFlagChangesAreKnown() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        // One message read and another flagged in the Maildir: two flag requests in a row to
+        // INBOX, whose FETCH entries form one run that neither general reading counts right.
+        let store = try Store(path: h.db)
+        let plain = h.account.messages(mailboxId: inbox).filter { !$0.seen && !$0.flagged }.prefix(2)
+        #expect(plain.count == 2)
+        for (m, flag) in zip(plain, ["S", "F"]) {
+            let row = try store.message(mailboxId: inbox, uid: m.uid)
+            let path = h.maildir + "/" + (try #require(row?.file))
+            #expect(rename(path, (flag == "S" ? path.replacingOccurrences(of: "/new/", with: "/cur/") : path) + flag) == 0)
+        }
+        journalLater(h)
+        h.server.resetStats()
+        let run = try h.sync(extra: ["-v"])
+        try h.expectMirror()
+        let stats = h.server.stats()
+        // The simulator counts the two flag requests (PUT …/messages) under the listing's route.
+        #expect(stats["messages"] == 2, "INBOX was listed again: \(run.stderr) \(stats.perRoute)")
+        #expect(run.stderr.contains("1 mailboxes brought up to date from the journal"), "\(run.stderr)")
+        #expect(stats["updates"] == 1)
+        let now = h.account.messages(mailboxId: inbox)
+        #expect(now.first { $0.uid == plain.first?.uid }?.seen == true)
+        #expect(now.first { $0.uid == plain.last?.uid }?.flagged == true)
+    }
+
+    @Test func aOnceAfterTheDaemonReadsTheJournalFromTheDaemonsLastPass() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        let before = try Store(path: h.db).lastEventId()
+        let d = try h.startDaemon()
+        #expect(d.waitForLog("connected ("), "\(d.log.suffix(1500))")
+        // Changed while the daemon runs; its reconcile lists INBOX and records a position.
+        let m = try #require(h.account.messages(mailboxId: inbox).first)
+        try h.account.setFlags(mailboxId: inbox, uid: m.uid, flagged: !m.flagged)
+        try h.expectMirrorEventually()
+        d.signal(SIGUSR1)
+        #expect(Harness.wait(timeout: 20) { (try? Store(path: h.db).lastEventId()) != before }, "\(d.log.suffix(1500))")
+        #expect(d.terminate() == 0)
+        try change(h, inbox: inbox)
+        h.server.resetStats()
+        let run = try h.sync(extra: ["-v"])
+        try h.expectMirror()
+        #expect(h.server.stats()["messages"] == 0, "INBOX was listed again: \(run.stderr)")
+        #expect(h.server.stats()["message.eml"] == 100)
+    }
+
+    // MARK: - Each case the proof rule falls back to a listing
+
+    @Test func anErrorEventFromTheUpdateStreamMeansAListing() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        try change(h, inbox: inbox)
+        h.server.injectFault(.sseError, on: "updates", count: 1)
+        h.server.resetStats()
+        let run = try h.sync(extra: ["-v"])
+        try h.expectMirror()
+        #expect(h.server.stats()["updates"] == 1)
+        #expect(h.server.stats()["messages"] > 0)
+        #expect(run.stderr.contains("reported an error"), "\(run.stderr)")
+    }
+
+    @Test func aReplayThatDoesNotEndInTimeMeansAListing() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        try change(h, inbox: inbox)
+        // The stream keeps sending entries and never the COUNTERS that end a replay.
+        h.server.injectFault(.sseEndlessReplay, on: "updates", count: 1)
+        h.server.resetStats()
+        try h.sync(extra: ["-v"], environment: ["WDSYNC_JOURNAL_TIMEOUT": "2"])
+        try h.expectMirror()
+        #expect(h.server.stats()["updates"] == 1)
+        #expect(h.server.stats()["messages"] > 0)
+        #expect(h.server.stats()["message.eml"] == 100)
+    }
+
+    @Test func entriesTheJournalNoLongerHoldsAreNotAssumed() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        // The first changes are written, then time passes on the server until its journal has
+        // dropped them (a short life here) — but not the later ones, nor the position.
+        try change(h, inbox: inbox)
+        h.account.setJournalTTL(seconds: 60)
+        h.account.setClock { Date().addingTimeInterval(120) }
+        let later = try #require(h.account.messages(mailboxId: inbox).last)
+        try h.account.setFlags(mailboxId: inbox, uid: later.uid, flagged: !later.flagged)
+        h.server.resetStats()
+        let run = try h.sync(extra: ["-v"])
+        try h.expectMirror()
+        #expect(h.server.stats()["updates"] == 1)
+        #expect(h.server.stats()["messages"] > 0)
+        #expect(run.stderr.contains("does not account for every change"), "\(run.stderr)")
+    }
 }
