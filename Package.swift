@@ -27,6 +27,7 @@ let package = Package(
 
         // Library modules (docs/architecture.md says what each owns).
         .target(name: "Lock", swiftSettings: strict),
+        .target(name: "Config", swiftSettings: strict),
         .target(name: "Net", dependencies: ["Lock", "COpenSSL"], swiftSettings: strict),
         .target(name: "WebSocket", dependencies: ["Lock", "Net", "CZlib", "COpenSSL"], swiftSettings: strict),
         .target(name: "WildDuck", dependencies: ["Lock", "Net"], swiftSettings: strict),
@@ -35,15 +36,15 @@ let package = Package(
         .target(name: "Maildir", dependencies: ["COpenSSL"], swiftSettings: strict),
         .target(name: "Sync", dependencies: ["Lock", "WildDuck", "Store", "Maildir", "WebSocket", "Net"],
                 swiftSettings: strict),
-        .executableTarget(name: "wdsync", dependencies: ["Lock", "Sync"], swiftSettings: strict),
+        .executableTarget(name: "wdsync", dependencies: ["Lock", "Config", "Sync"], swiftSettings: strict),
 
         // The simulator: independent of the client's code paths (shares only WebSocket framing).
-        .target(name: "WildDuckSim", dependencies: ["Lock", "WebSocket", "CZlib"], swiftSettings: strict),
+        .target(name: "WildDuckSim", dependencies: ["Lock", "WebSocket", "CZlib", "COpenSSL"], swiftSettings: strict),
         .executableTarget(name: "wdsync-sim", dependencies: ["WildDuckSim"], swiftSettings: strict),
 
         // Fuzzing entry points for every parser of outside bytes (contrib/fuzz.sh builds
         // `wdsync-fuzz` with -sanitize=fuzzer; a normal build replays files through them).
-        .target(name: "Fuzz", dependencies: ["Net", "WebSocket", "WildDuck", "Maildir", "Sync"], swiftSettings: strict),
+        .target(name: "Fuzz", dependencies: ["Net", "WebSocket", "WildDuck", "Maildir", "Config"], swiftSettings: strict),
         .executableTarget(name: "wdsync-fuzz", dependencies: ["Fuzz"], swiftSettings: strict),
 
         // The benchmark suite (contrib/bench/README.md): not a test, never fails because a machine is slow.
@@ -56,6 +57,7 @@ let package = Package(
         .testTarget(name: "MaildirTests", dependencies: ["Maildir"], swiftSettings: strict),
         .testTarget(name: "WildDuckSimTests", dependencies: ["Lock", "WildDuckSim", "WebSocket"], swiftSettings: strict),
         .testTarget(name: "FuzzTests", dependencies: ["Fuzz"], swiftSettings: strict),
+        .testTarget(name: "ConfigTests", dependencies: ["Config"], swiftSettings: strict),
         .testTarget(name: "SyncTests", dependencies: ["Sync"], swiftSettings: strict),
         .testTarget(name: "EndToEndTests", dependencies: ["WildDuckSim", "Store"], swiftSettings: strict),
     ]

@@ -1,17 +1,23 @@
 #!/bin/sh
 # Fuzzes every parser of outside bytes with libFuzzer and AddressSanitizer.
 #
-#   contrib/fuzz.sh [SECONDS]     (default 60 per target)
+#   contrib/fuzz.sh [SECONDS] [TARGET...]     (default 60 s per target, every target)
+#   FUZZ_RUNS=1000000 contrib/fuzz.sh [TARGET...]   run each target for that many executions
 #
-# Builds `wdsync-fuzz` with `-sanitize=fuzzer,address -D FUZZING` in .build-fuzz (the normal
-# build is not touched), then runs each target for SECONDS, starting from the committed seeds
+# With FUZZ_RUNS and no SECONDS there is no time limit; with both, the first one reached ends
+# the target. Builds `wdsync-fuzz` with `-sanitize=fuzzer,address -D FUZZING` in .build-fuzz
+# (the normal build is not touched), then runs each target, starting from the committed seeds
 # in contrib/fuzz/corpus/TARGET/ (the corpus the fuzzer grows is kept in .build-fuzz/work).
 # Prints `TARGET: N execs, C crashes` per target and exits 1 if any target crashed (or leaked,
 # timed out, or ran out of memory). A crashing input is left in .build-fuzz/work/TARGET/;
 # copy it into contrib/fuzz/corpus/TARGET/ and it becomes a regression test (FuzzTests), then
 # reproduce it with `.build/debug/wdsync-fuzz TARGET FILE`.
 set -eu
-seconds=${1:-60}
+runs=${FUZZ_RUNS:-}
+case ${1:-} in
+    ''|*[!0-9]*) seconds=$( [ -n "$runs" ] && echo 0 || echo 60 ) ;;
+    *) seconds=$1; shift ;;
+esac
 cd "$(dirname "$0")/.."
 [ -d /opt/swift/usr/bin ] && PATH=/opt/swift/usr/bin:$PATH
 mkdir -p .build-fuzz
@@ -25,14 +31,22 @@ fi
 binary=.build-fuzz/release/wdsync-fuzz
 work=.build-fuzz/work
 failed=0
-for target in $(ls contrib/fuzz/corpus); do
+targets=${*:-$(ls contrib/fuzz/corpus)}
+for target in $targets; do
+    [ -d contrib/fuzz/corpus/"$target" ] || { echo "fuzz.sh: no target $target" >&2; exit 2; }
+    # Inputs no longer than needed: a Maildir file name is at most 255 bytes, and a folder
+    # segment is cut (and hashed) at 255 bytes; longer inputs only cost time.
+    case $target in
+        maildirnames|foldernames) max_len=1024 ;;
+        *) max_len=65536 ;;
+    esac
     dir=$work/$target
     mkdir -p "$dir/corpus" "$dir/artifacts"
     cp contrib/fuzz/corpus/"$target"/* "$dir/corpus/"
     # Crashes stop the run (libFuzzer's default); the Swift runtime's interactive backtracer
     # is turned off so that a crash ends the process at once.
     SWIFT_BACKTRACE=enable=no WDSYNC_FUZZ_TARGET=$target "$binary" "$dir/corpus" \
-        -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+        -max_total_time="$seconds" ${runs:+-runs="$runs"} -max_len=$max_len -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="$dir/artifacts/" -print_final_stats=1 > "$dir/log" 2>&1 || true
     execs=$(awk '/stat::number_of_executed_units/ { print $2 }' "$dir/log")
     crashes=$(find "$dir/artifacts" -type f | wc -l)

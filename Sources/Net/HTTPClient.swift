@@ -392,7 +392,10 @@ public final class HTTPConnection {
     private func readHead(_ reader: BufferedReader) throws -> HTTPResponseHead {
         let statusLine = try reader.readLine()
         let parts = statusLine.split(separator: " ", maxSplits: 2)
-        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let status = Int(parts[1]) else {
+        // The status is three digits (RFC 9112 §4), 100…599: not "-1", "+200" or "2000".
+        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), parts[1].utf8.count == 3,
+              parts[1].utf8.allSatisfy({ (0x30...0x39).contains($0) }),
+              let status = Int(parts[1]), (100...599).contains(status) else {
             throw HTTPError(description: "not an HTTP response (status line \"\(statusLine.prefix(60))\")")
         }
         var headers: [(name: String, value: String)] = []

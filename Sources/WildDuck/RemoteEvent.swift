@@ -66,7 +66,9 @@ public struct SSEParser: Sendable {
             guard sawField, !data.isEmpty || id != nil else { return nil }
             return Event(id: id, event: event, data: data.joined(separator: "\n"))
         }
-        if line.first == UInt8(ascii: ":") { return nil }   // comment (heartbeat)
+        // A comment (heartbeat) is dropped once read: it no longer counts towards the event's
+        // size, so a stream of heartbeats between events never hits the limit.
+        if line.first == UInt8(ascii: ":") { size -= line.count; return nil }
         let text = String(decoding: line, as: UTF8.self)
         let field: Substring, value: Substring
         if let colon = text.firstIndex(of: ":") {
@@ -81,7 +83,7 @@ public struct SSEParser: Sendable {
         case "data": data.append(String(value)); sawField = true
         case "event": event = String(value); sawField = true
         case "id": if !value.contains("\0") { id = String(value) }; sawField = true
-        default: break
+        default: size -= line.count   // an unknown field is ignored (and not kept)
         }
         return nil
     }

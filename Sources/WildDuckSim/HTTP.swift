@@ -37,11 +37,13 @@ struct HTTPResponse: Sendable {
         HTTPResponse(status: status, headers: [("Content-Type", "application/json; charset=utf-8")], body: bytes)
     }
 
-    /// Serialises status line, headers and body. With `truncateAt`, only that many body bytes are included.
-    func encoded(keepAlive: Bool, truncateAt: Int? = nil) -> [UInt8] {
+    /// Serialises status line, headers and body. With `truncateAt`, only that many body bytes
+    /// are included. Without `lengthHeader` the body is delimited by the connection's end.
+    func encoded(keepAlive: Bool, truncateAt: Int? = nil, lengthHeader: Bool = true) -> [UInt8] {
         var head = "HTTP/1.1 \(status) \(HTTPResponse.reason(status))\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
-        if chunked { head += "Transfer-Encoding: chunked\r\n" } else { head += "Content-Length: \(body.count)\r\n" }
+        let chunked = chunked && lengthHeader
+        if chunked { head += "Transfer-Encoding: chunked\r\n" } else if lengthHeader { head += "Content-Length: \(body.count)\r\n" }
         head += keepAlive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n"
         var out: [UInt8] = []
         out.reserveCapacity(head.utf8.count + body.count + 32)
@@ -248,6 +250,38 @@ enum Sock {
             }
             return true
         }
+    }
+
+    /// A listening IPv4 socket on `host:port` (0: any free port) and the port it got.
+    static func listening(host: String, port: UInt16) throws -> (fd: Int32, port: UInt16) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw SimAccountError.io("socket() failed: errno \(errno)") }
+        setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else {
+            close(fd)
+            throw SimAccountError.io("invalid IPv4 address \(host)")
+        }
+        let rc = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            let e = errno
+            close(fd)
+            throw SimAccountError.io("bind \(host):\(port) failed: errno \(e)")
+        }
+        guard listen(fd, 1024) == 0 else {
+            close(fd)
+            throw SimAccountError.io("listen failed: errno \(errno)")
+        }
+        var bound = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &bound) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        return (fd, UInt16(bigEndian: bound.sin_port))
     }
 
     static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) {

@@ -33,6 +33,9 @@ public enum SimFault: Sendable, Equatable {
     /// send the headers (keep-alive) and half of the body, then close the connection as if the
     /// server died: with a FIN, or with a TCP reset (`reset: true`)
     case closeMidBody(reset: Bool)
+    /// answer without Content-Length or chunked encoding, the body ending with the connection
+    /// (as HTTP/1.0 allows); `truncated`: only the first half of the body before the close
+    case closeDelimited(truncated: Bool)
     /// answer 200 with a chunked body that never ends (until the client goes away)
     case endlessBody
     /// send the normal response one byte at a time, `milliseconds` apart
@@ -98,34 +101,7 @@ public final class SimServer: Sendable {
     var sseIdleSeconds: Double { core.withLock { $0.sseIdleSeconds } }
 
     public func start(host: String = "127.0.0.1", port: UInt16 = 0) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw SimAccountError.io("socket() failed: errno \(errno)") }
-        Sock.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else {
-            close(fd)
-            throw SimAccountError.io("invalid IPv4 address \(host)")
-        }
-        let rc = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else {
-            let e = errno
-            close(fd)
-            throw SimAccountError.io("bind \(host):\(port) failed: errno \(e)")
-        }
-        guard listen(fd, 1024) == 0 else {
-            close(fd)
-            throw SimAccountError.io("listen failed: errno \(errno)")
-        }
-        var bound = sockaddr_in()
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &bound) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-        }
-        let actual = UInt16(bigEndian: bound.sin_port)
+        let (fd, actual) = try Sock.listening(host: host, port: port)
         core.withLock { c in
             c.listenFD = fd
             c.port = actual
@@ -333,6 +309,12 @@ public final class SimServer: Sendable {
             } else {
                 shutdown(fd, Int32(SHUT_WR))
             }
+            return false
+        case let .closeDelimited(truncated)?:
+            var bytes = response.encoded(keepAlive: false, lengthHeader: false)
+            if truncated { bytes.removeLast(response.body.count - response.body.count / 2) }
+            sent(bytes.count)
+            Sock.writeAll(fd, bytes)
             return false
         case let .drip(ms)?:
             for byte in response.encoded(keepAlive: req.keepAlive) {

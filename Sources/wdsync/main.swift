@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Config
 import Foundation
 import Maildir
 import Net
@@ -43,6 +44,7 @@ func warnAboutTransport(_ account: AccountConfig, log: StderrLog) {
 func classify(_ error: Error) -> (ExitCode, String) {
     switch error {
     case let e as UsageError: return (.usage, e.description)
+    case let e as ConfigFileError: return (.usage, e.description)
     case let e as SyncError:
         switch e {
         case .config: return (.usage, e.description)

@@ -66,8 +66,11 @@ final class Harness {
     /// wdsync's retry schedule in the tests: the real one's 5 tries, without its minute of waiting.
     static let retryDelays = "0.05,0.05,0.05,0.05"
 
+    /// The URL wdsync is given (default: the simulator's own, plain HTTP).
+    var serverURL: String?
+
     var baseArguments: [String] {
-        ["--once", "--server", server.baseURL, "--user", "demo", "--password-file", passwordFile,
+        ["--once", "--server", serverURL ?? server.baseURL, "--user", "demo", "--password-file", passwordFile,
          "--maildir", maildir, "--db", db]
     }
 

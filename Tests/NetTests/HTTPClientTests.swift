@@ -129,6 +129,18 @@ final class ScriptedServer: @unchecked Sendable {
         #expect(throws: HTTPError.self) { try client.request("GET", "/") }
     }
 
+    @Test func aStatusThatIsNotThreeDigitsIsRefused() throws {
+        let codes = ["-200", "+200", "2000", "20", "099", "600", "2e2", "٢٠٠"]
+        let server = try ScriptedServer(replies: codes.map { "HTTP/1.1 \($0) OK\r\nContent-Length: 0\r\n\r\n" }
+                                        + ["HTTP/1.1 204 No Content\r\n\r\n"], closeAfter: 1)
+        let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:\(server.port)"))
+        let client = HTTPConnection(endpoint: endpoint, timeout: 5, connector: HTTPConnection.tcpConnector(timeout: 5))
+        for code in codes {
+            #expect(throws: HTTPError.self, "status \(code)") { try client.request("GET", "/") }
+        }
+        #expect(try client.request("GET", "/").status == 204)
+    }
+
     @Test func headerInjectionIsRefused() throws {
         let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:1"))
         let client = HTTPConnection(endpoint: endpoint, timeout: 1, connector: HTTPConnection.tcpConnector(timeout: 1))

@@ -39,6 +39,19 @@ private let X = "5f1e0b9a2c3d4e5f607182ff"
         }
     }
 
+    /// The limit bounds what is kept (one line, one event), not the length of the stream.
+    @Test func heartbeatsBetweenEventsNeverReachTheLimit() throws {
+        var parser = SSEParser()
+        parser.maxEventSize = 20
+        let beats = String(repeating: ": idling\n", count: 1000) + "retry: 5\n" + String(repeating: "x: y\n", count: 100)
+        let events = try Array((beats + "data: 123\n\n").utf8).withUnsafeBytes { try parser.feed($0) }
+        #expect(events == [SSEParser.Event(id: nil, event: nil, data: "123")])
+        // A single endless line (a comment too) is still cut off at the limit.
+        #expect(throws: SSEError.self) {
+            _ = try Array((": " + String(repeating: "z", count: 30)).utf8).withUnsafeBytes { try parser.feed($0) }
+        }
+    }
+
     @Test func journalCommands() {
         func ev(_ json: String) -> [RemoteEvent] { JournalEvents.decode(.init(id: "1", event: nil, data: json)) }
         #expect(ev(#"{"command":"EXISTS","mailbox":"5f1e0b9a2c3d4e5f60718293","uid":5}"#) == [.messageAdded(mailbox: M, uid: 5)])

@@ -1,5 +1,5 @@
 import Testing
-@testable import Sync
+@testable import Config
 
 @Suite struct ConfigFileTests {
     let keys: Set<String> = ["server", "user", "maildir", "pull-only"]
