@@ -4,7 +4,7 @@ import Testing
 
 /// Interop with Python's `websockets` (Fixtures/ws_server.py). Requires
 /// `python3 -m pip install websockets`; the tests fail, not skip, without it.
-@Suite("Interop with Python websockets", .timeLimit(.minutes(2)))
+@Suite("Interop with Python websockets", .timeLimit(hangGuard))
 struct InteropTests {
     static let modes = ["none", "default", "nct"]
 

@@ -9,6 +9,11 @@ struct TestTimeout: Error, CustomStringConvertible {
     var description: String { "timed out waiting for \(what)" }
 }
 
+/// The time limit of the suites here: a guard against a hang, not a speed check. Swift Testing
+/// runs the other targets' blocking end-to-end tests on the same few cooperative threads (two on
+/// a 2-core machine), which can hold these async tests back for minutes in a full run.
+let hangGuard: TimeLimitTrait.Duration = .minutes(5)
+
 /// Runs `body` and fails with `TestTimeout` if it takes longer than `seconds`. This is the
 /// only way tests wait: on a condition, bounded by a deadline — never a fixed sleep.
 func within<T: Sendable>(_ seconds: Double, _ what: String = "a condition",

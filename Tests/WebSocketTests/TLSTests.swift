@@ -42,7 +42,7 @@ func tlsError(_ body: () async throws -> Void) async -> String? {
     }
 }
 
-@Suite("TLSStream", .timeLimit(.minutes(1)))
+@Suite("TLSStream", .timeLimit(hangGuard))
 struct TLSStreamTests {
     func echo(_ handle: StreamHandle, _ text: String) async throws -> String {
         try await onThread {
@@ -123,7 +123,7 @@ struct TLSStreamTests {
     }
 }
 
-@Suite("TLS end of stream", .timeLimit(.minutes(1)))
+@Suite("TLS end of stream", .timeLimit(hangGuard))
 struct TLSEndOfStreamTests {
     /// Sends a command line and reads until the end of the stream; returns the bytes and the error, if any.
     func readToEnd(_ handle: StreamHandle, after command: String) async throws -> (String, Error?) {
@@ -163,7 +163,7 @@ struct TLSEndOfStreamTests {
     }
 }
 
-@Suite("wss:// interop", .timeLimit(.minutes(1)))
+@Suite("wss:// interop", .timeLimit(hangGuard))
 struct SecureWebSocketTests {
     @Test func wssWithCAFile() async throws {
         let cert = try TestCertificate.make()
