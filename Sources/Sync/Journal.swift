@@ -43,11 +43,17 @@ enum JournalStream {
         }
         defer { connection.close() }
         var headers = [("X-Access-Token", session.token ?? ""), ("Accept", "text/event-stream")]
-        if let lastEventId { headers.append(("Last-Event-ID", lastEventId)) }
+        var path = "/users/\(session.userId ?? "me")/updates"
+        if let lastEventId {
+            headers.append(("Last-Event-ID", lastEventId))
+            // Also as a query parameter: WildDuck reads either, and some of its versions read
+            // only the query string (lib/api/updates.js).
+            if ServerID.isObjectId(lastEventId) { path += "?Last-Event-ID=" + lastEventId }
+        }
         var parser = SSEParser()
         var status = 0
         var errorBody = [UInt8]()
-        _ = try connection.stream("GET", "/users/\(session.userId ?? "me")/updates", headers: headers, onHead: { head in
+        _ = try connection.stream("GET", path, headers: headers, onHead: { head in
             status = head.status
             if status == 200 { onOpen() }
         }, sink: { chunk in

@@ -223,6 +223,38 @@ import WildDuckSim
         #expect(now.first { $0.uid == plain.last?.uid }?.flagged == true)
     }
 
+    @Test func ourOwnMovesAndDeletesAreCountedToo() throws {
+        let h = try Harness()
+        let inbox = try synced(h)
+        let work = try #require(h.account.mailboxId(path: "Work"))
+        // Two files moved from INBOX into Work's folder and one deleted, as mutt does it: a move
+        // request (EXPUNGE in INBOX, EXISTS in Work) and a delete (EXPUNGE) in the journal.
+        let store = try Store(path: h.db)
+        let picked = Array(h.account.messages(mailboxId: inbox).prefix(3))
+        var moved: [String] = []
+        for (i, m) in picked.enumerated() {
+            let file = try #require(try store.message(mailboxId: inbox, uid: m.uid)?.file)
+            let path = h.maildir + "/" + file
+            if i < 2 {
+                let name = (file as NSString).lastPathComponent
+                let sub = (file as NSString).deletingLastPathComponent.hasSuffix("new") ? "new" : "cur"
+                #expect(rename(path, h.maildir + "/Work/\(sub)/" + name) == 0)
+                moved.append(name)
+            } else {
+                #expect(unlink(path) == 0)
+            }
+        }
+        journalLater(h)
+        h.server.resetStats()
+        let run = try h.sync(extra: ["-v"])
+        try h.expectMirror()
+        #expect(h.account.messages(mailboxId: work).count == 42)
+        #expect(run.stderr.contains("2 mailboxes brought up to date from the journal"), "\(run.stderr)")
+        // The move and the delete go through …/messages routes, but nothing is listed or downloaded.
+        #expect(h.server.stats()["message.eml"] == 0)
+        #expect(!run.stderr.contains("listing "), "\(run.stderr)")
+    }
+
     @Test func aOnceAfterTheDaemonReadsTheJournalFromTheDaemonsLastPass() throws {
         let h = try Harness()
         let inbox = try synced(h)
