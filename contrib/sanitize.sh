@@ -5,7 +5,7 @@
 #
 # Each sanitizer builds in its own scratch path (.build-asan, .build-tsan), so the normal
 # .build is untouched. Without an argument both run. Exits non-zero if a test fails or a
-# sanitizer reports anything (a report fails the test process).
+# sanitizer reports anything, in the test process or in a wdsync it started.
 set -eu
 cd "$(dirname "$0")/.."
 [ -d /opt/swift/usr/bin ] && PATH=/opt/swift/usr/bin:$PATH
@@ -20,13 +20,24 @@ status=0
 for sanitizer in address thread; do
     [ "$which" = both ] || [ "$which" = "$sanitizer" ] || continue
     scratch=.build-$( [ $sanitizer = address ] && echo asan || echo tsan )
+    # Every process reports into files here: the test runner and the wdsync processes the
+    # end-to-end tests start (whose stderr the tests read).
+    reports=$PWD/$scratch/reports
+    rm -rf "$reports" && mkdir -p "$reports"
     echo "== swift test --sanitize=$sanitizer $*"
     if swift build --build-tests --sanitize=$sanitizer --scratch-path "$scratch" &&
+       ASAN_OPTIONS=$ASAN_OPTIONS:log_path=$reports/asan TSAN_OPTIONS=$TSAN_OPTIONS:log_path=$reports/tsan \
        swift test --skip-build --sanitize=$sanitizer --scratch-path "$scratch" "$@"; then
-        echo "== $sanitizer: clean"
+        result=clean
     else
-        echo "== $sanitizer: FAILED"
+        result=FAILED
         status=1
     fi
+    if [ -n "$(ls -A "$reports")" ]; then
+        grep -h "SUMMARY" "$reports"/* || true
+        result="FAILED, reports in $reports"
+        status=1
+    fi
+    echo "== $sanitizer: $result"
 done
 exit $status
