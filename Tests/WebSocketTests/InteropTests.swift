@@ -65,7 +65,7 @@ struct InteropTests {
         let size = 4 << 20
         try await ws.send(text: "cmd:large \(size)")
         let expected = (0..<size).map { UInt8($0 % 251) }
-        #expect(try await ws.next(60) == .binary(expected))
+        #expect(try await ws.next() == .binary(expected))
         // 4 MiB of random bytes (incompressible) echoed back.
         var rng = SystemRandomNumberGenerator()
         var random = [UInt8](repeating: 0, count: size)
@@ -74,7 +74,7 @@ struct InteropTests {
             withUnsafeBytes(of: v) { for k in 0..<8 { random[i + k] = $0[k] } }
         }
         try await ws.send(binary: random)
-        #expect(try await ws.next(60) == .binary(random))
+        #expect(try await ws.next() == .binary(random))
         await ws.close()
     }
 
@@ -130,10 +130,10 @@ struct InteropTests {
         let server = try await PythonServer.start("ws_server.py")
         defer { server.stop() }
         let ws = try await connect(server)
-        let consumer = Task { try await ws.ending(30) }
+        let consumer = Task { try await ws.ending() }
         // The consumer is now waiting on an idle connection; close from here.
         await ws.close()
-        #expect(try await within(10, "the consumer to finish") { try await consumer.value } == nil)
+        #expect(try await within(patience, "the consumer to finish") { try await consumer.value } == nil)
     }
 
     @Test func protocolViolationByTheServerFailsTheConnection() async throws {

@@ -14,6 +14,11 @@ struct TestTimeout: Error, CustomStringConvertible {
 /// a 2-core machine), which can hold these async tests back for minutes in a full run.
 let hangGuard: TimeLimitTrait.Duration = .minutes(5)
 
+/// How long a test waits for something that normally takes milliseconds (a message, the end of
+/// a stream, a fixture's port). Long for the same reason as `hangGuard`: a starved test must
+/// not read as a broken one.
+let patience: Double = 120
+
 /// Runs `body` and fails with `TestTimeout` if it takes longer than `seconds`. This is the
 /// only way tests wait: on a condition, bounded by a deadline — never a fixed sleep.
 func within<T: Sendable>(_ seconds: Double, _ what: String = "a condition",
@@ -41,7 +46,7 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
 
 extension WebSocketClient {
     /// The next message, or nil at the end (errors are thrown), within `seconds`.
-    func next(_ seconds: Double = 20) async throws -> WebSocketMessage? {
+    func next(_ seconds: Double = patience) async throws -> WebSocketMessage? {
         try await within(seconds, "the next WebSocket message") {
             var iterator = self.messages.makeAsyncIterator()
             return try await iterator.next()
@@ -49,7 +54,7 @@ extension WebSocketClient {
     }
 
     /// The next text message (fails on anything else).
-    func nextText(_ seconds: Double = 20) async throws -> String {
+    func nextText(_ seconds: Double = patience) async throws -> String {
         let m = try await next(seconds)
         guard case .text(let s)? = m else {
             Issue.record("expected a text message, got \(String(describing: m))")
@@ -59,7 +64,7 @@ extension WebSocketClient {
     }
 
     /// How `messages` ends: nil if it finishes normally, else the error.
-    func ending(_ seconds: Double = 20) async throws -> WebSocketError? {
+    func ending(_ seconds: Double = patience) async throws -> WebSocketError? {
         try await within(seconds, "the end of the message stream") {
             do {
                 for try await _ in self.messages {}
@@ -101,7 +106,7 @@ final class PythonServer: @unchecked Sendable { // Process and Pipe are thread-s
         let errHandle = stderr.fileHandleForReading
         let line: String
         do {
-            line = try await within(20, "\(script) to print its port") {
+            line = try await within(patience, "\(script) to print its port") {
                 try await onThread { () -> String in
                     var bytes: [UInt8] = []
                     while true {

@@ -116,9 +116,9 @@ struct TLSStreamTests {
                 }
             }
         }
-        try await within(5, "the first echo") { for await _ in started { return } }
+        try await within(patience, "the first echo") { for await _ in started { return } }
         handle.stream.close()
-        let outcome = try await within(5, "the blocked read to return") { try await reader.value }
+        let outcome = try await within(patience, "the blocked read to return") { try await reader.value }
         #expect(outcome == "read 0" || outcome.contains("closed"))
     }
 }
