@@ -22,6 +22,8 @@ public struct LocalContent: Sendable {
     public var sha256: String
     /// Modification time, Unix seconds: a Maildir file's mtime is its message's internal date.
     public var mtime: Int
+    /// Inode change time, Unix seconds: when the file got its name here (a program cannot set it).
+    public var ctime: Int
 }
 
 /// Reading folders for local changes (what the user's mail programs did). Deciding what a
@@ -88,6 +90,7 @@ extension Maildir {
             filled += n
         }
         bytes.removeSubrange(filled...)
-        return LocalContent(bytes: bytes, sha256: hex(SHA256Hasher.digest(bytes)), mtime: Int(st.st_mtim.tv_sec))
+        return LocalContent(bytes: bytes, sha256: hex(SHA256Hasher.digest(bytes)), mtime: Int(st.st_mtim.tv_sec),
+                            ctime: Int(st.st_ctim.tv_sec))
     }
 }

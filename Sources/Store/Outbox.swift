@@ -194,6 +194,18 @@ extension Store {
         return out
     }
 
+    /// The files of messages outside `mailboxId` with this Message-ID (compared without angle
+    /// brackets and surrounding space).
+    public func files(messageId: String, notIn mailboxId: String) throws -> [String] {
+        let s = try db.prepare("""
+            SELECT file FROM messages WHERE file IS NOT NULL AND mailbox_id != ? AND TRIM(message_id, '<> ') = ?
+            """)
+        try s.bind([.text(mailboxId), .text(messageId)])
+        var out: [String] = []
+        while try s.step() { if let f = s.text(0) { out.append(f) } }
+        return out
+    }
+
     public func fileRow(uniq: String) throws -> FileRow? {
         let s = try db.prepare("SELECT \(Store.fileRowColumns) FROM messages WHERE uniq = ?")
         try s.bind([.text(uniq)])

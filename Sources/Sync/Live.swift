@@ -301,7 +301,8 @@ public final class LiveSync: Sendable {
             let changes = watcher?.drain()
             var scope: LocalScan.Scope?
             if let changes, !changes.overflow {
-                scope = LocalScan.Scope(changed: changes.changed, unchanged: full ? [] : changes.watched.subtracting(changes.changed))
+                let changed = changes.changed.union(mirror.heldFolders)
+                scope = LocalScan.Scope(changed: changed, unchanged: full ? [] : changes.watched.subtracting(changed))
             }
             let ok = try guarded("sending local changes") {
                 let queued = try mirror.scanLocal(scope: scope)

@@ -85,6 +85,9 @@ public final class Mirror {
     var journal = JournalReplay()
     /// What this pass's push sent, for the journal proof.
     var sentThisPass: [SentRequest] = []
+    /// Folders whose last scan held a new file back (`LocalScan.saveGrace`): the daemon reads
+    /// them at every scan until it is settled, whatever inotify says.
+    private(set) var heldFolders: Set<String> = []
     /// Told how a pass advances (the progress line on a terminal): per listing page and per
     /// batch of recorded downloads, on this mirror's thread.
     public var onProgress: ((SyncProgress) -> Void)?
@@ -197,6 +200,7 @@ public final class Mirror {
     @discardableResult
     func scanLocal(force: Bool = false, scope: LocalScan.Scope? = nil) throws -> Int {
         let result = try LocalScan(store: store, maildir: maildir, log: log).run(force: force, scope: scope)
+        heldFolders = result.held
         let queued = result.flagChanges + result.moves + result.deletes + result.uploads
         summary.localChanges += queued
         summary.tooLarge += result.tooLarge

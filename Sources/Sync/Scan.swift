@@ -32,6 +32,13 @@ struct LocalScan {
     /// A directory mtime this close to the scan's start is not recorded: a change in the same
     /// timestamp tick would leave it unchanged, so such a folder is read again next time.
     static let settleNanoseconds = 1_000_000_000
+    /// How long a new file is held back, not uploaded, while a message with its Message-ID still
+    /// has a file in another folder (seconds since the file got its name, its ctime). mutt's and
+    /// neomutt's save writes the copy at once but unlinks the original only when the folder is
+    /// synced; the daemon sees the two in different scans. Held, the copy and the unlink meet
+    /// in one scan and become a move. A real copy (mutt's `copy-message`) is uploaded when the
+    /// time is up.
+    static let saveGrace = 15 * 60
 
     struct Result: Sendable, Equatable {
         var scanned = 0
@@ -40,11 +47,14 @@ struct LocalScan {
         var deletes = 0
         var uploads = 0
         var tooLarge: [String] = []
+        /// Folders with a new file held back (see `saveGrace`): read them again next time.
+        var held: Set<String> = []
     }
 
     private struct Candidate {
         var file: LocalFile
         var mailboxId: String
+        var folder: String
     }
 
     /// Which folders the daemon's inotify watch (`LocalWatch`) says to read: `changed` ones
@@ -110,7 +120,7 @@ struct LocalScan {
                         vanished[row.uniq] = row
                     }
                 }
-                for local in byUnique.values { unknown.append(Candidate(file: local, mailboxId: mailbox.id)) }
+                for local in byUnique.values { unknown.append(Candidate(file: local, mailboxId: mailbox.id, folder: folder)) }
                 scanned.append((mailbox, times))
             }
 
@@ -209,6 +219,9 @@ struct LocalScan {
                 switch try queueUpload(candidate) {
                 case .queued: result.uploads += 1
                 case .tooLarge: result.tooLarge.append(candidate.file.file)
+                case .held:
+                    result.held.insert(candidate.folder)
+                    unsettled.insert(candidate.mailboxId)
                 case .skipped: break
                 }
             }
@@ -285,7 +298,7 @@ struct LocalScan {
         try store.mailboxes().first { $0.id == mailboxId }?.highestUid
     }
 
-    private enum UploadDecision { case queued, tooLarge, skipped }
+    private enum UploadDecision { case queued, tooLarge, held, skipped }
 
     /// Records the intent to upload a new file: what it is and how to find it on the server again.
     private func queueUpload(_ candidate: Candidate) throws -> UploadDecision {
@@ -299,6 +312,11 @@ struct LocalScan {
             return .skipped
         }
         let headers = MessageHeaders(content.bytes)
+        if let id = MessageHeaders.normalized(headers.messageId), Int(Date().timeIntervalSince1970) - content.ctime < Self.saveGrace,
+           let original = try store.files(messageId: id, notIn: candidate.mailboxId).first(where: { maildir.fileSize($0) != nil }) {
+            log.log(.verbose, "\(file) is a copy of \(original), which is still there; not uploaded yet (a save becomes a move once the original goes)")
+            return .held
+        }
         try store.queueUpload(OutboxEntry(
             kind: .upload, mailboxId: candidate.mailboxId, file: file, uniq: candidate.file.unique,
             sha256: content.sha256, size: content.bytes.count, messageId: headers.messageId, subject: headers.subject,

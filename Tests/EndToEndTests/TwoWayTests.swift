@@ -414,6 +414,41 @@ import WildDuckSim
         let sent = try TwoWayTests.mailbox(h, "Sent Mail")
         #expect(h.snapshot().keys.filter { $0.hasPrefix("Sent Mail/") }.count == h.account.messages(mailboxId: sent).count)
     }
+
+    /// mutt's save in front of the daemon: the copy is written at once, the original unlinked
+    /// only when the folder is synced, so the two reach the daemon in different scans. The copy
+    /// is held back until the unlink comes, and the pair is one move.
+    @Test func aSaveIsAMoveInTheDaemonWhenTheUnlinkComesLater() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work"), projects = try TwoWayTests.mailbox(h, "Work/Projects")
+        let m = try #require(h.account.messages(mailboxId: work).first { $0.seen })
+        let file = try #require(TwoWayTests.file(h, work, m.uid))
+        let total = h.totalServerMessages
+        let daemon = try h.startDaemon()
+        #expect(daemon.waitForLog("connected"), "\(daemon.log.suffix(2000))")
+        // The copy, written in tmp/ and renamed into cur/ as mutt does. Its mtime differs from
+        // the message's date, so an upload (dated by the file) would show on the server.
+        let tmp = h.maildir + "/Work/Projects/tmp/1750000002.M1P2.testhost"
+        let copy = "Work/Projects/cur/1750000002.M1P2.testhost:2,\(Harness.letters(m))"
+        try FileManager.default.copyItem(atPath: h.maildir + "/" + file, toPath: tmp)
+        var times = [timespec(tv_sec: 1_750_000_000, tv_nsec: 0), timespec(tv_sec: 1_750_000_000, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, tmp, &times, 0) == 0)
+        #expect(Glibc.rename(tmp, h.maildir + "/" + copy) == 0)
+        #expect(daemon.waitForLog("not uploaded yet"), "\(daemon.log.suffix(2000))")
+        #expect(h.totalServerMessages == total, "the copy was uploaded while the original is still there")
+        try FileManager.default.removeItem(atPath: h.maildir + "/" + file)
+        #expect(Harness.wait(timeout: 20) {
+            !h.account.messages(mailboxId: work).contains { $0.uid == m.uid } && (try? Store(path: h.db).outboxCount()) == 0
+        }, "\(daemon.log.suffix(3000))")
+        #expect(daemon.terminate() == 0, "\(daemon.log.suffix(2000))")
+        let moved = h.account.messages(mailboxId: projects).filter { $0.messageId == m.messageId }
+        #expect(moved.count == 1)
+        #expect(moved.first?.idate == m.idate, "the copy was uploaded, not moved")
+        #expect(h.totalServerMessages == total)
+        #expect(FileManager.default.fileExists(atPath: h.maildir + "/" + copy))
+        try h.expectMirror()
+        try TwoWayTests.expectQuiet(h)
+    }
 }
 
 /// Real mail programs making the changes: neomutt driven by its own commands, notmuch tags.
