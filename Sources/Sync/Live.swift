@@ -275,12 +275,7 @@ public final class LiveSync: Sendable {
         defer { watcher?.stop() }
         mirror.onOwnWrite = watcher.map { w in { path, appeared in w.expect(path, appeared: appeared) } }
         func watchFolders() throws {
-            guard let watcher else { return }
-            var dirs: [String] = []
-            for case let folder? in try mirror.store.mailboxes().map(\.folder) {
-                for sub in ["cur", "new"] { dirs.append(folder.isEmpty ? sub : folder + "/" + sub) }
-            }
-            watcher.watch(dirs)
+            try watcher?.watch(mirror.folderDirectories())
         }
         func scanInterval() -> Double {
             watcher?.complete == true ? options.scanInterval : options.unwatchedScanInterval
@@ -298,12 +293,7 @@ public final class LiveSync: Sendable {
         /// own writes are not read (every folder by its mtimes when `full`, or when inotify
         /// cannot say); the push runs when the scan queued something or a retry is due.
         func sendLocalChanges(full: Bool) throws {
-            let changes = watcher?.drain()
-            var scope: LocalScan.Scope?
-            if let changes, !changes.overflow {
-                let changed = changes.changed.union(mirror.heldFolders)
-                scope = LocalScan.Scope(changed: changed, unchanged: full ? [] : changes.watched.subtracting(changed))
-            }
+            let scope = watcher.flatMap { mirror.scanScope($0.drain(), full: full) }
             let ok = try guarded("sending local changes") {
                 let queued = try mirror.scanLocal(scope: scope)
                 guard queued > 0 || ContinuousClock.now >= nextPush, try mirror.store.outboxCount() > 0 else { return }

@@ -85,9 +85,9 @@ public final class Mirror {
     var journal = JournalReplay()
     /// What this pass's push sent, for the journal proof.
     var sentThisPass: [SentRequest] = []
-    /// Folders whose last scan held a new file back (`LocalScan.saveGrace`): the daemon reads
-    /// them at every scan until it is settled, whatever inotify says.
-    private(set) var heldFolders: Set<String> = []
+    /// Folders the last scan could not settle (`LocalScan.Result.readAgain`): read at every
+    /// scan until they are, whatever inotify says.
+    private(set) var readAgain: Set<String> = []
     /// Told how a pass advances (the progress line on a terminal): per listing page and per
     /// batch of recorded downloads, on this mirror's thread.
     public var onProgress: ((SyncProgress) -> Void)?
@@ -152,6 +152,14 @@ public final class Mirror {
     public func syncOnce() throws -> SyncSummary {
         summary = SyncSummary()
         sentThisPass = []
+        // Outside the daemon (which watches all the time), the pass watches the folders itself:
+        // what it saw besides its own writes tells the last scan which folders to read.
+        let watch = onOwnWrite == nil ? LocalWatch(root: maildir.root, onChange: {}) : nil
+        if let watch {
+            watch.watch(try folderDirectories())
+            onOwnWrite = { path, appeared in watch.expect(path, appeared: appeared) }
+        }
+        defer { if let watch { watch.stop(); onOwnWrite = nil } }
         try scanLocal()
         if session.userId == nil { try client.authenticate() }
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,
@@ -169,7 +177,18 @@ public final class Mirror {
         let (relist, read) = try catchUpFromJournal(changed)
         for mailbox in relist { try syncMessages(of: mailbox) }
         try export()
-        try scanLocal()
+        if let watch, watch.complete {
+            // A folder the export wrote to is recorded as scanned only once its mtimes are a
+            // tick old (see `LocalScan.run`); a short wait lets this pass record them.
+            if summary.downloaded + summary.moved + summary.renamed + summary.removed > 0 {
+                usleep(useconds_t(LocalScan.tickNanoseconds / 1000 + 5_000))
+            }
+            let quietSince = Int(Date().timeIntervalSince1970 * 1e9)
+            let scope = scanScope(watch.drain())
+            try scanLocal(scope: scope, quietSince: scope == nil ? nil : quietSince)
+        } else {
+            try scanLocal()
+        }
         try store.setSyncedNow()
         // The position is kept by every complete pass, the daemon's reconciles too (which do not
         // read the journal): a `--once` after the daemon starts from its last reconcile.
@@ -195,12 +214,29 @@ public final class Mirror {
         return error.isTemporary
     }
 
+    /// `cur/` and `new/` of every folder, relative to the root: what `LocalWatch` watches.
+    func folderDirectories() throws -> [String] {
+        var dirs: [String] = []
+        for case let folder? in try store.mailboxes().map(\.folder) {
+            for sub in ["cur", "new"] { dirs.append(folder.isEmpty ? sub : folder + "/" + sub) }
+        }
+        return dirs
+    }
+
+    /// The scope of a scan from what the watch saw: the folders someone else changed and those
+    /// the last scan could not settle are read, the other watched ones are not.
+    func scanScope(_ changes: LocalWatch.Changes, full: Bool = false) -> LocalScan.Scope? {
+        guard !changes.overflow else { return nil }
+        let changed = changes.changed.union(readAgain)
+        return LocalScan.Scope(changed: changed, unchanged: full ? [] : changes.watched.subtracting(changed))
+    }
+
     /// scan: what the user's programs changed in the Maildir becomes pending mutations.
     /// Returns how many it queued.
     @discardableResult
-    func scanLocal(force: Bool = false, scope: LocalScan.Scope? = nil) throws -> Int {
-        let result = try LocalScan(store: store, maildir: maildir, log: log).run(force: force, scope: scope)
-        heldFolders = result.held
+    func scanLocal(force: Bool = false, scope: LocalScan.Scope? = nil, quietSince: Int? = nil) throws -> Int {
+        let result = try LocalScan(store: store, maildir: maildir, log: log).run(force: force, scope: scope, quietSince: quietSince)
+        readAgain = result.readAgain
         let queued = result.flagChanges + result.moves + result.deletes + result.uploads
         summary.localChanges += queued
         summary.tooLarge += result.tooLarge

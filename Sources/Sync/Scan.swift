@@ -47,14 +47,14 @@ struct LocalScan {
         var deletes = 0
         var uploads = 0
         var tooLarge: [String] = []
-        /// Folders with a new file held back (see `saveGrace`): read them again next time.
-        var held: Set<String> = []
+        /// Folders to read again next time: a new file was held back (see `saveGrace`), or a
+        /// request about one of its messages is still unanswered.
+        var readAgain: Set<String> = []
     }
 
     private struct Candidate {
         var file: LocalFile
         var mailboxId: String
-        var folder: String
     }
 
     /// Which folders the daemon's inotify watch (`LocalWatch`) says to read: `changed` ones
@@ -65,8 +65,18 @@ struct LocalScan {
         var unchanged: Set<String> = []
     }
 
+    /// How far apart two directory mtimes must be for a change to move them, on a file system
+    /// with sub-second timestamps (the kernel's coarse clock ticks every 1–10 ms).
+    static let tickNanoseconds = 20_000_000
+
     /// Scans the folders that changed (every folder with `force`; see `Scope`).
-    func run(force: Bool = false, scope: Scope? = nil) throws -> Result {
+    ///
+    /// `quietSince` (ns, taken before the watch was drained): the folders in `scope.unchanged`
+    /// had no change but wdsync's own until then, so their current mtimes are recorded without
+    /// reading them — when those are at least a tick older than `quietSince`, so that a later
+    /// change must move them, and have nanoseconds (a file system with whole-second
+    /// timestamps is left to the settle rule).
+    func run(force: Bool = false, scope: Scope? = nil, quietSince: Int? = nil) throws -> Result {
         var result = Result()
         let started = Int(Date().timeIntervalSince1970 * 1e9)
         try store.transaction {
@@ -77,10 +87,17 @@ struct LocalScan {
             var present = Set<String>()           // unique parts in the scanned folders
             var scannedPrefixes: [String] = []
             var pendingOf: [String: OutboxEntry]?   // "mailbox uid" → pending mutation, read once
+            var verified: [(MailboxRecord, (cur: Int, new: Int))] = []
 
             for mailbox in try store.mailboxes() {
                 guard let folder = mailbox.folder else { continue }
-                if let scope, scope.unchanged.contains(folder) { continue }
+                if let scope, scope.unchanged.contains(folder) {
+                    if let quietSince, let times = maildir.folderTimes(folder), times.cur != mailbox.scannedCur || times.new != mailbox.scannedNew,
+                       [times.cur, times.new].allSatisfy({ $0 < quietSince - Self.tickNanoseconds && $0 % 1_000_000_000 != 0 }) {
+                        verified.append((mailbox, times))
+                    }
+                    continue
+                }
                 guard let times = maildir.folderTimes(folder) else {
                     try restore(mailbox, folder: folder)
                     continue
@@ -120,7 +137,7 @@ struct LocalScan {
                         vanished[row.uniq] = row
                     }
                 }
-                for local in byUnique.values { unknown.append(Candidate(file: local, mailboxId: mailbox.id, folder: folder)) }
+                for local in byUnique.values { unknown.append(Candidate(file: local, mailboxId: mailbox.id)) }
                 scanned.append((mailbox, times))
             }
 
@@ -220,16 +237,20 @@ struct LocalScan {
                 case .queued: result.uploads += 1
                 case .tooLarge: result.tooLarge.append(candidate.file.file)
                 case .held:
-                    result.held.insert(candidate.folder)
                     unsettled.insert(candidate.mailboxId)
                 case .skipped: break
                 }
             }
 
-            for (mailbox, times) in scanned where !unsettled.contains(mailbox.id) {
+            for (mailbox, times) in scanned {
+                if unsettled.contains(mailbox.id) {
+                    if let folder = mailbox.folder { result.readAgain.insert(folder) }
+                    continue
+                }
                 if times.cur > started - Self.settleNanoseconds || times.new > started - Self.settleNanoseconds { continue }
                 try store.setScanned(mailboxId: mailbox.id, cur: times.cur, new: times.new)
             }
+            for (mailbox, times) in verified { try store.setScanned(mailboxId: mailbox.id, cur: times.cur, new: times.new) }
         }
         for file in result.tooLarge {
             log.log(.warning, "\(file) is larger than the server accepts (\(Self.uploadLimit / 1024 / 1024) MiB); not uploaded")

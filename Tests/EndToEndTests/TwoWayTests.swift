@@ -190,6 +190,36 @@ import WildDuckSim
         try Self.expectQuiet(h)
     }
 
+    /// A `--once` that wrote into folders watches them while it runs: the last scan reads none
+    /// of them (inotify saw only the run's own writes) and records them, so the next run reads
+    /// no folder either. What the user does afterwards is still found.
+    @Test func aRunRecordsTheFoldersItWroteWithoutReadingThem() throws {
+        let h = try Self.synced()
+        // The first sync's folders are younger than the settle rule's second: age them, so the
+        // run below reads and records them all whatever the clock says.
+        let old = Int(Date().timeIntervalSince1970) - 60
+        for case let dir as String in FileManager.default.enumerator(atPath: h.maildir)! where dir.hasSuffix("/cur") || dir.hasSuffix("/new") {
+            var times = [timespec(tv_sec: old, tv_nsec: 5), timespec(tv_sec: old, tv_nsec: 5)]
+            #expect(utimensat(AT_FDCWD, h.maildir + "/" + dir, &times, 0) == 0)
+        }
+        #expect(try h.sync(extra: ["-v"]).stderr.contains("scanned 7 folders"))
+        let work = try Self.mailbox(h, "Work")
+        let m = try #require(h.account.messages(mailboxId: work).first { !$0.seen && !$0.deleted })
+        try h.account.deliver(Array("From: a@example.org\r\nSubject: new\r\nMessage-ID: <rec@example.org>\r\n\r\nx\r\n".utf8), to: work)
+        try h.account.setFlags(mailboxId: work, uid: m.uid, flagged: true)
+        let writing = try h.sync(extra: ["-v"])
+        #expect(!writing.stderr.contains("scanned"), "the last scan read folders: \(writing.stderr)")
+        let next = try h.sync(extra: ["-v"])
+        #expect(!next.stderr.contains("scanned"), "the next run read folders: \(next.stderr)")
+        let file = try #require(Self.file(h, work, m.uid))
+        try Self.rename(h, file, flags: (Harness.letters(m) + "FS").sortedLetters)
+        let after = try h.sync(extra: ["-v"])
+        #expect(after.stderr.contains("scanned 1 folders"), "\(after.stderr)")
+        #expect(h.account.messages(mailboxId: work).first { $0.uid == m.uid }?.seen == true)
+        try h.expectMirror()
+        try Self.expectQuiet(h)
+    }
+
     // MARK: Uploads
 
     @Test func aNewFileIsUploadedOnceAndNeverDownloadedBack() throws {
