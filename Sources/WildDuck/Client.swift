@@ -70,11 +70,8 @@ public final class Session: Sendable {
     public func authenticate(using connection: HTTPConnection) throws {
         // A failure to obtain the password (unsafe file, failing command) is passed on as is.
         let secret = try password()
-        var body = "{\"username\":"
-        JSON.quote(username, into: &body)
-        body += ",\"password\":"
-        JSON.quote(secret, into: &body)
-        body += ",\"scope\":\"master\",\"token\":true}"
+        let body = JSON.object([("username", .string(username)), ("password", .string(secret)),
+                                ("scope", .string("master")), ("token", .bool(true))]).text
         let route = "POST /authenticate"
         let response: HTTPResponse
         do {

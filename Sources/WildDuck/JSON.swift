@@ -242,10 +242,6 @@ public enum JSON: Sendable, Equatable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    public func write(to out: inout String) {
-        out += text
-    }
-
     /// The JSON text as UTF-8 bytes. Built byte by byte rather than by appending to a String:
     /// every listed message's JSON is written into the cache, and String appends made this the
     /// largest user-space cost of a first sync.
@@ -273,13 +269,6 @@ public enum JSON: Sendable, Equatable {
             }
             out.append(UInt8(ascii: "}"))
         }
-    }
-
-    public static func quote(_ s: String, into out: inout String) {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(s.utf8.count + 2)
-        quote(s, into: &bytes)
-        out += String(decoding: bytes, as: UTF8.self)
     }
 
     /// `s` as a JSON string: `"` and `\` escaped, control characters as `\n`, `\r`, `\t` or
