@@ -233,7 +233,7 @@ struct LocalScan {
             }
 
             for candidate in fresh {
-                switch try queueUpload(candidate) {
+                switch try queueUpload(candidate, scannedPrefixes: scannedPrefixes) {
                 case .queued: result.uploads += 1
                 case .tooLarge: result.tooLarge.append(candidate.file.file)
                 case .held:
@@ -322,7 +322,10 @@ struct LocalScan {
     private enum UploadDecision { case queued, tooLarge, held, skipped }
 
     /// Records the intent to upload a new file: what it is and how to find it on the server again.
-    private func queueUpload(_ candidate: Candidate) throws -> UploadDecision {
+    /// Held back (see `saveGrace`) while another folder's message with the same Message-ID still
+    /// has its file — or lost it in a folder this scan did not read, so the next scan, which
+    /// reads both, pairs the two as a move (what vanished in a folder read now is deleted now).
+    private func queueUpload(_ candidate: Candidate, scannedPrefixes: [String]) throws -> UploadDecision {
         let file = candidate.file.file
         guard let info = maildir.fileSize(file), info.regular else { return .skipped }
         if info.size > Self.uploadLimit { return .tooLarge }
@@ -334,7 +337,9 @@ struct LocalScan {
         }
         let headers = MessageHeaders(content.bytes)
         if let id = MessageHeaders.normalized(headers.messageId), Int(Date().timeIntervalSince1970) - content.ctime < Self.saveGrace,
-           let original = try store.files(messageId: id, notIn: candidate.mailboxId).first(where: { maildir.fileSize($0) != nil }) {
+           let original = try store.files(messageId: id, notIn: candidate.mailboxId).first(where: { file in
+               maildir.fileSize(file) != nil || !scannedPrefixes.contains { Self.isFile(file, in: $0) }
+           }) {
             log.log(.verbose, "\(file) is a copy of \(original), which is still there; not uploaded yet (a save becomes a move once the original goes)")
             return .held
         }
