@@ -107,6 +107,13 @@ struct SearchQuery: Sendable {
     var minSize: Int?
     var maxSize: Int?
 
+    /// No filter but the mailbox: every message matches.
+    var matchesAll: Bool {
+        uids == nil && thread == nil && flagged != true && unseen != true && attachments != true && !searchable
+            && from == nil && to == nil && subject == nil && text == nil && dateStart == nil && dateEnd == nil
+            && minSize == nil && maxSize == nil
+    }
+
     /// WildDuck's `prepareSearchFilter` (lib/prepare-search-filter.js): `flagged`, `unseen` and
     /// `attachments` filter only when true (false is no filter); `unseen` and `searchable` also skip
     /// messages stored with \Deleted; from/to/subject are case-insensitive substrings of the decoded
@@ -161,7 +168,10 @@ extension SimAccount {
     func search(_ q: SearchQuery, ascending: Bool, byInsertion: Bool, cursor: PageCursor?, limit: Int)
         -> (total: Int, items: [ListedMessage], result: PageResult) {
         state.withLock { s in
-            var found: [(SortKey, ListedMessage)] = []
+            // Matches are collected as (key, mailbox, index) and only the page is copied out:
+            // sorting full records made an account-wide search of 100,000 messages take 150 ms,
+            // where WildDuck walks an index.
+            var found: [(key: SortKey, box: Int, index: Int)] = []
             let boxes: [MailboxState]
             if let m = q.mailbox {
                 // an unknown mailbox matches nothing (WildDuck does not look it up)
@@ -169,7 +179,7 @@ extension SimAccount {
             } else {
                 boxes = Array(s.mailboxes.values).filter { !q.searchable || !($0.specialUse == "\\Junk" || $0.specialUse == "\\Trash") }
             }
-            for mb in boxes {
+            for (b, mb) in boxes.enumerated() {
                 // (idate, seq): seq is unique across mailboxes and follows uid order inside one mailbox
                 func key(_ r: MsgRecord) -> SortKey { byInsertion ? SortKey(a: r.seq, b: 0) : SortKey(a: r.idate, b: r.seq) }
                 if q.mailbox != nil, let u = q.uids {
@@ -177,25 +187,25 @@ extension SimAccount {
                     for range in u.ranges {
                         var i = Paging.lowerBound(mb.uids.count) { mb.uids[$0] < range.lowerBound }
                         while i < mb.uids.count, mb.uids[i] <= range.upperBound {
-                            if let idx = mb.index(ofUid: mb.uids[i]) {
-                                let r = mb.byDate[idx]
-                                if q.matches(r) { found.append((key(r), ListedMessage(mailbox: mb.id, record: r))) }
+                            if let idx = mb.index(ofUid: mb.uids[i]), q.matches(mb.byDate[idx]) {
+                                found.append((key(mb.byDate[idx]), b, idx))
                             }
                             i += 1
                         }
                     }
                 } else {
-                    for r in mb.byDate where q.matches(r) { found.append((key(r), ListedMessage(mailbox: mb.id, record: r))) }
+                    let all = q.matchesAll
+                    for idx in mb.byDate.indices where all || q.matches(mb.byDate[idx]) { found.append((key(mb.byDate[idx]), b, idx)) }
                 }
             }
-            found.sort { $0.0 < $1.0 }
-            // remove duplicates from overlapping ranges
+            found.sort { $0.key < $1.key }
+            // remove duplicates from overlapping ranges (one mailbox: the index is the message)
             if let u = q.uids, u.ranges.count > 1 {
-                var seen = Set<String>()
-                found = found.filter { seen.insert("\($0.1.mailbox):\($0.1.record.uid)").inserted }
+                var seen = Set<Int>()
+                found = found.filter { seen.insert($0.index).inserted }
             }
-            let r = Paging.page(count: found.count, keyAt: { found[$0].0 }, ascending: ascending, cursor: cursor, limit: limit)
-            return (found.count, r.indices.map { found[$0].1 }, r)
+            let r = Paging.page(count: found.count, keyAt: { found[$0].key }, ascending: ascending, cursor: cursor, limit: limit)
+            return (found.count, r.indices.map { ListedMessage(mailbox: boxes[found[$0].box].id, record: boxes[found[$0].box].byDate[found[$0].index]) }, r)
         }
     }
 }
