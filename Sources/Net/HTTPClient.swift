@@ -94,6 +94,32 @@ public struct HTTPResponseHead: Sendable {
         }
         return false
     }
+
+    /// The `Date` header in seconds since the epoch; nil when it is missing or not an
+    /// IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"), the only form a server may send
+    /// (RFC 9110, section 5.6.7).
+    public var date: Int? { header("date").flatMap(HTTPResponseHead.parseDate) }
+
+    static func parseDate(_ text: String) -> Int? {
+        let parts = text.split(separator: " ", omittingEmptySubsequences: false)
+        guard parts.count == 6, parts[0].count == 4, parts[0].last == ",", parts[5] == "GMT",
+              let day = digits(parts[1], 2), let year = digits(parts[3], 4),
+              let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+                .firstIndex(of: String(parts[2])).map({ $0 + 1 }) else { return nil }
+        let time = parts[4].split(separator: ":", omittingEmptySubsequences: false)
+        guard time.count == 3, let h = digits(time[0], 2), let m = digits(time[1], 2), let s = digits(time[2], 2),
+              (1...31).contains(day), year >= 1970, h < 24, m < 60, s < 61 else { return nil }
+        // Days since 1970-01-01 of a proleptic Gregorian date, years counted from March.
+        let y = month <= 2 ? year - 1 : year
+        let dayOfYear = (153 * ((month + 9) % 12) + 2) / 5 + day - 1
+        let days = (y / 400) * 146_097 + (y % 400) * 365 + (y % 400) / 4 - (y % 400) / 100 + dayOfYear - 719_468
+        return days * 86_400 + h * 3600 + m * 60 + s
+    }
+
+    private static func digits(_ text: Substring, _ count: Int) -> Int? {
+        guard text.utf8.count == count, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+        return Int(text)
+    }
 }
 
 public struct HTTPResponse: Sendable {

@@ -117,16 +117,16 @@ struct JournalReplay {
         return now - Double(seconds) < journalLife - ageMargin ? position.lowercased() : nil
     }
 
-    /// The position after a complete pass that started at `started` (unix seconds). Everything
-    /// the journal held before the pass started is in the cache, so a pass that read nothing
-    /// moves the position to just after its start. A pass that read the replay keeps it
-    /// `overlap` seconds behind its start (never before where it read from): ids of different
-    /// server processes are only roughly ordered, and an entry that lands late behind ids
-    /// already read is then still read — the ids already applied are kept in `seen` and
-    /// neither applied nor counted twice.
-    func nextPosition(started: Int, readFrom: String?, seen: Set<String>) -> (position: String, seen: [String]) {
-        guard let readFrom else { return (ObjectIdTime.id(atSeconds: started + 1), []) }
-        let position = max(readFrom, ObjectIdTime.id(atSeconds: started - Int(overlap)))
+    /// The position after a complete pass whose mailbox listing the server answered in second
+    /// `listed` (unix seconds, the server's clock). Everything the journal held before the
+    /// listing is in the cache, so a pass that read nothing moves the position to the second
+    /// after it. A pass that read the replay keeps it `overlap` seconds behind the listing
+    /// (never before where it read from): ids of different server processes are only roughly
+    /// ordered, and an entry that lands late behind ids already read is then still read — the
+    /// ids already applied are kept in `seen` and neither applied nor counted twice.
+    func nextPosition(listed: Int, readFrom: String?, seen: Set<String>) -> (position: String, seen: [String]) {
+        guard let readFrom else { return (ObjectIdTime.id(atSeconds: listed + 1), []) }
+        let position = max(readFrom, ObjectIdTime.id(atSeconds: listed - Int(overlap)))
         return (position, seen.filter { $0 > position }.sorted())
     }
 

@@ -172,18 +172,30 @@ public final class Mirror {
             pushFailure = error
         }
         try syncSettings()
-        let started = Int(Date().timeIntervalSince1970)
         let changed = try syncMailboxList()
+        // The journal's ids carry the server's clock, so the position is taken from it: the
+        // second in which the server answered the listing (the client's clock, after the
+        // listing, when it sends no Date). A client clock behind the server's would start the
+        // next replay before the listing, and entries counted twice could hide a missing one.
+        let listed = client.serverTime ?? Int(Date().timeIntervalSince1970)
         let (relist, read) = try catchUpFromJournal(changed)
         for mailbox in relist { try syncMessages(of: mailbox) }
         try export()
         if let watch, watch.complete {
             // A folder the export wrote to is recorded as scanned only once its mtimes are a
-            // tick old (see `LocalScan.run`); a short wait lets this pass record them.
+            // tick old (see `LocalScan.run`): wait until the newest one is, so that this pass
+            // records them (at most a tick: a folder whose mtime is ahead of the clock, on a
+            // network file system, is left to the next pass).
+            var quietSince = Int(Date().timeIntervalSince1970 * 1e9)
             if summary.downloaded + summary.moved + summary.renamed + summary.removed > 0 {
-                usleep(useconds_t(LocalScan.tickNanoseconds / 1000 + 5_000))
+                let newest = try store.mailboxes().compactMap { $0.folder.flatMap(maildir.folderTimes) }
+                    .map { max($0.cur, $0.new) }.max() ?? 0
+                let wait = newest + LocalScan.tickNanoseconds + 1_000_000 - quietSince
+                if wait > 0 {
+                    usleep(useconds_t(min(wait, LocalScan.tickNanoseconds + 1_000_000) / 1000))
+                    quietSince = Int(Date().timeIntervalSince1970 * 1e9)
+                }
             }
-            let quietSince = Int(Date().timeIntervalSince1970 * 1e9)
             let scope = scanScope(watch.drain())
             try scanLocal(scope: scope, quietSince: scope == nil ? nil : quietSince)
         } else {
@@ -199,7 +211,7 @@ public final class Mirror {
             // seen after it still hold (and may move up to `overlap` before this pass).
             from = (stored.lowercased(), try store.journalSeen())
         }
-        let next = journal.nextPosition(started: started, readFrom: from?.from, seen: from?.seen ?? [])
+        let next = journal.nextPosition(listed: listed, readFrom: from?.from, seen: from?.seen ?? [])
         try store.setJournalPosition(next.position, seen: next.seen)
         summary.pending = try store.outboxCount()
         if let pushFailure, stopsOnFailedPush { throw pushFailure }
@@ -304,7 +316,8 @@ public final class Mirror {
     /// read, where from and the ids applied (for the next position).
     func catchUpFromJournal(_ changed: [MailboxRecord]) throws -> (relist: [MailboxRecord], read: (from: String, seen: Set<String>)?) {
         guard readsJournal, changed.contains(where: { $0.syncedIndex != nil }) else { return (changed, nil) }
-        guard let resume = journal.resumeId(position: try store.lastEventId(), now: Date().timeIntervalSince1970) else {
+        let now = client.serverTime.map(Double.init) ?? Date().timeIntervalSince1970
+        guard let resume = journal.resumeId(position: try store.lastEventId(), now: now) else {
             log.log(.verbose, "no journal position from the last \(Int(journal.journalLife - journal.ageMargin) / 60) minutes; listing the changed mailboxes")
             return (changed, nil)
         }

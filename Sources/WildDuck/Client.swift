@@ -219,6 +219,8 @@ public struct RetryPolicy: Sendable, Equatable {
 public final class WildDuckClient {
     public let session: Session
     public let connection: HTTPConnection
+    /// The server's clock (its `Date` header, whole seconds) when it sent its last JSON answer.
+    public private(set) var serverTime: Int?
 
     public init(session: Session, timeout: Double = 60) {
         self.session = session
@@ -484,6 +486,7 @@ public final class WildDuckClient {
             } catch let error as HTTPError {
                 throw WildDuckError.malformed(route: route, detail: error.description)
             }
+            if let date = response.head.date { serverTime = date }
             let json = try WildDuckClient.decode(response, route: route)
             if json["success"]?.bool == true { return json }
             let code = json["code"]?.string

@@ -349,8 +349,11 @@ public final class SimAccount: Sendable {
     /// Signalled (broadcast) after every journal append; used by the SSE stream.
     let journalSignal = JournalSignal()
 
-    public init(username: String = "demo", password: String = "demo") {
+    /// `clock`: the server's time from the start (see `setClock`), for a server whose clock is
+    /// off the client's: ids never go back in time, so a clock set later can only move on.
+    public init(username: String = "demo", password: String = "demo", clock: (@Sendable () -> Date)? = nil) {
         var s = AccountState(username: username, password: password)
+        if let clock { s.clock = { Int64((clock().timeIntervalSince1970 * 1000).rounded()) } }
         s.userId = s.newId()
         s.user = ["name": username.prefix(1).uppercased() + username.dropFirst(), "address": "\(username)@example.com"]
         state = Mutex(s)
@@ -576,6 +579,9 @@ public final class SimAccount: Sendable {
     public func setClock(_ clock: @escaping @Sendable () -> Date) {
         mutate { $0.clock = { Int64((clock().timeIntervalSince1970 * 1000).rounded()) } }
     }
+
+    /// The server's time (milliseconds since the epoch): journal ids and `Date` headers use it.
+    var serverMillis: Int64 { state.withLock { $0.clock() } }
 
     public func messages(mailboxId: String) -> [SimMessage] {
         let records = state.withLock { s -> [MsgRecord] in

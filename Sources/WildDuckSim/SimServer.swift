@@ -286,6 +286,7 @@ public final class SimServer: Sendable {
                 return body(fd) && req.keepAlive
             }
         }
+        response.headers.append(("Date", HTTPResponse.date(seconds: account.serverMillis / 1000)))
         if !rewrite.isEmpty {
             var text = String(decoding: response.body, as: UTF8.self)
             for (old, new) in rewrite { text = text.replacingOccurrences(of: old, with: new) }

@@ -45,10 +45,10 @@ final class Harness {
     var db: String
     let passwordFile: String
 
-    init(password: String = "demo-secret-pw") throws {
+    init(password: String = "demo-secret-pw", clock: (@Sendable () -> Date)? = nil) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("wdsync-e2e-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        account = SimAccount(username: "demo", password: password)
+        account = SimAccount(username: "demo", password: password, clock: clock)
         server = SimServer(account: account)
         try server.start()
         maildir = dir + "/mail"

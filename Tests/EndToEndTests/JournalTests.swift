@@ -179,6 +179,25 @@ import WildDuckSim
         #expect(h.server.stats()["message.eml"] == 1)
     }
 
+    /// The position is on the server's clock (its Date header), not the client's: a client
+    /// ahead of the server used to put it after the server's next changes, and one behind
+    /// before the listing, where entries already applied were counted again; either way the
+    /// changed mailbox was listed.
+    @Test(arguments: [-600.0, 600.0]) func aClientClockOffTheServersStillReadsTheJournal(skew: Double) throws {
+        let h = try Harness(clock: { Date().addingTimeInterval(skew) })
+        let inbox = try synced(h)
+        h.account.setClock { Date().addingTimeInterval(skew + 2) }
+        for (i, m) in h.account.messages(mailboxId: inbox).prefix(20).enumerated() {
+            try h.account.setFlags(mailboxId: inbox, uid: m.uid, seen: !m.seen, flagged: i % 2 == 0 ? !m.flagged : nil)
+        }
+        try h.account.deliver(Array("From: a@b\r\nSubject: skewed\r\n\r\nbody\r\n".utf8), to: inbox)
+        h.server.resetStats()
+        let run = try h.sync(extra: ["-v"])
+        try h.expectMirror()
+        #expect(h.server.stats()["messages"] == 0, "INBOX was listed again: \(run.stderr)")
+        #expect(h.server.stats()["message.eml"] == 1)
+    }
+
     @Test func newMessagesInSeveralMailboxesAreReadWithOneSearch() throws {
         let h = try Harness()
         let inbox = try synced(h)

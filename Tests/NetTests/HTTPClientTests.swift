@@ -157,4 +157,19 @@ final class ScriptedServer: @unchecked Sendable {
             return false
         }
     }
+
+    /// The journal position is taken from the server's clock: its Date header is read exactly
+    /// (RFC 9110's IMF-fixdate), and any other form is no date rather than a wrong one.
+    @Test func theDateHeaderIsReadAsTheServersClock() {
+        func date(_ text: String) -> Int? { HTTPResponseHead(status: 200, headers: [("date", text)]).date }
+        #expect(date("Sun, 06 Nov 1994 08:49:37 GMT") == 784_111_777)
+        #expect(date("Tue, 29 Feb 2028 23:59:60 GMT") == 1_835_481_600)   // leap day, leap second
+        #expect(date("Mon, 01 Mar 2100 00:00:00 GMT") == 4_107_542_400)   // 2100 is no leap year
+        for obsolete in ["Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994", "Sun, 06 Nov 1994 08:49:37 UTC",
+                         "Sun, 6 Nov 1994 08:49:37 GMT", "Sun, 06 Nov 1994 8:49:37 GMT", "Sun, 32 Nov 1994 08:49:37 GMT",
+                         "Sun, 06 Nov +994 08:49:37 GMT", "", "Sun, 06 Nov 1994 08:49:37 GMT junk"] {
+            #expect(date(obsolete) == nil, "\(obsolete)")
+        }
+        #expect(HTTPResponseHead(status: 200, headers: []).date == nil)
+    }
 }
