@@ -67,10 +67,10 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
 
         while true {
             ERR_clear_error()
-            let (rc, err) = sslLock.withLock { _ -> (Int32, Int32) in
+            let (rc, err, code) = sslLock.withLock { _ -> (Int32, Int32, Int32) in
                 errno = 0
                 let rc = SSL_connect(ssl)
-                return (rc, rc == 1 ? 0 : SSL_get_error(ssl, rc))
+                return (rc, rc == 1 ? 0 : SSL_get_error(ssl, rc), errno)
             }
             if rc == 1 { break }
             switch err {
@@ -83,7 +83,7 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
                     throw NetError.tls("certificate verify failed for host \(host): \(why)")
                 }
                 let detail = Self.errorQueue()
-                throw NetError.tls("handshake with \(host) failed: \(detail.isEmpty ? Self.syscallDetail(err) : detail)")
+                throw NetError.tls("handshake with \(host) failed: \(detail.isEmpty ? Self.syscallDetail(err, errno: code) : detail)")
             }
         }
     }
@@ -133,10 +133,12 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
         while true {
             if closed.withLock({ $0 }) { throw NetError.closed }
             ERR_clear_error()
-            let (n, err) = sslLock.withLock { _ -> (Int32, Int32) in
+            // errno is taken with the result: unlocking, the error queue and the strings built
+            // below may change it.
+            let (n, err, code) = sslLock.withLock { _ -> (Int32, Int32, Int32) in
                 errno = 0
                 let n = SSL_read(ssl, buffer.baseAddress, Int32(min(buffer.count, Int(Int32.max))))
-                return (n, n > 0 ? 0 : SSL_get_error(ssl, n))
+                return (n, n > 0 ? 0 : SSL_get_error(ssl, n), errno)
             }
             if n > 0 { return Int(n) }
             switch err {
@@ -150,10 +152,10 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
                 // truncating it), not ended. Only close_notify (SSL_ERROR_ZERO_RETURN above) is
                 // an end of stream; a body delimited by the connection's end must not be taken
                 // as complete after a truncation.
-                if (err == SSL_ERROR_SYSCALL && errno == 0) || detail.contains("unexpected eof") {
+                if (err == SSL_ERROR_SYSCALL && code == 0) || detail.contains("unexpected eof") {
                     throw NetError.closed
                 }
-                throw NetError.tls(detail.isEmpty ? Self.syscallDetail(err) : detail)
+                throw NetError.tls(detail.isEmpty ? Self.syscallDetail(err, errno: code) : detail)
             }
         }
     }
@@ -164,10 +166,10 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
             if closed.withLock({ $0 }) { throw NetError.closed }
             let chunk = min(bytes.count - offset, 1 << 20)
             ERR_clear_error()
-            let (n, err) = sslLock.withLock { _ -> (Int32, Int32) in
+            let (n, err, code) = sslLock.withLock { _ -> (Int32, Int32, Int32) in
                 errno = 0
                 let n = SSL_write(ssl, bytes.baseAddress.map { $0 + offset }, Int32(chunk))
-                return (n, n > 0 ? 0 : SSL_get_error(ssl, n))
+                return (n, n > 0 ? 0 : SSL_get_error(ssl, n), errno)
             }
             if n > 0 { offset += Int(n); continue }
             switch err {
@@ -176,8 +178,8 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
             default:
                 if closed.withLock({ $0 }) { throw NetError.closed }
                 let detail = Self.errorQueue()
-                if err == SSL_ERROR_SYSCALL && (errno == EPIPE || errno == ECONNRESET) { throw NetError.closed }
-                throw NetError.tls(detail.isEmpty ? Self.syscallDetail(err) : detail)
+                if err == SSL_ERROR_SYSCALL && (code == EPIPE || code == ECONNRESET) { throw NetError.closed }
+                throw NetError.tls(detail.isEmpty ? Self.syscallDetail(err, errno: code) : detail)
             }
         }
     }
@@ -212,9 +214,9 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
         return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
     }
 
-    private static func syscallDetail(_ err: Int32) -> String {
+    private static func syscallDetail(_ err: Int32, errno code: Int32) -> String {
         if err == SSL_ERROR_SYSCALL {
-            return errno == 0 ? "connection closed by peer" : String(cString: strerror(errno))
+            return code == 0 ? "connection closed by peer" : String(cString: strerror(code))
         }
         return "SSL error \(err)"
     }

@@ -48,6 +48,8 @@ final class LocalWatch: Sendable {
         var overflow = false
         /// The exporter's own changes since the last drain: "+path" appeared, "-path" went.
         var expected: [String: Int] = [:]
+        /// Where `readEvents` reads into, allocated once.
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
     }
     private let state = Mutex(State())
     private let fd: Int32
@@ -157,7 +159,9 @@ final class LocalWatch: Sendable {
     /// Reads every queued event into `s` (under the lock, so `drain` sees all of them).
     private func readEvents(_ s: inout State) {
         #if os(Linux)
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var buffer: [UInt8] = []
+        swap(&buffer, &s.buffer)
+        defer { swap(&buffer, &s.buffer) }
         while true {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
