@@ -30,7 +30,10 @@ case $prefix in /*) ;; *) prefix="$(pwd)/$prefix" ;; esac
 
 if [ -z "$binary" ]; then
     PATH="/opt/swift/usr/bin:$PATH"
-    swift build -c release --product wdsync
+    # The Swift runtime and Foundation are linked in: the installed binary does not depend on
+    # the toolchain staying where it is, and starts in half the time. (The linker's warning
+    # about mktemp comes from Foundation's archive; wdsync does not call it.)
+    swift build -c release --product wdsync --static-swift-stdlib
     binary="$(swift build -c release --show-bin-path)/wdsync"
 fi
 [ -x "$binary" ] || { echo "install.sh: $binary is not an executable" >&2; exit 66; }
