@@ -200,7 +200,7 @@ extension SimAccount {
             }
             found.sort { $0.key < $1.key }
             // remove duplicates from overlapping ranges (one mailbox: the index is the message)
-            if let u = q.uids, u.ranges.count > 1 {
+            if q.mailbox != nil, let u = q.uids, u.ranges.count > 1 {
                 var seen = Set<Int>()
                 found = found.filter { seen.insert($0.index).inserted }
             }

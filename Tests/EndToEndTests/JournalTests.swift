@@ -168,10 +168,16 @@ import WildDuckSim
         // The server writes the changes within the second the no-op pass started: a pass that
         // found nothing changed keeps the journal position it had, so they are still read.
         h.account.setClock { noop }
+        try smallChangeComesFromTheJournal(h, inbox: inbox)
+    }
+
+    /// 20 flag changes and a delivery in INBOX, then a pass that reads them from the journal
+    /// without listing INBOX.
+    func smallChangeComesFromTheJournal(_ h: Harness, inbox: String) throws {
         for (i, m) in h.account.messages(mailboxId: inbox).prefix(20).enumerated() {
             try h.account.setFlags(mailboxId: inbox, uid: m.uid, seen: !m.seen, flagged: i % 2 == 0 ? !m.flagged : nil)
         }
-        try h.account.deliver(Array("From: a@b\r\nSubject: same second\r\n\r\nbody\r\n".utf8), to: inbox)
+        try h.account.deliver(Array("From: a@b\r\nSubject: small change\r\n\r\nbody\r\n".utf8), to: inbox)
         h.server.resetStats()
         let run = try h.sync(extra: ["-v"])
         try h.expectMirror()
@@ -187,15 +193,7 @@ import WildDuckSim
         let h = try Harness(clock: { Date().addingTimeInterval(skew) })
         let inbox = try synced(h)
         h.account.setClock { Date().addingTimeInterval(skew + 2) }
-        for (i, m) in h.account.messages(mailboxId: inbox).prefix(20).enumerated() {
-            try h.account.setFlags(mailboxId: inbox, uid: m.uid, seen: !m.seen, flagged: i % 2 == 0 ? !m.flagged : nil)
-        }
-        try h.account.deliver(Array("From: a@b\r\nSubject: skewed\r\n\r\nbody\r\n".utf8), to: inbox)
-        h.server.resetStats()
-        let run = try h.sync(extra: ["-v"])
-        try h.expectMirror()
-        #expect(h.server.stats()["messages"] == 0, "INBOX was listed again: \(run.stderr)")
-        #expect(h.server.stats()["message.eml"] == 1)
+        try smallChangeComesFromTheJournal(h, inbox: inbox)
     }
 
     @Test func newMessagesInSeveralMailboxesAreReadWithOneSearch() throws {
@@ -278,6 +276,10 @@ import WildDuckSim
         let h = try Harness()
         let inbox = try synced(h)
         let before = try Store(path: h.db).lastEventId()
+        // The position is the second after a pass's listing: the daemon's passes must list in a
+        // later second than the first sync for the position to move.
+        let first = try #require(before.flatMap(ObjectIdTime.seconds(of:)))
+        _ = Harness.wait(timeout: 3) { Int(Date().timeIntervalSince1970) >= first }
         let d = try h.startDaemon()
         #expect(d.waitForLog("connected ("), "\(d.log.suffix(1500))")
         // Changed while the daemon runs; its reconcile lists INBOX and records a position.
