@@ -9,13 +9,15 @@ import Lock
 /// folders — leaving out what wdsync itself did there.
 ///
 /// The exporter's own renames, deliveries and unlinks are reported to `expect` as it makes
-/// them; `drain`, on the engine's thread, reads every event the kernel has queued and matches
-/// each against those. An event that matches one is wdsync's own and is consumed; any other
-/// event makes its folder "changed", and only changed folders are read by the next scan. Every
-/// expected write was made before `drain` runs, so its event is already queued and read by that
-/// same drain; what is left unmatched is forgotten there. A user's change can hide behind an
-/// expected write only by taking its event, which leaves the write's own event unmatched: the
-/// folder is changed either way.
+/// them, and each event the kernel queues is matched against those as it is read (whichever
+/// comes first waits for the other). An event that matches one is wdsync's own and both are
+/// consumed, so a long run holds only the writes in flight, not one entry per file; any other
+/// event makes its folder "changed", and only changed folders are read by the next scan.
+/// `drain`, on the engine's thread, reads what is still queued: every expected write was made
+/// before it runs, so its event is queued by then; what is left unmatched is forgotten there.
+/// A user's change can hide behind an expected write only by taking its event, which leaves the
+/// write's own event unmatched: the folder is changed either way. Writes into a directory that
+/// is not watched are not expected (no event will come for them).
 ///
 /// When inotify is unavailable, the watch limit is reached or the kernel's queue overflowed,
 /// the engine falls back to the scan's directory mtimes.
@@ -30,23 +32,21 @@ final class LocalWatch: Sendable {
         var overflow = false
     }
 
-    private struct Event {
-        var dir: String
-        var name: String
-        var appeared: Bool
-        /// Closed after writing: a change of content, never one of wdsync's (it writes in tmp/).
-        var written = false
-    }
-
     private struct State {
         var byPath: [String: Int32] = [:]   // relative directory ("Work/cur", "cur") → watch
         var byWatch: [Int32: String] = [:]
         var complete = true
         var stopped = false
-        var events: [Event] = []
+        /// Folders with a change that cannot be wdsync's (a file closed after writing: wdsync
+        /// writes in tmp/).
+        var changed: Set<String> = []
+        /// Events no expected write matched (yet), by "+path" (appeared) or "-path" (went).
+        var unmatched: [String: (dir: String, count: Int)] = [:]
         var changedDirs: Set<String> = []   // watches that went away (folder deleted or renamed)
         var overflow = false
-        /// The exporter's own changes since the last drain: "+path" appeared, "-path" went.
+        /// How many events were not wdsync's own: a new one wakes the engine.
+        var foreign = 0
+        /// The exporter's own changes whose event has not been read yet, by "+path" or "-path".
         var expected: [String: Int] = [:]
         /// Where `readEvents` reads into, allocated once.
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
@@ -100,8 +100,18 @@ final class LocalWatch: Sendable {
 
     /// The exporter made `path` (relative to the root) appear, or go away.
     func expect(_ path: String, appeared: Bool) {
-        state.withLock { $0.expected[(appeared ? "+" : "-") + path, default: 0] += 1 }
+        let key = (appeared ? "+" : "-") + path
+        state.withLock { s in
+            if let u = s.unmatched[key] {
+                s.unmatched[key] = u.count > 1 ? (u.dir, u.count - 1) : nil
+            } else if let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")), s.byPath[String(path[..<slash])] != nil {
+                s.expected[key, default: 0] += 1
+            }
+        }
     }
+
+    /// Expected writes and events still waiting for their match (for the tests).
+    var waiting: Int { state.withLock { s in s.expected.values.reduce(0, +) + s.unmatched.values.reduce(0) { $0 + $1.count } } }
 
     /// Reads what the kernel has queued and returns the folders changed by others since the last drain.
     func drain() -> Changes {
@@ -109,21 +119,13 @@ final class LocalWatch: Sendable {
             readEvents(&s)
             var changes = Changes()
             changes.overflow = s.overflow
-            for event in s.events {
-                if !event.written {
-                    let key = (event.appeared ? "+" : "-") + event.dir + "/" + event.name
-                    if let n = s.expected[key], n > 0 {
-                        s.expected[key] = n > 1 ? n - 1 : nil
-                        continue
-                    }
-                }
-                changes.changed.insert(Self.folder(of: event.dir))
-            }
-            for dir in s.changedDirs { changes.changed.insert(Self.folder(of: dir)) }
+            changes.changed = s.changed
+            for dir in s.unmatched.values.map(\.dir) + s.changedDirs { changes.changed.insert(Self.folder(of: dir)) }
             var subdirs: [String: Int] = [:]
             for dir in s.byPath.keys { subdirs[Self.folder(of: dir), default: 0] += 1 }
             changes.watched = Set(subdirs.filter { $0.value == 2 }.keys)
-            s.events.removeAll()
+            s.changed.removeAll()
+            s.unmatched.removeAll()
             s.changedDirs.removeAll()
             s.expected.removeAll()
             s.overflow = false
@@ -148,9 +150,9 @@ final class LocalWatch: Sendable {
             if r < 0 && errno != EINTR { return }
             guard r > 0 else { continue }
             let got = state.withLock { s in
-                let before = s.events.count + s.changedDirs.count
+                let before = s.foreign
                 readEvents(&s)
-                return s.events.count + s.changedDirs.count > before || s.overflow
+                return s.foreign > before || s.overflow
             }
             if got { onChange() }
         }
@@ -180,15 +182,25 @@ final class LocalWatch: Sendable {
                         // The directory was removed or renamed: watched again under its new
                         // name by the next `watch`; its folder is read meanwhile.
                         s.changedDirs.insert(dir)
+                        s.foreign += 1
                         s.byPath[dir] = nil
                         s.byWatch[wd] = nil
                         if mask & UInt32(IN_MOVE_SELF) != 0 { inotify_rm_watch(fd, wd) }
                         continue
                     }
-                    let name = String(decoding: nameBytes, as: UTF8.self)
                     guard nameBytes.first != UInt8(ascii: ".") else { continue }   // dot files are never mail
-                    let appeared = mask & UInt32(IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE) != 0
-                    s.events.append(Event(dir: dir, name: name, appeared: appeared, written: mask & UInt32(IN_CLOSE_WRITE) != 0))
+                    if mask & UInt32(IN_CLOSE_WRITE) != 0 {
+                        s.changed.insert(Self.folder(of: dir))
+                        s.foreign += 1
+                        continue
+                    }
+                    let key = (mask & UInt32(IN_CREATE | IN_MOVED_TO) != 0 ? "+" : "-") + dir + "/" + String(decoding: nameBytes, as: UTF8.self)
+                    if let n = s.expected[key] {
+                        s.expected[key] = n > 1 ? n - 1 : nil
+                    } else {
+                        s.unmatched[key, default: (dir, 0)].count += 1
+                        s.foreign += 1
+                    }
                 }
             }
         }

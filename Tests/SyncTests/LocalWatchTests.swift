@@ -51,6 +51,27 @@ import Testing
         #expect(!changes.overflow)
     }
 
+    /// A long run (a first sync of 100,000 messages) must not hold one entry per file it wrote
+    /// until its last scan: own writes and their events cancel as they meet, and writes into a
+    /// folder nobody watches are not expected at all.
+    @Test func ownWritesAreForgottenAsTheirEventsArrive() throws {
+        let w = try watcher()
+        defer { w.stop(); try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createDirectory(atPath: root + "/New/new", withIntermediateDirectories: true)
+        for i in 0..<500 {
+            write("Work/tmp/\(i).b")
+            move("Work/tmp/\(i).b", "Work/new/\(i).b:2,")
+            w.expect("Work/new/\(i).b:2,", appeared: true)
+            write("New/new/\(i).c:2,")
+            w.expect("New/new/\(i).c:2,", appeared: true)   // not watched
+        }
+        // The watch's thread reads the events as they come.
+        let deadline = Date().addingTimeInterval(30)
+        while w.waiting > 0 && Date() < deadline { usleep(10_000) }
+        #expect(w.waiting == 0)
+        #expect(w.drain().changed.isEmpty)
+    }
+
     @Test func theUsersChangesAreSeenEvenNextToOwnOnes() throws {
         let w = try watcher()
         defer { w.stop(); try? FileManager.default.removeItem(atPath: root) }
