@@ -144,6 +144,7 @@ extension Mirror {
                 result[mailbox.id] = wanted
                 guard let folder = current[mailbox.id] ?? nil else {
                     try maildir.ensureFolder(wanted)
+                    onNewFolder?(wanted)
                     try store.setMailboxFolder(id: mailbox.id, folder: wanted)
                     continue
                 }

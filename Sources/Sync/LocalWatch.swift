@@ -98,6 +98,25 @@ final class LocalWatch: Sendable {
         #endif
     }
 
+    /// A folder a pass has just made for a new mailbox, before writing into it: watched from now
+    /// on, so that its pass's last scan need not list what it wrote there. Unless its `cur/` and
+    /// `new/` are still empty once watched, it is "changed" (a folder that was already there,
+    /// with someone's mail in it, is read as any other).
+    func watchNew(_ folder: String) {
+        let dirs = ["cur", "new"].map { folder.isEmpty ? $0 : folder + "/" + $0 }
+        watch(dirs)
+        let empty = dirs.allSatisfy { dir in
+            guard let d = opendir(root + "/" + dir) else { return false }
+            defer { closedir(d) }
+            while let entry = readdir(d) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+                if name != [46] && name != [46, 46] { return false }
+            }
+            return true
+        }
+        if !empty { state.withLock { _ = $0.changed.insert(folder) } }
+    }
+
     /// The exporter made `path` (relative to the root) appear, or go away.
     func expect(_ path: String, appeared: Bool) {
         let key = (appeared ? "+" : "-") + path

@@ -95,6 +95,9 @@ public final class Mirror {
     /// a folder's cur/ or new/, relative to the root, right after it did: the daemon's inotify
     /// watch tells these from the user's changes (`LocalWatch`).
     var onOwnWrite: ((String, Bool) -> Void)?
+    /// Told of each folder the export creates for a mailbox that had none, before it writes
+    /// into it: `--once` watches it from then on (`LocalWatch.watchNew`).
+    var onNewFolder: ((String) -> Void)?
     /// The downloads of the current export, for `onProgress`.
     var downloadProgress: (progress: SyncProgress, base: Int, baseBytes: Int, paths: [String: String])?
 
@@ -158,8 +161,9 @@ public final class Mirror {
         if let watch {
             watch.watch(try folderDirectories())
             onOwnWrite = { path, appeared in watch.expect(path, appeared: appeared) }
+            onNewFolder = { folder in watch.watchNew(folder) }
         }
-        defer { if let watch { watch.stop(); onOwnWrite = nil } }
+        defer { if let watch { watch.stop(); onOwnWrite = nil; onNewFolder = nil } }
         try scanLocal()
         if session.userId == nil { try client.authenticate() }
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,

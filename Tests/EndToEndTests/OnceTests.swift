@@ -173,6 +173,28 @@ import WildDuckSim
         #expect(stats.totalRequests <= 5)
     }
 
+    /// The first sync watches each folder it creates, so its last scan need not list the files
+    /// it wrote and the next run reads no folder; a folder that already held mail is read.
+    @Test func aFirstSyncRecordsTheFoldersItMadeAndReadsOnesThatHeldMail() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 60)
+        try h.sync()
+        let second = try h.sync(extra: ["-v"])
+        #expect(!second.stderr.contains("scanned "), "\(second.stderr)")
+
+        // A draft already in the Maildir before the first sync is found and sent.
+        let old = try Harness()
+        try old.seedStandard(generated: 60)
+        for sub in ["cur", "new", "tmp"] {
+            try FileManager.default.createDirectory(atPath: old.maildir + "/Drafts/" + sub, withIntermediateDirectories: true)
+        }
+        try TwoWayTests.writeNew(old, folder: "Drafts", flags: "DS", messageId: "before-1@example.org", subject: "Written before")
+        try old.sync()
+        try old.sync()
+        #expect(TwoWayTests.messages(old, withId: "before-1@example.org").count == 1)
+        try TwoWayTests.expectQuiet(old)
+    }
+
     @Test func serverChangesConvergeWithRenamesNotDownloads() throws {
         let h = try Harness()
         try h.seedStandard(generated: 60)
