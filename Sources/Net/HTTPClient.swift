@@ -100,7 +100,7 @@ public struct HTTPResponseHead: Sendable {
     /// (RFC 9110, section 5.6.7).
     public var date: Int? { header("date").flatMap(HTTPResponseHead.parseDate) }
 
-    static func parseDate(_ text: String) -> Int? {
+    public static func parseDate(_ text: String) -> Int? {
         let parts = text.split(separator: " ", omittingEmptySubsequences: false)
         guard parts.count == 6, parts[0].count == 4, parts[0].last == ",", parts[5] == "GMT",
               let day = digits(parts[1], 2), let year = digits(parts[3], 4),

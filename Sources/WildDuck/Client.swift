@@ -219,8 +219,10 @@ public struct RetryPolicy: Sendable, Equatable {
 public final class WildDuckClient {
     public let session: Session
     public let connection: HTTPConnection
-    /// The server's clock (its `Date` header, whole seconds) when it sent its last JSON answer.
-    public private(set) var serverTime: Int?
+    /// The server's clock (its `Date` header, whole seconds) when it sent its last JSON answer;
+    /// read only when asked (downloads, a message each, never keep it).
+    public var serverTime: Int? { lastDate.flatMap(HTTPResponseHead.parseDate) }
+    private var lastDate: String?
 
     public init(session: Session, timeout: Double = 60) {
         self.session = session
@@ -461,10 +463,14 @@ public final class WildDuckClient {
         }
         let route = "\(method) \(path.replacingUserSegment())"
         let payload = body.map { Array($0.text.utf8) }
+        var date: String?
+        defer { if let date { lastDate = date } }
         return try withToken(route: route, idempotent: idempotent ?? HTTPConnection.isIdempotent(method)) { token in
             var headers = [("X-Access-Token", token), ("Accept", "application/json")]
             if payload != nil { headers.append(("Content-Type", "application/json")) }
-            return try connection.request(method, target, headers: headers, body: payload)
+            let response = try connection.request(method, target, headers: headers, body: payload)
+            date = response.head.header("date") ?? date
+            return response
         }
     }
 
@@ -486,7 +492,6 @@ public final class WildDuckClient {
             } catch let error as HTTPError {
                 throw WildDuckError.malformed(route: route, detail: error.description)
             }
-            if let date = response.head.date { serverTime = date }
             let json = try WildDuckClient.decode(response, route: route)
             if json["success"]?.bool == true { return json }
             let code = json["code"]?.string
