@@ -98,23 +98,18 @@ final class LocalWatch: Sendable {
         #endif
     }
 
+    /// The directories watched for a folder: its `cur/` and `new/`, relative to the root.
+    static func directories(of folder: String) -> [String] {
+        ["cur", "new"].map { folder.isEmpty ? $0 : folder + "/" + $0 }
+    }
+
     /// A folder a pass has just made for a new mailbox, before writing into it: watched from now
-    /// on, so that its pass's last scan need not list what it wrote there. Unless its `cur/` and
-    /// `new/` are still empty once watched, it is "changed" (a folder that was already there,
-    /// with someone's mail in it, is read as any other).
-    func watchNew(_ folder: String) {
-        let dirs = ["cur", "new"].map { folder.isEmpty ? $0 : folder + "/" + $0 }
-        watch(dirs)
-        let empty = dirs.allSatisfy { dir in
-            guard let d = opendir(root + "/" + dir) else { return false }
-            defer { closedir(d) }
-            while let entry = readdir(d) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
-                if name != [46] && name != [46, 46] { return false }
-            }
-            return true
-        }
-        if !empty { state.withLock { _ = $0.changed.insert(folder) } }
+    /// on, so that its pass's last scan need not list what it wrote there. Unless it holds no
+    /// mail once watched (`isEmpty`, asked after the watch is in place), it is "changed": a
+    /// folder that was already there, with someone's mail in it, is read as any other.
+    func watchNew(_ folder: String, isEmpty: () -> Bool) {
+        watch(Self.directories(of: folder))
+        if !isEmpty() { state.withLock { _ = $0.changed.insert(folder) } }
     }
 
     /// The exporter made `path` (relative to the root) appear, or go away.

@@ -161,7 +161,9 @@ public final class Mirror {
         if let watch {
             watch.watch(try folderDirectories())
             onOwnWrite = { path, appeared in watch.expect(path, appeared: appeared) }
-            onNewFolder = { folder in watch.watchNew(folder) }
+            onNewFolder = { [maildir] folder in
+                watch.watchNew(folder) { (try? maildir.listFolder(folder))?.isEmpty == true }
+            }
         }
         defer { if let watch { watch.stop(); onOwnWrite = nil; onNewFolder = nil } }
         try scanLocal()
@@ -232,11 +234,7 @@ public final class Mirror {
 
     /// `cur/` and `new/` of every folder, relative to the root: what `LocalWatch` watches.
     func folderDirectories() throws -> [String] {
-        var dirs: [String] = []
-        for case let folder? in try store.mailboxes().map(\.folder) {
-            for sub in ["cur", "new"] { dirs.append(folder.isEmpty ? sub : folder + "/" + sub) }
-        }
-        return dirs
+        try store.mailboxes().compactMap(\.folder).flatMap(LocalWatch.directories(of:))
     }
 
     /// The scope of a scan from what the watch saw: the folders someone else changed and those
