@@ -173,12 +173,26 @@ final class Bench {
         return p
     }
 
-    func wdsyncArgs(_ bin: String, server: SimServer, maildir: String, db: String, once: Bool) throws -> [String] {
+    /// `log`: "-q" (the default), "-v", or nil for wdsync's normal log.
+    func wdsyncArgs(_ bin: String, server: SimServer, maildir: String, db: String, once: Bool, log: String? = "-q") throws -> [String] {
         var a = [bin]
         if once { a.append("--once") }
         a += ["--server", server.baseURL, "--user", "demo", "--password-file", try writePassword(),
-              "--maildir", maildir, "--db", db, "-q"]
+              "--maildir", maildir, "--db", db]
+        if let log { a.append(log) }
         return a
+    }
+
+    /// A generated account on a started simulator, and `name`'s Maildir (emptied) and cache in
+    /// the work directory. The caller stops the server.
+    func simulated(_ name: String, messages: Int, mailboxes: Int, seed: UInt64) throws
+        -> (account: SimAccount, ids: [String], server: SimServer, maildir: String, db: String) {
+        let (account, ids) = try makeAccount(messages: messages, mailboxes: mailboxes, seed: seed)
+        let server = SimServer(account: account)
+        try server.start()
+        let maildir = work + "/\(name)-mail", db = work + "/\(name).sqlite"
+        removeTree(maildir)
+        return (account, ids, server, maildir, db)
     }
 
     // MARK: - 1. initial sync

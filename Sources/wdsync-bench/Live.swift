@@ -49,15 +49,9 @@ extension Bench {
     func live(wdsync: String) throws {
         let events = o.liveEvents
         eprint("  live latency (\(events) new messages, \(events) flag changes, \(events) expunges)\n")
-        let (account, ids) = try makeAccount(messages: 200, mailboxes: 4, seed: o.seed + 7)
-        let server = SimServer(account: account)
-        try server.start()
+        let (account, ids, server, maildir, db) = try simulated("live", messages: 200, mailboxes: 4, seed: o.seed + 7)
         defer { server.stop() }
-        let maildir = work + "/live-mail", db = work + "/live.sqlite"
-        removeTree(maildir)
-        var args = try wdsyncArgs(wdsync, server: server, maildir: maildir, db: db, once: false)
-        args.removeAll { $0 == "-q" }
-        args.append("-v")
+        let args = try wdsyncArgs(wdsync, server: server, maildir: maildir, db: db, once: false, log: "-v")
         guard let inbox = account.mailboxId(path: "INBOX") ?? ids.first else { throw BenchError("no INBOX") }
 
         var newLatencies: [Double] = [], flagLatencies: [Double] = [], expungeLatencies: [Double] = []

@@ -45,15 +45,9 @@ extension Bench {
     func pushLive(wdsync: String) throws {
         let changes = 200
         eprint("  live push latency (\(changes) renames)\n")
-        let (account, ids) = try makeAccount(messages: 200, mailboxes: 4, seed: o.seed + 11)
-        let server = SimServer(account: account)
-        try server.start()
+        let (account, ids, server, maildir, db) = try simulated("push-live", messages: 200, mailboxes: 4, seed: o.seed + 11)
         defer { server.stop() }
-        let maildir = work + "/push-live-mail", db = work + "/push-live.sqlite"
-        removeTree(maildir)
-        var args = try wdsyncArgs(wdsync, server: server, maildir: maildir, db: db, once: false)
-        args.removeAll { $0 == "-q" }
-        args.append("-v")
+        let args = try wdsyncArgs(wdsync, server: server, maildir: maildir, db: db, once: false, log: "-v")
         guard let inbox = account.mailboxId(path: "INBOX") ?? ids.first else { throw BenchError("no INBOX") }
         func modifyIndex() -> Int { account.mailboxes().first { $0.id == inbox }?.modifyIndex ?? -1 }
 
@@ -124,12 +118,8 @@ extension Bench {
         let n = o.big, flagChanges = 1000
         let suffix = n == 100_000 ? "" : " (on \(n), not 100k)"
         eprint("  big account for the push: \(n) messages in 20 mailboxes\n")
-        let (account, ids) = try makeAccount(messages: n, mailboxes: 20, seed: o.seed &+ 300)
-        let server = SimServer(account: account)
-        try server.start()
+        let (account, ids, server, maildir, db) = try simulated("push-big", messages: n, mailboxes: 20, seed: o.seed &+ 300)
         defer { server.stop() }
-        let maildir = work + "/push-big-mail", db = work + "/push-big.sqlite"
-        removeTree(maildir)
         let args = try wdsyncArgs(wdsync, server: server, maildir: maildir, db: db, once: true)
         eprint("  initial sync\n")
         let first = try measure(args, name: "wdsync-push-initial")
@@ -151,8 +141,7 @@ extension Bench {
                 renamed += 1
             }
         }
-        var once = args
-        once.removeAll { $0 == "-q" }
+        let once = try wdsyncArgs(wdsync, server: server, maildir: maildir, db: db, once: true, log: nil)
         let (r, d, row0) = try incremental(once, name: "wdsync-push-flags", benchmark: "push", messages: renamed,
                                            server: server, maildir: maildir)
         var row = row0

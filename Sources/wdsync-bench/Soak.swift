@@ -27,14 +27,9 @@ extension Bench {
     func soak(wdsync: String) throws {
         let seconds = o.soakMinutes * 60
         eprint("  soak: \(String(format: "%g", o.soakMinutes)) minutes of churn against the live daemon\n")
-        let (account, ids) = try makeAccount(messages: 2_000, mailboxes: 6, seed: o.seed + 11)
-        let server = SimServer(account: account)
-        try server.start()
+        let (account, ids, server, maildir, db) = try simulated("soak", messages: 2_000, mailboxes: 6, seed: o.seed + 11)
         defer { server.stop() }
-        let maildir = work + "/soak-mail", db = work + "/soak.sqlite"
-        removeTree(maildir)
-        var args = try wdsyncArgs(wdsync, server: server, maildir: maildir, db: db, once: false)
-        args.removeAll { $0 == "-q" }
+        let args = try wdsyncArgs(wdsync, server: server, maildir: maildir, db: db, once: false, log: nil)
         let folders = ids.enumerated().map { i, id in
             (id: id, dir: maildir + "/" + FolderNames.encode(mailboxPaths[i].path, layout: .verbatim))
         }
