@@ -57,6 +57,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         for _ in 0..<2 {
             guard let response = try? connection.request("GET", "/x") else { break }
             check(response.body.count <= 1 << 20, "a body over the limit was accepted")
+            // The server's clock for the journal position: a date it reads lies in 1970-9999.
+            if let date = response.head.date { check(date >= 0 && date < 253_402_300_800, "Date read as \(date)") }
         }
         connection.close()
     }
