@@ -1,12 +1,17 @@
 import COpenSSL
 
+/// SHA-256's implementation, looked up in OpenSSL's providers once: `EVP_DigestInit_ex` with
+/// `EVP_sha256()` repeats the lookup (under a lock) for every message, which cost more than
+/// hashing a small message.
+private nonisolated(unsafe) let sha256Method: OpaquePointer? = EVP_MD_fetch(nil, "SHA256", nil)
+
 /// Incremental SHA-256 over OpenSSL's EVP interface.
 final class SHA256Hasher {
     private let context: OpaquePointer
 
     init?() {
-        guard let ctx = EVP_MD_CTX_new() else { return nil }
-        guard EVP_DigestInit_ex(ctx, EVP_sha256(), nil) == 1 else {
+        guard let method = sha256Method, let ctx = EVP_MD_CTX_new() else { return nil }
+        guard EVP_DigestInit_ex(ctx, method, nil) == 1 else {
             EVP_MD_CTX_free(ctx)
             return nil
         }
@@ -22,10 +27,11 @@ final class SHA256Hasher {
 
     /// The digest as lowercase hex. Call once.
     func finalizeHex() -> String {
-        var digest = [UInt8](repeating: 0, count: 32)
-        var length: UInt32 = 0
-        _ = digest.withUnsafeMutableBufferPointer { EVP_DigestFinal_ex(context, $0.baseAddress, &length) }
-        return hex(digest.prefix(Int(length)))
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { digest in
+            var length: UInt32 = 0
+            _ = EVP_DigestFinal_ex(context, digest.baseAddress, &length)
+            return hex(UnsafeBufferPointer(rebasing: digest[..<Int(min(length, 32))]))
+        }
     }
 
     static func digest(_ bytes: [UInt8]) -> [UInt8] {
@@ -39,13 +45,15 @@ final class SHA256Hasher {
     }
 }
 
-private let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
-
-func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
-    var out: [UInt8] = []
-    for b in bytes {
-        out.append(hexDigits[Int(b >> 4)])
-        out.append(hexDigits[Int(b & 0x0F)])
+func hex<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
+    let digits: StaticString = "0123456789abcdef"
+    return String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+        var i = 0
+        for b in bytes {
+            out[i] = digits.utf8Start[Int(b >> 4)]
+            out[i + 1] = digits.utf8Start[Int(b & 0x0F)]
+            i += 2
+        }
+        return i
     }
-    return String(decoding: out, as: UTF8.self)
 }

@@ -200,18 +200,29 @@ public final class BufferedReader {
 
     /// A line without its CRLF (or LF). Throws if the line is longer than `limit`.
     public func readLine(limit: Int = 16 * 1024) throws -> String {
+        try withLine(limit: limit) { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Hands the next line, without its CRLF (or LF), to `body` straight from the buffer, and
+    /// consumes it. Throws if the line is longer than `limit`.
+    public func withLine<T>(limit: Int = 16 * 1024, _ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T {
         var scanned = start
         while true {
-            while scanned < end {
-                if buffer[scanned] == 10 {
-                    var lineEnd = scanned
-                    if lineEnd > start && buffer[lineEnd - 1] == 13 { lineEnd -= 1 }
-                    let line = String(decoding: buffer[start..<lineEnd], as: UTF8.self)
-                    start = scanned + 1
-                    return line
-                }
-                scanned += 1
+            let found: Int? = buffer.withUnsafeBufferPointer { b in
+                guard scanned < end, let base = b.baseAddress,
+                      let hit = memchr(base + scanned, 10, end - scanned) else { return nil }
+                return base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
             }
+            if let newline = found {
+                let lineStart = start
+                var lineEnd = newline
+                start = newline + 1
+                return try buffer.withUnsafeBufferPointer { b in
+                    if lineEnd > lineStart && b[lineEnd - 1] == 13 { lineEnd -= 1 }
+                    return try body(UnsafeBufferPointer(rebasing: b[lineStart..<lineEnd]))
+                }
+            }
+            scanned = end
             if end - start > limit { throw NetError.protocolViolation("header line too long") }
             let offset = scanned - start
             guard try fill() else { throw NetError.closed }
@@ -415,28 +426,41 @@ public final class HTTPConnection {
         }
     }
 
+    /// Reads a status line and header lines, parsed as bytes: a download's head is read for
+    /// every message, and String's generic splitting and trimming cost microseconds each.
     private func readHead(_ reader: BufferedReader) throws -> HTTPResponseHead {
-        let statusLine = try reader.readLine()
-        let parts = statusLine.split(separator: " ", maxSplits: 2)
-        // The status is three digits (RFC 9112 §4), 100…599: not "-1", "+200" or "2000".
-        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), parts[1].utf8.count == 3,
-              parts[1].utf8.allSatisfy({ (0x30...0x39).contains($0) }),
-              let status = Int(parts[1]), (100...599).contains(status) else {
-            throw HTTPError(description: "not an HTTP response (status line \"\(statusLine.prefix(60))\")")
+        let status: Result<Int, HTTPError> = try reader.withLine { line in
+            // "HTTP/1.x NNN reason": the status is three digits (RFC 9112 §4), 100…599, not
+            // "-1", "+200" or "2000".
+            if line.count >= 12, line.starts(with: "HTTP/1.".utf8), line[8] == 32, line.count == 12 || line[12] == 32,
+               line[9...11].allSatisfy({ $0 >= 48 && $0 <= 57 }) {
+                let code = line[9...11].reduce(0) { $0 * 10 + Int($1 - 48) }
+                if (100...599).contains(code) { return .success(code) }
+            }
+            let shown = String(decoding: line.prefix(60), as: UTF8.self)
+            return .failure(HTTPError(description: "not an HTTP response (status line \"\(shown)\")"))
         }
+        let code = try status.get()
         var headers: [(name: String, value: String)] = []
         while true {
-            let line = try reader.readLine()
-            if line.isEmpty { break }
-            guard let colon = line.firstIndex(of: ":") else {
-                throw HTTPError(description: "malformed header line in response")
+            let header: (name: String, value: String)?? = try reader.withLine { line in
+                if line.isEmpty { return .some(nil) }
+                guard let colon = line.firstIndex(of: 58) else { return nil }
+                let name = String(unsafeUninitializedCapacity: colon) { out in
+                    for i in 0..<colon { out[i] = line[i] >= 65 && line[i] <= 90 ? line[i] + 32 : line[i] }
+                    return colon
+                }
+                var from = colon + 1, to = line.count
+                while from < to, line[from] == 32 || line[from] == 9 { from += 1 }
+                while to > from, line[to - 1] == 32 || line[to - 1] == 9 { to -= 1 }
+                return .some((name, String(decoding: UnsafeBufferPointer(rebasing: line[from..<to]), as: UTF8.self)))
             }
-            let name = line[..<colon].lowercased()
-            let value = line[line.index(after: colon)...].trimmingSpaces()
-            headers.append((name, value))
+            guard let header else { throw HTTPError(description: "malformed header line in response") }
+            guard let header else { break }
+            headers.append(header)
             if headers.count > 200 { throw HTTPError(description: "too many response headers") }
         }
-        return HTTPResponseHead(status: status, headers: headers)
+        return HTTPResponseHead(status: code, headers: headers)
     }
 
     private func readBody(_ reader: BufferedReader, head: HTTPResponseHead, method: String,
@@ -446,14 +470,12 @@ public final class HTTPConnection {
         }
         if head.header("transfer-encoding", contains: "chunked") {
             while true {
-                let sizeLine = try reader.readLine()
-                let hex = sizeLine.prefix { $0 != ";" }.trimmingSpaces()
-                guard let size = Int(hex, radix: 16), size >= 0 else {
+                guard let size = try reader.withLine(HTTPConnection.chunkSize) else {
                     throw HTTPError(description: "malformed chunk size in response")
                 }
                 if size == 0 {
                     var trailers = 0
-                    while try !reader.readLine().isEmpty {
+                    while try !reader.withLine({ $0.isEmpty }) {
                         trailers += 1
                         guard trailers <= limits.maxTrailerLines else {
                             throw HTTPError(description: "more than \(limits.maxTrailerLines) trailer lines after a chunked body")
@@ -467,7 +489,7 @@ public final class HTTPConnection {
                     if n == 0 { throw NetError.closed }
                     remaining -= n
                 }
-                guard try reader.readLine().isEmpty else {
+                guard try reader.withLine({ $0.isEmpty }) else {
                     throw HTTPError(description: "missing CRLF after chunk")
                 }
             }
@@ -490,11 +512,30 @@ public final class HTTPConnection {
     }
 }
 
-extension StringProtocol {
-    func trimmingSpaces() -> String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
-        return String(s)
+extension HTTPConnection {
+    /// The size on a chunk-size line ("1f3a", "1f3a;name=value", spaces around); nil for
+    /// anything else, or a size that does not fit an Int.
+    static func chunkSize(_ line: UnsafeBufferPointer<UInt8>) -> Int? {
+        var size = 0, digits = 0, i = 0
+        while i < line.count, line[i] == 32 || line[i] == 9 { i += 1 }
+        while i < line.count {
+            let c = line[i]
+            let value: Int
+            switch c {
+            case 48...57: value = Int(c - 48)
+            case 97...102: value = Int(c - 87)
+            case 65...70: value = Int(c - 55)
+            default: value = -1
+            }
+            if value < 0 { break }
+            guard size <= Int.max >> 4 else { return nil }
+            size = size << 4 | value
+            digits += 1
+            i += 1
+        }
+        while i < line.count, line[i] == 32 || line[i] == 9 { i += 1 }
+        guard digits > 0, i == line.count || line[i] == 59 else { return nil }
+        return size
     }
 }
+

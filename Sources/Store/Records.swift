@@ -279,12 +279,13 @@ extension Store {
     /// A message as the server lists it. A message already stored gets the server's flags merged
     /// into its own (`updateFlags`); a new one starts with the server's flags as its base.
     public func insertMessage(_ m: MessageRecord) throws {
-        if try mergeServerFlags(mailboxId: m.mailboxId, uid: m.uid, server: m.flags, json: m.json) { return }
+        // Inserted first: a listing's rows are nearly all new, and a row that exists is merged.
         try db.run("""
             INSERT INTO messages(mailbox_id, uid, message_id, size, idate, flags, base_flags, json, uniq, dirty)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(mailbox_id, uid) DO NOTHING
             """, .text(m.mailboxId), .int(m.uid), SQLValue(m.messageId), .int(m.size), SQLValue(m.idate),
                    .int(m.flags.rawValue), .int(m.flags.rawValue), .text(m.json), .text(m.uniq))
+        if db.changes == 0 { _ = try mergeServerFlags(mailboxId: m.mailboxId, uid: m.uid, server: m.flags, json: m.json) }
     }
 
     /// New flags from the server, merged three-way with the local state (`MessageFlags.merge`);
@@ -327,6 +328,8 @@ extension Store {
     }
 
     static let messageColumns = "mailbox_id, uid, message_id, size, idate, flags, json, uniq, sha256, file, base_flags"
+    /// The same, with the item's JSON left out (empty), for the exporter, which does not read it.
+    static let exportColumns = "mailbox_id, uid, message_id, size, idate, flags, '', uniq, sha256, file, base_flags"
 
     func messageRecord(_ s: Statement) -> MessageRecord {
         MessageRecord(mailboxId: s.text(0) ?? "", uid: s.int(1), messageId: s.text(2), size: s.int(3),
@@ -343,7 +346,7 @@ extension Store {
     /// above the one recorded and the same date). So neither is ever downloaded as a second copy.
     public func dirtyMessages(after: (mailboxId: String, uid: Int)? = nil, limit: Int) throws -> [MessageRecord] {
         let s = try db.prepare("""
-            SELECT \(Store.messageColumns) FROM messages m WHERE dirty = 1 AND (mailbox_id, uid) > (?, ?)
+            SELECT \(Store.exportColumns) FROM messages m WHERE dirty = 1 AND (mailbox_id, uid) > (?, ?)
               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mailbox_id = m.mailbox_id AND o.uid = m.uid
                               AND o.kind IN ('move', 'delete'))
               AND NOT (m.file IS NULL AND EXISTS (
@@ -383,10 +386,17 @@ extension Store {
         return out
     }
 
-    /// Records that the row's file is in place and matches the row.
-    public func markExported(mailboxId: String, uid: Int, uniq: String, file: String, sha256: String?) throws {
-        try db.run("UPDATE messages SET uniq = ?, file = ?, sha256 = COALESCE(?, sha256), dirty = 0 WHERE mailbox_id = ? AND uid = ?",
-                   .text(uniq), .text(file), SQLValue(sha256), .text(mailboxId), .int(uid))
+    /// Records that the row's file is in place and matches the row. `uniq` is the file's unique
+    /// part when it is not the row's own (a re-used orphan); leaving the column out of the
+    /// update when it does not change spares SQLite a rewrite of its unique index.
+    public func markExported(mailboxId: String, uid: Int, uniq: String? = nil, file: String, sha256: String?) throws {
+        if let uniq {
+            try db.run("UPDATE messages SET uniq = ?, file = ?, sha256 = COALESCE(?, sha256), dirty = 0 WHERE mailbox_id = ? AND uid = ?",
+                       .text(uniq), .text(file), SQLValue(sha256), .text(mailboxId), .int(uid))
+        } else {
+            try db.run("UPDATE messages SET file = ?, sha256 = COALESCE(?, sha256), dirty = 0 WHERE mailbox_id = ? AND uid = ?",
+                       .text(file), SQLValue(sha256), .text(mailboxId), .int(uid))
+        }
     }
 
     /// Forgets the row's file so the exporter downloads the message again.

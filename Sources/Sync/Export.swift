@@ -50,7 +50,7 @@ extension Mirror {
                             let placed = try relocate(file, folder: folder, flags: flags)
                             if let placed {
                                 if placed != file { summary.renamed += 1 }
-                                try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: row.uniq, file: placed, sha256: nil)
+                                try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: nil)
                                 continue
                             }
                             // Our file is gone (deleted by hand): fetch it again.
@@ -75,7 +75,7 @@ extension Mirror {
                             let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
                             if placed != existing { onOwnWrite?(existing, false); onOwnWrite?(placed, true) }
                             let hash = try Maildir.sha256(file: maildir.absolutePath(placed))
-                            try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: row.uniq, file: placed, sha256: hash.hex)
+                            try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: hash.hex)
                             summary.recovered += 1
                             continue
                         }
@@ -358,8 +358,8 @@ extension Mirror {
                 switch result {
                 case .delivered(let job, let delivered):
                     onOwnWrite?(delivered.relativePath, true)
-                    try store.markExported(mailboxId: job.mailboxId, uid: job.uid, uniq: job.unique,
-                                           file: delivered.relativePath, sha256: delivered.sha256)
+                    try store.markExported(mailboxId: job.mailboxId, uid: job.uid, file: delivered.relativePath,
+                                           sha256: delivered.sha256)
                     summary.downloaded += 1
                     summary.bytesDownloaded += Int(delivered.size)
                 case .vanished(let job):

@@ -52,6 +52,22 @@ struct DeliveryTests {
         try md.syncFolder(folder)
     }
 
+    @Test("the recorded hash is SHA-256 (FIPS 180-2 test vectors)")
+    func knownHashes() throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/mail", layout: .verbatim)
+        let vectors = [("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+                       ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")]
+        for (i, (text, digest)) in vectors.enumerated() {
+            let delivered = try Array(text.utf8).withUnsafeBytes {
+                try md.deliver(folder: "INBOX", unique: "\(i).k.h", contents: $0, flags: [], mtime: nil)
+            }
+            #expect(delivered.sha256 == digest)
+            #expect(try Maildir.sha256(file: md.absolutePath(delivered.relativePath)).hex == digest)
+        }
+        #expect(hex(SHA256Hasher.digest(Array("abc".utf8))) == vectors[0].1)
+    }
+
     @Test("modes are 0600/0700 even with a permissive umask")
     func umaskIgnored() throws {
         let tmp = TempDir()

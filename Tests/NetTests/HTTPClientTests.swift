@@ -141,6 +141,31 @@ final class ScriptedServer: @unchecked Sendable {
         #expect(try client.request("GET", "/").status == 204)
     }
 
+    @Test func headerNamesAreCaseInsensitiveAndValuesTrimmed() throws {
+        let server = try ScriptedServer(replies: [
+            "HTTP/1.1 200\r\nX-Custom: \t spaced  value \t\r\nCONTENT-length:2\nX-Empty:\r\n\r\nok",
+        ])
+        let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:\(server.port)"))
+        let client = HTTPConnection(endpoint: endpoint, timeout: 5, connector: HTTPConnection.tcpConnector(timeout: 5))
+        let response = try client.request("GET", "/")
+        #expect(response.status == 200)
+        #expect(response.head.header("X-CUSTOM") == "spaced  value")
+        #expect(response.head.header("x-empty") == "")
+        #expect(response.body == Array("ok".utf8))
+    }
+
+    @Test func chunkSizesAreHexOrRefused() {
+        func size(_ line: String) -> Int? { Array(line.utf8).withUnsafeBufferPointer(HTTPConnection.chunkSize) }
+        #expect(size("1f3A") == 0x1f3a)
+        #expect(size(" 10 ;name=value") == 16)
+        #expect(size("0") == 0)
+        #expect(size("00000000000000000000001") == 1)
+        #expect(size("7fffffffffffffff") == Int.max)
+        for bad in ["", " ", ";x", "x", "-1", "+1", "1 2", "1x", "0x10", "8000000000000000", "fffffffffffffffff"] {
+            #expect(size(bad) == nil, "\(bad)")
+        }
+    }
+
     @Test func headerInjectionIsRefused() throws {
         let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:1"))
         let client = HTTPConnection(endpoint: endpoint, timeout: 1, connector: HTTPConnection.tcpConnector(timeout: 1))
