@@ -169,6 +169,10 @@ final class LocalWatch: Sendable {
                 return s.foreign > before || s.overflow
             }
             if got { onChange() }
+            // Events come in bursts (a download or an export writes thousands of files): the
+            // first of a burst is read at once, the rest gather for 2 ms between reads instead
+            // of waking this thread once per file.
+            usleep(2000)
         }
     }
 
