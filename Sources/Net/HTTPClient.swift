@@ -538,4 +538,3 @@ extension HTTPConnection {
         return size
     }
 }
-
