@@ -455,11 +455,7 @@ public final class LiveSync: Sendable {
         // journal entries after the last pass must stay ahead of that position for `--once`.
         if let lastEventId { sseResumeId.withLock { $0 = lastEventId } }
         let first = received ?? start
-        log.log(.debug, "batch of \(events.count) events: received → committed \(Self.ms(timing.committed - first)), → exported \(Self.ms(timing.exported - first))")
-    }
-
-    static func ms(_ d: Duration) -> String {
-        String(format: "%.1f ms", Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+        log.log(.debug, "batch of \(events.count) events: received → committed \((timing.committed - first).logText), → exported \((timing.exported - first).logText)")
     }
 
     /// Runs one step that talks to the server. A temporary failure (network, 5xx, an answer that

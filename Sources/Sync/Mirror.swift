@@ -166,27 +166,27 @@ public final class Mirror {
             }
         }
         defer { if let watch { watch.stop(); onOwnWrite = nil; onNewFolder = nil } }
-        try scanLocal()
-        if session.userId == nil { try client.authenticate() }
+        try phase("local scan") { try scanLocal() }
+        if session.userId == nil { try phase("authenticate") { try client.authenticate() } }
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,
                                            maildir: maildir.root, layout: config.layout.rawValue))
         var pushFailure: WildDuckError?
-        do { try push() } catch let error as WildDuckError where Mirror.pullsAfter(error) {
+        do { try phase("push") { try push() } } catch let error as WildDuckError where Mirror.pullsAfter(error) {
             // What could not be sent waits in the outbox, and what the server changed is still
             // pulled: the outbox rule holds back what would conflict with it.
             log.log(.warning, "sending local changes: \(error); they are kept and sent by a later run")
             pushFailure = error
         }
-        try syncSettings()
-        let changed = try syncMailboxList()
+        try phase("settings") { try syncSettings() }
+        let changed = try phase("mailbox list") { try syncMailboxList() }
         // The journal's ids carry the server's clock, so the position is taken from it: the
         // second in which the server answered the listing (the client's clock, after the
         // listing, when it sends no Date). A client clock behind the server's would start the
         // next replay before the listing, and entries counted twice could hide a missing one.
         let listed = client.serverTime ?? Int(Date().timeIntervalSince1970)
-        let (relist, read) = try catchUpFromJournal(changed)
-        for mailbox in relist { try syncMessages(of: mailbox) }
-        try export()
+        let (relist, read) = try phase("journal") { try catchUpFromJournal(changed) }
+        try phase("listings") { for mailbox in relist { try syncMessages(of: mailbox) } }
+        try phase("export") { try export() }
         if let watch, watch.complete {
             // A folder the export wrote to is recorded as scanned only once its mtimes are a
             // tick old (see `LocalScan.run`): wait until the newest one is, so that this pass
@@ -203,9 +203,9 @@ public final class Mirror {
                 }
             }
             let scope = scanScope(watch.drain())
-            try scanLocal(scope: scope, quietSince: scope == nil ? nil : quietSince)
+            try phase("last local scan") { try scanLocal(scope: scope, quietSince: scope == nil ? nil : quietSince) }
         } else {
-            try scanLocal()
+            try phase("last local scan") { try scanLocal() }
         }
         try store.setSyncedNow()
         // The position is kept by every complete pass, the daemon's reconciles too (which do not
@@ -222,6 +222,15 @@ public final class Mirror {
         summary.pending = try store.outboxCount()
         if let pushFailure, stopsOnFailedPush { throw pushFailure }
         return summary
+    }
+
+    /// Runs one phase of a pass and logs how long it took (`--debug`): where a slow run's time
+    /// goes, without a profiler.
+    @discardableResult
+    private func phase<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
+        let start = ContinuousClock.now
+        defer { log.log(.debug, "\(name) took \((ContinuousClock.now - start).logText)") }
+        return try body()
     }
 
     /// A push that failed this way does not stop the pull: the server answered (an error, or
@@ -436,4 +445,11 @@ public final class Mirror {
         let name = String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
         return name.isEmpty ? "localhost" : name
     }()
+}
+
+extension Duration {
+    /// "12.3 ms", for the debug log.
+    var logText: String {
+        String(format: "%.1f ms", Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15)
+    }
 }

@@ -173,6 +173,18 @@ import WildDuckSim
         #expect(stats.totalRequests <= 5)
     }
 
+    /// `--debug` says how long each phase of a pass took, so a slow cron run can be explained
+    /// without a profiler.
+    @Test func debugLogsHowLongEachPhaseTook() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 10)
+        let result = try h.sync(extra: ["--debug"])
+        for phase in ["local scan", "push", "settings", "mailbox list", "journal", "listings", "export", "last local scan"] {
+            #expect(result.stderr.contains("\(phase) took "), "no time for \(phase): \(result.stderr)")
+        }
+        #expect(!(try h.run(extra: ["-v"]).stderr.contains(" took ")))
+    }
+
     /// The first sync watches each folder it creates, so its last scan need not list the files
     /// it wrote and the next run reads no folder; a folder that already held mail is read.
     @Test func aFirstSyncRecordsTheFoldersItMadeAndReadsOnesThatHeldMail() throws {
