@@ -353,7 +353,7 @@ public final class SimAccount: Sendable {
     /// off the client's: ids never go back in time, so a clock set later can only move on.
     public init(username: String = "demo", password: String = "demo", clock: (@Sendable () -> Date)? = nil) {
         var s = AccountState(username: username, password: password)
-        if let clock { s.clock = { Int64((clock().timeIntervalSince1970 * 1000).rounded()) } }
+        if let clock { s.clock = { millis(clock()) } }
         s.userId = s.newId()
         s.user = ["name": username.prefix(1).uppercased() + username.dropFirst(), "address": "\(username)@example.com"]
         state = Mutex(s)
@@ -512,7 +512,7 @@ public final class SimAccount: Sendable {
     public func deliver(_ raw: [UInt8], to mailboxId: String, seen: Bool = false, flagged: Bool = false, draft: Bool = false, idate: Date? = nil) throws -> Int {
         let stored = Rebuild.message(raw)
         let parsed = MailParser.parse(stored)
-        let ms = idate.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+        let ms = idate.map(millis)
         return try deliver(source: .bytes(stored), parsed: parsed, to: mailboxId, flags: MsgFlags(seen: seen, flagged: flagged, draft: draft), idateMs: ms).uid
     }
 
@@ -577,7 +577,7 @@ public final class SimAccount: Sendable {
 
     /// Replaces the clock used for journal times, ids and default internal dates (tests age the journal with it).
     public func setClock(_ clock: @escaping @Sendable () -> Date) {
-        mutate { $0.clock = { Int64((clock().timeIntervalSince1970 * 1000).rounded()) } }
+        mutate { $0.clock = { millis(clock()) } }
     }
 
     /// The server's time (milliseconds since the epoch): journal ids and `Date` headers use it.

@@ -142,7 +142,8 @@ enum ISODate {
     }
 }
 
-func nowMillis() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+func nowMillis() -> Int64 { millis(Date()) }
 
 func randomHex(bytes n: Int) -> String {
     var g = SystemRandomNumberGenerator()
