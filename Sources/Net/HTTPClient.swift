@@ -346,20 +346,7 @@ public final class HTTPConnection {
                        body: [UInt8]? = nil,
                        onHead: (HTTPResponseHead) throws -> Void = { _ in },
                        sink: (UnsafeRawBufferPointer) throws -> Void) throws -> HTTPResponseHead {
-        var request = "\(method) \(endpoint.prefix)\(path) HTTP/1.1\r\nHost: \(endpoint.hostHeader)\r\n"
-        for (name, value) in headers {
-            // Bytes, not Characters: "\r\n" is a single Character and would slip through.
-            guard !name.utf8.contains(where: { $0 == 13 || $0 == 10 }),
-                  !value.utf8.contains(where: { $0 == 13 || $0 == 10 }) else {
-                throw HTTPError(description: "header \(name) contains a line break")
-            }
-            request += "\(name): \(value)\r\n"
-        }
-        if let body { request += "Content-Length: \(body.count)\r\n" }
-        request += "\r\n"
-        var bytes = Array(request.utf8)
-        if let body { bytes += body }
-
+        let bytes = try encode(method, path, headers: headers, body: body)
         // Bytes left over from an earlier exchange mean the connection is out of step: never reuse it.
         if let existing = reader, existing.buffered > 0 { close() }
         // A reused connection may have been closed by the server while idle. The rule for sending
@@ -380,50 +367,118 @@ public final class HTTPConnection {
         return false
     }
 
+    /// HTTP/1.1 pipelining (RFC 9112, 9.3.2): sends a GET for each of `paths` in one write, then
+    /// reads the responses in order, response `i` to `onHead(i, head)`, `sink(i, chunk)`… and
+    /// `onEnd(i)`. Returns how many responses were read whole, and what stopped it short.
+    ///
+    /// It stops at the first failure of any kind (the connection, the server's answer, a
+    /// callback that throws) and closes the connection, which loses the responses not yet read;
+    /// and it stops after a response that closes the connection. It never sends anything twice:
+    /// the requests it did not finish are the caller's to send again (GET is safe to repeat).
+    public func pipeline(_ paths: [String], headers: [(String, String)] = [],
+                         onHead: (Int, HTTPResponseHead) throws -> Void,
+                         sink: (Int, UnsafeRawBufferPointer) throws -> Void,
+                         onEnd: (Int) throws -> Void) -> (done: Int, stoppedBy: Error?) {
+        if let existing = reader, existing.buffered > 0 { close() }
+        var done = 0
+        var keepAlive = true
+        defer { if !keepAlive { close() } }
+        do {
+            var bytes: [UInt8] = []
+            for path in paths { bytes += try encode("GET", path, headers: headers, body: nil) }
+            var start = ContinuousClock.now
+            let reader = try connected()
+            try reader.stream.write(bytes)
+            while done < paths.count && keepAlive {
+                let i = done
+                defer { start = ContinuousClock.now }
+                _ = try receive(reader, method: "GET", start: start, sent: 0, keepAlive: &keepAlive,
+                                onHead: { try onHead(i, $0) }, sink: { try sink(i, $0) })
+                try onEnd(i)
+                done += 1
+            }
+            return (done, nil)
+        } catch {
+            keepAlive = false
+            return (done, error)
+        }
+    }
+
+    /// The bytes of one request.
+    private func encode(_ method: String, _ path: String, headers: [(String, String)], body: [UInt8]?) throws -> [UInt8] {
+        var request = "\(method) \(endpoint.prefix)\(path) HTTP/1.1\r\nHost: \(endpoint.hostHeader)\r\n"
+        for (name, value) in headers {
+            // Bytes, not Characters: "\r\n" is a single Character and would slip through.
+            guard !name.utf8.contains(where: { $0 == 13 || $0 == 10 }),
+                  !value.utf8.contains(where: { $0 == 13 || $0 == 10 }) else {
+                throw HTTPError(description: "header \(name) contains a line break")
+            }
+            request += "\(name): \(value)\r\n"
+        }
+        if let body { request += "Content-Length: \(body.count)\r\n" }
+        request += "\r\n"
+        var bytes = Array(request.utf8)
+        if let body { bytes += body }
+        return bytes
+    }
+
+    /// The kept-alive connection, or a new one.
+    private func connected() throws -> BufferedReader {
+        if let reader { return reader }
+        let stream = try connector(endpoint)
+        stream.setTimeout(timeout)
+        let reader = BufferedReader(stream)
+        self.reader = reader
+        return reader
+    }
+
     private func exchange(_ bytes: [UInt8], method: String,
                           onHead: (HTTPResponseHead) throws -> Void,
                           sink: (UnsafeRawBufferPointer) throws -> Void) throws -> HTTPResponseHead {
         let start = ContinuousClock.now
-        let reader: BufferedReader
-        if let existing = self.reader { reader = existing } else {
-            let stream = try connector(endpoint)
-            stream.setTimeout(timeout)
-            reader = BufferedReader(stream)
-            self.reader = reader
-        }
         var keepAlive = true
-        defer {
-            if let d = reader.deadline, d.applied != timeout { reader.stream.setTimeout(timeout) }
-            reader.deadline = nil
-            if !keepAlive { close() }
-        }
-        if let seconds = limits.deadline {
-            // Sending counts too: a large upload earns time like a large download.
-            let base = start + .seconds(seconds + Double(bytes.count) / Double(max(1, limits.minimumRate)))
-            reader.deadline = .init(base: base, bytesPerSecond: limits.minimumRate, receivedAtStart: reader.received,
-                                    readTimeout: timeout, applied: timeout)
-        }
+        defer { if !keepAlive { close() } }
         do {
+            let reader = try connected()
             try reader.stream.write(bytes)
-            var head = try readHead(reader)
-            var interim = 0
-            while (100..<200).contains(head.status) {
-                // 100 Continue, 102 Processing, 103 Early Hints: skip them, but not forever.
-                guard head.status != 101 else { throw HTTPError(description: "unexpected 101 Switching Protocols") }
-                interim += 1
-                guard interim <= limits.maxInterimResponses else {
-                    throw HTTPError(description: "more than \(limits.maxInterimResponses) interim (1xx) responses")
-                }
-                head = try readHead(reader)
-            }
-            if head.header("connection", contains: "close") { keepAlive = false }
-            try onHead(head)
-            try readBody(reader, head: head, method: method, keepAlive: &keepAlive, sink: sink)
-            return head
+            return try receive(reader, method: method, start: start, sent: bytes.count, keepAlive: &keepAlive,
+                               onHead: onHead, sink: sink)
         } catch {
             keepAlive = false
             throw error
         }
+    }
+
+    /// Reads one response, due `limits.deadline` after `start` plus the time the `sent` bytes
+    /// earn (sending a large upload takes time too). Clears `keepAlive` when the server closes.
+    private func receive(_ reader: BufferedReader, method: String, start: ContinuousClock.Instant, sent: Int,
+                         keepAlive: inout Bool,
+                         onHead: (HTTPResponseHead) throws -> Void,
+                         sink: (UnsafeRawBufferPointer) throws -> Void) throws -> HTTPResponseHead {
+        defer {
+            if let d = reader.deadline, d.applied != timeout { reader.stream.setTimeout(timeout) }
+            reader.deadline = nil
+        }
+        if let seconds = limits.deadline {
+            let base = start + .seconds(seconds + Double(sent) / Double(max(1, limits.minimumRate)))
+            reader.deadline = .init(base: base, bytesPerSecond: limits.minimumRate, receivedAtStart: reader.received,
+                                    readTimeout: timeout, applied: timeout)
+        }
+        var head = try readHead(reader)
+        var interim = 0
+        while (100..<200).contains(head.status) {
+            // 100 Continue, 102 Processing, 103 Early Hints: skip them, but not forever.
+            guard head.status != 101 else { throw HTTPError(description: "unexpected 101 Switching Protocols") }
+            interim += 1
+            guard interim <= limits.maxInterimResponses else {
+                throw HTTPError(description: "more than \(limits.maxInterimResponses) interim (1xx) responses")
+            }
+            head = try readHead(reader)
+        }
+        if head.header("connection", contains: "close") { keepAlive = false }
+        try onHead(head)
+        try readBody(reader, head: head, method: method, keepAlive: &keepAlive, sink: sink)
+        return head
     }
 
     /// Reads a status line and header lines, parsed as bytes: a download's head is read for

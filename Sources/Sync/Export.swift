@@ -271,6 +271,7 @@ extension Mirror {
         let shared = DownloadQueue(jobs: jobs, workers: workers)
         let isCancelled = self.isCancelled
         let skipped = self.skipped
+        let log = self.log
         let session = self.session
         let maildir = self.maildir
         var threads: [Thread] = []
@@ -278,18 +279,24 @@ extension Mirror {
             let thread = Thread {
                 let client = WildDuckClient(session: session)
                 defer { client.close(); shared.workerFinished() }
-                while !isCancelled(), let job = shared.next() {
-                    do {
-                        shared.finish(.delivered(job, try Mirror.fetch(job, with: client, into: maildir)))
-                    } catch let error as WildDuckError where error.isNotFound {
-                        shared.finish(.vanished(job))
-                    } catch let error as WildDuckError where error.isBadMessage {
-                        shared.finish(.refused(job, error.description))
-                    } catch let error where Mirror.concernsOneItem(error) {
-                        skipped(job, error)
-                    } catch {
-                        shared.fail(error)
-                        return
+                while !isCancelled() {
+                    let batch = shared.next()
+                    guard !batch.isEmpty else { break }
+                    // The batch in one pipeline; whatever it did not deliver, one at a time.
+                    let done = batch.count > 1 ? Mirror.fetch(batch, with: client, into: maildir, log: log, settle: shared.finish) : 0
+                    for job in batch[done...] {
+                        do {
+                            shared.finish(.delivered(job, try Mirror.fetch(job, with: client, into: maildir)))
+                        } catch let error as WildDuckError where error.isNotFound {
+                            shared.finish(.vanished(job))
+                        } catch let error as WildDuckError where error.isBadMessage {
+                            shared.finish(.refused(job, error.description))
+                        } catch let error where Mirror.concernsOneItem(error) {
+                            skipped(job, error)
+                        } catch {
+                            shared.fail(error)
+                            return
+                        }
                     }
                 }
             }
@@ -343,6 +350,35 @@ extension Mirror {
         }
     }
 
+    /// Downloads `jobs` in one HTTP/1.1 pipeline (see `WildDuckClient.downloadMessages`), each
+    /// delivered like `fetch(_:with:into:)` does, its result handed to `settle` at once. Returns
+    /// how many were settled: the rest, from the first one that was not, are the caller's to
+    /// fetch one at a time, which tells their errors apart.
+    private static func fetch(_ jobs: [DownloadJob], with client: WildDuckClient, into maildir: Maildir, log: SyncLog,
+                              settle: (DownloadResult) -> Void) -> Int {
+        var pending: PendingDelivery?
+        defer { pending?.abort() }
+        let requests = jobs.map { ($0.mailboxId, $0.uid, WildDuckClient.messageSizeCap(listedSize: $0.size)) }
+        let (done, stoppedBy) = client.downloadMessages(requests, begin: { i in
+            pending = try maildir.beginDelivery(folder: jobs[i].folder, unique: jobs[i].unique)
+        }, sink: { i, chunk in
+            guard let pending else { throw MaildirError.deliveryClosed(path: jobs[i].unique) }
+            try pending.write(chunk)
+        }, end: { i in
+            guard let delivery = pending else { throw MaildirError.deliveryClosed(path: jobs[i].unique) }
+            pending = nil
+            settle(.delivered(jobs[i], try delivery.commit(flags: jobs[i].flags, mtime: jobs[i].mtime)))
+        })
+        guard let stoppedBy else { return done }
+        log.log(.debug, "a pipeline of \(jobs.count) downloads stopped after \(done): \(stoppedBy)")
+        switch stoppedBy {
+        case let error as WildDuckError where error.isNotFound: settle(.vanished(jobs[done]))
+        case let error as WildDuckError where error.isBadMessage: settle(.refused(jobs[done], error.description))
+        default: return done
+        }
+        return done + 1
+    }
+
     private func record(_ results: [DownloadResult]) throws {
         guard !results.isEmpty else { return }
         // Each file was fsynced before its rename; the folders' fsync makes a whole batch's
@@ -392,6 +428,7 @@ private final class DownloadQueue: Sendable {
         var results: [DownloadResult] = []
         var error: Error?
         var running: Int
+        let workers: Int
         var stopped = false
     }
     private let state: Mutex<State>
@@ -400,16 +437,25 @@ private final class DownloadQueue: Sendable {
     private let signal = DispatchSemaphore(value: 0)
 
     init(jobs: [DownloadJob], workers: Int) {
-        state = Mutex(State(jobs: jobs, running: workers))
+        state = Mutex(State(jobs: jobs, running: workers, workers: workers))
     }
 
-    func next() -> DownloadJob? {
+    /// The next few jobs for one worker: up to `pipelineDepth`, fewer near the end so that
+    /// every worker gets some. Empty when all are handed out or the download stopped.
+    func next() -> [DownloadJob] {
         state.withLock { s in
-            guard !s.stopped, s.nextIndex < s.jobs.count else { return nil }
-            defer { s.nextIndex += 1 }
-            return s.jobs[s.nextIndex]
+            guard !s.stopped, s.nextIndex < s.jobs.count else { return [] }
+            let left = s.jobs.count - s.nextIndex
+            let n = min(DownloadQueue.pipelineDepth, max(1, left / s.workers))
+            defer { s.nextIndex += n }
+            return Array(s.jobs[s.nextIndex..<(s.nextIndex + n)])
         }
     }
+
+    /// Requests in flight on one connection. One request per message costs a write, a wake-up
+    /// and the server's turnaround each; eight in one write cost those once, and a pipeline
+    /// that breaks sends at most seven again.
+    static let pipelineDepth = 8
 
     func finish(_ result: DownloadResult) {
         state.withLock { $0.results.append(result) }

@@ -420,21 +420,14 @@ public final class WildDuckClient {
     public func downloadMessage(mailbox: String, uid: Int, maxBytes: Int = WildDuckClient.maxMessageBytes,
                                 begin: () throws -> Void,
                                 sink: (UnsafeRawBufferPointer) throws -> Void) throws {
-        let path = "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages/\(uid)/message.eml"
-        let route = "GET message.eml"
-        let plainHTTP = !session.endpoint.tls
-        _ = try withToken(route: route, idempotent: true) { token in
+        _ = try withToken(route: Self.emlRoute, idempotent: true) { token in
             var errorBody = [UInt8]()
             var failed = false
             var received = 0
-            let head = try connection.stream("GET", path, headers: [("X-Access-Token", token)], onHead: { head in
+            let head = try connection.stream("GET", emlPath(mailbox, uid), headers: [("X-Access-Token", token)], onHead: { head in
                 failed = head.status != 200
                 guard !failed else { return }
-                if plainHTTP && head.header("content-length") == nil
-                    && !head.header("transfer-encoding", contains: "chunked") {
-                    // Over plain TCP such a body ends wherever the connection happens to end.
-                    throw WildDuckError.badMessage(route: route, detail: "message \(uid) came without a length or chunked encoding over plain http://, so a cut-off copy cannot be told from a whole one")
-                }
+                try checkBody(head, uid: uid)
                 try begin()
             }, sink: { chunk in
                 if failed {
@@ -442,12 +435,76 @@ public final class WildDuckClient {
                     return
                 }
                 received += chunk.count
-                guard received <= maxBytes else {
-                    throw WildDuckError.badMessage(route: route, detail: "message \(uid) is larger than its size cap of \(maxBytes) bytes")
-                }
+                try checkSize(received, cap: maxBytes, uid: uid)
                 try sink(chunk)
             })
             return HTTPResponse(head: head, body: failed ? errorBody : Array(#"{"success":true}"#.utf8))
+        }
+    }
+
+    /// The fast path of a bulk download: `messages` in one HTTP/1.1 pipeline on this client's
+    /// connection. Message `i` is handed to `begin(i)`, `sink(i, chunk)`… and `end(i)`, in order.
+    /// Returns how many were delivered whole, and what stopped it short.
+    ///
+    /// Everything after them is left to `downloadMessage`, one at a time, which tries again,
+    /// authenticates again and tells the errors apart; so the pipeline stops at anything out of
+    /// the ordinary: no token yet, a status other than 200 (an expired token, a busy server),
+    /// a broken connection, a callback that throws. Two answers are final for message `done`
+    /// itself, and `stoppedBy` is then a `WildDuckError` that says so: the message is gone
+    /// (`isNotFound`: a 404 as `downloadMessage` reads it), or its body is refused
+    /// (`isBadMessage`: over its size cap, or without a length over plain http://). Asking again
+    /// would only download it again to the same end.
+    public func downloadMessages(_ messages: [(mailbox: String, uid: Int, maxBytes: Int)],
+                                 begin: (Int) throws -> Void,
+                                 sink: (Int, UnsafeRawBufferPointer) throws -> Void,
+                                 end: (Int) throws -> Void) -> (done: Int, stoppedBy: Error?) {
+        guard let token = session.current().token else { return (0, nil) }
+        var received = 0
+        var refusal: (status: Int, body: [UInt8])?
+        return connection.pipeline(messages.map { emlPath($0.mailbox, $0.uid) }, headers: [("X-Access-Token", token)],
+                                   onHead: { i, head in
+            received = 0
+            guard head.status == 200 else { refusal = (head.status, []); return }
+            try checkBody(head, uid: messages[i].uid)
+            try begin(i)
+        }, sink: { i, chunk in
+            received += chunk.count
+            if refusal != nil {
+                if received <= 65536 { refusal?.body.append(contentsOf: chunk) }
+                return
+            }
+            try checkSize(received, cap: messages[i].maxBytes, uid: messages[i].uid)
+            try sink(i, chunk)
+        }, onEnd: { i in
+            guard let (status, body) = refusal else { return try end(i) }
+            // Read as `downloadMessage` reads it, which asks again in every case but a JSON
+            // "not found" (`isNotFound`: the caller takes that one as final).
+            guard let json = try? JSON.parse(body) else {
+                throw WildDuckError.malformed(route: Self.emlRoute, detail: "HTTP \(status) without a JSON body")
+            }
+            throw WildDuckError.server(route: Self.emlRoute, status: status, code: json["code"]?.string,
+                                       message: json["error"]?.string ?? json["message"]?.string ?? "HTTP \(status)")
+        })
+    }
+
+    private static let emlRoute = "GET message.eml"
+
+    private func emlPath(_ mailbox: String, _ uid: Int) -> String {
+        "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages/\(uid)/message.eml"
+    }
+
+    /// Over plain TCP, a body without a length or chunked encoding ends wherever the connection
+    /// happens to end: refused.
+    private func checkBody(_ head: HTTPResponseHead, uid: Int) throws {
+        if !session.endpoint.tls && head.header("content-length") == nil
+            && !head.header("transfer-encoding", contains: "chunked") {
+            throw WildDuckError.badMessage(route: Self.emlRoute, detail: "message \(uid) came without a length or chunked encoding over plain http://, so a cut-off copy cannot be told from a whole one")
+        }
+    }
+
+    private func checkSize(_ received: Int, cap: Int, uid: Int) throws {
+        guard received <= cap else {
+            throw WildDuckError.badMessage(route: Self.emlRoute, detail: "message \(uid) is larger than its size cap of \(cap) bytes")
         }
     }
 

@@ -46,6 +46,9 @@ public enum SimFault: Sendable, Equatable {
     case trailerFlood
     /// answer with this status, a `Retry-After: seconds` header and a JSON error body
     case retryAfter(status: Int, seconds: Int)
+    /// revoke every access token (as an expiry or a password change does), then answer as the
+    /// server now does: 403 InvalidToken to this request and every one with an old token
+    case revokeTokens
     /// answer normally, with every occurrence of each key in the body replaced by its value
     /// (a server with broken data: ids that are not ObjectIds, uids out of range, …)
     case rewrite([String: String])
@@ -230,6 +233,10 @@ public final class SimServer: Sendable {
         var fault = takeFault(kind: kind, hasCursor: hasCursor)
         if case let .delay(ms)? = fault {
             usleep(UInt32(max(0, ms)) * 1000)
+            fault = nil
+        }
+        if fault == .revokeTokens {
+            account.revokeTokens()
             fault = nil
         }
         var rewrite: [String: String] = [:]

@@ -92,6 +92,18 @@ import WildDuckSim
         try h.expectMirror()
     }
 
+    @Test func aTokenRefusedMidDownloadIsRenewedAndEveryMessageArrivesOnce() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 40)
+        // The token expires in the middle of the downloads, which go several to a pipeline: the
+        // rest of each refused pipeline is asked for again one by one, with a fresh token.
+        h.server.injectFault(.revokeTokens, on: "message.eml", count: 1, after: 20)
+        try h.sync()
+        try h.expectMirror()
+        #expect(h.server.stats()["authenticate"] >= 2)
+        #expect(h.snapshot().count == h.totalServerMessages)
+    }
+
     @Test func droppedConnectionMidDownloadIsRetriedWithinTheRun() throws {
         let h = try Harness()
         try h.seedStandard(generated: 20)

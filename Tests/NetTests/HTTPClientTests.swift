@@ -120,6 +120,62 @@ final class ScriptedServer: @unchecked Sendable {
         #expect(server.connections == 2)
     }
 
+    @Test func pipelinedAnswersArriveInOrderAndABreakStopsThemWithNothingSentTwice() throws {
+        // Four GETs in one write; the server answers two, cuts the third off and hangs up.
+        let server = try ScriptedServer(replies: [
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nthr",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain",
+        ], closeAfter: 3)
+        let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:\(server.port)"))
+        let client = HTTPConnection(endpoint: endpoint, timeout: 5, connector: HTTPConnection.tcpConnector(timeout: 5))
+        var bodies: [Int: [UInt8]] = [:]
+        var ended: [Int] = []
+        let (done, stoppedBy) = client.pipeline(["/1", "/2", "/3", "/4"], onHead: { i, head in
+            #expect(head.status == 200)
+            bodies[i] = []
+        }, sink: { i, chunk in bodies[i, default: []] += chunk }, onEnd: { ended.append($0) })
+        #expect(done == 2 && ended == [0, 1])
+        #expect(stoppedBy as? NetError == .closed)
+        #expect(bodies[0] == Array("one".utf8) && bodies[1] == Array("two".utf8))
+        // The unread answers went with the connection: the next request opens a new one, and
+        // nothing was sent again behind the caller's back.
+        #expect(try client.request("GET", "/5").body == Array("again".utf8))
+        #expect(server.connections == 2)
+        #expect(server.requests.map { $0.split(separator: " ")[1] } == ["/1", "/2", "/3", "/5"])
+    }
+
+    @Test func aPipelineEndsCleanlyAtAnAnswerThatClosesTheConnection() throws {
+        let server = try ScriptedServer(replies: [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nb",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc",
+        ], closeAfter: 2)
+        let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:\(server.port)"))
+        let client = HTTPConnection(endpoint: endpoint, timeout: 5, connector: HTTPConnection.tcpConnector(timeout: 5))
+        let (done, stoppedBy) = client.pipeline(["/1", "/2", "/3"], onHead: { _, _ in }, sink: { _, _ in }, onEnd: { _ in })
+        #expect(done == 2 && stoppedBy == nil)
+        #expect(try client.request("GET", "/3").body == Array("c".utf8))
+        #expect(server.connections == 2)
+    }
+
+    @Test func aCallbackThatThrowsStopsThePipelineAndDropsTheConnection() throws {
+        struct Full: Error {}
+        let server = try ScriptedServer(replies: [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc",
+        ], closeAfter: 2)
+        let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:\(server.port)"))
+        let client = HTTPConnection(endpoint: endpoint, timeout: 5, connector: HTTPConnection.tcpConnector(timeout: 5))
+        let (done, stoppedBy) = client.pipeline(["/1", "/2"], onHead: { _, _ in }, sink: { i, _ in if i == 1 { throw Full() } },
+                                                onEnd: { _ in })
+        #expect(done == 1 && stoppedBy is Full)
+        #expect(try client.request("GET", "/3").body == Array("c".utf8))
+        #expect(server.connections == 2)
+    }
+
     @Test func malformedResponsesAreErrorsNotCrashes() throws {
         let server = try ScriptedServer(replies: [
             "SMTP ready\r\n\r\n",

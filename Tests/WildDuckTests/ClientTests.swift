@@ -74,6 +74,37 @@ import WildDuckSim
         }
     }
 
+    @Test func pipelinedDownloadsSayWhichAnswersAreFinal() throws {
+        let account = SimAccount()
+        let server = try started(account)
+        defer { server.stop() }
+        let inbox = try #require(account.mailboxId(path: "INBOX"))
+        try account.generate(count: 4, mailboxIds: [inbox], seed: 5, sizeMix: .small)
+        let messages = account.messages(mailboxId: inbox)
+        let c = try client(server)
+        func pipeline(_ uids: [Int], cap: Int = WildDuckClient.maxMessageBytes) -> (bodies: [[UInt8]], done: Int, stoppedBy: Error?) {
+            var bodies: [[UInt8]] = []
+            let (done, stoppedBy) = c.downloadMessages(uids.map { (inbox, $0, cap) }, begin: { _ in bodies.append([]) },
+                                                       sink: { i, chunk in bodies[i] += chunk }, end: { _ in })
+            return (bodies, done, stoppedBy)
+        }
+        // No token yet: nothing is sent, `downloadMessage` authenticates.
+        #expect(pipeline([messages[0].uid]).done == 0)
+        #expect(server.stats().perRoute["message.eml"] == nil)
+        try c.authenticate()
+        // Whole answers in order, exact bytes; a message that is gone is a final answer.
+        let gone = pipeline([messages[0].uid, messages[1].uid, 999, messages[2].uid])
+        #expect(gone.done == 2 && gone.bodies.prefix(2).elementsEqual(messages.prefix(2).map(\.raw)))
+        #expect((gone.stoppedBy as? WildDuckError)?.isNotFound == true)
+        // A busy server is not: that one is asked again.
+        server.injectFault(.status(503, body: #"{"error":"busy"}"#), on: "message.eml", count: 1, after: 1)
+        let busy = pipeline(messages.map(\.uid))
+        #expect(busy.done == 1 && (busy.stoppedBy as? WildDuckError)?.isNotFound == false)
+        // A body over its cap is refused, final too.
+        let capped = pipeline([messages[3].uid], cap: messages[3].raw.count - 1)
+        #expect(capped.done == 0 && (capped.stoppedBy as? WildDuckError)?.isBadMessage == true)
+    }
+
     @Test func errorShapes() throws {
         let account = SimAccount()
         let server = try started(account)
