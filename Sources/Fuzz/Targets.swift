@@ -61,6 +61,12 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             if let date = response.head.date { check(date >= 0 && date < 253_402_300_800, "Date read as \(date)") }
         }
         connection.close()
+        // The same bytes as the answers to a pipeline of three.
+        let piped = HTTPConnection(endpoint: endpoint, timeout: 1) { _ in MemoryStream(data) }
+        var ended = 0
+        let (done, _) = piped.pipeline(["/a", "/b", "/c"], onHead: { _, _ in }, sink: { _, _ in }, onEnd: { _ in ended += 1 })
+        check(done == ended && done <= 3, "a pipeline reported \(done) answers and ended \(ended)")
+        piped.close()
     }
 
     // MARK: JSON

@@ -283,8 +283,9 @@ extension Mirror {
                     let batch = shared.next()
                     guard !batch.isEmpty else { break }
                     // The batch in one pipeline; whatever it did not deliver, one at a time.
-                    let done = batch.count > 1 ? Mirror.fetch(batch, with: client, into: maildir, log: log, settle: shared.finish) : 0
-                    for job in batch[done...] {
+                    let done = batch.count > 1
+                        ? Mirror.fetch(batch, with: client, into: maildir, log: log, isCancelled: isCancelled, settle: shared.finish) : 0
+                    for job in batch[done...] where !isCancelled() {
                         do {
                             shared.finish(.delivered(job, try Mirror.fetch(job, with: client, into: maildir)))
                         } catch let error as WildDuckError where error.isNotFound {
@@ -355,11 +356,13 @@ extension Mirror {
     /// how many were settled: the rest, from the first one that was not, are the caller's to
     /// fetch one at a time, which tells their errors apart.
     private static func fetch(_ jobs: [DownloadJob], with client: WildDuckClient, into maildir: Maildir, log: SyncLog,
-                              settle: (DownloadResult) -> Void) -> Int {
+                              isCancelled: () -> Bool, settle: (DownloadResult) -> Void) -> Int {
         var pending: PendingDelivery?
         defer { pending?.abort() }
         let requests = jobs.map { ($0.mailboxId, $0.uid, WildDuckClient.messageSizeCap(listedSize: $0.size)) }
         let (done, stoppedBy) = client.downloadMessages(requests, begin: { i in
+            // A stop request ends the pipeline between messages, as it ends the loop of single ones.
+            if isCancelled() { throw SyncError.cancelled }
             pending = try maildir.beginDelivery(folder: jobs[i].folder, unique: jobs[i].unique)
         }, sink: { i, chunk in
             guard let pending else { throw MaildirError.deliveryClosed(path: jobs[i].unique) }
