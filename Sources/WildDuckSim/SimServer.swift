@@ -118,15 +118,14 @@ public final class SimServer: Sendable {
     }
 
     /// Closes the listener and every open connection; returns once the accept thread has ended.
+    ///
+    /// Descriptors are shut down under the lock that their closing takes too: a number closed
+    /// meanwhile may already belong to another socket of the process (another test's server).
     public func stop() {
-        let (fd, conns) = core.withLock { c -> (Int32, Set<Int32>) in
-            let r = (c.running ? c.listenFD : -1, c.connections)
-            c.running = false
-            return r
-        }
-        if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
         core.withLock { c in
-            for cfd in c.connections where conns.contains(cfd) { shutdown(cfd, Int32(SHUT_RDWR)) }
+            c.running = false
+            if c.listenFD >= 0 { shutdown(c.listenFD, Int32(SHUT_RDWR)) }
+            for cfd in c.connections { shutdown(cfd, Int32(SHUT_RDWR)) }
         }
         while !acceptDone.withLock({ $0 }) { usleep(1000) }
     }
@@ -192,8 +191,10 @@ public final class SimServer: Sendable {
             t.stackSize = 1 << 20
             t.start()
         }
-        close(listenFD)
-        core.withLock { $0.listenFD = -1 }
+        core.withLock { c in
+            close(listenFD)
+            c.listenFD = -1
+        }
         acceptDone.withLock { $0 = true }
     }
 
@@ -220,8 +221,10 @@ public final class SimServer: Sendable {
             if n <= 0 { break }
             buf.withUnsafeBytes { p in parser.append(UnsafeRawBufferPointer(rebasing: p[0..<n])) }
         }
-        core.withLock { _ = $0.connections.remove(fd) }
-        close(fd)
+        core.withLock { c in
+            c.connections.remove(fd)
+            close(fd)
+        }
     }
 
     /// Handles one request; false closes the connection.

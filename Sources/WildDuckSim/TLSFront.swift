@@ -75,13 +75,12 @@ public final class SimTLSFront: @unchecked Sendable {
 
     /// Closes the listener and every connection; returns once the accept thread has ended.
     public func stop() {
-        let (fd, connections) = state.withLock { s -> (Int32, Set<Int32>) in
-            let r = (s.running ? s.listenFD : -1, s.connections)
+        // Under the lock that closing takes too (see `SimServer.stop`).
+        state.withLock { s in
             s.running = false
-            return r
+            if s.listenFD >= 0 { shutdown(s.listenFD, Int32(SHUT_RDWR)) }
+            for c in s.connections { shutdown(c, Int32(SHUT_RDWR)) }
         }
-        if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
-        for c in connections { shutdown(c, Int32(SHUT_RDWR)) }
         while !state.withLock({ $0.acceptDone }) { usleep(1000) }
     }
 
@@ -100,14 +99,19 @@ public final class SimTLSFront: @unchecked Sendable {
             guard ok else { close(cfd); break }
             let t = Thread { [self] in
                 relay(cfd)
-                state.withLock { _ = $0.connections.remove(cfd) }
-                close(cfd)
+                state.withLock { s in
+                    s.connections.remove(cfd)
+                    close(cfd)
+                }
             }
             t.stackSize = 1 << 20
             t.start()
         }
-        close(listenFD)
-        state.withLock { $0.listenFD = -1; $0.acceptDone = true }
+        state.withLock { s in
+            close(listenFD)
+            s.listenFD = -1
+            s.acceptDone = true
+        }
     }
 
     /// Handshakes, then copies bytes both ways until one side ends.
