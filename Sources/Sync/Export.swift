@@ -235,6 +235,19 @@ private enum DownloadResult: Sendable {
     case vanished(DownloadJob)
     /// This message's body was refused (`WildDuckError.badMessage`); the others go on.
     case refused(DownloadJob, String)
+
+    /// What a failed download comes to when the error concerns this message alone: it is gone
+    /// (expunged since the listing), or its body was refused. Nil for every other error.
+    init?(_ job: DownloadJob, failedWith error: Error) {
+        guard let error = error as? WildDuckError else { return nil }
+        if error.isNotFound {
+            self = .vanished(job)
+        } else if error.isBadMessage {
+            self = .refused(job, error.description)
+        } else {
+            return nil
+        }
+    }
 }
 
 extension Mirror {
@@ -255,10 +268,13 @@ extension Mirror {
             var results: [DownloadResult] = []
             do {
                 for job in jobs {
-                    do { results.append(.delivered(job, try Mirror.fetch(job, with: client, into: maildir))) }
-                    catch let error as WildDuckError where error.isNotFound { results.append(.vanished(job)) }
-                    catch let error as WildDuckError where error.isBadMessage { results.append(.refused(job, error.description)) }
-                    catch let error where Mirror.concernsOneItem(error) { skipped(job, error) }
+                    do {
+                        results.append(.delivered(job, try Mirror.fetch(job, with: client, into: maildir)))
+                    } catch {
+                        if let result = DownloadResult(job, failedWith: error) { results.append(result) }
+                        else if Mirror.concernsOneItem(error) { skipped(job, error) }
+                        else { throw error }
+                    }
                 }
             } catch {
                 try? record(results)   // what was delivered before the error is kept
@@ -288,15 +304,10 @@ extension Mirror {
                     for job in batch[done...] where !isCancelled() {
                         do {
                             shared.finish(.delivered(job, try Mirror.fetch(job, with: client, into: maildir)))
-                        } catch let error as WildDuckError where error.isNotFound {
-                            shared.finish(.vanished(job))
-                        } catch let error as WildDuckError where error.isBadMessage {
-                            shared.finish(.refused(job, error.description))
-                        } catch let error where Mirror.concernsOneItem(error) {
-                            skipped(job, error)
                         } catch {
-                            shared.fail(error)
-                            return
+                            if let result = DownloadResult(job, failedWith: error) { shared.finish(result) }
+                            else if Mirror.concernsOneItem(error) { skipped(job, error) }
+                            else { shared.fail(error); return }
                         }
                     }
                 }
@@ -374,11 +385,8 @@ extension Mirror {
         })
         guard let stoppedBy else { return done }
         log.log(.debug, "a pipeline of \(jobs.count) downloads stopped after \(done): \(stoppedBy)")
-        switch stoppedBy {
-        case let error as WildDuckError where error.isNotFound: settle(.vanished(jobs[done]))
-        case let error as WildDuckError where error.isBadMessage: settle(.refused(jobs[done], error.description))
-        default: return done
-        }
+        guard let result = DownloadResult(jobs[done], failedWith: stoppedBy) else { return done }
+        settle(result)
         return done + 1
     }
 
