@@ -187,8 +187,23 @@ public struct Maildir: Sendable {
     /// fsyncs the folder's `new/` and `cur/` directories, making the renames of a batch of
     /// deliveries durable. Call once per batch rather than once per file.
     public func syncFolder(_ folder: String) throws(MaildirError) {
-        try syncDirectory(absolutePath(joinPath(folder, "new")), missingOK: true)
-        try syncDirectory(absolutePath(joinPath(folder, "cur")), missingOK: true)
+        try syncFolders([folder], batch: nil)
+    }
+
+    /// `syncFolder` for each of `folders`, except that the directories on the file system of
+    /// `batch` are made durable together, by one sync.
+    public func syncFolders(_ folders: Set<String>, batch: DeliveryBatch?) throws(MaildirError) {
+        var viaBatch = false
+        for folder in folders {
+            for sub in ["new", "cur"] {
+                let path = absolutePath(joinPath(folder, sub))
+                if let batch, batch.covers(path: path) { viaBatch = true } else { try syncDirectory(path, missingOK: true) }
+            }
+        }
+        if viaBatch, let batch {
+            let r = io.syncFilesystem(batch.fd)
+            if r != 0 { throw .from(errno: r, path: root, operation: .syncingFolder) }
+        }
     }
 
     /// Renames a folder (a mailbox rename on the server). Missing parents of the destination are

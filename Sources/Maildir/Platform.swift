@@ -74,6 +74,52 @@ enum Sys {
         return unsafeBitCast(symbol, to: (@convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32).self)
     }()
 
+    /// `syncfs(2)` on the file system of `fd`, with EINTR retry. Returns 0 or errno.
+    static func syncFilesystem(_ fd: Int32) -> Int32 {
+        guard let syncfs = syncfsFunction else { return ENOSYS }
+        return call { syncfs(fd) }
+    }
+
+    /// Whether one `syncfs` may stand in for an fsync of each file of a batch on the file system
+    /// of `fd`. That needs Linux 5.8 or later, where syncfs reports write-back errors (older
+    /// kernels return 0 whatever happened), and a file system whose sync flushes the device
+    /// the way its fsync does: ext2/3/4, XFS and btrfs (measured in `contrib/bench/README.md`),
+    /// and tmpfs (nothing to flush). Anything else (NFS, FUSE, overlayfs, ZFS, ...) keeps one
+    /// fsync per file.
+    static func syncsFilesystemForBatch(_ fd: Int32) -> Bool {
+        guard kernelReportsSyncfsErrors, let fstatfs = fstatfsFunction else { return false }
+        // `struct statfs` starts with `f_type`: read its first 32 bits (the magic numbers fit,
+        // and on a big-endian ABI with a 64-bit f_type this reads 0: no batch, never unsafe).
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 512, alignment: 16)
+        defer { buffer.deallocate() }
+        guard call({ fstatfs(fd, buffer) }) == 0 else { return false }
+        let magic = buffer.load(as: UInt32.self)
+        return [0xEF53 /* ext2/3/4 */, 0x5846_5342 /* XFS */, 0x9123_683E /* btrfs */, 0x0102_1994 /* tmpfs */].contains(magic)
+    }
+
+    private static let kernelReportsSyncfsErrors: Bool = {
+        #if os(Linux)
+        var u = utsname()
+        guard uname(&u) == 0 else { return false }
+        let release = withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        let parts = release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
+        guard parts.count == 2 else { return false }
+        return (parts[0], parts[1]) >= (5, 8)
+        #else
+        return false
+        #endif
+    }()
+
+    // Neither is imported by Swift's Glibc module; look them up like renameat2.
+    private static let syncfsFunction: (@convention(c) (Int32) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "syncfs") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int32) -> Int32).self)
+    }()
+    private static let fstatfsFunction: (@convention(c) (Int32, UnsafeMutableRawPointer) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "fstatfs") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int32, UnsafeMutableRawPointer) -> Int32).self)
+    }()
+
     /// Whether files created with mode 0600 come out as 0600 (the umask clears none of those
     /// bits), so no `fchmod` is needed. Read once; wdsync never changes its umask.
     static let umaskKeepsFileMode: Bool = {

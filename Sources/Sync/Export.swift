@@ -232,6 +232,8 @@ struct DownloadJob: Sendable {
 /// What a download worker hands back.
 private enum DownloadResult: Sendable {
     case delivered(DownloadJob, Delivered)
+    /// Complete in tmp/: `record` publishes it.
+    case sealed(DownloadJob, SealedDelivery)
     case vanished(DownloadJob)
     /// This message's body was refused (`WildDuckError.badMessage`); the others go on.
     case refused(DownloadJob, String)
@@ -252,9 +254,10 @@ private enum DownloadResult: Sendable {
 
 extension Mirror {
     /// Downloads message bodies with `config.connections` parallel connections, each streaming
-    /// into tmp/ and renaming into place; the store records finished files in batched
-    /// transactions (after an fsync of the touched folders), so memory stays bounded by the
-    /// number of connections and a kill at any moment loses nothing.
+    /// into tmp/ and sealing the file there; this thread publishes what they sealed in batches
+    /// (one sync for the bodies, the renames into new/ and cur/, one sync for the folders) and
+    /// records them in the same batches, so memory stays bounded by the number of connections
+    /// and a kill at any moment loses nothing.
     func download(_ jobs: [DownloadJob]) throws {
         guard !jobs.isEmpty else { return }
         if let onProgress, var state = downloadProgress, state.progress.done == 0, let first = jobs.first {
@@ -269,7 +272,7 @@ extension Mirror {
             do {
                 for job in jobs {
                     do {
-                        results.append(.delivered(job, try Mirror.fetch(job, with: client, into: maildir)))
+                        results.append(.delivered(job, try maildir.publish(Mirror.fetch(job, with: client, into: maildir))))
                     } catch {
                         if let result = DownloadResult(job, failedWith: error) { results.append(result) }
                         else if Mirror.concernsOneItem(error) { skipped(job, error) }
@@ -290,20 +293,21 @@ extension Mirror {
         let log = self.log
         let session = self.session
         let maildir = self.maildir
+        let batch = DeliveryBatch(maildir: maildir)
         var threads: [Thread] = []
         for _ in 0..<workers {
             let thread = Thread {
                 let client = WildDuckClient(session: session)
                 defer { client.close(); shared.workerFinished() }
                 while !isCancelled() {
-                    let batch = shared.next()
-                    guard !batch.isEmpty else { break }
+                    let jobs = shared.next()
+                    guard !jobs.isEmpty else { break }
                     // The batch in one pipeline; whatever it did not deliver, one at a time.
-                    let done = batch.count > 1
-                        ? Mirror.fetch(batch, with: client, into: maildir, log: log, isCancelled: isCancelled, settle: shared.finish) : 0
-                    for job in batch[done...] where !isCancelled() {
+                    let done = jobs.count > 1 ? Mirror.fetch(jobs, with: client, into: maildir, batch: batch, log: log,
+                                                             isCancelled: isCancelled, settle: shared.finish) : 0
+                    for job in jobs[done...] where !isCancelled() {
                         do {
-                            shared.finish(.delivered(job, try Mirror.fetch(job, with: client, into: maildir)))
+                            shared.finish(.sealed(job, try Mirror.fetch(job, with: client, into: maildir, batch: batch)))
                         } catch {
                             if let result = DownloadResult(job, failedWith: error) { shared.finish(result) }
                             else if Mirror.concernsOneItem(error) { skipped(job, error) }
@@ -322,7 +326,7 @@ extension Mirror {
             let (results, done, error) = shared.take(waitUpTo: 0.1)
             if let error, failure == nil { failure = error }
             do {
-                try record(results)
+                try record(results, batch: batch)
             } catch {
                 if failure == nil { failure = error }
                 shared.fail(error)
@@ -339,10 +343,11 @@ extension Mirror {
         return { job, error in log.log(.warning, "message \(job.uid) of mailbox \(job.mailboxId) is not exported: \(error)") }
     }
 
-    /// Streams one message into tmp/, fsyncs it and renames it into place. A try that the client
-    /// repeats after a broken connection starts over in a fresh tmp file, so a file is only ever
-    /// one complete body.
-    static func fetch(_ job: DownloadJob, with client: WildDuckClient, into maildir: Maildir) throws -> Delivered {
+    /// Streams one message into tmp/ and seals it there (see `PendingDelivery.seal`). A try
+    /// that the client repeats after a broken connection starts over in a fresh tmp file, so a
+    /// file is only ever one complete body.
+    static func fetch(_ job: DownloadJob, with client: WildDuckClient, into maildir: Maildir,
+                      batch: DeliveryBatch? = nil) throws -> SealedDelivery {
         var pending: PendingDelivery?
         do {
             try client.downloadMessage(mailbox: job.mailboxId, uid: job.uid,
@@ -355,7 +360,7 @@ extension Mirror {
                 try pending.write(chunk)
             })
             guard let delivery = pending else { throw MaildirError.deliveryClosed(path: job.unique) }
-            return try delivery.commit(flags: job.flags, mtime: job.mtime)
+            return try delivery.seal(flags: job.flags, mtime: job.mtime, batch: batch)
         } catch {
             pending?.abort()
             throw error
@@ -363,11 +368,11 @@ extension Mirror {
     }
 
     /// Downloads `jobs` in one HTTP/1.1 pipeline (see `WildDuckClient.downloadMessages`), each
-    /// delivered like `fetch(_:with:into:)` does, its result handed to `settle` at once. Returns
-    /// how many were settled: the rest, from the first one that was not, are the caller's to
-    /// fetch one at a time, which tells their errors apart.
-    private static func fetch(_ jobs: [DownloadJob], with client: WildDuckClient, into maildir: Maildir, log: SyncLog,
-                              isCancelled: () -> Bool, settle: (DownloadResult) -> Void) -> Int {
+    /// sealed like `fetch(_:with:into:batch:)` does, its result handed to `settle` at once.
+    /// Returns how many were settled: the rest, from the first one that was not, are the
+    /// caller's to fetch one at a time, which tells their errors apart.
+    private static func fetch(_ jobs: [DownloadJob], with client: WildDuckClient, into maildir: Maildir, batch: DeliveryBatch?,
+                              log: SyncLog, isCancelled: () -> Bool, settle: (DownloadResult) -> Void) -> Int {
         var pending: PendingDelivery?
         defer { pending?.abort() }
         let requests = jobs.map { ($0.mailboxId, $0.uid, WildDuckClient.messageSizeCap(listedSize: $0.size)) }
@@ -381,7 +386,7 @@ extension Mirror {
         }, end: { i in
             guard let delivery = pending else { throw MaildirError.deliveryClosed(path: jobs[i].unique) }
             pending = nil
-            settle(.delivered(jobs[i], try delivery.commit(flags: jobs[i].flags, mtime: jobs[i].mtime)))
+            settle(.sealed(jobs[i], try delivery.seal(flags: jobs[i].flags, mtime: jobs[i].mtime, batch: batch)))
         })
         guard let stoppedBy else { return done }
         log.log(.debug, "a pipeline of \(jobs.count) downloads stopped after \(done): \(stoppedBy)")
@@ -390,15 +395,36 @@ extension Mirror {
         return done + 1
     }
 
-    private func record(_ results: [DownloadResult]) throws {
+    /// Publishes what the workers sealed (`Maildir.publish(_:batch:)`: every body durable before
+    /// any rename), makes the renames durable, and records the batch in one transaction. A
+    /// message that cannot be published because of something about it alone is skipped (see
+    /// `concernsOneItem`); any other error is thrown, but only after everything published is
+    /// recorded: a file in new/ or cur/ that the store does not know would come back as a
+    /// message written locally.
+    private func record(_ results: [DownloadResult], batch: DeliveryBatch? = nil) throws {
         guard !results.isEmpty else { return }
-        // Each file was fsynced before its rename; the folders' fsync makes a whole batch's
-        // renames durable at once. (A rename lost to a power cut is repaired by the next sync:
-        // the file is missing, so it is downloaded again.)
+        let sealed = results.compactMap { result -> SealedDelivery? in
+            guard case .sealed(_, let delivery) = result else { return nil }
+            return delivery
+        }
+        var outcomes = maildir.publish(sealed, batch: batch).makeIterator()
+        var failure: Error?
+        let results = results.compactMap { result -> DownloadResult? in
+            guard case .sealed(let job, _) = result, let outcome = outcomes.next() else { return result }
+            switch outcome {
+            case .success(let delivered):
+                return .delivered(job, delivered)
+            case .failure(let error):
+                if Mirror.concernsOneItem(error) { skipped(job, error) } else if failure == nil { failure = error }
+                return nil
+            }
+        }
+        // The folders' sync makes a whole batch's renames durable at once. (A rename lost to a
+        // power cut is repaired by the next sync: the file is missing, so it is downloaded again.)
         if syncFolders {
             var folders = Set<String>()
             for case .delivered(let job, _) in results { folders.insert(job.folder) }
-            for folder in folders { try maildir.syncFolder(folder) }
+            try maildir.syncFolders(folders, batch: batch)
         }
         try store.transaction {
             for result in results {
@@ -418,6 +444,8 @@ extension Mirror {
                     // Stays pending: the next pass tries again (and says so again).
                     log.log(.error, "\(job.folder): \(reason)")
                     summary.failed += 1
+                case .sealed:
+                    break  // none left: each was published (now .delivered) or skipped above
                 }
             }
         }
@@ -428,6 +456,7 @@ extension Mirror {
             downloadProgress = state
             onProgress(state.progress)
         }
+        if let failure { throw failure }
     }
 }
 

@@ -67,8 +67,9 @@ public final class Mirror {
     let log: SyncLog
     let client: WildDuckClient
     public internal(set) var summary = SyncSummary()
-    /// fsync the folders after a batch of deliveries. The live engine turns it off: its batches
-    /// are one or two files, and a lost rename is re-downloaded anyway.
+    /// Make the folders durable after a batch of deliveries (`Maildir.syncFolders`). The live
+    /// engine turns it off: its batches are one or two files, and a lost rename is re-downloaded
+    /// anyway.
     public var syncFolders = true
     /// Checked between pages and between downloads; when it says true the pass stops with
     /// `SyncError.cancelled`, keeping everything done so far (the daemon's SIGTERM).

@@ -226,7 +226,7 @@ final class Bench {
             count += msgs.count
             bytes += msgs.reduce(0) { $0 + $1.raw.count }
         }
-        notes.append("initial sync corpus: \(count) messages, \(String(format: "%.1f", Double(bytes) / 1e6)) MB in \(ids.count) mailboxes; every client starts from an empty Maildir and writes with fsync. Rows show the median of \(o.repeats) round(s) by wall time (range in the result column). Every round writes fresh trees, all removed only after the last round; the disk is synced and rests 2 s before each run; the contenders' order rotates each round.")
+        notes.append("initial sync corpus: \(count) messages, \(String(format: "%.1f", Double(bytes) / 1e6)) MB in \(ids.count) mailboxes; every client starts from an empty Maildir and makes each message durable before it appears in new/ or cur/ (an fsync per file; wdsync and the last floor: one syncfs per batch). Rows show the median of \(o.repeats) round(s) by wall time (range in the result column). Every round writes fresh trees, all removed only after the last round; the disk is synced and rests 2 s before each run; the contenders' order rotates each round.")
 
         var contenders: [Contender] = []
         // Floor: the simplest loop, and the same loop in 4 threads for context.
@@ -235,6 +235,9 @@ final class Bench {
                                     argv: [selfPath, "--floor-child", dir + "/pack.idx", dir + "/pack.bin", dir + "/floor"], log: "floor"))
         contenders.append(Contender(subject: "floor x4 threads", maildir: dir + "/floor4",
                                     argv: [selfPath, "--floor-child", dir + "/pack.idx", dir + "/pack.bin", dir + "/floor4", "4"], log: "floor4"))
+        contenders.append(Contender(subject: "floor x4, syncfs per 64", maildir: dir + "/floor4b",
+                                    argv: [selfPath, "--floor-child", dir + "/pack.idx", dir + "/pack.bin", dir + "/floor4b", "4", "64"],
+                                    log: "floor4b"))
 
         // mbsync from a private dovecot.
         var dove: Dovecot?
@@ -339,10 +342,12 @@ final class Bench {
         let w = rows.first { $0.benchmark == "initial" && $0.subject == "wdsync" && $0.status == "ok" }?.msgPerSecond
         let m = rows.first { $0.benchmark == "initial" && $0.subject.hasPrefix("mbsync") && $0.status == "ok" }?.msgPerSecond
         let f = rows.first { $0.benchmark == "initial" && $0.subject.hasPrefix("floor (") && $0.status == "ok" }?.msgPerSecond
-        let f4 = rows.first { $0.benchmark == "initial" && $0.subject.hasPrefix("floor x4") && $0.status == "ok" }?.msgPerSecond
+        let f4 = rows.first { $0.benchmark == "initial" && $0.subject == "floor x4 threads" && $0.status == "ok" }?.msgPerSecond
+        let f4b = rows.first { $0.benchmark == "initial" && $0.subject.hasPrefix("floor x4, syncfs") && $0.status == "ok" }?.msgPerSecond
         if let w, let m { ratios["initial.wdsync/mbsync"] = w / m }
         if let w, let f { ratios["initial.wdsync/floor"] = w / f }
         if let w, let f4 { ratios["initial.wdsync/floor-x4"] = w / f4 }
+        if let w, let f4b { ratios["initial.wdsync/floor-x4-syncfs"] = w / f4b }
         if let m, let f { ratios["initial.mbsync/floor"] = m / f }
         if let w = cpuMedian["wdsync"], let m = cpuMedian.first(where: { $0.key.hasPrefix("mbsync") })?.value, m > 0 {
             ratios["initial.wdsync/mbsync CPU"] = w / m

@@ -1,7 +1,9 @@
 // The floor: the simplest loop that puts the same bytes into the same Maildir folders safely.
-// Runs as a child (`wdsync-bench --floor-child INDEX PACK DEST`) so it is measured exactly like
-// the real clients. For each message: open tmp/<name> O_CREAT|O_EXCL, write, fsync, close,
-// rename into new/. One pread per message from a pack file (already in the page cache).
+// Runs as a child (`wdsync-bench --floor-child INDEX PACK DEST [THREADS [BATCH]]`) so it is
+// measured exactly like the real clients. For each message: open tmp/<name> O_CREAT|O_EXCL,
+// write, fsync, close, rename into new/. With BATCH, each worker writes and closes BATCH files,
+// makes them durable with one syncfs(2), then renames them. One pread per message from a pack
+// file (already in the page cache).
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -39,10 +41,11 @@ func writePack(_ boxes: [(folder: String, messages: [[UInt8]])], index: String, 
 }
 
 func floorChildMain(_ args: [String]) -> Never {
-    // INDEX PACK DEST [THREADS]
-    guard args.count == 3 || args.count == 4 else { eprint("usage: --floor-child INDEX PACK DEST [THREADS]\n"); exit(2) }
+    // INDEX PACK DEST [THREADS [BATCH]]
+    guard (3...5).contains(args.count) else { eprint("usage: --floor-child INDEX PACK DEST [THREADS [BATCH]]\n"); exit(2) }
     let (index, pack, dest) = (args[0], args[1], args[2])
-    let threads = args.count == 4 ? max(1, Int(args[3]) ?? 1) : 1
+    let threads = args.count >= 4 ? max(1, Int(args[3]) ?? 1) : 1
+    let batch = args.count == 5 ? max(1, Int(args[4]) ?? 1) : 0
     guard let text = try? String(contentsOfFile: index, encoding: .utf8) else { eprint("cannot read index\n"); exit(1) }
     let packFd = open(pack, O_RDONLY | O_CLOEXEC)
     guard packFd >= 0 else { eprint("cannot open pack\n"); exit(1) }
@@ -61,9 +64,18 @@ func floorChildMain(_ args: [String]) -> Never {
     let pid = getpid()
     let stamp = time(nil)
     // Worker `w` writes entries w, w+threads, w+2*threads, ...: open tmp/ O_CREAT|O_EXCL, write,
-    // fsync, close, rename into new/.
+    // fsync, close, rename into new/ (or: close, and per batch one syncfs, then the renames).
+    let syncfs = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "syncfs"), to: (@convention(c) (Int32) -> Int32).self)
     @Sendable func work(_ w: Int) {
         var buf = [UInt8](repeating: 0, count: 1 << 20)
+        var sealed: [(String, String)] = []
+        let root = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        defer { close(root) }
+        func publish() {
+            if syncfs(root) != 0 { eprint("syncfs failed\n"); exit(1) }
+            for (tmp, target) in sealed where rename(tmp, target) != 0 { eprint("rename failed\n"); exit(1) }
+            sealed.removeAll(keepingCapacity: true)
+        }
         var i = w
         while i < all.count {
             let e = all[i]
@@ -84,11 +96,18 @@ func floorChildMain(_ args: [String]) -> Never {
                 if n < 0 { if errno == EINTR { continue }; eprint("write failed\n"); exit(1) }
                 wr += n
             }
+            i += threads
+            if batch > 0 {
+                close(fd)
+                sealed.append((tmp, e.folder + "/new/" + name))
+                if sealed.count == batch { publish() }
+                continue
+            }
             if fsync(fd) != 0 { eprint("fsync failed\n"); exit(1) }
             close(fd)
             if rename(tmp, e.folder + "/new/" + name) != 0 { eprint("rename failed\n"); exit(1) }
-            i += threads
         }
+        if !sealed.isEmpty { publish() }
     }
     if threads == 1 {
         work(0)

@@ -142,6 +142,29 @@ import WildDuckSim
         #expect(r.status == 74)
     }
 
+    @Test func aFileOfTheUsersWhereAMessageBelongsIsKeptAndTheRestOfItsBatchArrives() throws {
+        let h = try Harness()
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        try h.account.generate(count: 30, mailboxIds: [inbox], seed: 9, sizeMix: .realistic)
+        // File names depend only on the server's state: a first run shows the one to take.
+        try h.sync()
+        let taken = try #require(h.snapshot().keys.filter { $0.hasPrefix("INBOX/new/") || $0.hasPrefix("INBOX/cur/") }.sorted().dropFirst(10).first)
+        h.maildir = h.dir + "/mail2"
+        h.db = h.dir + "/cache2.sqlite"
+        let mine = h.maildir + "/" + taken
+        try FileManager.default.createDirectory(atPath: (mine as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: mine, contents: Data("mine\n".utf8))
+        // The downloads are published in batches; this one fails to publish (never overwrites),
+        // is skipped with a warning, and every other message of its batch is published and recorded.
+        let r = try h.run()
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("is not exported"), "\(r.stderr)")
+        #expect(FileManager.default.contents(atPath: mine) == Data("mine\n".utf8))
+        let problems = h.mirrorDifferences()
+        #expect(problems.count == 1, "\(problems)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: h.maildir + "/INBOX/tmp").isEmpty)
+    }
+
     @Test func diskFullLosesNothingAndTheNextRunFinishes() throws {
         let h = try Harness()
         let inbox = try #require(h.account.mailboxId(path: "INBOX"))

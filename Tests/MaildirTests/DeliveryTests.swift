@@ -178,6 +178,86 @@ struct DeliveryTests {
         #expect(listing(md.absolutePath("INBOX/tmp")).isEmpty)
     }
 
+    /// Whether the temp dir's file system takes one sync for a batch (Linux ≥ 5.8 on ext2/3/4,
+    /// XFS, btrfs or tmpfs); elsewhere every sealed file is fsynced and there is no batch.
+    static let batchSyncs = DeliveryBatch(maildir: Maildir(root: NSTemporaryDirectory())) != nil
+
+    @Test("a batch: every body is durable before any is visible, by one sync for all",
+          .enabled(if: batchSyncs, "the temp dir's file system keeps one fsync per file"))
+    func batchPublish() throws {
+        let tmp = TempDir()
+        let root = tmp.path + "/m"
+        final class Syncs: @unchecked Sendable { var count = 0; var visible: [String] = [] }  // this test only
+        let syncs = Syncs()
+        let io = FileIO(write: FileIO.system.write, syncFilesystem: { fd in
+            syncs.count += 1
+            for folder in ["INBOX", "Work"] { for sub in ["new", "cur"] { syncs.visible += listing(root + "/" + folder + "/" + sub) } }
+            return Sys.syncFilesystem(fd)
+        })
+        let md = Maildir(root: root, layout: .verbatim, io: io)
+        try md.ensureFolder("INBOX")
+        let batch = try #require(DeliveryBatch(maildir: md))
+        var sealed: [SealedDelivery] = []
+        for i in 0..<6 {
+            let p = try md.beginDelivery(folder: i % 2 == 0 ? "INBOX" : "Work", unique: "\(i).a.h")
+            try p.write(message("m\(i)"))
+            sealed.append(try p.seal(flags: i % 3 == 0 ? [.seen] : [], mtime: 1_600_000_000, batch: batch))
+        }
+        #expect(syncs.count == 0)
+        let results = md.publish(sealed, batch: batch)
+        #expect(syncs.count == 1)
+        #expect(syncs.visible.isEmpty, "renamed before the sync: \(syncs.visible)")
+        for (i, result) in results.enumerated() {
+            let delivered = try result.get()
+            #expect(delivered.relativePath.contains(i % 3 == 0 ? "/cur/" : "/new/"))
+            #expect(readBytes(md.absolutePath(delivered.relativePath)) == message("m\(i)"))
+            #expect(delivered.sha256 == sha256Hex(message("m\(i)")))
+            #expect(fileMTime(md.absolutePath(delivered.relativePath)) == 1_600_000_000)
+        }
+        #expect(listing(root + "/INBOX/tmp").isEmpty && listing(root + "/Work/tmp").isEmpty)
+        // The renames are made durable the same way: one more sync for both folders.
+        try md.syncFolders(["INBOX", "Work"], batch: batch)
+        #expect(syncs.count == 2)
+    }
+
+    @Test("a batch whose sync fails publishes none of it and leaves no tmp file",
+          .enabled(if: batchSyncs, "the temp dir's file system keeps one fsync per file"))
+    func batchSyncFailure() throws {
+        let tmp = TempDir()
+        let md = Maildir(root: tmp.path + "/m", layout: .verbatim, io: FileIO(write: FileIO.system.write, syncFilesystem: { _ in EIO }))
+        try md.ensureFolder("INBOX")
+        let batch = try #require(DeliveryBatch(maildir: md))
+        var sealed: [SealedDelivery] = []
+        for i in 0..<3 {
+            let p = try md.beginDelivery(folder: "INBOX", unique: "\(i).a.h")
+            try p.write(message("m\(i)"))
+            sealed.append(try p.seal(flags: [], mtime: nil, batch: batch))
+        }
+        for result in md.publish(sealed, batch: batch) {
+            #expect(throws: MaildirError.from(errno: EIO, path: md.root, operation: .syncing)) { try result.get() }
+        }
+        for sub in ["tmp", "new", "cur"] { #expect(listing(md.absolutePath("INBOX/" + sub)).isEmpty) }
+        #expect(throws: MaildirError.from(errno: EIO, path: md.root, operation: .syncingFolder)) {
+            try md.syncFolders(["INBOX"], batch: batch)
+        }
+    }
+
+    @Test("sealed without a batch, a delivery is fsynced on its own and publishing needs no sync")
+    func sealWithoutBatch() throws {
+        let tmp = TempDir()
+        final class Syncs: @unchecked Sendable { var count = 0 }  // this test only
+        let syncs = Syncs()
+        let md = Maildir(root: tmp.path + "/m", layout: .verbatim,
+                         io: FileIO(write: FileIO.system.write, syncFilesystem: { _ in syncs.count += 1; return EIO }))
+        let p = try md.beginDelivery(folder: "INBOX", unique: "1.a.h")
+        try p.write(message("one"))
+        let sealed = try p.seal(flags: [.seen], mtime: nil)
+        let batch = DeliveryBatch(maildir: md)
+        let delivered = try #require(md.publish([sealed], batch: batch).first).get()
+        #expect(syncs.count == 0)
+        #expect(readBytes(md.absolutePath(delivered.relativePath)) == message("one"))
+    }
+
     @Test("a committed delivery, when dropped, does not touch a later delivery of the same name")
     func committedThenRedelivered() throws {
         let tmp = TempDir()
