@@ -36,17 +36,14 @@ public struct Delivered: Sendable, Hashable {
 }
 
 /// A message complete in `tmp/`, closed, waiting for `Maildir.publish` to rename it into place.
-/// Dropping one leaves its tmp file behind (a later delivery under the same unique name
-/// replaces it): publish it, or `discard` it.
+/// One that is never published (a killed process) leaves its tmp file behind, which the next
+/// export's recovery removes, and a later delivery under the same unique name replaces.
 public struct SealedDelivery: Sendable {
     let tmpPath: String
     /// Whether the body is durable on its own (fsynced), rather than by its batch's sync.
     let synced: Bool
     /// What publishing it yields.
     public let delivered: Delivered
-
-    /// Removes the tmp file.
-    public func discard() { _ = Sys.removeFile(tmpPath) }
 }
 
 /// One durability barrier for many deliveries: bodies sealed with a batch are made durable

@@ -68,11 +68,14 @@ enum Sys {
         return r == EINVAL || r == ENOSYS || r == ENOTSUP ? -1 : r
     }
 
-    /// glibc ≥ 2.28 has renameat2, but Swift's Glibc module does not import it; look it up.
-    private static let renameat2Function: (@convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32)? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "renameat2") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32).self)
-    }()
+    /// A C library function that Swift's Glibc module does not import (renameat2 since glibc
+    /// 2.28, syncfs, fstatfs), looked up by name; nil where the C library lacks it.
+    private static func cFunction<F>(_ name: String, as type: F.Type) -> F? {
+        dlsym(UnsafeMutableRawPointer(bitPattern: 0), name).map { unsafeBitCast($0, to: type) }
+    }
+
+    private static let renameat2Function = cFunction("renameat2",
+        as: (@convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32).self)
 
     /// `syncfs(2)` on the file system of `fd`, with EINTR retry. Returns 0 or errno.
     static func syncFilesystem(_ fd: Int32) -> Int32 {
@@ -110,15 +113,8 @@ enum Sys {
         #endif
     }()
 
-    // Neither is imported by Swift's Glibc module; look them up like renameat2.
-    private static let syncfsFunction: (@convention(c) (Int32) -> Int32)? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "syncfs") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (Int32) -> Int32).self)
-    }()
-    private static let fstatfsFunction: (@convention(c) (Int32, UnsafeMutableRawPointer) -> Int32)? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "fstatfs") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (Int32, UnsafeMutableRawPointer) -> Int32).self)
-    }()
+    private static let syncfsFunction = cFunction("syncfs", as: (@convention(c) (Int32) -> Int32).self)
+    private static let fstatfsFunction = cFunction("fstatfs", as: (@convention(c) (Int32, UnsafeMutableRawPointer) -> Int32).self)
 
     /// Whether files created with mode 0600 come out as 0600 (the umask clears none of those
     /// bits), so no `fchmod` is needed. Read once; wdsync never changes its umask.
