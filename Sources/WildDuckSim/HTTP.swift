@@ -88,6 +88,7 @@ struct HTTPResponse: Sendable {
         case 408: return "Request Timeout"
         case 413: return "Payload Too Large"
         case 429: return "Too Many Requests"
+        case 431: return "Request Header Fields Too Large"
         case 500: return "Internal Server Error"
         case 502: return "Bad Gateway"
         case 503: return "Service Unavailable"
@@ -97,14 +98,42 @@ struct HTTPResponse: Sendable {
     }
 }
 
-enum HTTPParseError: Error { case malformed(String), tooLarge }
+enum HTTPParseError: Error { case malformed(String), tooLarge, headerOverflow }
 
 /// Incremental request parser: feed bytes, take complete requests (handles pipelining and partial reads).
 struct HTTPRequestParser {
     var buffer: [UInt8] = []
     var start = 0
-    let maxHeader = 64 * 1024
     let maxBody = 80 * 1024 * 1024
+
+    /// Node's limit on a request's head, which WildDuck keeps: Node's default
+    /// `--max-http-header-size` is 16 KiB, WildDuck's API server sets no `maxHeaderSize`
+    /// (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/api.js#L67-L70,
+    /// #L184; restify 11 calls `http.createServer()` without options). Node counts the bytes of
+    /// the URL, the header names and the header values (not the method, the version, the colons
+    /// or the line ends), and fails the request once they reach the limit
+    /// (https://github.com/nodejs/node/blob/0031663d9ea356ce9c0f56697c1a0e4888479902/src/node_http_parser.cc,
+    /// `TrackHeader`), possibly before the head is complete.
+    static let maxHeadCount = 16 * 1024
+
+    /// What Node counts of the head in `bytes` (whole or not yet complete) against `maxHeadCount`.
+    static func nodeHeadCount(_ bytes: ArraySlice<UInt8>) -> Int {
+        var count = 0
+        var first = true
+        for line in bytes.split(separator: 0x0A, omittingEmptySubsequences: false) {
+            let line = line.last == 0x0D ? line.dropLast() : line
+            if first {
+                first = false
+                // the URL: the request line's second word
+                count += line.split(separator: 0x20, maxSplits: 2, omittingEmptySubsequences: true).dropFirst().first?.count ?? 0
+            } else if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+                count += line[..<colon].count + line[(colon + 1)...].drop { $0 == 0x20 || $0 == 0x09 }.count
+            } else {
+                count += line.count
+            }
+        }
+        return count
+    }
 
     mutating func append(_ bytes: UnsafeRawBufferPointer) {
         if start > 0 && start >= buffer.count / 2 {
@@ -125,8 +154,13 @@ struct HTTPRequestParser {
         // skip stray CRLF between requests
         while start + 1 < buffer.count, buffer[start] == 0x0D, buffer[start + 1] == 0x0A { start += 2 }
         guard let headEnd = buffer.firstIndex(of: [0x0D, 0x0A, 0x0D, 0x0A], from: start) else {
-            if buffer.count - start > maxHeader { throw HTTPParseError.tooLarge }
+            if buffer.count - start >= Self.maxHeadCount, Self.nodeHeadCount(buffer[start...]) >= Self.maxHeadCount {
+                throw HTTPParseError.headerOverflow
+            }
             return nil
+        }
+        if headEnd - start >= Self.maxHeadCount, Self.nodeHeadCount(buffer[start..<headEnd]) >= Self.maxHeadCount {
+            throw HTTPParseError.headerOverflow
         }
         // request line and headers, parsed on bytes
         var lineStart = start

@@ -261,10 +261,16 @@ struct Routes {
         }
         let wantToken = Routes.bodyBool(body["token"]) ?? false
         if wantToken && scope != "master" { return Routes.validation("scope", "\"scope\" must be [master]") }
-        let (uname, pass, uid, addr) = account.state.withLock { ($0.username, $0.password, $0.userId, $0.user["address"] ?? "") }
+        let (uname, uid, addr) = account.state.withLock { ($0.username, $0.userId, $0.user["address"] ?? "") }
         let given = username.split(separator: "@").first.map(String.init) ?? username
-        guard given == uname || username == addr, password == pass else {
+        guard given == uname || username == addr else {
             return Routes.error(403, "Authentication failed", code: "AuthFailed")
+        }
+        // Every refusal is a 403; `code` tells them apart (lib/api/auth.js#L222-L248).
+        switch account.authenticate(password: password) {
+        case .accepted: break
+        case .refused: return Routes.error(403, "Authentication failed", code: "AuthFailed")
+        case .rateLimited: return Routes.error(403, "Authentication was rate limited", code: "RateLimitedError")
         }
         var pairs: [(String, JSONValue)] = [("success", .bool(true)), ("id", .string(uid)), ("username", .string(uname)),
                                             ("address", .string(addr)), ("scope", .string(scope)), ("require2fa", .array([])),

@@ -308,6 +308,9 @@ struct AccountState: Sendable {
     var maxMessageSize = 64 * 1024 * 1024
     /// Milliseconds since the epoch; replaceable so tests can age the journal.
     var clock: @Sendable () -> Int64 = { nowMillis() }
+    /// The user's failed authentications and when their count expires (`authenticate`).
+    var authFailures = 0
+    var authFailuresExpire: Int64 = 0
 
     init(username: String, password: String) {
         self.username = username
@@ -643,6 +646,30 @@ public final class SimAccount: Sendable {
 
     /// The tokens that are valid now (tests check that none of them leaks into a log).
     public var validTokens: Set<String> { state.withLock { $0.tokens } }
+
+    public enum Authentication: Sendable { case accepted, refused, rateLimited }
+
+    /// Checks a password for the user as WildDuck does, with its rate limit: 12 failures count
+    /// in a window of 120 s that starts at the first (a TTL counter set to expire only when it
+    /// is created), and once there are 12 every attempt is refused as rate limited, the right
+    /// password included, until the window ends; a success clears the count
+    /// (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/user-handler.js#L586-L627,
+    /// #L1038-L1047, #L3858-L3866; lib/consts.js#L51-L53, lib/lua/ttlcounter.lua). The clock is
+    /// the account's (`setClock`).
+    public func authenticate(password: String) -> Authentication {
+        state.withLock { s in
+            let now = s.clock()
+            if s.authFailures > 0 && now >= s.authFailuresExpire { s.authFailures = 0 }
+            if s.authFailures >= 12 { return .rateLimited }
+            guard password == s.password else {
+                if s.authFailures == 0 { s.authFailuresExpire = now + 120_000 }
+                s.authFailures += 1
+                return .refused
+            }
+            s.authFailures = 0
+            return .accepted
+        }
+    }
 
     /// Issues a token as `POST /authenticate` would.
     public func issueToken() -> String {

@@ -9,7 +9,8 @@ import Darwin
 public struct SimStats: Sendable, Equatable {
     /// every request that was read, including faulted ones
     public var totalRequests: Int = 0
-    /// keyed "authenticate", "mailboxes", "messages", "search", "message.eml", "user", "filters", "autoreply", "updates", "other"
+    /// keyed "authenticate", "mailboxes", "messages", "search", "message.eml", "user", "filters", "autoreply", "updates", "other",
+    /// and "431" for requests refused for the size of their head
     public var perRoute: [String: Int] = [:]
     /// bytes written to sockets (headers included)
     public var bytesSent: Int = 0
@@ -210,6 +211,15 @@ public final class SimServer: Sendable {
                     parser.wantsContinue = false
                     Sock.writeAll(fd, Array("HTTP/1.1 100 Continue\r\n\r\n".utf8))
                 }
+            } catch HTTPParseError.headerOverflow {
+                // Node's answer, with no body, before the application sees anything; it then
+                // destroys the socket, unread bytes and all (which may reset the connection).
+                // WildDuck adds no `clientError` listener, which would replace this
+                // (https://github.com/nodejs/node/blob/7d974bf2781e803bc3bc992d0f7cfa3e035cd559/lib/_http_server.js,
+                // `socketOnError`).
+                Sock.writeAll(fd, Array("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n".utf8))
+                count(kind: "431")
+                break
             } catch {
                 let body = JSONValue.object([("code", .string("BadRequest")), ("message", .string("Malformed HTTP request"))])
                 let r = HTTPResponse.json(400, body).encoded(keepAlive: false)

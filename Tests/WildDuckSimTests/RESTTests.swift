@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Lock
 @testable import WildDuckSim
 
 @Suite struct AuthTests {
@@ -33,6 +34,27 @@ import Testing
         #expect(unknown.json?["details"]?["isDev"] != nil)
         let scope = try h.client.call("POST", "/authenticate", json: #"{"username":"demo","password":"demo","scope":"imap","token":true}"#)
         #expect(scope.status == 400)
+    }
+
+    /// WildDuck's rate limit: 12 failures within 2 minutes of the first lock the user out, the
+    /// right password included, with the same 403 and another `code`; a success clears the count.
+    @Test func authenticationIsRateLimited() throws {
+        let h = try Harness()
+        let clock = Mutex(Date())
+        h.account.setClock { clock.withLock { $0 } }
+        func login(_ password: String) throws -> Reply {
+            try h.client.call("POST", "/authenticate", json: #"{"username":"demo","password":"\#(password)","token":true}"#)
+        }
+        for _ in 0..<11 { #expect(try login("nope").json?["code"] == .string("AuthFailed")) }
+        #expect(try login("demo").status == 200)
+        for _ in 0..<12 { #expect(try login("nope").json?["code"] == .string("AuthFailed")) }
+        let limited = try login("demo")
+        #expect(limited.status == 403)
+        #expect(limited.json == .object([("error", .string("Authentication was rate limited")), ("code", .string("RateLimitedError"))]))
+        clock.withLock { $0 += 119 }
+        #expect(try login("demo").json?["code"] == .string("RateLimitedError"))
+        clock.withLock { $0 += 2 }
+        #expect(try login("demo").status == 200)
     }
 
     @Test func tokenErrorsAndPlaces() throws {

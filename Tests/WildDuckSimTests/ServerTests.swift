@@ -43,6 +43,28 @@ import Testing
         #expect(try c.readReply().status == 400)
     }
 
+    /// Node's limit: the URL, header names and values together below 16 KiB, or 431 and the
+    /// connection closed; the byte that reaches the limit is the one refused.
+    @Test func requestHeadsAreLimitedAsNodeLimitsThem() throws {
+        let h = try Harness()
+        // A URL of `length` bytes; Node also counts Host's name and value (4 + 9) and
+        // X-Access-Token's (14 + 40).
+        func get(urlLength length: Int) throws -> (Reply, RawClient) {
+            let prefix = "/users/\(h.account.userId)/search?q="
+            let client = try RawClient(port: h.server.port)
+            let reply = try client.call("GET", prefix + String(repeating: "a", count: length - prefix.count), token: h.token)
+            return (reply, client)
+        }
+        let longest = 16 * 1024 - 1 - 13 - 54
+        #expect(try get(urlLength: longest).0.status != 431)
+        let (refused, client) = try get(urlLength: longest + 1)
+        #expect(refused.status == 431)
+        #expect(refused.body.isEmpty)
+        #expect(refused.headers["connection"] == "close")
+        #expect(try client.isClosedByPeer())
+        #expect(h.server.stats()["431"] == 1)
+    }
+
     @Test func manyConcurrentConnections() async throws {
         let h = try Harness()
         for i in 1...20 { try h.account.deliver(mail(i), to: h.inbox) }
