@@ -404,6 +404,11 @@ public final class HTTPConnection {
         }
     }
 
+    /// How many bytes the head (request line and headers) of this request would take.
+    public func headSize(_ method: String, _ path: String, headers: [(String, String)]) -> Int {
+        (try? encode(method, path, headers: headers, body: nil).count) ?? 0
+    }
+
     /// The bytes of one request.
     private func encode(_ method: String, _ path: String, headers: [(String, String)], body: [UInt8]?) throws -> [UInt8] {
         var request = "\(method) \(endpoint.prefix)\(path) HTTP/1.1\r\nHost: \(endpoint.hostHeader)\r\n"

@@ -132,21 +132,23 @@ extension Mirror {
         return found
     }
 
-    /// The current list items of the given uids of one mailbox (those the server still has).
+    /// The current list items of the given uids of one mailbox (those the server still has),
+    /// in as many searches as it takes to keep each request within the server's limit.
     func read(mailbox: String, uids: Set<Int>) throws -> [MessageItem] {
-        let list = uids.sorted().map(String.init).joined(separator: ",")
-        var cursor: String?
         var items: [MessageItem] = []
-        repeat {
-            let page: MessagePage
-            do {
-                page = try client.searchUids(mailbox: mailbox, uids: list, cursor: cursor)
-            } catch let error as WildDuckError where error.isNotFound {
-                return []
-            }
-            items += page.items
-            cursor = page.items.isEmpty ? nil : page.nextCursor
-        } while cursor != nil
+        for list in client.uidLists(mailbox: mailbox, uids.sorted()) {
+            var cursor: String?
+            repeat {
+                let page: MessagePage
+                do {
+                    page = try client.searchUids(mailbox: mailbox, uids: list, cursor: cursor)
+                } catch let error as WildDuckError where error.isNotFound {
+                    return []
+                }
+                items += page.items
+                cursor = page.items.isEmpty ? nil : page.nextCursor
+            } while cursor != nil
+        }
         return items.filter { uids.contains($0.uid) }
     }
 

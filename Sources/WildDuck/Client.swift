@@ -77,7 +77,7 @@ public final class Session: Sendable {
         do {
             // Safe to repeat although it is a POST: a second token is harmless. (The HTTP layer
             // still never resends it by itself; this is the one retry policy deciding.)
-            response = try retrying(route: route, idempotent: true) {
+            response = try retrying(route: route, idempotent: true, transient: Session.isTransientRefusal) {
                 try connection.request("POST", "/authenticate",
                                        headers: [("Content-Type", "application/json"), ("Accept", "application/json")],
                                        body: Array(body.utf8))
@@ -90,11 +90,10 @@ public final class Session: Sendable {
         let json = try WildDuckClient.decode(response, route: route)
         guard json["success"]?.bool == true else {
             let message = json["error"]?.string ?? json["message"]?.string ?? "HTTP \(response.status)"
-            if response.status == 403 || json["code"]?.string == "AuthFailed" {
+            if Session.refusesCredentials(status: response.status, code: json["code"]?.string) {
                 throw WildDuckError.authenticationFailed(message)
             }
-            throw WildDuckError.server(route: "POST /authenticate", status: response.status,
-                                       code: json["code"]?.string, message: message)
+            throw WildDuckError.server(route: route, status: response.status, code: json["code"]?.string, message: message)
         }
         guard let token = json["token"]?.string, let id = json["id"]?.string else {
             throw WildDuckError.malformed(route: "POST /authenticate", detail: "no token or id in the answer")
@@ -103,6 +102,27 @@ public final class Session: Sendable {
             throw WildDuckError.malformed(route: "POST /authenticate", detail: "the user id \(ServerID.describe(.string(id))) is not an ObjectId")
         }
         state.withLock { $0.token = token; $0.userId = id; $0.generation += 1 }
+    }
+
+    /// Whether a refused `POST /authenticate` refuses the credentials themselves, which no
+    /// retry changes. WildDuck answers every failure with 403 and tells them apart by `code`
+    /// (lib/api/auth.js, lib/user-handler.js `asyncAuthenticate`): `AuthFailed` for a wrong
+    /// password, an unknown, disabled or suspended user; `InvalidAuthScope` when the account may
+    /// not use the master scope. The same 403 also carries passing trouble: `RateLimitedError`
+    /// (12 failures for the user within 2 minutes lock it out, the right password included),
+    /// `InternalDatabaseError`, `HashError`, `TempPasswordNotYetValid`. A 403 without a code is
+    /// not WildDuck's and is taken as a refusal, as before codes were read.
+    static func refusesCredentials(status: Int, code: String?) -> Bool {
+        guard let code else { return status == 403 }
+        return code == "AuthFailed" || code == "InvalidAuthScope"
+    }
+
+    /// What `authenticate` tries again: what any request tries again, and a 403 that does not
+    /// refuse the credentials (see `refusesCredentials`).
+    static func isTransientRefusal(_ response: HTTPResponse) -> Bool {
+        if isTransient(response) { return true }
+        guard response.status == 403, let json = try? JSON.parse(response.body), json["success"]?.bool != true else { return false }
+        return !refusesCredentials(status: 403, code: json["code"]?.string)
     }
 
     // MARK: Retries
@@ -115,11 +135,13 @@ public final class Session: Sendable {
     ///   not retried: a certificate does not fix itself within a minute);
     /// - HTTP 429, or 5xx except 501 and WildDuck's permanent 500s "Nothing was changed" and
     ///   "Mailbox is missing". A `Retry-After` (seconds) replaces the delay; one longer than
-    ///   `maxRetryAfter` is not waited for.
+    ///   `maxRetryAfter` is not waited for. (`transient` says which answers are tried again;
+    ///   `authenticate` adds the 403s that do not refuse the credentials.)
     /// Only an `idempotent` request is tried again after it may have reached the server; any
     /// request is tried again when no connection could be made at all (it was never sent).
     /// A try that streams a body must start its sink over (see `downloadMessage`).
-    public func retrying(route: String, idempotent: Bool, _ attempt: () throws -> HTTPResponse) throws -> HTTPResponse {
+    public func retrying(route: String, idempotent: Bool, transient: (HTTPResponse) -> Bool = Session.isTransient,
+                         _ attempt: () throws -> HTTPResponse) throws -> HTTPResponse {
         var tries = 1
         while true {
             var delay: Double
@@ -127,7 +149,7 @@ public final class Session: Sendable {
             let giveUp: () throws -> HTTPResponse
             do {
                 let response = try attempt()
-                guard idempotent, Session.isTransient(response) else { return response }
+                guard idempotent, transient(response) else { return response }
                 reason = "HTTP \(response.status)"
                 delay = retry.delay(before: tries + 1)
                 if let after = response.head.header("retry-after").flatMap({ Double(String($0.filter { !$0.isWhitespace })) }), after >= 0 {
@@ -148,7 +170,7 @@ public final class Session: Sendable {
         }
     }
 
-    static func isTransient(_ response: HTTPResponse) -> Bool {
+    public static func isTransient(_ response: HTTPResponse) -> Bool {
         let status = response.status
         if status == 429 { return true }
         guard status >= 500, status != 501 else { return false }
@@ -256,10 +278,12 @@ public final class WildDuckClient {
     /// (a mailbox id that is not an ObjectId, a uid that is not an IMAP uid, …).
     public var onSkipped: (String) -> Void = { _ in }
 
-    /// The mailboxes. One that is not valid (see `Mailbox.init`) is reported to `onSkipped` and
-    /// left out: it cannot be mirrored safely, and the others still can.
+    /// The mailboxes, hidden ones included: WildDuck leaves them out unless asked
+    /// (lib/api/mailboxes.js, `showHidden`), and a backup without them is not complete, nor may
+    /// hiding a mailbox look like deleting it. One that is not valid (see `Mailbox.init`) is
+    /// reported to `onSkipped` and left out: it cannot be mirrored safely, and the others still can.
     public func fetchMailboxes() throws -> [Mailbox] {
-        let json = try call("GET", "/users/\(user)/mailboxes", query: [("counters", "true")])
+        let json = try call("GET", "/users/\(user)/mailboxes", query: [("counters", "true"), ("showHidden", "true")])
         guard let results = json["results"]?.array else {
             throw WildDuckError.malformed(route: "GET mailboxes", detail: "no results array")
         }
@@ -291,16 +315,67 @@ public final class WildDuckClient {
         return try page(try call("GET", "/users/\(user)/search", query: query), route: "GET search")
     }
 
-    /// Messages with exactly these uids (a comma-separated list).
+    /// Messages with exactly these uids (a comma-separated list, one of `uidLists`).
     public func searchUids(mailbox: String, uids: String, cursor: String?, limit: Int = 250) throws -> MessagePage {
+        try page(try call("GET", "/users/\(user)/search", query: searchUidsQuery(mailbox, uids, cursor, limit)), route: "GET search")
+    }
+
+    private func searchUidsQuery(_ mailbox: String, _ uids: String, _ cursor: String?, _ limit: Int) -> [(String, String)] {
         var query = [("mailbox", mailbox), ("id", uids), ("limit", String(limit))]
         if let cursor { query.append(("next", cursor)) }
-        return try page(try call("GET", "/users/\(user)/search", query: query), route: "GET search")
+        return query
+    }
+
+    /// `uids` as comma-separated lists for `searchUids`, as few as fit in requests of at most
+    /// `maxRequestHead` bytes (with room for a paging cursor).
+    public func uidLists(mailbox: String, _ uids: [Int]) -> [String] {
+        let cursor = String(repeating: "x", count: Self.cursorAllowance)
+        return fitting(uids.map(String.init), path: "/users/\(user)/search") { searchUidsQuery(mailbox, $0, cursor, 250) }
+            .map { $0.joined(separator: ",") }
+    }
+
+    /// The most bytes of one request's head (request line and headers) wdsync sends when it
+    /// splits a list. Node, which WildDuck's API runs on, refuses a request whose URL and headers
+    /// reach 16 KiB (its default `--max-http-header-size`; WildDuck does not change it) with 431
+    /// and closes the connection, before WildDuck sees it (see docs/wildduck-api.md). Half of it
+    /// leaves room for the headers a proxy in front may add, and fits a proxy with 8 KiB lines.
+    public static let maxRequestHead = 8 * 1024
+    /// Bytes kept free for a `next` cursor (WildDuck's are about 30; a long one costs a request).
+    static let cursorAllowance = 256
+
+    /// `items` split into runs that each go into one request: `query(list)` is the query of a
+    /// GET of `path` whose parameter carries the comma-separated `list`; each run's request has a head of
+    /// at most `maxRequestHead` bytes, counted with this connection's headers and current
+    /// token. An item too long to fit at all goes alone (and the server says what it thinks).
+    func fitting(_ items: [String], path: String, query: (String) -> [(String, String)]) -> [[String]] {
+        let base = headSize(target(path, query("")))
+        let comma = percentEncode(",").utf8.count
+        var runs: [[String]] = []
+        var run: [String] = []
+        var size = base
+        for item in items {
+            let bytes = percentEncode(item).utf8.count
+            if !run.isEmpty, size + comma + bytes > Self.maxRequestHead {
+                runs.append(run)
+                run = []
+                size = base
+            }
+            size += (run.isEmpty ? 0 : comma) + bytes
+            run.append(item)
+        }
+        if !run.isEmpty { runs.append(run) }
+        return runs
+    }
+
+    /// The bytes of a JSON GET's head as `call` sends it.
+    private func headSize(_ target: String) -> Int {
+        let token = session.current().token ?? String(repeating: "0", count: 40)
+        return connection.headSize("GET", target, headers: [("X-Access-Token", token), ("Accept", "application/json")])
     }
 
     /// One page of the user's messages in every mailbox, newest first: without `order` the
     /// search pages by the message's `_id`, which a delivery, an upload and a move all make
-    /// anew (https://github.com/nodemailer/wildduck/blob/master/lib/api/messages.js, the
+    /// anew (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/messages.js, the
     /// `search` route: `paginatedField: '_id', sortAscending: false`).
     public func searchNewest(cursor: String?, limit: Int = 250) throws -> MessagePage {
         var query = [("limit", String(limit))]
@@ -514,10 +589,7 @@ public final class WildDuckClient {
     /// what happened.
     public func call(_ method: String, _ path: String, query: [(String, String)] = [], body: JSON? = nil,
                      idempotent: Bool? = nil) throws -> JSON {
-        var target = path
-        if !query.isEmpty {
-            target += "?" + query.map { "\(percentEncode($0.0))=\(percentEncode($0.1))" }.joined(separator: "&")
-        }
+        let target = target(path, query)
         let route = "\(method) \(path.replacingUserSegment())"
         let payload = body.map { Array($0.text.utf8) }
         var date: String?
@@ -529,6 +601,10 @@ public final class WildDuckClient {
             date = response.head.header("date") ?? date
             return response
         }
+    }
+
+    private func target(_ path: String, _ query: [(String, String)]) -> String {
+        query.isEmpty ? path : path + "?" + query.map { "\(percentEncode($0.0))=\(percentEncode($0.1))" }.joined(separator: "&")
     }
 
     /// Runs an exchange with the current token, tried again by the session's retry policy; on
@@ -571,6 +647,10 @@ public final class WildDuckClient {
             if response.status >= 500 || response.status == 429 {
                 throw WildDuckError.server(route: route, status: response.status, code: nil,
                                            message: "non-JSON error body")
+            }
+            // Node's own answer, before WildDuck sees the request (see `maxRequestHead`).
+            if response.status == 431 {
+                throw WildDuckError.server(route: route, status: 431, code: nil, message: "Request Header Fields Too Large")
             }
             throw WildDuckError.malformed(route: route, detail: "HTTP \(response.status), \(error)")
         }

@@ -3,7 +3,9 @@ import Net
 /// What went wrong talking to the server. Descriptions say what happened and what to do,
 /// and never contain the password or the token.
 public enum WildDuckError: Error, CustomStringConvertible, Sendable {
-    /// The server refused the username/password (403 AuthFailed, possibly rate limited).
+    /// The server refused the username/password themselves (403 `AuthFailed` or
+    /// `InvalidAuthScope`; see `Session.refusesCredentials`). Another 403 from
+    /// `POST /authenticate` (rate limited, a database error) is a temporary `.server` error.
     case authenticationFailed(String)
     /// The token was refused even after authenticating again.
     case invalidToken
@@ -31,7 +33,9 @@ public enum WildDuckError: Error, CustomStringConvertible, Sendable {
             return "connection lost during \(route): \(detail); re-run to continue where this run stopped"
         case .server(let route, let status, let code, let message):
             let what = code.map { "\($0): \(message)" } ?? message
-            let hint = status >= 500 ? "the server had a problem; re-run later" : "re-run; if it persists, report it"
+            let hint = status == 431 ? "the request was larger than the server accepts; please report it"
+                : status == 403 && isTemporary ? "the server cannot authenticate now; re-run later (the daemon tries again by itself)"
+                : isTemporary ? "the server had a problem; re-run later" : "re-run; if it persists, report it"
             return "server error on \(route) (HTTP \(status), \(what)); \(hint)"
         case .malformed(let route, let detail):
             return "unexpected answer from the server on \(route): \(detail); is --server a WildDuck API URL?"
@@ -60,11 +64,13 @@ public enum WildDuckError: Error, CustomStringConvertible, Sendable {
         return false
     }
 
-    /// Whether retrying later might help (network trouble, 5xx, 429).
+    /// Whether retrying later might help (network trouble, 5xx, 429, and a 403 from
+    /// `POST /authenticate` that is not `authenticationFailed`: rate limited, a database error).
     public var isTemporary: Bool {
         switch self {
         case .unreachable, .network: return true
-        case .server(_, let status, _, _): return status >= 500 || status == 429
+        case .server(let route, let status, _, _):
+            return status >= 500 || status == 429 || (status == 403 && route == "POST /authenticate")
         default: return false
         }
     }

@@ -55,6 +55,37 @@ import WildDuckSim
         #expect(try c.fetchFilters().filters.isEmpty)
     }
 
+    /// Uid lists are cut where a request would pass `maxRequestHead`, under a URL prefix too,
+    /// and together they hold every uid once, in order; the server takes each (never 431).
+    @Test func uidListsFitTheRequestHeadLimit() throws {
+        let account = SimAccount()
+        let server = try started(account)
+        defer { server.stop() }
+        let inbox = try #require(account.mailboxId(path: "INBOX"))
+        try account.generate(count: 10, mailboxIds: [inbox], seed: 2, sizeMix: .small)
+        let endpoint = try #require(HTTPEndpoint(url: server.baseURL + "/" + String(repeating: "p", count: 500)))
+        let session = Session(endpoint: endpoint, username: "demo", password: { "demo" },
+                              connector: HTTPConnection.tcpConnector(timeout: 5), retry: .none)
+        let prefixed = WildDuckClient(session: session, timeout: 5)
+        let uids = Array(4_294_957_295...4_294_967_295)
+        let lists = prefixed.uidLists(mailbox: inbox, uids)
+        #expect(lists.count > 1)
+        #expect(lists.flatMap { $0.split(separator: ",").compactMap { Int($0) } } == uids)
+        for (i, list) in lists.enumerated() {
+            let target = "/users/me/search?mailbox=\(inbox)&id=\(list.replacingOccurrences(of: ",", with: "%2C"))&limit=250&next=" + String(repeating: "x", count: 256)
+            let head = prefixed.connection.headSize("GET", target, headers: [("X-Access-Token", String(repeating: "0", count: 40)), ("Accept", "application/json")])
+            #expect(head <= WildDuckClient.maxRequestHead)
+            // full: one more uid (10 digits and an escaped comma) would not have fitted
+            if i < lists.count - 1 { #expect(head + 13 > WildDuckClient.maxRequestHead) }
+        }
+        let c = try client(server)
+        try c.authenticate()
+        for list in c.uidLists(mailbox: inbox, Array(1...3000)) {
+            #expect(try c.searchUids(mailbox: inbox, uids: list, cursor: nil).items.count <= 10)
+        }
+        #expect(server.stats()["431"] == 0)
+    }
+
     @Test func aRevokedTokenIsReplacedOnceThenTheErrorIsClear() throws {
         let account = SimAccount()
         let server = try started(account)
