@@ -7,8 +7,8 @@ import WildDuck
 /// WildDuck's journal, read over `GET /users/:user/updates` (Server-Sent Events). The daemon's
 /// SSE source and `--once` both read it through `JournalStream`; `JournalReplay` is what `--once`
 /// makes of it. The server's behaviour this relies on, in
-/// https://github.com/nodemailer/wildduck/blob/master/lib/api/updates.js and
-/// https://github.com/nodemailer/wildduck/blob/master/lib/imap-notifier.js (see also
+/// https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/updates.js and
+/// https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/imap-notifier.js (see also
 /// docs/incremental-sync.md):
 /// - with a `Last-Event-ID` (header or query, 24 hex) the server first sends every journal entry
 ///   of the user with `_id` greater than it, oldest first (updates.js#L187-L199, #L238-L246);
@@ -23,7 +23,7 @@ import WildDuck
 /// - journal ids are ObjectIds made by whichever process writes the entry
 ///   (imap-notifier.js#L223, `insertMany`), so across processes they are only roughly ordered;
 /// - entries live 3 hours (the `journal_autoexpire` TTL index on `created`,
-///   https://github.com/nodemailer/wildduck/blob/master/indexes.yaml#L560-L566).
+///   https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/indexes.yaml#L560-L566).
 enum JournalStream {
     enum End: Sendable {
         /// The server closed the stream (or `handle` was closed).

@@ -5,8 +5,9 @@ import WebSocket
 import WildDuck
 
 /// `GET /users/:user/updates`: WildDuck's journal as Server-Sent Events, resumed with
-/// Last-Event-ID. Runs on its own thread; the server ends the stream now and then (after 30
-/// minutes in WildDuck's lib/api/updates.js), which the engine treats as a reconnect.
+/// Last-Event-ID. Runs on its own thread. A stream that ends, breaks or stays silent for 120 s
+/// (the server writes `: idling` every 15 s, which also keeps its 30-minute inactivity timeout
+/// from firing; see docs/wildduck-api.md) is a reconnect for the engine.
 final class SSESource: EventSource {
     let transport = Transport.sse
     private let handle = CloseHandle()

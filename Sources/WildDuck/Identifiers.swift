@@ -1,6 +1,6 @@
 /// Checks for identifiers the server hands out. They end up in file names, folder names and
 /// request paths, so anything that is not the shape WildDuck documents is refused where JSON
-/// becomes models (https://github.com/nodemailer/wildduck/blob/master/docs/api/openapi.yml):
+/// becomes models (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/docs/api/openapi.yml):
 /// object ids are MongoDB ObjectIds (24 hex digits), message ids are IMAP uids (RFC 3501 §2.3.1.1:
 /// non-zero 32-bit unsigned integers), and names never contain NUL.
 public enum ServerID {

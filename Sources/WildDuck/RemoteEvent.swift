@@ -98,7 +98,7 @@ public enum SSEError: Error, CustomStringConvertible, Sendable {
 /// replay's accounting, see `JournalReplay`) and the remote events it means.
 ///
 /// Frames are written by `formatJournalData`
-/// (https://github.com/nodemailer/wildduck/blob/master/lib/api/updates.js#L218-L236): no `event:`
+/// (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/updates.js#L218-L236): no `event:`
 /// line, the JSON without `_id`, `user`, `modseq`, `created`, then `id: <journal _id>`. A failed
 /// replay is an `event: error` frame (updates.js#L189-L191).
 public struct JournalEntry: Sendable, Equatable {

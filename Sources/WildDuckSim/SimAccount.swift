@@ -153,7 +153,7 @@ struct MsgFlags: Sendable, Equatable {
     var seen = false, flagged = false, draft = false, deleted = false, answered = false, forwarded = false
     /// WildDuck keeps `flagged` and `draft` booleans beside the flag list, and listings and search read the
     /// booleans. A REST flag update with `draft` writes the `flagged` boolean and never the `draft` one
-    /// (https://github.com/nodemailer/wildduck/blob/master/lib/message-handler.js, `update`), so they can
+    /// (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/message-handler.js, `update`), so they can
     /// disagree with the list; nil means "agrees with the list".
     var flaggedField: Bool? = nil, draftField: Bool? = nil
 
@@ -759,7 +759,7 @@ extension MailboxState {
 }
 
 /// Journal entries for messages, with the keys in the order WildDuck's notifier writes them
-/// (https://github.com/nodemailer/wildduck/blob/master/lib/message-handler.js).
+/// (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/message-handler.js).
 enum Entry {
     static func exists(_ r: MsgRecord, mailbox: String, junk: Int? = nil) -> [(String, JSONValue)] {
         var f: [(String, JSONValue)] = [("uid", .int(r.uid)), ("message", .string(r.objectId)), ("idate", .string(ISODate.format(ms: r.idate))),

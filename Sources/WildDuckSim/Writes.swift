@@ -1,7 +1,7 @@
 import Foundation
 
 // The REST routes that write messages — upload, flag update, move, delete — with WildDuck's rules, read in
-// https://github.com/nodemailer/wildduck/blob/master/lib/api/messages.js and lib/message-handler.js.
+// https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/messages.js and lib/message-handler.js.
 // A two-way client is tested against these, so they must be no friendlier than the real server.
 
 /// What WildDuck does to a message it stores: it keeps a parsed MIME tree and serves the message rebuilt
