@@ -366,6 +366,7 @@ struct Routes {
             SimAccount.sorted(s.mailboxes.values.map { m in var c = m; c.byDate = []; c.idateByUid = [:]; c.uids = []; return c })
                 .compactMap { light in
                     guard let mb = s.mailboxes[light.id] else { return nil }
+                    // Hidden mailboxes only with showHidden (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/mailboxes.js#L178-L180).
                     if mb.hidden && !showHidden { return nil }
                     if specialOnly && !(mb.path == "INBOX" || mb.specialUse != nil) { return nil }
                     let size = sizes ? mb.byDate.reduce(0) { $0 + $1.content.size } : nil

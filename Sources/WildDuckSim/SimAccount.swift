@@ -445,6 +445,9 @@ public final class SimAccount: Sendable {
         }
     }
 
+    /// A plain update: no journal entry, no modifyIndex step, hiding included
+    /// (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/mailbox-handler.js#L390-L450);
+    /// a hidden mailbox cannot be renamed or deleted (#L169, #L266).
     public func updateMailbox(id: String, subscribed: Bool? = nil, hidden: Bool? = nil, encryptMessages: Bool? = nil, retention: Int? = nil) throws {
         try mutate { s in
             guard s.mailboxes[id] != nil else { throw SimAccountError.noSuchMailbox }
