@@ -340,7 +340,8 @@ public final class WildDuckClient {
     /// and closes the connection, before WildDuck sees it (see docs/wildduck-api.md). Half of it
     /// leaves room for the headers a proxy in front may add, and fits a proxy with 8 KiB lines.
     public static let maxRequestHead = 8 * 1024
-    /// Bytes kept free for a `next` cursor (WildDuck's are about 30; a long one costs a request).
+    /// Bytes kept free for a `next` cursor (WildDuck's are far shorter; the 8 KiB kept below
+    /// Node's limit would absorb a longer one too).
     static let cursorAllowance = 256
 
     /// `items` split into runs that each go into one request: `query(list)` is the query of a
