@@ -206,6 +206,14 @@ extension Store {
         return out
     }
 
+    /// Every message, as the adoption matches files to them.
+    public func allFileRows() throws -> [FileRow] {
+        let s = try db.prepare("SELECT \(Store.fileRowColumns) FROM messages ORDER BY mailbox_id, uid")
+        var out: [FileRow] = []
+        while try s.step() { out.append(fileRow(s)) }
+        return out
+    }
+
     public func fileRow(uniq: String) throws -> FileRow? {
         let s = try db.prepare("SELECT \(Store.fileRowColumns) FROM messages WHERE uniq = ?")
         try s.bind([.text(uniq)])

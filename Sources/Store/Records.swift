@@ -481,3 +481,60 @@ extension Store {
         return out + "%"
     }
 }
+
+// MARK: - Which Maildir
+
+/// The identity and generation of the Maildir this cache last wrote (`maildir_state`).
+public struct MaildirStateRecord: Sendable, Equatable {
+    public var maildirId: String
+    public var generation: Int
+    /// Set while a new generation is being written to the marker: the marker may have either.
+    public var pending: Int?
+    /// An adoption (the files matched to the server's messages again) has not finished yet.
+    public var adopting: Bool
+    public init(maildirId: String, generation: Int, pending: Int? = nil, adopting: Bool = false) {
+        self.maildirId = maildirId; self.generation = generation; self.pending = pending; self.adopting = adopting
+    }
+}
+
+extension Store {
+    public func maildirState() throws -> MaildirStateRecord? {
+        let s = try db.prepare("SELECT maildir_id, generation, pending, adopting FROM maildir_state WHERE id = 1")
+        guard try s.step() else { return nil }
+        return MaildirStateRecord(maildirId: s.text(0) ?? "", generation: s.int(1), pending: s.optionalInt(2), adopting: s.int(3) == 1)
+    }
+
+    public func setMaildirState(_ state: MaildirStateRecord) throws {
+        try db.run("""
+            INSERT INTO maildir_state(id, maildir_id, generation, pending, adopting) VALUES (1, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET maildir_id = excluded.maildir_id, generation = excluded.generation,
+                pending = excluded.pending, adopting = excluded.adopting
+            """, .text(state.maildirId), .int(state.generation), SQLValue(state.pending), .int(state.adopting ? 1 : 0))
+    }
+
+    /// The start of an adoption (docs/two-way.md): the cache forgets which file is whose and
+    /// what the Maildir looked like, and local changes recorded but not sent yet are dropped (they
+    /// were read from a Maildir that is not trusted); requests already sent stay, for the push
+    /// to settle. Every mailbox is listed again.
+    public func forgetLocalState() throws {
+        try transaction {
+            try db.run("DELETE FROM outbox WHERE state = 0")
+            try db.run("UPDATE mailboxes SET synced_index = NULL, scanned_cur = NULL, scanned_new = NULL")
+        }
+    }
+
+    /// Before the files are matched again: no row has a file, and no orphan either.
+    public func forgetFiles() throws {
+        try transaction {
+            try db.run("UPDATE messages SET file = NULL, sha256 = NULL, dirty = 1 WHERE file IS NOT NULL OR dirty = 0")
+            try db.run("DELETE FROM orphans")
+        }
+    }
+
+    /// An adopted file: the row's file is `file` (unique part `uniq`), with `flags` (the
+    /// exporter still renames it to them and into the row's folder, so the row stays dirty).
+    public func adoptFile(mailboxId: String, uid: Int, uniq: String, file: String, sha256: String?, flags: MessageFlags) throws {
+        try db.run("UPDATE messages SET uniq = ?, file = ?, sha256 = ?, flags = ?, dirty = 1 WHERE mailbox_id = ? AND uid = ?",
+                   .text(uniq), .text(file), SQLValue(sha256), .int(flags.rawValue), .text(mailboxId), .int(uid))
+    }
+}

@@ -30,6 +30,9 @@ public struct AccountConfig: Sendable {
     public var pullOnly = false
     /// Let this run delete many messages at once (the mass-delete breaker is off).
     public var allowMassDelete = false
+    /// `--adopt-maildir`: a Maildir that is not the one the cache last wrote (restored, empty,
+    /// another cache's) is matched to the server's messages instead of refused.
+    public var adoptMaildir = false
 
     public init(name: String, server: String, username: String, password: PasswordSource, maildir: String,
                 db: String, layout: MaildirLayout = .verbatim, caFile: String? = nil, insecure: Bool = false,

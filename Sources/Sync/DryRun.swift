@@ -32,7 +32,9 @@ extension Mirror {
         precondition(config.pullOnly && config.dryRun, "a dry run needs a pull-only, dry-run mirror on a copy of the cache")
         var report = DryRunReport()
         summary = SyncSummary()
-        if FileManager.default.fileExists(atPath: maildir.root) { try scanLocal() }
+        // A Maildir that would be refused is refused here too; one that would be adopted is
+        // not read as local changes.
+        if try checkMaildir() == .same, FileManager.default.fileExists(atPath: maildir.root) { try scanLocal() }
         for entry in try store.outbox() { report.pushes["\(entry.kind)", default: 0] += 1 }
         if session.userId == nil { try client.authenticate() }
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,

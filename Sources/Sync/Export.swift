@@ -17,6 +17,8 @@ extension Mirror {
     public func export(keepOrphans: Double = 0) throws {
         // Files renamed into place but not recorded can only exist if an export was interrupted
         // while downloading; the flag is set around downloads and cleared when the export ends.
+        try requireSameMaildir()
+        if try exportHasWork() { try openGeneration() }
         let interrupted = try store.isExporting()
         var markedExporting = interrupted   // the cache says "exporting" (see `isExporting`)
         let mailboxes = try store.mailboxes()

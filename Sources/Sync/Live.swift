@@ -222,6 +222,8 @@ public final class LiveSync: Sendable {
         mirror.summary = SyncSummary()
         let start = ContinuousClock.now
         let ok = try body()
+        // A copy of the Maildir taken during the step is older than the cache from now on.
+        if ok { try mirror.closeGeneration() }
         let counts = mirror.summary.changes
         if let failure = lastFailure.withLock({ f in defer { f = nil }; return f }) {
             try mirror.store.recordError(failure)
@@ -302,6 +304,7 @@ public final class LiveSync: Sendable {
                 if mirror.summary.pushRequests != before { try mirror.export(keepOrphans: options.orphanGrace) }
             }
             if ok {
+                try mirror.closeGeneration()
                 pushFailures = 0
                 nextPush = .now
             } else {

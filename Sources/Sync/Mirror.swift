@@ -99,6 +99,12 @@ public final class Mirror {
     /// Told of each folder the export creates for a mailbox that had none, before it writes
     /// into it: `--once` watches it from then on (`LocalWatch.watchNew`).
     var onNewFolder: ((String) -> Void)?
+    /// The marker the Maildir must have (`MaildirMarker`), from the check at the start of the
+    /// last pass; nil before the first.
+    var expectedMarker: MaildirMarker?
+    /// This process moved the generation forward before changing the Maildir and has not
+    /// closed it yet (`openGeneration`).
+    var generationOpen = false
     /// The downloads of the current export, for `onProgress`.
     var downloadProgress: (progress: SyncProgress, base: Int, baseBytes: Int, paths: [String: String])?
 
@@ -113,8 +119,9 @@ public final class Mirror {
         if !dbDir.isEmpty { try Mirror.makeDirectory(dbDir) }
         store = try Store(path: config.db)
         // A root that vanished after files were written is a disk that did not mount, not a
-        // user who deleted all mail: write nothing, on either side.
-        if !FileManager.default.fileExists(atPath: root), try store.hasExportedFiles() {
+        // user who deleted all mail: write nothing, on either side (`checkMaildir` says more).
+        if !FileManager.default.fileExists(atPath: root), !config.adoptMaildir,
+           try store.hasExportedFiles() || store.maildirState() != nil {
             throw SyncError.localIO("the Maildir \(root) is missing (a disk that is not mounted?); nothing was changed on the server or on disk. Mount it, or create the empty directory to have every message downloaded again")
         }
         if !config.dryRun { try Mirror.makeDirectory(root) }
@@ -167,7 +174,11 @@ public final class Mirror {
             }
         }
         defer { if let watch { watch.stop(); onOwnWrite = nil; onNewFolder = nil } }
-        try phase("local scan") { try scanLocal() }
+        // A Maildir that is not the one this cache last wrote is refused here (74, nothing
+        // changed); one whose files the cache does not know is adopted: not read as local
+        // changes, its files matched to the server's messages after the pull.
+        let check = try phase("maildir check") { try checkMaildir() }
+        if check == .same { try phase("local scan") { try scanLocal() } }
         if session.userId == nil { try phase("authenticate") { try client.authenticate() } }
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,
                                            maildir: maildir.root, layout: config.layout.rawValue))
@@ -187,8 +198,13 @@ public final class Mirror {
         let listed = client.serverTime ?? Int(Date().timeIntervalSince1970)
         let (relist, read) = try phase("journal") { try catchUpFromJournal(changed) }
         try phase("listings") { for mailbox in relist { try syncMessages(of: mailbox) } }
+        if check == .adopt { try phase("adopt files") { try adoptFiles() } }
         try phase("export") { try export() }
-        if let watch, watch.complete {
+        if check == .adopt {
+            // Every folder is read: what was not matched is your new mail, uploaded now.
+            try phase("last local scan") { try scanLocal(force: true) }
+            try phase("push") { try push() }
+        } else if let watch, watch.complete {
             // A folder the export wrote to is recorded as scanned only once its mtimes are a
             // tick old (see `LocalScan.run`): wait until the newest one is, so that this pass
             // records them (at most a tick: a folder whose mtime is ahead of the clock, on a
@@ -209,6 +225,8 @@ public final class Mirror {
             try phase("last local scan") { try scanLocal() }
         }
         try store.setSyncedNow()
+        if check == .adopt { try finishAdoption() }
+        try closeGeneration()
         // The position is kept by every complete pass, the daemon's reconciles too (which do not
         // read the journal): a `--once` after the daemon starts from its last reconcile.
         var from = read
@@ -259,9 +277,12 @@ public final class Mirror {
     /// Returns how many it queued.
     @discardableResult
     func scanLocal(force: Bool = false, scope: LocalScan.Scope? = nil, quietSince: Int? = nil) throws -> Int {
+        try requireSameMaildir()
         let result = try LocalScan(store: store, maildir: maildir, log: log).run(force: force, scope: scope, quietSince: quietSince)
         readAgain = result.readAgain
         let queued = result.flagChanges + result.moves + result.deletes + result.uploads
+        // The cache now knows a Maildir that a copy taken before this scan does not show.
+        if queued > 0 { try openGeneration() }
         summary.localChanges += queued
         summary.tooLarge += result.tooLarge
         if result.scanned > 0 {
@@ -273,6 +294,10 @@ public final class Mirror {
     /// push: pending mutations go to the server (nothing with `pullOnly`).
     public func push() throws {
         guard !config.pullOnly else { return }
+        if try store.outboxCount() > 0 {
+            try requireSameMaildir()
+            try openGeneration()
+        }
         let result = try Push(store: store, maildir: maildir, client: client, log: log,
                               allowMassDelete: config.allowMassDelete, onOwnWrite: onOwnWrite).run()
         summary.pushedFlags += result.flags

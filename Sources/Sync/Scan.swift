@@ -178,6 +178,28 @@ struct LocalScan {
                 try store.removeOutbox(id: entry.id)
             }
 
+            // A file with wdsync's own name is never uploaded: it is the message whose mailbox and
+            // uid it carries when that one's file vanished (renamed by hand, another host part),
+            // and otherwise a copy of mail that is on the server or was there (a file restored
+            // from a backup, a copy from another Maildir), which is left alone.
+            if !fresh.isEmpty {
+                var rest: [Candidate] = []
+                for candidate in fresh {
+                    guard let key = Mirror.carriedKey(candidate.file.unique) else {
+                        rest.append(candidate)
+                        continue
+                    }
+                    if let row = try store.fileRow(mailboxId: key.mailboxId, uid: key.uid), vanished[row.uniq] != nil {
+                        vanished[row.uniq] = nil
+                        try relocate(row, to: candidate)
+                        result.moves += 1
+                    } else {
+                        log.log(.warning, "\(candidate.file.file) has the name of a file wdsync writes but is not the file of the message it names (restored from a backup?); not uploaded (a copy under a name of your own is)")
+                    }
+                }
+                fresh = rest
+            }
+
             // mutt's save: a copy under a new name, then an unlink of the original.
             if !vanished.isEmpty && !fresh.isEmpty {
                 var bySha: [String: [FileRow]] = [:]

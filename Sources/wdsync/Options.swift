@@ -37,6 +37,7 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "ws-retry-interval", short: nil, value: "S", help: "Live sync: while on SSE or REST polling, seconds between tries of the WebSocket (default 300; SIGUSR1 tries at once)."),
     OptionSpec(long: "pull-only", short: nil, value: nil, help: "Never write to the server (a pure backup): local changes are kept but neither pushed nor reverted. Config: pull-only = yes"),
     OptionSpec(long: "allow-mass-delete", short: nil, value: nil, help: "Let this run delete 10 or more messages and over 25 % of a mailbox on the server (see exit code 66).", configKey: false),
+    OptionSpec(long: "adopt-maildir", short: nil, value: nil, help: "Take the Maildir as it is when it is not the one the cache last wrote (restored, empty, another cache's): nothing is sent from it, its files are matched to the server's messages, the rest set aside (exit code 74 says when).", configKey: false),
     OptionSpec(long: "config", short: nil, value: "FILE", help: "Config file. Default: $XDG_CONFIG_HOME/wdsync/config", configKey: false),
     OptionSpec(long: "account", short: nil, value: "NAME", help: "Sync only this account of the config file (default: all).", configKey: false),
     OptionSpec(long: "verbose", short: "v", value: nil, help: "Say what is being done.", configKey: false),
@@ -236,6 +237,7 @@ func resolveAccounts(_ args: CommandLineArgs, environment: [String: String], cre
         account.live = try liveOptions(values)
         account.pullOnly = try flag("pull-only", values, flags)
         account.allowMassDelete = flags.contains("allow-mass-delete")
+        account.adoptMaildir = flags.contains("adopt-maildir")
         account.postSync = values["post-sync"].flatMap { $0.isEmpty ? nil : $0 }
         return account
     }

@@ -1,0 +1,195 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Store
+import Testing
+import WildDuckSim
+
+/// The Maildir wdsync reads as local changes is always the one its cache last wrote: a Maildir
+/// restored from a backup, an empty directory where the disk did not mount, a root moved away
+/// under the daemon are refused (74, nothing changed); a cache restored from a backup or
+/// deleted takes the files that are there, without a second copy on either side.
+@Suite(.serialized) struct MaildirIdentityTests {
+    static func message(_ n: Int, _ tag: String) -> [UInt8] {
+        Array("From: a@example.org\r\nTo: demo@example.org\r\nSubject: \(tag) \(n)\r\nMessage-ID: <\(tag)-\(n)@example.org>\r\nDate: Mon, 16 Jun 2025 12:00:00 +0000\r\n\r\nbody \(n)\r\n".utf8)
+    }
+
+    /// Every file under the root but the marker: name → size.
+    static func mailFiles(_ h: Harness) -> Set<String> {
+        Set(h.snapshot().keys.filter { !$0.hasSuffix(".wdsync-state") })
+    }
+
+    /// A message you wrote, with CRLF line ends: the server's copy has the same bytes, so the
+    /// Maildir can be compared with the server byte for byte once it is uploaded.
+    @discardableResult
+    static func writeMine(_ h: Harness, folder: String, messageId: String) throws -> String {
+        let text = "From: Me <me@example.org>\r\nTo: You <you@example.org>\r\nSubject: mine\r\nMessage-ID: <\(messageId)>\r\nDate: Mon, 16 Jun 2025 12:00:00 +0000\r\n\r\nwritten by hand\r\n"
+        let rel = "\(folder)/cur/1750000000.M1P4242.testhost:2,S"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: h.maildir + "/" + rel))
+        return rel
+    }
+
+    /// Copies the Maildir root aside, keeping modes and times (a backup).
+    static func backup(_ h: Harness) throws -> String {
+        let copy = h.dir + "/backup-\(UUID().uuidString.prefix(6))"
+        let (status, out) = try shell("cp -a '\(h.maildir)' '\(copy)'")
+        #expect(status == 0, "\(out)")
+        return copy
+    }
+
+    static func restore(_ h: Harness, from copy: String) throws {
+        let (status, out) = try shell("rm -rf '\(h.maildir)' && cp -a '\(copy)' '\(h.maildir)'")
+        #expect(status == 0, "\(out)")
+    }
+
+    @Test func aMaildirRestoredFromABackupIsRefusedThenAdopted() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work")
+        let copy = try Self.backup(h)
+        // Since the backup: 9 new messages (under the mass-delete breaker's 10), one expunged
+        // on the server, one message read on the server.
+        for n in 1...9 { try h.account.deliver(Self.message(n, "after-backup"), to: work) }
+        let gone = try #require(h.account.messages(mailboxId: work).first)
+        try h.account.expunge(mailboxId: work, uid: gone.uid)
+        try h.sync()
+        try Self.restore(h, from: copy)
+        // Your own mail written into the restored Maildir before you notice.
+        let mine = try Self.writeMine(h, folder: "Work", messageId: "mine-1@example.org")
+
+        let total = h.totalServerMessages
+        let server = TwoWayTests.serverState(h)
+        let files = h.snapshot()
+        h.server.resetStats()
+        let refused = try h.run()
+        #expect(refused.status == 74, "\(refused.stderr)")
+        #expect(refused.stderr.contains("is not the one this cache last wrote: it is older"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("--adopt-maildir"), "\(refused.stderr)")
+        #expect(h.totalServerMessages == total, "the restored Maildir deleted or uploaded mail")
+        #expect(TwoWayTests.serverState(h) == server, "the restored Maildir changed the server")
+        #expect(h.snapshot() == files, "the refused run changed files")
+        #expect(h.server.stats()["message.eml"] == 0)
+
+        // The way on: nothing sent from the old Maildir, only what it lacks is downloaded.
+        h.server.resetStats()
+        let adopted = try h.sync(extra: ["--adopt-maildir"])
+        #expect(h.server.stats()["message.eml"] == 9, "\(adopted.stderr)")
+        #expect(h.totalServerMessages == total + 1, "only your own new message is uploaded")
+        #expect(TwoWayTests.messages(h, withId: "mine-1@example.org").count == 1)
+        #expect(FileManager.default.fileExists(atPath: h.maildir + "/" + mine), "your own file was lost")
+        #expect(!h.account.messages(mailboxId: work).contains { $0.messageId == gone.messageId }, "the expunged message came back")
+        // Its stale file is kept, out of the way.
+        let aside = Self.mailFiles(h).filter { $0.hasPrefix("%wdsync-set-aside/") }
+        #expect(aside.count == 1, "\(aside)")
+        #expect(adopted.stderr.contains("%wdsync-set-aside"), "\(adopted.stderr)")
+        try h.expectMirror()
+        try TwoWayTests.expectQuiet(h)
+    }
+
+    @Test func anEmptyDirectoryWhereTheMaildirWasIsRefused() throws {
+        let h = try TwoWayTests.synced()
+        // The disk mounted late: the root is an empty mount point.
+        #expect(rename(h.maildir, h.dir + "/unmounted") == 0)
+        #expect(mkdir(h.maildir, 0o700) == 0)
+        let total = h.totalServerMessages
+        let server = TwoWayTests.serverState(h)
+        h.server.resetStats()
+        let r = try h.run()
+        #expect(r.status == 74, "\(r.stderr)")
+        #expect(r.stderr.contains("has no .wdsync-state"), "\(r.stderr)")
+        #expect(h.server.stats()["message.eml"] == 0, "the empty directory was filled again")
+        #expect(h.totalServerMessages == total && TwoWayTests.serverState(h) == server)
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: h.maildir)) ?? ["?"]).isEmpty)
+        // Mounted again, all is well.
+        #expect(rmdir(h.maildir) == 0 && rename(h.dir + "/unmounted", h.maildir) == 0)
+        try TwoWayTests.expectQuiet(h)
+    }
+
+    @Test func theDaemonStopsWhenItsMaildirIsMovedAway() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 20)
+        let daemon = try h.startDaemon(extra: ["--poll-interval", "3600"])
+        #expect(daemon.waitForLog("connected (WebSocket)"), "\(daemon.log.suffix(2000))")
+        try h.expectMirrorEventually()
+        #expect(rename(h.maildir, h.dir + "/moved") == 0)
+        h.server.resetStats()
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        try h.account.deliver(Self.message(1, "while-moved"), to: inbox)
+        #expect(Harness.wait(timeout: 20) { !daemon.process.isRunning }, "the daemon kept running: \(daemon.log.suffix(2000))")
+        #expect(daemon.process.terminationStatus == 74, "\(daemon.log.suffix(2000))")
+        #expect(daemon.log.contains("changed under wdsync"), "\(daemon.log.suffix(2000))")
+        #expect(!FileManager.default.fileExists(atPath: h.maildir), "the daemon created the root again")
+        #expect(h.server.stats()["message.eml"] == 0)
+    }
+
+    @Test func aCacheRestoredFromABackupUploadsNothingTwice() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work")
+        let (status, out) = try shell("cp -a '\(h.db)' '\(h.db).backup'")
+        #expect(status == 0, "\(out)")
+        // Since the backup: mail downloaded, a flag changed locally, your own message uploaded,
+        // a message moved on the server.
+        for n in 1...5 { try h.account.deliver(Self.message(n, "after-cache-backup"), to: work) }
+        try h.sync()
+        let m = try #require(h.account.messages(mailboxId: work).first { !$0.flagged && !$0.deleted })
+        try TwoWayTests.rename(h, try #require(TwoWayTests.file(h, work, m.uid)), flags: (Harness.letters(m) + "F").sortedLetters)
+        try Self.writeMine(h, folder: "Work", messageId: "sent-1@example.org")
+        try h.sync()
+        let projects = try TwoWayTests.mailbox(h, "Work/Projects")
+        let moved = try #require(h.account.messages(mailboxId: work).first { $0.messageId == "<after-cache-backup-1@example.org>" })
+        _ = try h.account.move(mailboxId: work, uid: moved.uid, to: projects)
+        try h.sync()
+
+        for suffix in ["-wal", "-shm"] { unlink(h.db + suffix) }
+        #expect(rename(h.db + ".backup", h.db) == 0)
+        let total = h.totalServerMessages
+        let files = Self.mailFiles(h)
+        h.server.resetStats()
+        let r = try h.run()
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(h.totalServerMessages == total, "a restored cache uploaded mail again: \(r.stderr)")
+        #expect(h.server.stats()["message.eml"] == 0, "a restored cache downloaded what is on disk")
+        #expect(Self.mailFiles(h).count == files.count, "a second file appeared")
+        try h.expectMirror()
+        let again = try h.run()
+        #expect(again.status == 0, "\(again.stderr)")
+        try TwoWayTests.expectQuiet(h)
+    }
+
+    @Test func aDeletedCacheMakesNoSecondFile() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work")
+        // Flags changed locally, then the cache is gone before they were sent.
+        for m in h.account.messages(mailboxId: work).filter({ !$0.flagged && !$0.deleted }).prefix(3) {
+            try TwoWayTests.rename(h, try #require(TwoWayTests.file(h, work, m.uid)), flags: (Harness.letters(m) + "F").sortedLetters)
+        }
+        for suffix in ["", "-wal", "-shm"] { unlink(h.db + suffix) }
+        let total = h.totalServerMessages
+        h.server.resetStats()
+        let r = try h.run()
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(h.server.stats()["message.eml"] == 0, "the files on disk were downloaded again")
+        #expect(h.totalServerMessages == total, "\(r.stderr)")
+        #expect(Self.mailFiles(h).count == total, "a second file appeared next to a message")
+        try h.expectMirror()
+        try TwoWayTests.expectQuiet(h)
+    }
+
+    /// The marker's generation moves only when the Maildir changes: a run that changes
+    /// nothing leaves it alone, and wdsync killed between the marker and the cache goes on.
+    @Test func aKillBetweenTheMarkerAndTheCacheDoesNotWedge() throws {
+        let h = try TwoWayTests.synced()
+        let marker = h.maildir + "/.wdsync-state"
+        let text = try String(contentsOfFile: marker, encoding: .utf8)
+        let store = try Store(path: h.db)
+        let state = try #require(try store.maildirState())
+        #expect(text.contains("generation \(state.generation)\n") && text.contains("id \(state.maildirId)\n"))
+        // The marker has the next generation, the cache recorded it only as pending.
+        try store.setMaildirState(MaildirStateRecord(maildirId: state.maildirId, generation: state.generation, pending: state.generation + 1))
+        try text.replacingOccurrences(of: "generation \(state.generation)", with: "generation \(state.generation + 1)")
+            .write(toFile: marker, atomically: true, encoding: .utf8)
+        try h.sync()
+        #expect(try store.maildirState() == MaildirStateRecord(maildirId: state.maildirId, generation: state.generation + 1))
+        try TwoWayTests.expectQuiet(h)
+    }
+}
