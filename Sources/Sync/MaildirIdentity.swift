@@ -292,7 +292,9 @@ extension Mirror {
         var aside: [LocalFile] = []
         try store.transaction {
             for (mailboxId, folder) in folders {
-                guard let files = try maildir.listFolder(folder) else { continue }
+                // A folder that cannot be read (a file in its place) holds nothing to adopt; the
+                // exporter reports it as it would anyway.
+                guard let files = (try? maildir.listFolder(folder)) ?? nil else { continue }
                 for file in files.sorted(by: { $0.file < $1.file }) {
                     if let i = byUniq[file.unique] {
                         if claimed.contains(i) { aside.append(file) } else { try claim(i, file) }

@@ -138,11 +138,13 @@ final class Harness {
 
     // MARK: Disk inspection
 
-    /// Every file under the Maildir root (relative path → state).
+    /// Every file under the Maildir root (relative path → state), but wdsync's marker
+    /// (`.wdsync-state`, which is not mail; MaildirIdentityTests look at it).
     func snapshot() -> [String: FileState] {
         var result: [String: FileState] = [:]
         guard let e = FileManager.default.enumerator(atPath: maildir) else { return result }
         while let rel = e.nextObject() as? String {
+            if rel == ".wdsync-state" { continue }
             var st = stat()
             let path = maildir + "/" + rel
             guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }

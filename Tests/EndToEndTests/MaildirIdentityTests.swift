@@ -15,9 +15,15 @@ import WildDuckSim
         Array("From: a@example.org\r\nTo: demo@example.org\r\nSubject: \(tag) \(n)\r\nMessage-ID: <\(tag)-\(n)@example.org>\r\nDate: Mon, 16 Jun 2025 12:00:00 +0000\r\n\r\nbody \(n)\r\n".utf8)
     }
 
-    /// Every file under the root but the marker: name → size.
-    static func mailFiles(_ h: Harness) -> Set<String> {
-        Set(h.snapshot().keys.filter { !$0.hasSuffix(".wdsync-state") })
+    /// Every file under the root but the marker.
+    static func mailFiles(_ h: Harness) -> Set<String> { Set(h.snapshot().keys) }
+
+    /// The marker's inode and contents: a run that changes nothing leaves both alone.
+    static func marker(_ h: Harness) -> (UInt64, String)? {
+        var st = stat()
+        guard stat(h.maildir + "/.wdsync-state", &st) == 0,
+              let text = try? String(contentsOfFile: h.maildir + "/.wdsync-state", encoding: .utf8) else { return nil }
+        return (UInt64(st.st_ino), text)
     }
 
     /// A message you wrote, with CRLF line ends: the server's copy has the same bytes, so the
@@ -190,6 +196,9 @@ import WildDuckSim
             .write(toFile: marker, atomically: true, encoding: .utf8)
         try h.sync()
         #expect(try store.maildirState() == MaildirStateRecord(maildirId: state.maildirId, generation: state.generation + 1))
+        let before = try #require(Self.marker(h))
         try TwoWayTests.expectQuiet(h)
+        let after = try #require(Self.marker(h))
+        #expect(before == after, "a run that changed nothing wrote the marker")
     }
 }
