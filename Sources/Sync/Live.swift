@@ -222,8 +222,6 @@ public final class LiveSync: Sendable {
         mirror.summary = SyncSummary()
         let start = ContinuousClock.now
         let ok = try body()
-        // A copy of the Maildir taken during the step is older than the cache from now on.
-        if ok { try mirror.closeGeneration() }
         let counts = mirror.summary.changes
         if let failure = lastFailure.withLock({ f in defer { f = nil }; return f }) {
             try mirror.store.recordError(failure)
@@ -249,6 +247,10 @@ public final class LiveSync: Sendable {
         // that a later `--once` resumes from (`Mirror.syncOnce`).
         mirror.readsJournal = false
         mirror.stopsOnFailedPush = false
+        // The Maildir's generation moves forward within a second after changes (not before
+        // each one, which would cost every live change a marker write), and when it stops.
+        mirror.opensGenerationBeforeWriting = false
+        defer { try? mirror.closeGeneration() }
         try mirror.store.recordDaemon(pid: Int(getpid()))
         defer { try? mirror.store.recordDaemon(pid: nil) }
         log.log(.verbose, "initial sync")
@@ -272,6 +274,7 @@ public final class LiveSync: Sendable {
         var nextProbe = ContinuousClock.now + .seconds(options.wsProbeInterval)
         var nextReconcile = ContinuousClock.now + .seconds(options.reconcileInterval)
         var nextSweep: ContinuousClock.Instant?   // when kept orphans must be unlinked
+        var nextGeneration: ContinuousClock.Instant?   // when the Maildir's generation moves after changes
         // Local changes: inotify on every cur/ and new/, and a periodic scan.
         let watcher = LocalWatch(root: mirror.maildir.root, onChange: { inbox.noteLocal() })
         defer { watcher?.stop() }
@@ -304,7 +307,6 @@ public final class LiveSync: Sendable {
                 if mirror.summary.pushRequests != before { try mirror.export(keepOrphans: options.orphanGrace) }
             }
             if ok {
-                try mirror.closeGeneration()
                 pushFailures = 0
                 nextPush = .now
             } else {
@@ -339,6 +341,7 @@ public final class LiveSync: Sendable {
             // Wait for something to do.
             var deadline = min(nextReconcile, transport == .polling ? nextPoll : nextProbe, nextScan)
             if let sweep = nextSweep { deadline = min(deadline, sweep) }
+            if let due = nextGeneration { deadline = min(deadline, due) }
             if source == nil && transport != .polling { deadline = min(deadline, nextAttempt) }
             if let pending = inbox.batchWait(quiet: options.quietWindow, max: options.batchWindow) {
                 deadline = min(deadline, .now + pending)
@@ -437,6 +440,12 @@ public final class LiveSync: Sendable {
                 }
             }
             if !taken.events.isEmpty || taken.reconcile || !taken.notes.isEmpty { try watchFolders() }
+            // A copy of the Maildir taken before the changes is older than the cache from now on.
+            if mirror.generationOpen, nextGeneration == nil { nextGeneration = .now + .seconds(1) }
+            if let due = nextGeneration, ContinuousClock.now >= due {
+                try mirror.closeGeneration()
+                nextGeneration = nil
+            }
             // Try the WebSocket again now and then (and on SIGUSR1) while on a fallback.
             if transport != .webSocket && (taken.reconcile || ContinuousClock.now >= nextProbe) {
                 nextProbe = .now + .seconds(options.wsProbeInterval)

@@ -188,8 +188,10 @@ extension Mirror {
     /// local change (see `MaildirMarker`); nothing once it is open.
     func openGeneration() throws {
         guard !generationOpen, !config.dryRun, expectedMarker != nil else { return }
-        try requireSameMaildir()
-        try advanceGeneration()
+        if opensGenerationBeforeWriting {
+            try requireSameMaildir()
+            try advanceGeneration()
+        }
         generationOpen = true
     }
 

@@ -105,6 +105,10 @@ public final class Mirror {
     /// This process moved the generation forward before changing the Maildir and has not
     /// closed it yet (`openGeneration`).
     var generationOpen = false
+    /// Whether the generation is moved forward before the Maildir is first changed, too. The
+    /// daemon turns it off: a marker write (an fsync, a few ms) would delay every live change;
+    /// it moves the generation forward within a second after its changes instead (`LiveSync`).
+    var opensGenerationBeforeWriting = true
     /// The downloads of the current export, for `onProgress`.
     var downloadProgress: (progress: SyncProgress, base: Int, baseBytes: Int, paths: [String: String])?
 

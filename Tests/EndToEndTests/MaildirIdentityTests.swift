@@ -117,9 +117,19 @@ import WildDuckSim
         let daemon = try h.startDaemon(extra: ["--poll-interval", "3600"])
         #expect(daemon.waitForLog("connected (WebSocket)"), "\(daemon.log.suffix(2000))")
         try h.expectMirrorEventually()
+        // A live change moves the generation on within a second or so: a copy taken before it
+        // is older than the cache from then on.
+        func generation() -> Int? {
+            Self.marker(h)?.1.split(separator: "\n").first { $0.hasPrefix("generation ") }.flatMap { Int($0.dropFirst(11)) }
+        }
+        _ = Harness.wait(timeout: 5) { generation() != nil }
+        let before = try #require(generation())
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        try h.account.deliver(Self.message(0, "live"), to: inbox)
+        try h.expectMirrorEventually()
+        #expect(Harness.wait(timeout: 10) { (generation() ?? 0) > before }, "the generation did not move after a live change")
         #expect(rename(h.maildir, h.dir + "/moved") == 0)
         h.server.resetStats()
-        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
         try h.account.deliver(Self.message(1, "while-moved"), to: inbox)
         let stopped = Harness.wait(timeout: 20) { !daemon.process.isRunning }
         #expect(stopped, "the daemon kept running: \(daemon.log.suffix(2000))")
