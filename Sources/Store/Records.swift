@@ -280,11 +280,19 @@ extension Store {
     /// into its own (`updateFlags`); a new one starts with the server's flags as its base.
     public func insertMessage(_ m: MessageRecord) throws {
         // Inserted first: a listing's rows are nearly all new, and a row that exists is merged.
-        try db.run("""
-            INSERT INTO messages(mailbox_id, uid, message_id, size, idate, flags, base_flags, json, uniq, dirty)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(mailbox_id, uid) DO NOTHING
-            """, .text(m.mailboxId), .int(m.uid), SQLValue(m.messageId), .int(m.size), SQLValue(m.idate),
-                   .int(m.flags.rawValue), .int(m.flags.rawValue), .text(m.json), .text(m.uniq))
+        func insert(_ uniq: String) throws {
+            try db.run("""
+                INSERT INTO messages(mailbox_id, uid, message_id, size, idate, flags, base_flags, json, uniq, dirty)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(mailbox_id, uid) DO NOTHING
+                """, .text(m.mailboxId), .int(m.uid), SQLValue(m.messageId), .int(m.size), SQLValue(m.idate),
+                       .int(m.flags.rawValue), .int(m.flags.rawValue), .text(m.json), .text(uniq))
+        }
+        do { try insert(m.uniq) } catch let error as SQLiteError where error.code == 2067 /* SQLITE_CONSTRAINT_UNIQUE */ {
+            // Another row's file already has this name (a file re-used for another message,
+            // a cache restored from a backup): this message gets a name of its own, with the
+            // same mailbox and uid in it, instead of an error at every run.
+            try insert(m.uniq + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16))
+        }
         if db.changes == 0 { _ = try mergeServerFlags(mailboxId: m.mailboxId, uid: m.uid, server: m.flags, json: m.json) }
     }
 

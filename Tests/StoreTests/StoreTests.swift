@@ -36,6 +36,23 @@ private func message(_ mailbox: String, _ uid: Int, flags: MessageFlags = [], me
         #expect(fk.int(0) == 1)
     }
 
+    /// A listed message whose file name another row already has (its file was re-used, or the
+    /// cache was restored from a backup) gets a name of its own: no UNIQUE error at every run.
+    @Test func aListedMessageWhoseNameIsTakenGetsItsOwn() throws {
+        let store = try Store(path: tempPath("cache.sqlite"))
+        try store.upsertMailbox(mailbox("m1", "INBOX"))
+        try store.insertMessage(message("m1", 1))
+        var taken = message("m1", 2)
+        taken.uniq = "u-m1-1"
+        try store.insertMessage(taken)
+        let rows = try store.messages(mailboxId: "m1")
+        #expect(rows.count == 2)
+        #expect(Set(rows.map(\.uniq)).count == 2)
+        #expect(rows.last?.uniq.hasPrefix("u-m1-1-") == true)
+        try store.insertMessage(taken)   // listed again: merged, not inserted twice
+        #expect(try store.messages(mailboxId: "m1").count == 2)
+    }
+
     @Test func migrationsMatchTheSQLFiles() throws {
         // The binary carries Migrations/*.sql; make sure it carries exactly those files.
         let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
