@@ -95,7 +95,7 @@ func helpText() -> String {
 
     exit codes: 0 ok, 64 usage or config, 65 --verify found differences, 66 mass delete held back (run once with
     --allow-mass-delete if it was meant), 69 server unreachable, 74 local I/O (disk, permissions,
-    cache), 75 another wdsync holds the account lock, 76 server error, 77 authentication failed.
+    cache, or a Maildir that is not the one the cache last wrote: see --adopt-maildir), 75 another wdsync holds the account lock, 76 server error, 77 authentication failed.
     """
     return text
 }

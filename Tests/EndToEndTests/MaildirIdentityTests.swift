@@ -192,6 +192,36 @@ import WildDuckSim
         try TwoWayTests.expectQuiet(h)
     }
 
+    /// Outside an adoption too: a file with wdsync's own name is never uploaded. One restored
+    /// by hand for a message the server no longer has is left alone; one renamed to another
+    /// host part is still its message.
+    @Test func aFileWithWdsyncsNameIsNeverUploaded() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work")
+        let list = h.account.messages(mailboxId: work)
+        let gone = try #require(list.first)
+        let file = try #require(TwoWayTests.file(h, work, gone.uid))
+        let saved = h.dir + "/saved-message"
+        try FileManager.default.copyItem(atPath: h.maildir + "/" + file, toPath: saved)
+        try h.account.expunge(mailboxId: work, uid: gone.uid)
+        try h.sync()
+        #expect(!FileManager.default.fileExists(atPath: h.maildir + "/" + file))
+        try FileManager.default.copyItem(atPath: saved, toPath: h.maildir + "/" + file)
+        let kept = try #require(list.dropFirst().first)
+        let keptFile = try #require(TwoWayTests.file(h, work, kept.uid))
+        let renamed = keptFile.replacingOccurrences(of: ".\(ProcessInfo.processInfo.hostName)", with: ".otherhost")
+        #expect(renamed != keptFile && rename(h.maildir + "/" + keptFile, h.maildir + "/" + renamed) == 0)
+        let total = h.totalServerMessages
+        h.server.resetStats()
+        let r = try h.sync()
+        #expect(h.totalServerMessages == total, "a file with wdsync's name was uploaded or deleted: \(r.stderr)")
+        #expect(h.account.messages(mailboxId: work).contains { $0.uid == kept.uid })
+        #expect(r.stderr.contains("not uploaded"), "\(r.stderr)")
+        #expect(FileManager.default.fileExists(atPath: h.maildir + "/" + file), "the restored file was removed")
+        #expect(h.server.stats()["message.eml"] == 0)
+        try TwoWayTests.expectQuiet(h)
+    }
+
     /// The marker's generation moves only when the Maildir changes: a run that changes
     /// nothing leaves it alone, and wdsync killed between the marker and the cache goes on.
     @Test func aKillBetweenTheMarkerAndTheCacheDoesNotWedge() throws {
