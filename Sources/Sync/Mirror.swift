@@ -126,7 +126,7 @@ public final class Mirror {
         // user who deleted all mail: write nothing, on either side (`checkMaildir` says more).
         if !FileManager.default.fileExists(atPath: root), !config.adoptMaildir,
            try store.hasExportedFiles() || store.maildirState() != nil {
-            throw SyncError.localIO("the Maildir \(root) is missing (a disk that is not mounted?); nothing was changed on the server or on disk. Mount it, or create the empty directory to have every message downloaded again")
+            throw SyncError.localIO("the Maildir \(root) is missing (a disk that is not mounted?); nothing was changed on the server or on disk. Mount it, or run wdsync --once --adopt-maildir to have every message downloaded into a new one")
         }
         if !config.dryRun { try Mirror.makeDirectory(root) }
         maildir = Maildir(root: root, layout: config.layout)
