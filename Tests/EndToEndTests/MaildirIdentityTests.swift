@@ -109,6 +109,19 @@ import WildDuckSim
         // Mounted again, all is well.
         #expect(rmdir(h.maildir) == 0 && rename(h.dir + "/unmounted", h.maildir) == 0)
         try TwoWayTests.expectQuiet(h)
+
+        // Or the user means a new, empty Maildir: --adopt-maildir fills it, sending nothing.
+        #expect(rename(h.maildir, h.dir + "/old") == 0 && mkdir(h.maildir, 0o700) == 0)
+        h.server.resetStats()
+        try h.sync(extra: ["--adopt-maildir"])
+        #expect(h.server.stats()["message.eml"] == total)
+        #expect(TwoWayTests.serverState(h) == server)
+        try h.expectMirror()
+        // The old one is now older than the cache.
+        #expect(rename(h.maildir, h.dir + "/new") == 0 && rename(h.dir + "/old", h.maildir) == 0)
+        let old = try h.run()
+        #expect(old.status == 74 && old.stderr.contains("it is older"), "\(old.stderr)")
+        #expect(TwoWayTests.serverState(h) == server)
     }
 
     @Test func theDaemonStopsWhenItsMaildirIsMovedAway() throws {
