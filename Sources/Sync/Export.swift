@@ -15,10 +15,12 @@ extension Mirror {
     /// them for a while, so a move whose two halves arrive in different batches is still a
     /// rename — but out of the readers' view at once (see `hideOrphans`).
     public func export(keepOrphans: Double = 0) throws {
-        // Files renamed into place but not recorded can only exist if an export was interrupted
-        // while downloading; the flag is set around downloads and cleared when the export ends.
+        // Never into a Maildir that is not the one the pass started with (a root moved away
+        // under the daemon is not created again); the generation moves before the first change.
         try requireSameMaildir()
         if try exportHasWork() { try openGeneration() }
+        // Files renamed into place but not recorded can only exist if an export was interrupted
+        // while downloading; the flag is set around downloads and cleared when the export ends.
         let interrupted = try store.isExporting()
         var markedExporting = interrupted   // the cache says "exporting" (see `isExporting`)
         let mailboxes = try store.mailboxes()
