@@ -164,11 +164,14 @@ func verify(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
         let log = StderrLog(level: level, timestamps: false, account: accounts.count > 1 ? account.name : nil)
         do {
             let lock = try AccountLock(dbPath: account.db)
-            let problems = try Mirror(config: account, log: log).verify()
+            let report = try Mirror(config: account, log: log).verify()
             withExtendedLifetime(lock) {}
-            for problem in problems { log.log(.error, problem) }
-            if problems.isEmpty { log.log(.info, "the Maildir matches the cache") } else {
-                log.log(.error, "\(problems.count) problems; run wdsync --once to repair them")
+            for problem in report.problems { log.log(.error, problem) }
+            if report.localChanges > 0 {
+                log.log(.info, "\(report.localChanges) files were renamed or moved by a mail program (read, flagged, moved); the next sync sends these changes")
+            }
+            if report.problems.isEmpty { log.log(.info, "the Maildir matches the cache") } else {
+                log.log(.error, "\(report.problems.count) problems; run wdsync --once to download the queued messages again")
                 if result == .ok { result = .dataErr }
             }
         } catch {

@@ -340,6 +340,54 @@ import WildDuckSim
         try h.expectMirror()
     }
 
+    /// Issue 24 item 1: mutt reading a message offline renames it from new/ to cur/ with S.
+    /// --verify finds it by its unique part (no problem, exit 0) and the man page's
+    /// `wdsync --verify || wdsync --once` then pushes the read instead of downloading a copy.
+    @Test func verifyRecognisesAReadOrMovedFile() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 20)
+        try h.sync()
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        let unread = try #require(h.account.messages(mailboxId: inbox).first { !$0.seen && !$0.deleted })
+        let file = try #require(h.snapshot().keys.first { $0.contains(".wd\(inbox)_\(unread.uid).") && $0.contains("/new/") })
+        let name = (file as NSString).lastPathComponent
+        let unique = String(name.split(separator: ":", maxSplits: 1)[0])
+        let read = "INBOX/cur/\(unique):2,S"
+        #expect(rename(h.maildir + "/" + file, h.maildir + "/" + read) == 0)
+        // Another message moved to another folder, as mutt's `s` does.
+        let other = try #require(h.snapshot().keys.sorted().first { $0.hasPrefix("Work/cur/") })
+        let moved = "Work/Projects/cur/" + (other as NSString).lastPathComponent
+        #expect(rename(h.maildir + "/" + other, h.maildir + "/" + moved) == 0)
+        let r = try h.run(["--verify", "--server", h.server.baseURL, "--user", "demo", "--password-file", h.passwordFile,
+                           "--maildir", h.maildir, "--db", h.db])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("2 files were renamed or moved"))
+        #expect(!r.stderr.contains("error"))
+        try h.sync()
+        #expect(h.snapshot().keys.filter { $0.contains(unique) } == [read])
+        #expect(h.account.messages(mailboxId: inbox).first { $0.uid == unread.uid }?.seen == true)
+        try h.expectMirror()
+    }
+
+    /// Issue 19 item 4: an altered file is moved aside (and the user told where), never
+    /// deleted: it may be the only complete copy.
+    @Test func verifyMovesAnAlteredFileAsideInsteadOfDeletingIt() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 5)
+        try h.sync()
+        let file = try #require(h.snapshot().keys.sorted().first { $0.contains("/cur/") || $0.contains("/new/") })
+        try Data("my only complete copy".utf8).write(to: URL(fileURLWithPath: h.maildir + "/" + file))
+        let r = try h.run(["--verify", "--server", h.server.baseURL, "--user", "demo", "--password-file", h.passwordFile,
+                           "--maildir", h.maildir, "--db", h.db])
+        #expect(r.status == 65)
+        let aside = h.db + ".altered/" + (file as NSString).lastPathComponent
+        #expect(r.stderr.contains("moved to \(aside)"), "\(r.stderr)")
+        #expect(FileManager.default.contents(atPath: aside) == Data("my only complete copy".utf8))
+        try h.sync()
+        try h.expectMirror()
+        #expect(FileManager.default.contents(atPath: aside) == Data("my only complete copy".utf8))
+    }
+
     @Test func maildirPlusPlusLayout() throws {
         let h = try Harness()
         try h.seedStandard(generated: 20)
