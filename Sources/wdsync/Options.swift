@@ -39,7 +39,7 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "allow-mass-delete", short: nil, value: nil, help: "Let this run delete 10 or more messages and over 25 % of a mailbox on the server (see exit code 66).", configKey: false),
     OptionSpec(long: "adopt-maildir", short: nil, value: nil, help: "Take the Maildir as it is when it is not the one the cache last wrote (restored, empty, another cache's): nothing is sent from it, its files are matched to the server's messages, the rest set aside (exit code 74 says when).", configKey: false),
     OptionSpec(long: "config", short: nil, value: "FILE", help: "Config file. Default: $XDG_CONFIG_HOME/wdsync/config", configKey: false),
-    OptionSpec(long: "account", short: nil, value: "NAME", help: "Sync only this account of the config file (default: all).", configKey: false),
+    OptionSpec(long: "account", short: nil, value: "NAME", help: "Sync only this account of the config file (default: all); also given as a plain argument: wdsync work.", configKey: false),
     OptionSpec(long: "verbose", short: "v", value: nil, help: "Say what is being done.", configKey: false),
     OptionSpec(long: "debug", short: nil, value: nil, help: "Log everything, with timestamps (secrets redacted).", configKey: false),
     OptionSpec(long: "quiet", short: "q", value: nil, help: "Print errors only.", configKey: false),
@@ -70,7 +70,7 @@ func helpText() -> String {
 
     usage: wdsync [--once] --server URL --user NAME (--password-file F | --password-command CMD)
                   [--maildir DIR] [--db FILE] [--layout verbatim|maildir++] [-v|-q]
-           wdsync [--once] [--config FILE] [--account NAME]
+           wdsync [--once] [--config FILE] [ACCOUNT...]
            wdsync --status [--json] | --dry-run [-v] | --verify   [account options]
 
     Without --once, wdsync stays running and keeps the mirror current (WebSocket, falling back
@@ -91,7 +91,9 @@ func helpText() -> String {
     text += """
 
     The config file holds the same settings (without the leading --) as `key = value` lines;
-    lines before the first `[account NAME]` section apply to every account.
+    lines before the first `[account NAME]` section apply to every account. It is read whenever
+    it exists; options on the command line override it for the accounts being synced. Paths in
+    it must be absolute (~/ and $VAR are expanded). -v says which file was read.
 
     exit codes: 0 ok, 64 usage or config, 65 --verify found differences, 66 mass delete held back (run once with
     --allow-mass-delete if it was meant), 69 server unreachable, 74 local I/O (disk, permissions,
@@ -106,6 +108,9 @@ struct UsageError: Error, CustomStringConvertible { var description: String }
 struct CommandLineArgs {
     var values: [String: String] = [:]
     var flags: Set<String> = []
+    /// Accounts of the config file to sync, in the order given: `--account NAME` or plain
+    /// arguments (`wdsync work home`, as mbsync takes channel names). Empty: all of them.
+    var accounts: [String] = []
 
     init(_ args: [String]) throws {
         var i = 0
@@ -114,7 +119,11 @@ struct CommandLineArgs {
             i += 1
             var name: String
             var inline: String?
-            if arg.hasPrefix("--") {
+            if !arg.hasPrefix("-") || arg == "-" {
+                guard !arg.isEmpty else { throw UsageError(description: "an empty argument (see wdsync --help)") }
+                accounts.append(arg)
+                continue
+            } else if arg.hasPrefix("--") {
                 name = String(arg.dropFirst(2))
                 if let eq = name.firstIndex(of: "=") {
                     inline = String(name[name.index(after: eq)...])
@@ -132,12 +141,14 @@ struct CommandLineArgs {
             if spec.value == nil {
                 guard inline == nil else { throw UsageError(description: "--\(name) takes no value") }
                 flags.insert(name)
-            } else if let inline {
-                values[name] = inline
             } else {
-                guard i < args.count else { throw UsageError(description: "--\(name) needs a value (\(spec.value ?? ""))") }
-                values[name] = args[i]
-                i += 1
+                let value: String
+                if let inline { value = inline } else {
+                    guard i < args.count else { throw UsageError(description: "--\(name) needs a value (\(spec.value ?? ""))") }
+                    value = args[i]
+                    i += 1
+                }
+                if name == "account" { accounts.append(value) } else { values[name] = value }
             }
         }
     }
@@ -172,49 +183,123 @@ func flag(_ key: String, _ values: [String: String], _ flags: Set<String>) throw
     }
 }
 
+/// The config file wdsync reads: `--config FILE`, else `$XDG_CONFIG_HOME/wdsync/config`.
+func configFilePath(_ args: CommandLineArgs, environment: [String: String]) -> String {
+    if let explicit = args.values["config"] { return explicit }
+    let home = environment["HOME"] ?? NSHomeDirectory()
+    let configHome = environment["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.config"
+    return configHome + "/wdsync/config"
+}
+
+/// Which config file was read, or where none was found: for `--verbose` and first-run errors.
+func configFileNote(_ args: CommandLineArgs, environment: [String: String]) -> String {
+    let path = configFilePath(args, environment: environment)
+    return FileManager.default.fileExists(atPath: path) ? "config file \(path)"
+        : "no config file at \(path); see man wdsync.conf"
+}
+
+/// Settings that name files: `~` and `$VAR` / `${VAR}` are expanded in them.
+let pathSettings: Set<String> = ["maildir", "db", "password-file", "ca-file"]
+
+/// Settings that belong to one account: on the command line they apply to one account only.
+let accountSettings = ["server", "user", "password-file", "password-command", "maildir", "db"]
+
+/// A path setting with `~` and `$VAR` / `${VAR}` expanded (a shell does this on the command
+/// line, nothing does it in the config file). A variable that is not set is an error, not an
+/// empty string: `$HOEM/Mail` must not become `/Mail`.
+func expandPath(_ path: String, environment: [String: String]) throws -> String {
+    let home = environment["HOME"] ?? NSHomeDirectory()
+    var text = path == "~" ? home : path.hasPrefix("~/") ? home + path.dropFirst(1) : path
+    guard text.contains("$") else { return text }
+    var out = ""
+    var rest = Substring(text)
+    while let dollar = rest.firstIndex(of: "$") {
+        out += rest[..<dollar]
+        rest = rest[rest.index(after: dollar)...]
+        let braced = rest.first == "{"
+        if braced { rest = rest.dropFirst() }
+        let name = rest.prefix { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
+        guard !name.isEmpty, name.first?.isNumber == false, !braced || rest.dropFirst(name.count).first == "}" else {
+            throw UsageError(description: "\(path): a $ must start a variable name ($HOME or ${HOME})")
+        }
+        guard let value = environment[String(name)] else {
+            throw UsageError(description: "\(path): $\(name) is not set in wdsync's environment")
+        }
+        out += value
+        rest = rest.dropFirst(name.count + (braced ? 1 : 0))
+    }
+    text = out + rest
+    return text
+}
+
 /// Builds the account configurations from the command line and the config file.
+///
+/// The config file is read whenever it exists (or `--config` names it); the command line's
+/// settings override it for the accounts being synced. Settings of one account (`--server`,
+/// `--user`, the password, `--maildir`, `--db`) cannot apply to several accounts at once: then
+/// the account must be named. An account given only on the command line is `default`.
 /// `credentials: false` (for `--status`, which never connects) accepts accounts without a
 /// server, user or password.
 func resolveAccounts(_ args: CommandLineArgs, environment: [String: String], credentials: Bool = true) throws -> [AccountConfig] {
     let home = environment["HOME"] ?? NSHomeDirectory()
-    let configHome = environment["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.config"
     let dataHome = environment["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.local/share"
-    let explicitConfig = args.values["config"]
-    let configPath = explicitConfig ?? configHome + "/wdsync/config"
+    let configPath = configFilePath(args, environment: environment)
+    let note = configFileNote(args, environment: environment)
 
     var sources: [(name: String, values: [String: String])] = []
-    let commandLineAccount = args.values["server"] != nil || args.values["user"] != nil
-    if explicitConfig != nil || (!commandLineAccount && FileManager.default.fileExists(atPath: configPath)) {
+    if args.values["config"] != nil || FileManager.default.fileExists(atPath: configPath) {
         let file = try ConfigFile(path: configPath, keys: Set(optionSpecs.filter(\.configKey).map(\.long)))
         var list = file.accounts.map { (name: $0.name, values: file.defaults.merging($0.values) { $1 }) }
         if list.isEmpty { list = [("default", file.defaults)] }
-        if let only = args.values["account"] {
-            list = list.filter { $0.name == only }
-            guard !list.isEmpty else { throw UsageError(description: "no account \(only) in \(configPath)") }
+        for name in args.accounts where !list.contains(where: { $0.name == name }) {
+            throw UsageError(description: "no account \(name) in \(configPath) (it has: \(list.map(\.name).joined(separator: ", ")))")
+        }
+        if !args.accounts.isEmpty { list = list.filter { args.accounts.contains($0.name) } }
+        // Paths in the file mean the same wherever wdsync starts (a shell, systemd, cron).
+        for i in list.indices {
+            for key in pathSettings {
+                guard let value = list[i].values[key] else { continue }
+                do {
+                    let expanded = try expandPath(value, environment: environment)
+                    guard expanded.hasPrefix("/") else {
+                        throw UsageError(description: "\(key) = \(value) is a relative path, which would depend on the directory wdsync starts in; write an absolute path, ~/… or $HOME/…")
+                    }
+                    list[i].values[key] = expanded
+                } catch let error as UsageError {
+                    throw UsageError(description: "\(configPath), account \(list[i].name): \(error.description)")
+                }
+            }
         }
         sources = list
     } else {
-        guard args.values["account"] == nil else {
-            throw UsageError(description: "--account needs a config file (\(configPath) does not exist)")
+        if let name = args.accounts.first {
+            throw UsageError(description: "account \(name) needs a config file, and there is none at \(configPath) (see man wdsync.conf); or give --server, --user and a password on the command line")
         }
         sources = [("default", [:])]
     }
 
-    func expand(_ path: String) -> String {
-        path == "~" ? home : path.hasPrefix("~/") ? home + path.dropFirst(1) : path
+    let commandLine = args.values.filter { $0.key != "config" }
+    if sources.count > 1, let key = accountSettings.first(where: { commandLine[$0] != nil }) {
+        throw UsageError(description: "--\(key) on the command line would apply to all \(sources.count) accounts of \(configPath) (\(sources.map(\.name).joined(separator: ", "))): name the one it is for, e.g. wdsync \(sources[0].name) --\(key) …")
     }
 
     return try sources.map { source in
-        let values = source.values.merging(args.values.filter { $0.key != "config" && $0.key != "account" }) { $1 }
+        var values = source.values
+        // A password source on the command line replaces the file's, whichever kind it is.
+        if commandLine["password-file"] != nil || commandLine["password-command"] != nil {
+            values["password-file"] = nil
+            values["password-command"] = nil
+        }
+        for (key, value) in commandLine { values[key] = pathSettings.contains(key) ? try expandPath(value, environment: environment) : value }
         let flags = args.flags
-        guard let server = values["server"] ?? (credentials ? nil : "") else { throw UsageError(description: "no --server given for account \(source.name)") }
-        guard let user = values["user"] ?? (credentials ? nil : "") else { throw UsageError(description: "no --user given for account \(source.name)") }
+        guard let server = values["server"] ?? (credentials ? nil : "") else { throw UsageError(description: "no --server given for account \(source.name) (\(note))") }
+        guard let user = values["user"] ?? (credentials ? nil : "") else { throw UsageError(description: "no --user given for account \(source.name) (\(note))") }
         let password: PasswordSource
         switch (values["password-file"], values["password-command"]) {
-        case (let file?, nil): password = .file(expand(file))
+        case (let file?, nil): password = .file(file)
         case (nil, let command?): password = .command(command)
         case (nil, nil) where !credentials: password = .command("")
-        case (nil, nil): throw UsageError(description: "give --password-file or --password-command for account \(source.name)")
+        case (nil, nil): throw UsageError(description: "give --password-file or --password-command for account \(source.name) (\(note))")
         default: throw UsageError(description: "give only one of --password-file and --password-command")
         }
         let layout: MaildirLayout
@@ -230,9 +315,9 @@ func resolveAccounts(_ args: CommandLineArgs, environment: [String: String], cre
         let base = "\(dataHome)/wdsync/\(source.name)"
         let insecure = flags.contains("insecure") || values["insecure"] == "true"
         var account = AccountConfig(name: source.name, server: server, username: user, password: password,
-                                    maildir: expand(values["maildir"] ?? base + "/mail"),
-                                    db: expand(values["db"] ?? base + "/cache.sqlite"),
-                                    layout: layout, caFile: values["ca-file"].map(expand), insecure: insecure,
+                                    maildir: values["maildir"] ?? base + "/mail",
+                                    db: values["db"] ?? base + "/cache.sqlite",
+                                    layout: layout, caFile: values["ca-file"], insecure: insecure,
                                     connections: connections)
         account.live = try liveOptions(values)
         account.pullOnly = try flag("pull-only", values, flags)

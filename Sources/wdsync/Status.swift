@@ -187,7 +187,7 @@ private func render(_ doc: [String: Any]) -> String {
 func dryRun(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
     var result = ExitCode.ok
     for account in accounts {
-        let log = StderrLog(level: level, timestamps: false, account: accounts.count > 1 ? account.name : nil)
+        let log = StderrLog(level: level, timestamps: level >= .verbose, account: accounts.count > 1 ? account.name : nil)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wdsync-dry-run-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         do {

@@ -91,6 +91,8 @@ func run() -> ExitCode {
         FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
         return .usage
     }
+    StderrLog(level: level, timestamps: true, account: nil)
+        .log(.verbose, configFileNote(args, environment: ProcessInfo.processInfo.environment) + ": accounts " + accounts.map(\.name).joined(separator: ", "))
     if !args.flags.contains("quiet") { Terminal.shared.enableProgress() }
     if args.flags.contains("status") { return showStatus(accounts, json: args.flags.contains("json")) }
     if args.flags.contains("json") {
@@ -106,11 +108,11 @@ func run() -> ExitCode {
     if args.flags.contains("verify") { return verify(accounts, level: level) }
     if args.flags.contains("dry-run") { return dryRun(accounts, level: level) }
     if !args.flags.contains("once") {
-        return runLive(accounts, level: level, debug: args.flags.contains("debug"))
+        return runLive(accounts, level: level)
     }
     var result = ExitCode.ok
     for account in accounts {
-        let log = StderrLog(level: level, timestamps: args.flags.contains("debug"),
+        let log = StderrLog(level: level, timestamps: level >= .verbose,
                             account: accounts.count > 1 ? account.name : nil)
         warnAboutTransport(account, log: log)
         let hook = account.postSync.map { PostSyncHook(command: $0, account: account.name, maildir: account.maildir, log: log) }
@@ -161,7 +163,7 @@ func run() -> ExitCode {
 func verify(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
     var result = ExitCode.ok
     for account in accounts {
-        let log = StderrLog(level: level, timestamps: false, account: accounts.count > 1 ? account.name : nil)
+        let log = StderrLog(level: level, timestamps: level >= .verbose, account: accounts.count > 1 ? account.name : nil)
         do {
             let lock = try AccountLock(dbPath: account.db)
             let report = try Mirror(config: account, log: log).verify()
@@ -184,7 +186,7 @@ func verify(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
 }
 
 /// The daemon: one engine thread per account; signals stop or nudge them all.
-func runLive(_ accounts: [AccountConfig], level: LogLevel, debug: Bool) -> ExitCode {
+func runLive(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
     let notifier = SystemdNotifier()
     let states = Mutex(accounts.map { _ in DaemonState() })
     @Sendable func report(_ index: Int, _ event: LiveEvent) {
@@ -205,7 +207,7 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel, debug: Bool) -> ExitC
         notifier.send((becameReady ? "READY=1\n" : "") + "STATUS=\(status)")
     }
     let engines = accounts.enumerated().map { (index: Int, account: AccountConfig) -> LiveSync in
-        let log = StderrLog(level: level, timestamps: debug, account: accounts.count > 1 ? account.name : nil)
+        let log = StderrLog(level: level, timestamps: level >= .verbose, account: accounts.count > 1 ? account.name : nil)
         let name = accounts.count > 1 ? account.name : nil
         var progress: (@Sendable (SyncProgress) -> Void)?
         if Terminal.shared.progressEnabled { progress = { Terminal.shared.show($0, account: name) } }
@@ -234,7 +236,7 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel, debug: Bool) -> ExitC
         group.enter()
         let thread = Thread {
             defer { group.leave() }
-            let log = StderrLog(level: level, timestamps: debug, account: accounts.count > 1 ? account.name : nil)
+            let log = StderrLog(level: level, timestamps: level >= .verbose, account: accounts.count > 1 ? account.name : nil)
             warnAboutTransport(account, log: log)
             do {
                 let lock = try AccountLock(dbPath: account.db)
