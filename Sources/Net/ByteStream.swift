@@ -35,6 +35,8 @@ extension ByteStream {
 /// What can go wrong below HTTP. Messages never contain credentials.
 public enum NetError: Error, Equatable, CustomStringConvertible, Sendable {
     case resolve(host: String, detail: String)
+    /// The resolver answered that the name does not exist (or has no address): permanent.
+    case unknownHost(host: String, detail: String)
     case connect(host: String, port: Int, detail: String)
     case timedOut
     case closed
@@ -44,7 +46,7 @@ public enum NetError: Error, Equatable, CustomStringConvertible, Sendable {
 
     public var description: String {
         switch self {
-        case .resolve(let host, let detail): return "cannot resolve \(host): \(detail)"
+        case .resolve(let host, let detail), .unknownHost(let host, let detail): return "cannot resolve \(host): \(detail)"
         case .connect(let host, let port, let detail): return "cannot connect to \(host):\(port): \(detail)"
         case .timedOut: return "timed out"
         case .closed: return "connection closed by peer"

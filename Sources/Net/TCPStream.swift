@@ -24,6 +24,12 @@ public final class TCPStream: ByteStream {
         var list: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(host, String(port), &hints, &list)
         guard rc == 0, let first = list else {
+            // The resolver's "no such name" (NXDOMAIN; EAI_NODATA, -5 in glibc, for a name
+            // without addresses) is an answer, not a failure to get one (EAI_AGAIN): a
+            // misspelled host is not tried again for a minute.
+            if rc == EAI_NONAME || rc == -5 {
+                throw NetError.unknownHost(host: host, detail: String(cString: gai_strerror(rc)))
+            }
             throw NetError.resolve(host: host, detail: String(cString: gai_strerror(rc)))
         }
         defer { freeaddrinfo(list) }

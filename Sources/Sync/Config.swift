@@ -33,6 +33,9 @@ public struct AccountConfig: Sendable {
     /// `--adopt-maildir`: a Maildir that is not the one the cache last wrote (restored, empty,
     /// another cache's) is matched to the server's messages instead of refused.
     public var adoptMaildir = false
+    /// Say each retry of a failed request at the default level (on a terminal: a minute of
+    /// retries must not look like a hang); otherwise only with --verbose.
+    public var retriesVisible = false
 
     public init(name: String, server: String, username: String, password: PasswordSource, maildir: String,
                 db: String, layout: MaildirLayout = .verbatim, caFile: String? = nil, insecure: Bool = false,
@@ -62,7 +65,11 @@ public enum PasswordSource: Sendable, Equatable {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw SyncError.config("cannot read the password file \(path)")
             }
-            return Self.firstLine(data)
+            // An empty password is never sent: the server's refusal would blame the password.
+            guard case let password = Self.firstLine(data), !password.isEmpty else {
+                throw SyncError.config("the password file \(path) is empty (its first line is the password)")
+            }
+            return password
         case .command(let command):
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
@@ -78,7 +85,10 @@ public enum PasswordSource: Sendable, Equatable {
             guard process.terminationStatus == 0 else {
                 throw SyncError.config("the password command exited with status \(process.terminationStatus)")
             }
-            return Self.firstLine(data)
+            guard case let password = Self.firstLine(data), !password.isEmpty else {
+                throw SyncError.config("the password command printed nothing (the first line of its output is the password); run it yourself to check: \(command)")
+            }
+            return password
         }
     }
 

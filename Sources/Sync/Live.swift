@@ -52,8 +52,16 @@ public enum LiveEvent: Sendable {
     /// The first complete sync is done.
     case ready
     case transport(Transport)
+    /// The server cannot be reached and the engine keeps trying: `offline` before the first
+    /// complete sync, `reconnecting` after a connection was lost. Ends with `.transport`.
+    case disconnected(Disconnection, since: Date)
     /// A batch (or reconcile) changed the Maildir.
     case changed(ChangeCounts)
+}
+
+public enum Disconnection: String, Sendable {
+    case offline
+    case reconnecting
 }
 
 /// What a source tells the engine besides events.
@@ -257,12 +265,43 @@ public final class LiveSync: Sendable {
         mirror.onProgress = progress
         // A server that is down when the daemon starts is waited for, not given up on.
         var startFailures = 0
-        while !(try step(mirror, completeSync: true, { try guarded("initial sync", { _ = try mirror.syncOnce() }) })) {
+        // Since when the server cannot be reached (nil while it answers): said once at the
+        // default level when it starts and when it ends, and told to systemd and --status.
+        var lostSince: Date?
+        func lost(_ kind: Disconnection, _ reason: String) {
+            guard lostSince == nil else { return }
+            let since = Date()
+            lostSince = since
+            try? mirror.store.recordTransport(kind.rawValue)
+            observer(.disconnected(kind, since: since))
+            log.log(.info, kind == .offline ? "offline: \(reason); retrying in the background (local changes are kept until the server answers)"
+                    : "lost the connection to the server: \(reason); reconnecting")
+        }
+        func back(_ t: Transport?) {
+            if let since = lostSince {
+                lostSince = nil
+                log.log(.info, "connected again after \(Int(Date().timeIntervalSince(since).rounded())) s" + (t.map { " (\($0.rawValue))" } ?? ""))
+            }
+            if let t {
+                try? mirror.store.recordTransport(t.rawValue)
+                observer(.transport(t))
+            }
+        }
+        while true {
+            var failure: String?
+            let quiet = lostSince != nil
+            if try step(mirror, completeSync: true, {
+                failure = try attempt("initial sync", quiet: quiet) { _ = try mirror.syncOnce() }
+                return failure == nil
+            }) { break }
+            if let failure { lost(.offline, failure) }
             let delay = backoff(attempt: startFailures)
             startFailures += 1
+            log.log(.verbose, "trying again in \(String(format: "%.1f", delay)) s")
             inbox.wait(seconds: delay)
             if inbox.stopRequested { return }
         }
+        back(nil)
         mirror.onProgress = nil
         observer(.ready)
         mirror.syncFolders = false
@@ -320,7 +359,7 @@ public final class LiveSync: Sendable {
             source?.stop()
             source = nil
             if next != transport { log.log(.verbose, "switching from \(transport.rawValue) to \(next.rawValue): \(reason)") }
-            if next == .polling && transport != .polling {
+            if next == .polling && transport != .polling && lostSince == nil {
                 try? mirror.store.recordTransport(next.rawValue)
                 observer(.transport(next))
             }
@@ -371,9 +410,10 @@ public final class LiveSync: Sendable {
                     guard t == transport else { continue }
                     failures = 0
                     log.log(.verbose, "connected (\(t.rawValue)); reconciling")
-                    try mirror.store.recordTransport(t.rawValue)
-                    observer(.transport(t))
+                    // After a loss, the connection counts once the server answered its reconcile.
+                    if lostSince == nil { back(t) }
                     if try step(mirror, completeSync: true, { try guarded("reconciling", { _ = try mirror.syncOnce() }) }) {
+                        if lostSince != nil { back(t) }
                         if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
                         nextReconcile = .now + .seconds(options.reconcileInterval)
                     } else {
@@ -384,6 +424,8 @@ public final class LiveSync: Sendable {
                     guard t == transport else { continue }
                     source?.stop()
                     source = nil
+                    // A server that answers "no WebSocket here", or a token to renew, is no loss.
+                    if !unavailable && !auth { lost(.reconnecting, "\(t.rawValue): \(reason)") }
                     if auth {
                         log.log(.verbose, "\(t.rawValue): \(reason); authenticating again")
                         // A refusal ends the daemon (exit code 77); a network failure is retried.
@@ -434,9 +476,18 @@ public final class LiveSync: Sendable {
             if taken.reconcile || ContinuousClock.now >= nextReconcile || (transport == .polling && ContinuousClock.now >= nextPoll) {
                 log.log(.debug, "reconciling (\(transport == .polling ? "poll" : "scheduled"))")
                 nextPoll = .now + .seconds(options.pollInterval)
-                if try step(mirror, completeSync: true, { try guarded("reconciling", { _ = try mirror.syncOnce() }) }) {
+                let polling = transport == .polling
+                var failure: String?
+                let quiet = polling && lostSince != nil
+                if try step(mirror, completeSync: true, {
+                    failure = try attempt("reconciling", quiet: quiet) { _ = try mirror.syncOnce() }
+                    return failure == nil
+                }) {
+                    if polling && lostSince != nil { back(.polling) }
                     if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
                     nextReconcile = .now + .seconds(options.reconcileInterval)
+                } else if polling, let failure {
+                    lost(.reconnecting, failure)
                 }
             }
             if !taken.events.isEmpty || taken.reconcile || !taken.notes.isEmpty { try watchFolders() }
@@ -474,17 +525,25 @@ public final class LiveSync: Sendable {
     /// is not WildDuck's) is logged and returns false: the engine retries later, and the reconcile
     /// after the next connection repairs whatever the step did not do. Anything else (the
     /// password refused, a local disk or cache error) ends the daemon.
+    /// Runs `body`; false when it failed in a way that is retried (see `attempt`).
     func guarded(_ what: String, _ body: () throws -> Void) throws -> Bool {
+        try attempt(what, body) == nil
+    }
+
+    /// Runs `body`; a server or network failure is logged (at verbose when `quiet`: the
+    /// engine already said it is offline) and returned, to be retried; nil when it worked.
+    /// Authentication failures end the daemon.
+    func attempt(_ what: String, quiet: Bool = false, _ body: () throws -> Void) throws -> String? {
         do {
             try body()
-            return true
+            return nil
         } catch let error as WildDuckError {
             lastFailure.withLock { $0 = "\(what): \(error)" }
             switch error {
             case .authenticationFailed, .invalidToken: throw error
             case .unreachable, .network, .server, .malformed, .badMessage:
-                log.log(.warning, "\(what): \(error)")
-                return false
+                log.log(quiet ? .verbose : .warning, "\(what): \(error.summary); will retry")
+                return error.summary
             }
         }
     }

@@ -134,7 +134,7 @@ public final class Mirror {
         session = Session(endpoint: endpoint, username: config.username, password: { try password.read() },
                           connector: Connectors.make(caFile: config.caFile, insecure: config.insecure),
                           retry: config.retry)
-        session.retryLog = { [log] message in log.log(.verbose, message) }
+        session.retryLog = { [log, level = config.retriesVisible ? LogLevel.info : .verbose] message in log.log(level, message) }
         client = WildDuckClient(session: session)
         client.onSkipped = { [log] in log.log(.warning, $0) }
         // For the test suite only: how long a journal replay may take, in seconds (default 30).

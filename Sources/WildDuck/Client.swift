@@ -185,14 +185,14 @@ public final class Session: Sendable {
     static func isTransient(_ error: NetError) -> Bool {
         switch error {
         case .resolve, .connect, .timedOut, .closed, .io: return true
-        case .tls, .protocolViolation: return false
+        case .tls, .protocolViolation, .unknownHost: return false
         }
     }
 
     /// No connection could be made, so the request cannot have reached the server.
     static func neverSent(_ error: NetError) -> Bool {
         switch error {
-        case .resolve, .connect: return true
+        case .resolve, .unknownHost, .connect: return true
         default: return false
         }
     }
@@ -659,7 +659,7 @@ public final class WildDuckClient {
 
     static func classify(_ error: NetError, route: String, endpoint: HTTPEndpoint) -> WildDuckError {
         switch error {
-        case .resolve, .connect, .tls:
+        case .resolve, .unknownHost, .connect, .tls:
             return .unreachable(server: "\(endpoint.host):\(endpoint.port)", detail: error.description)
         default:
             return .network(route: route, detail: error.description)

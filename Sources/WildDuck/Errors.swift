@@ -21,26 +21,41 @@ public enum WildDuckError: Error, CustomStringConvertible, Sendable {
     /// message gets no file and the rest of the sync goes on.
     case badMessage(route: String, detail: String)
 
-    public var description: String {
+    public var description: String { summary + "; " + advice }
+
+    /// What happened, without advice: the daemon adds "will retry" instead.
+    public var summary: String {
         switch self {
-        case .authenticationFailed(let message):
-            return "authentication failed: \(message); check the username and the password file or command"
-        case .invalidToken:
-            return "the server rejected the access token right after issuing it; check the server's access-control settings"
-        case .unreachable(let server, let detail):
-            return "cannot reach \(server): \(detail); check --server and the network, then re-run"
-        case .network(let route, let detail):
-            return "connection lost during \(route): \(detail); re-run to continue where this run stopped"
+        case .authenticationFailed(let message): return "authentication failed: \(message)"
+        case .invalidToken: return "the server rejected the access token right after issuing it"
+        case .unreachable(let server, let detail): return "cannot reach \(server): \(detail)"
+        case .network(let route, let detail): return "connection lost during \(route): \(detail)"
         case .server(let route, let status, let code, let message):
-            let what = code.map { "\($0): \(message)" } ?? message
-            let hint = status == 431 ? "the request was larger than the server accepts; please report it"
+            return "server error on \(route) (HTTP \(status), \(code.map { "\($0): \(message)" } ?? message))"
+        case .malformed(let route, let detail): return "unexpected answer from the server on \(route): \(detail)"
+        case .badMessage(let route, let detail): return "refused \(route): \(detail)"
+        }
+    }
+
+    /// What the user can do about it.
+    public var advice: String {
+        switch self {
+        case .authenticationFailed: return "check the username and the password file or command"
+        case .invalidToken: return "check the server's access-control settings"
+        case .unreachable: return "check --server and the network, then re-run"
+        case .network: return "re-run to continue where this run stopped"
+        case .server(let route, let status, _, _):
+            // No /authenticate at that URL: most often --server lacks the API's base path.
+            if status == 404 && route.hasSuffix("/authenticate") {
+                return "is --server the WildDuck API base URL (often ending in /api)?"
+            }
+            return status == 431 ? "the request was larger than the server accepts; please report it"
                 : status == 403 && isTemporary ? "the server cannot authenticate now; re-run later (the daemon tries again by itself)"
                 : isTemporary ? "the server had a problem; re-run later" : "re-run; if it persists, report it"
-            return "server error on \(route) (HTTP \(status), \(what)); \(hint)"
-        case .malformed(let route, let detail):
-            return "unexpected answer from the server on \(route): \(detail); is --server a WildDuck API URL?"
-        case .badMessage(let route, let detail):
-            return "refused \(route): \(detail); no file was written, the next run tries again"
+        case .malformed(let route, _):
+            return route.hasSuffix("/authenticate") ? "is --server the WildDuck API base URL (often ending in /api)?"
+                : "is --server a WildDuck API URL?"
+        case .badMessage: return "no file was written, the next run tries again"
         }
     }
 

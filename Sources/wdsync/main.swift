@@ -105,6 +105,9 @@ func run() -> ExitCode {
         let delays = text.split(separator: ",").compactMap { Double($0) }.filter { $0 >= 0 }
         for i in accounts.indices { accounts[i].retry = RetryPolicy(delays: delays) }
     }
+    if !args.flags.contains("quiet") && isatty(STDERR_FILENO) == 1 {
+        for i in accounts.indices { accounts[i].retriesVisible = true }
+    }
     if args.flags.contains("verify") { return verify(accounts, level: level) }
     if args.flags.contains("dry-run") { return dryRun(accounts, level: level) }
     if !args.flags.contains("once") {
@@ -195,8 +198,16 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
         let (becameReady, status) = states.withLock { s -> (Bool, String) in
             let wasReady = s.allSatisfy(\.ready)
             switch event {
-            case .ready: s[index].ready = true
+            case .ready:
+                s[index].ready = true
+                if s[index].offline { s[index].transport = nil; s[index].offline = false }
             case .transport(let t): s[index].transport = "\(t.rawValue) since \(clock())"
+            case .disconnected(let kind, let since):
+                // Running and retrying is ready for systemd: a server down at start must not
+                // hold `systemctl start` until it answers.
+                s[index].ready = true
+                s[index].offline = kind == .offline
+                s[index].transport = "\(kind.rawValue) since \(clock(since))" + (kind == .offline ? ", retrying" : "")
             case .changed(let c): s[index].lastBatch = "last change \(clock()): \(c.new) new, \(c.changed) changed, \(c.removed) removed"
             }
             let status = zip(accounts, s).map { account, state in
@@ -220,11 +231,17 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
     // scheduled; a stalled network operation is bounded by wdsync's own timeouts.
     notifier?.startWatchdog { true }
     var sources: [DispatchSourceSignal] = []
-    for sig in [SIGINT, SIGTERM, SIGUSR1] {
+    let reload = Mutex(false)
+    for sig in [SIGINT, SIGTERM, SIGUSR1, SIGHUP] {
         signal(sig, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
         source.setEventHandler {
-            if sig != SIGUSR1 { notifier?.send("STOPPING=1") }
+            if sig == SIGHUP {
+                reload.withLock { $0 = true }
+                notifier?.send("RELOADING=1")
+            } else if sig != SIGUSR1 {
+                notifier?.send("STOPPING=1")
+            }
             for engine in engines { sig == SIGUSR1 ? engine.reconcileNow() : engine.stop() }
         }
         source.resume()
@@ -240,8 +257,10 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
             warnAboutTransport(account, log: log)
             do {
                 let lock = try AccountLock(dbPath: account.db)
+                log.log(.info, "keeping \(account.maildir) in sync with \(account.username) at \(account.server) (cache \(account.db)); SIGTERM or Ctrl-C stops")
                 try engine.run()
                 withExtendedLifetime(lock) {}
+                log.log(.info, reload.withLock { $0 } ? "stopped to read the configuration again" : "stopped")
                 results.withLock { $0.append(.ok) }
             } catch {
                 let (code, message) = classify(error)
@@ -253,24 +272,44 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
     }
     group.wait()
     withExtendedLifetime(sources) {}
+    if reload.withLock({ $0 }) { restart() }
     return results.withLock { $0.first { $0 != .ok } ?? .ok }
+}
+
+/// SIGHUP: every engine has stopped and released its lock; the same program starts again with
+/// the same arguments (and pid, which systemd keeps following), reading the config file anew.
+/// A config that became invalid ends it with its error, as at any start.
+func restart() {
+    let args = CommandLine.arguments.map { strdup($0) } + [nil]
+    defer { for arg in args { free(arg) } }
+    // Ignored signals and the signal mask survive exec: the new process starts as a fresh one.
+    for sig in [SIGINT, SIGTERM, SIGUSR1, SIGHUP] { signal(sig, SIG_DFL) }
+    var none = sigset_t()
+    sigemptyset(&none)
+    sigprocmask(SIG_SETMASK, &none, nil)
+    execv("/proc/self/exe", args)
+    FileHandle.standardError.write(Data("wdsync: cannot start again after SIGHUP (\(String(cString: strerror(errno)))); stopped\n".utf8))
 }
 
 /// One account of the daemon, as told to systemd in `STATUS=`.
 struct DaemonState: CustomStringConvertible {
+    /// READY=1 may be sent: the first sync is done, or the engine runs offline and retries.
     var ready = false
+    /// Running without a first sync: `transport` says since when.
+    var offline = false
     var transport: String?
     var lastBatch: String?
     var description: String {
         guard ready else { return "initial sync" }
+        if offline, let transport { return transport }
         return [transport ?? "connecting", lastBatch ?? "no change yet"].joined(separator: ", ")
     }
 }
 
-func clock() -> String {
+func clock(_ date: Date = Date()) -> String {
     let formatter = DateFormatter()
     formatter.dateFormat = "HH:mm:ss"
-    return formatter.string(from: Date())
+    return formatter.string(from: date)
 }
 
 exit(run().rawValue)

@@ -218,6 +218,8 @@ final class Harness {
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["HOME"] = dir
+        env["XDG_CONFIG_HOME"] = dir + "/config"
+        env["XDG_DATA_HOME"] = dir + "/data"
         env["WDSYNC_RETRY_DELAYS"] = Harness.retryDelays
         env.merge(environment) { $1 }
         p.environment = env
