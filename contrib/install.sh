@@ -67,4 +67,6 @@ done
 echo "installed wdsync in $bin, man pages, completions and systemd units under $prefix/share"
 case ":$PATH:" in *":$bin:"*) ;; *) echo "note: $bin is not in your PATH" ;; esac
 echo "zsh: add $zsh_dir to fpath (before compinit) if it is not there yet"
-echo "live sync: systemctl --user daemon-reload && systemctl --user enable --now wdsync"
+echo "then choose one (not both, they sync the same accounts):"
+echo "  live sync:            systemctl --user daemon-reload && systemctl --user enable --now wdsync"
+echo "  or every 15 minutes:  systemctl --user daemon-reload && systemctl --user enable --now wdsync-once.timer"

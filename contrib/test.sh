@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every wdsync test on a fresh Debian machine: installs what the tests use (the real
 # Maildir readers notmuch and neomutt, Python's websockets for WebSocket interop, man-db and
-# groff for the man pages, zsh and fish for the completions), then
+# groff for the man pages, zsh and fish for the completions, curl and jq for the simulator's
+# --help example; systemd-analyze, where installed, checks the systemd units), then
 # `swift test`. Needs root (or sudo) for apt-get and for the disk-full test's small tmpfs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
-for pkg in libsqlite3-dev zlib1g-dev libssl-dev notmuch neomutt bsdutils openssl man-db groff-base zsh fish; do
+for pkg in libsqlite3-dev zlib1g-dev libssl-dev notmuch neomutt bsdutils openssl man-db groff-base zsh fish curl jq; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -35,9 +35,33 @@ func usage() -> String {
         let left = o.value.map { "\(o.name) \($0)" } ?? o.name
         s += "  " + left.padding(toLength: 24, withPad: " ", startingAt: 0) + o.help + "\n"
     }
-    s += "\nRuns until SIGINT or SIGTERM.\n"
+    s += "\nRuns until SIGINT or SIGTERM.\n" + tryIt
     return s
 }
+
+/// How to play with it: the demo invites people to, so --help says how to log in and how to
+/// deliver a message. The delivery is WildDuck's own REST API (POST /authenticate, the mailbox
+/// list, an upload), so the same lines work against a real server; a test runs them.
+let tryIt = #"""
+
+Sync it (the simulator has no /api prefix: --server is the URL it prints):
+  wdsync-sim --port 8080 --generate 50 &
+  printf 'demo\n' > pw && chmod 600 pw
+  wdsync --server http://127.0.0.1:8080 --user demo --password-file pw \
+         --maildir ./mail --db ./cache.sqlite          # add --once for one sync
+
+Deliver a message into INBOX while wdsync runs (curl and jq):
+  URL=http://127.0.0.1:8080
+  AUTH=$(curl -s -X POST "$URL/authenticate" -H 'Content-Type: application/json' \
+         -d '{"username":"demo","password":"demo","token":true}')
+  TOKEN=$(printf '%s' "$AUTH" | jq -r .token); ID=$(printf '%s' "$AUTH" | jq -r .id)
+  INBOX=$(curl -s -H "X-Access-Token: $TOKEN" "$URL/users/$ID/mailboxes" \
+          | jq -r '.results[] | select(.path == "INBOX") | .id')
+  printf 'From: a@example.org\r\nSubject: hello\r\n\r\nHi!\r\n' \
+    | curl -s -X POST "$URL/users/$ID/mailboxes/$INBOX/messages" -H "X-Access-Token: $TOKEN" \
+           -H 'Content-Type: message/rfc822' --data-binary @-
+
+"""#
 
 func fail(_ msg: String) -> Never {
     FileHandle.standardError.write(Data("wdsync-sim: \(msg)\n".utf8))

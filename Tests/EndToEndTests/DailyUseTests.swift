@@ -155,3 +155,26 @@ import WildDuckSim
         #expect(lines.allSatisfy { $0.count > 24 && $0.dropFirst(4).first == "-" && $0.dropFirst(10).first == "T" }, "\(v.stderr)")
     }
 }
+
+/// Issue 24 item 8: the simulator's --help says how to log in and deliver a message, and the
+/// delivery lines it prints work (run here against a simulator).
+@Suite struct SimulatorHelpTests {
+    @Test func helpSaysHowToSyncAndDeliverAndItWorks() throws {
+        let sim = URL(fileURLWithPath: wdsyncBinary).deletingLastPathComponent().appendingPathComponent("wdsync-sim").path
+        let (status, help) = try shell("'\(sim)' --help")
+        #expect(status == 0)
+        #expect(help.contains("wdsync --server http://127.0.0.1:8080 --user demo --password-file pw"), "\(help)")
+        let lines = help.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let start = try #require(lines.firstIndex { $0.hasPrefix("Deliver a message") })
+        let snippet = lines[(start + 1)...].prefix { !$0.isEmpty }
+            .map { $0.hasPrefix("  URL=") ? "" : $0 }.joined(separator: "\n")
+        let h = try Harness(password: "demo")
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        let before = h.account.messages(mailboxId: inbox).count
+        let (ran, output) = try shell(snippet, env: ["URL": h.server.baseURL])
+        #expect(ran == 0 && output.contains("\"success\":true"), "\(output)\n\(snippet)")
+        let after = h.account.messages(mailboxId: inbox)
+        #expect(after.count == before + 1)
+        #expect(after.contains { String(decoding: $0.raw, as: UTF8.self).contains("Subject: hello") })
+    }
+}

@@ -150,6 +150,19 @@ import Testing
             let exec = text.split(separator: "\n").filter { $0.hasPrefix("ExecStart=") }
             #expect(exec.count == 1 && exec[0].hasPrefix("ExecStart=\"\(binary)\""), "\(unit): \(exec)")
         }
+        // Issue 24 item 8: the timer's Persistent= takes effect (only OnCalendar= timers have
+        // it), a timer run while the daemon holds the lock is no failure, and the script
+        // suggests the daemon or the timer, not both.
+        let timer = try String(contentsOfFile: prefix + "/share/systemd/user/wdsync-once.timer", encoding: .utf8)
+        #expect(timer.contains("\nPersistent=true") && timer.contains("\nOnCalendar=") && !timer.contains("\nOnUnitActiveSec="), "\(timer)")
+        let once = try String(contentsOfFile: prefix + "/share/systemd/user/wdsync-once.service", encoding: .utf8)
+        #expect(once.contains("\nSuccessExitStatus=75"), "\(once)")
+        #expect(output.contains("choose one (not both"), "\(output)")
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze") {
+            let units = ["wdsync.service", "wdsync-once.service", "wdsync-once.timer"].map { "'\(prefix)/share/systemd/user/\($0)'" }
+            let (verified, verifyOut) = try shell("systemd-analyze verify --man=no " + units.joined(separator: " "))
+            #expect(verified == 0 && !verifyOut.contains("Unknown"), "\(verifyOut)")
+        }
         // Installing again over an existing installation works (an upgrade).
         let (again, againOut) = try shell(command)
         #expect(again == 0, "\(againOut)")
