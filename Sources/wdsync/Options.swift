@@ -40,7 +40,7 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "adopt-maildir", short: nil, value: nil, help: "Take the Maildir as it is when it is not the one the cache last wrote (restored, empty, another cache's): nothing is sent from it, its files are matched to the server's messages, the rest set aside (exit code 74 says when).", configKey: false),
     OptionSpec(long: "config", short: nil, value: "FILE", help: "Config file. Default: $XDG_CONFIG_HOME/wdsync/config", configKey: false),
     OptionSpec(long: "account", short: nil, value: "NAME", help: "Sync only this account of the config file (default: all); also given as a plain argument: wdsync work.", configKey: false),
-    OptionSpec(long: "verbose", short: "v", value: nil, help: "Say what is being done.", configKey: false),
+    OptionSpec(long: "verbose", short: "v", value: nil, help: "Say what is being done (with the time), including the config file read and every retry.", configKey: false),
     OptionSpec(long: "debug", short: nil, value: nil, help: "Log everything, with timestamps (secrets redacted).", configKey: false),
     OptionSpec(long: "quiet", short: "q", value: nil, help: "Print errors only.", configKey: false),
     OptionSpec(long: "completions", short: nil, value: "bash|zsh|fish", help: "Print the completion script for this shell (contrib/install.sh installs them).", configKey: false),
@@ -74,8 +74,9 @@ func helpText() -> String {
            wdsync --status [--json] | --dry-run [-v] | --verify   [account options]
 
     Without --once, wdsync stays running and keeps the mirror current (WebSocket, falling back
-    to the SSE update stream and then to REST polling). SIGUSR1 reconciles at once; SIGINT and
-    SIGTERM stop it cleanly.
+    to the SSE update stream and then to REST polling); a server that cannot be reached is
+    retried in the background. SIGUSR1 reconciles at once; SIGHUP reads the config file again;
+    SIGINT and SIGTERM stop it cleanly.
 
     options:
 
