@@ -314,6 +314,9 @@ public final class LiveSync: Sendable {
         var nextReconcile = ContinuousClock.now + .seconds(options.reconcileInterval)
         var nextSweep: ContinuousClock.Instant?   // when kept orphans must be unlinked
         var nextGeneration: ContinuousClock.Instant?   // when the Maildir's generation moves after changes
+        // The current source said it is connected: its failure loses the connection (a failed
+        // try of a source that never connected, e.g. probing the WebSocket from SSE, does not).
+        var sourceUp = false
         // Local changes: inotify on every cur/ and new/, and a periodic scan.
         let watcher = LocalWatch(root: mirror.maildir.root, onChange: { inbox.noteLocal() })
         defer { watcher?.stop() }
@@ -358,6 +361,7 @@ public final class LiveSync: Sendable {
         func switchTo(_ next: Transport, because reason: String) {
             source?.stop()
             source = nil
+            sourceUp = false
             if next != transport { log.log(.verbose, "switching from \(transport.rawValue) to \(next.rawValue): \(reason)") }
             if next == .polling && transport != .polling && lostSince == nil {
                 try? mirror.store.recordTransport(next.rawValue)
@@ -409,6 +413,7 @@ public final class LiveSync: Sendable {
                 case .connected(let t):
                     guard t == transport else { continue }
                     failures = 0
+                    sourceUp = true
                     log.log(.verbose, "connected (\(t.rawValue)); reconciling")
                     // After a loss, the connection counts once the server answered its reconcile.
                     if lostSince == nil { back(t) }
@@ -425,7 +430,8 @@ public final class LiveSync: Sendable {
                     source?.stop()
                     source = nil
                     // A server that answers "no WebSocket here", or a token to renew, is no loss.
-                    if !unavailable && !auth { lost(.reconnecting, "\(t.rawValue): \(reason)") }
+                    if sourceUp && !unavailable && !auth { lost(.reconnecting, "\(t.rawValue): \(reason)") }
+                    sourceUp = false
                     if auth {
                         log.log(.verbose, "\(t.rawValue): \(reason); authenticating again")
                         // A refusal ends the daemon (exit code 77); a network failure is retried.
