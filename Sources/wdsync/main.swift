@@ -91,8 +91,10 @@ func run() -> ExitCode {
         FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
         return .usage
     }
-    StderrLog(level: level, timestamps: true, account: nil)
-        .log(.verbose, configFileNote(args, environment: ProcessInfo.processInfo.environment) + ": accounts " + accounts.map(\.name).joined(separator: ", "))
+    let configPath = configFilePath(args, environment: ProcessInfo.processInfo.environment)
+    StderrLog(level: level, timestamps: true, account: nil).log(.verbose,
+        (FileManager.default.fileExists(atPath: configPath) ? "read the config file \(configPath)" : "no config file at \(configPath)")
+        + "; accounts: " + accounts.map(\.name).joined(separator: ", "))
     if !args.flags.contains("quiet") { Terminal.shared.enableProgress() }
     if args.flags.contains("status") { return showStatus(accounts, json: args.flags.contains("json")) }
     if args.flags.contains("json") {
@@ -231,12 +233,16 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
     // scheduled; a stalled network operation is bounded by wdsync's own timeouts.
     notifier?.startWatchdog { true }
     var sources: [DispatchSourceSignal] = []
-    let reload = Mutex(false)
+    let reload = Mutex(false), hangup = Mutex(false)
+    // On a terminal, SIGHUP is the terminal going away: stop. Without one (systemd, nohup) it
+    // asks for the config file to be read again.
+    let hangupStops = isatty(STDIN_FILENO) == 1 || isatty(STDERR_FILENO) == 1
     for sig in [SIGINT, SIGTERM, SIGUSR1, SIGHUP] {
         signal(sig, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
         source.setEventHandler {
-            if sig == SIGHUP {
+            if sig == SIGHUP { hangup.withLock { $0 = true } }
+            if sig == SIGHUP && !hangupStops {
                 reload.withLock { $0 = true }
                 notifier?.send("RELOADING=1")
             } else if sig != SIGUSR1 {
@@ -260,7 +266,7 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
                 log.log(.info, "keeping \(account.maildir) in sync with \(account.username) at \(account.server) (cache \(account.db)); SIGTERM or Ctrl-C stops")
                 try engine.run()
                 withExtendedLifetime(lock) {}
-                log.log(.info, reload.withLock { $0 } ? "stopped to read the configuration again" : "stopped")
+                log.log(.info, reload.withLock { $0 } ? "stopped to read the configuration again" : hangup.withLock { $0 } ? "stopped: the terminal hung up (SIGHUP)" : "stopped")
                 results.withLock { $0.append(.ok) }
             } catch {
                 let (code, message) = classify(error)

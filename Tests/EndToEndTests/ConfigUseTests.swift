@@ -33,7 +33,7 @@ import WildDuckSim
         let run = try h.run(["--once", "-v", "--server", h.server.baseURL, "--user", "demo", "--password-file", h.passwordFile],
                             environment: ["USER_SUFFIX": "work"])
         #expect(run.status == 0, "\(run.stderr)")
-        #expect(run.stderr.contains("config file \(config): accounts work"), "\(run.stderr)")
+        #expect(run.stderr.contains("read the config file \(config); accounts: work"), "\(run.stderr)")
         h.maildir = h.dir + "/Mail/work"
         h.db = h.dir + "/state/work.sqlite"
         #expect(FileManager.default.fileExists(atPath: h.db))

@@ -102,6 +102,15 @@ import WildDuckSim
         try h.expectMirrorEventually()
         #expect(d.process.isRunning && d.process.processIdentifier == pid)
         #expect(d.terminate() == 0, "\(d.log)")
+        #expect(d.log.hasSuffix("stopped\n"), "\(d.log.suffix(300))")
+
+        // On a terminal, SIGHUP is the terminal hanging up: the daemon stops cleanly and says so.
+        let command = "'\(wdsyncBinary)' & pid=$!; sleep 2; kill -HUP $pid; wait $pid; echo exit=$?"
+        let (status, screen) = try shell("script -qfec \"$CMD\" /dev/null",
+                                         env: ["CMD": command, "HOME": h.dir, "XDG_CONFIG_HOME": h.dir + "/config"])
+        #expect(status == 0, "\(screen)")
+        #expect(screen.contains("stopped: the terminal hung up (SIGHUP)") && screen.contains("exit=0"), "\(screen)")
+        #expect(!screen.contains("read the configuration again"), "\(screen)")
     }
 
     /// Item 7: a host the resolver says does not exist fails at once, not after a minute of
