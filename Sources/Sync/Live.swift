@@ -430,7 +430,7 @@ public final class LiveSync: Sendable {
                     source?.stop()
                     source = nil
                     // A server that answers "no WebSocket here", or a token to renew, is no loss.
-                    if sourceUp && !unavailable && !auth { lost(.reconnecting, "\(t.rawValue): \(reason)") }
+                    if sourceUp && !unavailable && !auth { lost(.reconnecting, reason) }
                     sourceUp = false
                     if auth {
                         log.log(.verbose, "\(t.rawValue): \(reason); authenticating again")
