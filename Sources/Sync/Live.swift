@@ -289,9 +289,8 @@ public final class LiveSync: Sendable {
         }
         while true {
             var failure: String?
-            let quiet = lostSince != nil
             if try step(mirror, completeSync: true, {
-                failure = try attempt("initial sync", quiet: quiet) { _ = try mirror.syncOnce() }
+                failure = try attempt("initial sync", quiet: true) { _ = try mirror.syncOnce() }
                 return failure == nil
             }) { break }
             if let failure { lost(.offline, failure) }
@@ -484,9 +483,8 @@ public final class LiveSync: Sendable {
                 nextPoll = .now + .seconds(options.pollInterval)
                 let polling = transport == .polling
                 var failure: String?
-                let quiet = polling && lostSince != nil
                 if try step(mirror, completeSync: true, {
-                    failure = try attempt("reconciling", quiet: quiet) { _ = try mirror.syncOnce() }
+                    failure = try attempt("reconciling", quiet: polling) { _ = try mirror.syncOnce() }
                     return failure == nil
                 }) {
                     if polling && lostSince != nil { back(.polling) }
@@ -531,14 +529,12 @@ public final class LiveSync: Sendable {
     /// is not WildDuck's) is logged and returns false: the engine retries later, and the reconcile
     /// after the next connection repairs whatever the step did not do. Anything else (the
     /// password refused, a local disk or cache error) ends the daemon.
-    /// Runs `body`; false when it failed in a way that is retried (see `attempt`).
     func guarded(_ what: String, _ body: () throws -> Void) throws -> Bool {
         try attempt(what, body) == nil
     }
 
-    /// Runs `body`; a server or network failure is logged (at verbose when `quiet`: the
-    /// engine already said it is offline) and returned, to be retried; nil when it worked.
-    /// Authentication failures end the daemon.
+    /// `guarded` that returns what failed (nil when it worked), logged at verbose when `quiet`
+    /// (the caller says it in its own line: offline, lost).
     func attempt(_ what: String, quiet: Bool = false, _ body: () throws -> Void) throws -> String? {
         do {
             try body()
