@@ -86,7 +86,7 @@ import WildDuckSim
         let expectedWork = h.account.messages(mailboxId: work).count
         let mbox = h.dir + "/neomutt.mbox"
         let (muttStatus, screen) = try shell("python3 -c \"$PY\" '\(h.maildir)/Work' '\(mbox)' \(expectedWork)",
-                                             env: ["PY": Self.neomuttDriver])
+                                             env: ["PY": Self.neomuttDriver, "HOME": h.dir])
         #expect(muttStatus == 0, "neomutt failed: \(screen.suffix(2000))")
         #expect(screen.contains("Msgs:\(expectedWork)"), "neomutt's status line does not show \(expectedWork) messages")
         let copied = (try? String(contentsOfFile: mbox, encoding: .isoLatin1)) ?? ""
@@ -105,8 +105,9 @@ import WildDuckSim
     if pid == 0:
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack('HHHH', 50, 300, 0, 0))
         os.environ['TERM'] = 'xterm'
+        # folder= set: neomutt's default ~/Mail is not looked for (it asks to create it).
         os.execvp('neomutt', ['neomutt', '-n', '-F', '/dev/null', '-R', '-f', folder,
-                              '-e', 'set mbox_type=mbox confirmcreate=no quit=yes'])
+                              '-e', "set mbox_type=mbox confirmcreate=no quit=yes folder='%s'" % os.path.dirname(folder)])
     screen = b''
     def fail(why):
         sys.stdout.write(screen.decode('utf-8', 'replace'))
