@@ -102,8 +102,11 @@ import WildDuckSim
         let d = try connectedDaemon(h)
         h.server.configureWebSocket { $0.answerPings = false }
         #expect(d.waitForLog("no pong", timeout: 30), "\(d.log.suffix(1500))")
+        // A frozen server is a lost connection, said once at the default level (issue 24 item 3).
+        #expect(d.waitForLog("lost the connection to the server: no pong"), "\(d.log.suffix(1500))")
         h.server.configureWebSocket { $0.answerPings = true }
         #expect(Harness.wait(timeout: 20) { self.count("connected (WebSocket)", in: d.log) >= 2 })
+        #expect(d.waitForLog("connected again after"), "\(d.log.suffix(1500))")
         try expectDelivery(h, "after-pings")
         #expect(d.terminate() == 0)
     }
