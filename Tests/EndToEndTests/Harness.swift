@@ -78,8 +78,7 @@ final class Harness {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: wdsyncBinary)
         p.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["HOME"] = dir
+        var env = isolatedEnvironment(home: dir)
         env["XDG_CONFIG_HOME"] = dir + "/config"
         env["XDG_DATA_HOME"] = dir + "/data"
         env["WDSYNC_RETRY_DELAYS"] = Harness.retryDelays
@@ -216,8 +215,7 @@ final class Harness {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: wdsyncBinary)
         p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["HOME"] = dir
+        var env = isolatedEnvironment(home: dir)
         env["XDG_CONFIG_HOME"] = dir + "/config"
         env["XDG_DATA_HOME"] = dir + "/data"
         env["WDSYNC_RETRY_DELAYS"] = Harness.retryDelays
@@ -278,14 +276,36 @@ struct HarnessError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// Runs a command, returning status and output.
+/// The environment for a program a test runs: the test's own, with HOME and the XDG
+/// directories inside `home`, so that no program reads (or asks about) the files of the user
+/// running the tests — on a fresh machine neomutt stopped to ask whether to create ~/Mail.
+func isolatedEnvironment(home: String, _ extra: [String: String] = [:]) -> [String: String] {
+    var env = ProcessInfo.processInfo.environment
+    env["HOME"] = home
+    env["XDG_CONFIG_HOME"] = home + "/.config"
+    env["XDG_DATA_HOME"] = home + "/.local/share"
+    env["XDG_CACHE_HOME"] = home + "/.cache"
+    env["XDG_STATE_HOME"] = home + "/.local/state"
+    for name in ["MAIL", "MAILDIR", "MUTT", "MUTTRC", "NEOMUTTRC", "NOTMUCH_CONFIG", "NOTMUCH_PROFILE", "MANPATH"] { env[name] = nil }
+    return env.merging(extra) { $1 }
+}
+
+/// Runs a command, returning status and output. Without a HOME in `env`, it runs with an
+/// empty home of its own (see `isolatedEnvironment`).
 @discardableResult
 func shell(_ command: String, cwd: String? = nil, env: [String: String] = [:]) throws -> (Int32, String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/bin/sh")
     p.arguments = ["-c", command]
     if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-    p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
+    var home = env["HOME"]
+    if home == nil {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wdsync-home-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        home = dir
+    }
+    defer { if env["HOME"] == nil, let home { try? FileManager.default.removeItem(atPath: home) } }
+    p.environment = isolatedEnvironment(home: home ?? "/nonexistent", env)
     let pipe = Pipe()
     p.standardOutput = pipe
     p.standardError = pipe

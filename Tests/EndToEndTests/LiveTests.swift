@@ -212,6 +212,7 @@ import WildDuckSim
         let p = Process()
         p.executableURL = URL(fileURLWithPath: wdsyncBinary)
         p.arguments = ["--config", config, "-v"]
+        p.environment = isolatedEnvironment(home: a.dir)
         let log = a.dir + "/two.log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
