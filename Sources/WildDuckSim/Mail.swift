@@ -79,7 +79,11 @@ enum MailParser {
         var m = ParsedMail()
         let (fields, bodyStart) = headers(raw)
         func first(_ name: String) -> String? { fields.first(where: { $0.0 == name })?.1 }
-        m.subject = decodeWords(first("subject") ?? "")
+        // WildDuck stores the last Subject field, its encoded words decoded, every run of
+        // whitespace folded into one space and trimmed (`prepareMessage` and `normalizeSubject`
+        // in https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/message-handler.js).
+        m.subject = decodeWords(fields.last(where: { $0.0 == "subject" })?.1 ?? "")
+            .split(whereSeparator: \.isWhitespace).joined(separator: " ")
         m.from = addresses(first("from") ?? "").first ?? addresses(first("sender") ?? "").first
         m.replyTo = addresses(first("reply-to") ?? "")
         m.to = fields.filter { $0.0 == "to" }.flatMap { addresses($0.1) }

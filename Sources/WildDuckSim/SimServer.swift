@@ -59,6 +59,18 @@ public enum SimFault: Sendable, Equatable {
     /// an update stream whose replay never ends: a FETCH frame every 20 ms, no COUNTERS, until
     /// the client goes away
     case sseEndlessReplay
+    /// a write (any method but GET) is carried out, then a reverse proxy answers this status
+    /// with its HTML error page instead of WildDuck's answer: nginx, the usual front of
+    /// WildDuck, answers 502 or 504 when the server was slow, after it may have stored the
+    /// request (https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_read_timeout).
+    /// GET requests pass unharmed and do not use the fault up.
+    case gatewayAfterWrite(status: Int)
+    /// a write is carried out, then the connection closes without an answer (the reply lost
+    /// on the way); GET requests pass unharmed and do not use the fault up
+    case lostReplyAfterWrite
+    /// a listing whose cursor never advances: every answer is the first page, with a
+    /// `nextCursor` that leads back to it (a broken proxy or cache in front of the server)
+    case loopingCursor
 }
 
 struct ServerCore: Sendable {
@@ -143,10 +155,16 @@ public final class SimServer: Sendable {
 
     public func clearFaults() { core.withLock { $0.faults.removeAll() } }
 
-    func takeFault(kind: String, hasCursor: Bool) -> SimFault? {
+    func takeFault(kind: String, hasCursor: Bool, isWrite: Bool = false) -> SimFault? {
         core.withLock { c in
             guard var list = c.faults[kind], !list.isEmpty else { return nil }
-            guard let i = list.firstIndex(where: { $0.fault != .rejectCursor || hasCursor }) else { return nil }
+            guard let i = list.firstIndex(where: { entry in
+                switch entry.fault {
+                case .rejectCursor: return hasCursor
+                case .gatewayAfterWrite, .lostReplyAfterWrite: return isWrite
+                default: return true
+                }
+            }) else { return nil }
             if list[i].skip > 0 {
                 list[i].skip -= 1
                 c.faults[kind] = list
@@ -243,7 +261,7 @@ public final class SimServer: Sendable {
         count(kind: kind)
         let hasCursor = (req.query["next"].map { !$0.isEmpty } ?? false) || (req.query["previous"].map { !$0.isEmpty } ?? false)
         var truncate = false
-        var fault = takeFault(kind: kind, hasCursor: hasCursor)
+        var fault = takeFault(kind: kind, hasCursor: hasCursor, isWrite: req.method != "GET")
         if case let .delay(ms)? = fault {
             usleep(UInt32(max(0, ms)) * 1000)
             fault = nil
@@ -296,6 +314,19 @@ public final class SimServer: Sendable {
         case .rejectCursor?:
             let which = (req.query["next"].map { !$0.isEmpty } ?? false) ? "next" : "previous"
             response = Routes.validation(which, "\"\(which)\" must be a valid cursor")
+        case .loopingCursor?:
+            var first = req
+            first.query["next"] = nil
+            switch Routes(server: self, truncateStream: false).route(first) {
+            case let .response(r):
+                response = r
+                if r.status == 200, let json = JSONValue.parse(r.body), case let .object(pairs) = json {
+                    let looped = pairs.map { $0.0 == "nextCursor" ? ($0.0, JSONValue.string("bG9vcGluZw")) : $0 }
+                    response.body = JSONValue.object(looped).serialized()
+                }
+            case let .stream(body):
+                return body(fd) && req.keepAlive
+            }
         case .truncateBody?:
             truncate = true
             fallthrough
@@ -319,6 +350,14 @@ public final class SimServer: Sendable {
             return false
         }
         switch fault {
+        case .lostReplyAfterWrite?:
+            return false
+        case let .gatewayAfterWrite(status)?:
+            let page = "<html>\r\n<head><title>\(status) \(HTTPResponse.reason(status))</title></head>\r\n<body>\r\n<center><h1>\(status) \(HTTPResponse.reason(status))</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+            let bytes = HTTPResponse(status: status, headers: [("Server", "nginx"), ("Content-Type", "text/html")],
+                                     body: Array(page.utf8)).encoded(keepAlive: req.keepAlive)
+            sent(bytes.count)
+            return Sock.writeAll(fd, bytes) && req.keepAlive
         case let .closeMidBody(reset)?:
             let bytes = response.encoded(keepAlive: true, truncateAt: max(1, response.body.count / 2))
             sent(bytes.count)
