@@ -24,6 +24,11 @@ public struct LocalContent: Sendable {
     public var mtime: Int
     /// Inode change time, Unix seconds: when the file got its name here (a program cannot set it).
     public var ctime: Int
+    /// Modification time in nanoseconds: a file someone is still writing has it close to now.
+    public var mtimeNanoseconds: Int
+    /// Whether the file had the same size and mtime after it was read as before: false when
+    /// someone wrote to it meanwhile, so `bytes` may be a mix of two states.
+    public var unchangedWhileRead: Bool
 }
 
 /// Reading folders for local changes (what the user's mail programs did). Deciding what a
@@ -90,7 +95,12 @@ extension Maildir {
             filled += n
         }
         bytes.removeSubrange(filled...)
+        var after = stat()
+        let unchanged = fstat(fd, &after) == 0 && after.st_size == st.st_size && Int(after.st_size) == filled
+            && after.st_mtim.tv_sec == st.st_mtim.tv_sec && after.st_mtim.tv_nsec == st.st_mtim.tv_nsec
         return LocalContent(bytes: bytes, sha256: hex(SHA256Hasher.digest(bytes)), mtime: Int(st.st_mtim.tv_sec),
-                            ctime: Int(st.st_ctim.tv_sec))
+                            ctime: Int(st.st_ctim.tv_sec),
+                            mtimeNanoseconds: Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec),
+                            unchangedWhileRead: unchanged)
     }
 }

@@ -393,15 +393,23 @@ public struct Maildir: Sendable {
     /// into `cur/` if `flags` has S, else `new/`. Creates the destination folder if needed; finds
     /// the source again by its unique part if someone renamed it. The source may be a file
     /// `hideFile` put into `tmp/`; if it is not there, it is looked for in `cur/` and `new/`.
+    /// Within its own folder a file stays in the directory the user's reader put it in (mutt
+    /// moves a message it saw to `cur/` without S: old, not new) unless S itself changes.
     /// Returns the new relative path.
     @discardableResult
     public func moveFile(from relPath: String, to folder: String, flags: MaildirFlags) throws(MaildirError) -> String {
         let (srcFolder, _, name) = try Self.splitFile(relPath, hidden: true)
         let unique = Self.uniquePart(ofFileName: name)
-        let target = joinPath(folder, flags.contains(.seen) ? "cur" : "new", Self.fileName(unique: unique, flags: flags))
+        let fileName = Self.fileName(unique: unique, flags: flags)
         var current = relPath
         var ensured = false, relocated = false
         while true {
+            var sub = flags.contains(.seen) ? "cur" : "new"
+            if let split = try? Self.splitFile(current), split.folder == folder,
+               MaildirFlags(fileName: split.name).contains(.seen) == flags.contains(.seen) {
+                sub = split.sub
+            }
+            let target = joinPath(folder, sub, fileName)
             if current == target { return target }
             let r = Sys.renamePath(absolutePath(current), absolutePath(target))
             if r == 0 { return target }

@@ -28,13 +28,18 @@ public struct OutboxEntry: Sendable, Equatable {
     public var flags: MessageFlags?
     public var afterUid: Int?
     public var sent: Bool
+    /// An upload the server stored with a size that does not fit what was sent: kept, never
+    /// sent again (state 2; see `setUploadStoredDiffers`).
+    public var storedDiffers = false
 
     public init(id: Int = 0, kind: Kind, mailboxId: String, uid: Int? = nil, target: String? = nil, file: String? = nil,
                 uniq: String? = nil, sha256: String? = nil, size: Int? = nil, messageId: String? = nil,
-                subject: String? = nil, date: Int? = nil, flags: MessageFlags? = nil, afterUid: Int? = nil, sent: Bool = false) {
+                subject: String? = nil, date: Int? = nil, flags: MessageFlags? = nil, afterUid: Int? = nil, sent: Bool = false,
+                storedDiffers: Bool = false) {
         self.id = id; self.kind = kind; self.mailboxId = mailboxId; self.uid = uid; self.target = target
         self.file = file; self.uniq = uniq; self.sha256 = sha256; self.size = size; self.messageId = messageId
         self.subject = subject; self.date = date; self.flags = flags; self.afterUid = afterUid; self.sent = sent
+        self.storedDiffers = storedDiffers
     }
 }
 
@@ -64,7 +69,7 @@ extension Store {
                     uid: s.optionalInt(3), target: s.text(4), file: s.text(5), uniq: s.text(6), sha256: s.text(7),
                     size: s.optionalInt(8), messageId: s.text(9), subject: s.text(10), date: s.optionalInt(11),
                     flags: s.optionalInt(12).map(MessageFlags.init(rawValue:)), afterUid: s.optionalInt(13),
-                    sent: s.int(14) == 1)
+                    sent: s.int(14) == 1, storedDiffers: s.int(14) == 2)
     }
 
     /// Every pending mutation, oldest first.
@@ -343,6 +348,19 @@ extension Store {
             UPDATE outbox SET sha256 = ?, size = ?, message_id = ?, subject = ?, date = ?, after_uid = ?, state = 1
             WHERE id = ?
             """, .text(sha256), .int(size), SQLValue(messageId), SQLValue(subject), .int(date), SQLValue(afterUid), .int(id))
+    }
+
+    /// A queued upload's file changed after the scan found it: records what it is now (sent
+    /// once it stops changing).
+    public func updateUploadContent(id: Int, sha256: String, size: Int, messageId: String?, subject: String?, date: Int) throws {
+        try db.run("UPDATE outbox SET sha256 = ?, size = ?, message_id = ?, subject = ?, date = ? WHERE id = ?",
+                   .text(sha256), .int(size), SQLValue(messageId), SQLValue(subject), .int(date), .int(id))
+    }
+
+    /// The server stored an upload with a size that does not fit what was sent: the row stays
+    /// (the file is not uploaded again, and `--status` counts it as pending) in state 2.
+    public func setUploadStoredDiffers(id: Int) throws {
+        try db.run("UPDATE outbox SET state = 2 WHERE id = ?", .int(id))
     }
 
     public func setScanned(mailboxId: String, cur: Int?, new: Int?) throws {

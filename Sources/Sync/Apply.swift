@@ -117,6 +117,7 @@ extension Mirror {
             let count = missing.values.reduce(0) { $0 + $1.count }
             var cursor: String?
             var scanned = 0
+            var paging = Paging(route: "GET search", limit: count + 500, isCancelled: isCancelled)
             repeat {
                 let page = try client.searchNewest(cursor: cursor)
                 for item in page.items {
@@ -125,7 +126,7 @@ extension Mirror {
                     if missing[m]?.isEmpty == true { missing[m] = nil }
                 }
                 scanned += page.items.count
-                cursor = page.items.isEmpty ? nil : page.nextCursor
+                cursor = try paging.next(after: page)
             } while cursor != nil && !missing.isEmpty && scanned < count + 250
         }
         for (mailbox, uids) in missing { found[mailbox, default: []] += try read(mailbox: mailbox, uids: uids) }
@@ -138,6 +139,7 @@ extension Mirror {
         var items: [MessageItem] = []
         for list in client.uidLists(mailbox: mailbox, uids.sorted()) {
             var cursor: String?
+            var paging = Paging(route: "GET search", limit: Paging.limit(total: uids.count), isCancelled: isCancelled)
             repeat {
                 let page: MessagePage
                 do {
@@ -146,7 +148,7 @@ extension Mirror {
                     return []
                 }
                 items += page.items
-                cursor = page.items.isEmpty ? nil : page.nextCursor
+                cursor = try paging.next(after: page)
             } while cursor != nil
         }
         return items.filter { uids.contains($0.uid) }

@@ -121,6 +121,17 @@ extension Mirror {
         if markedExporting { try store.setExporting(false) }
     }
 
+    /// Settles every orphan kept for a possible move when the daemon stops: its file is
+    /// unlinked (from `tmp/`, where `hideOrphans` put it) and the orphan forgotten, so a clean
+    /// stop leaves nothing in `tmp/` and nothing that only this process knew to remove. A move
+    /// whose other half comes later downloads its message again; nothing is lost.
+    func removeKeptOrphans() throws {
+        for orphan in try store.orphans() {
+            if try maildir.removeFile(orphan.file) { onOwnWrite?(orphan.file, false) }
+            try store.removeOrphan(file: orphan.file)
+        }
+    }
+
     /// Takes the files of orphans that are kept for a possible move out of the readers' view:
     /// each goes into its folder's `tmp/` under its own name, which Maildir readers ignore, so an
     /// expunge reaches mutt and notmuch with the batch that brings it. A move re-uses the file
@@ -210,7 +221,9 @@ extension Mirror {
     }
 
     /// Puts an existing file into `folder` with `flags`: into cur/ when seen, new/ when not, as
-    /// the server says (a message marked unseen again goes back to new/). Nil if the file is gone.
+    /// the server says (a message marked unseen again goes back to new/); a file whose S does
+    /// not change stays where it is (mutt's "old" messages are in cur/ without S). Nil if the
+    /// file is gone.
     private func relocate(_ file: String, folder: String, flags: MaildirFlags) throws -> String? {
         do {
             let placed = try maildir.moveFile(from: file, to: folder, flags: flags)

@@ -261,6 +261,11 @@ public final class LiveSync: Sendable {
         defer { try? mirror.closeGeneration() }
         try mirror.store.recordDaemon(pid: Int(getpid()))
         defer { try? mirror.store.recordDaemon(pid: nil) }
+        // However the engine ends (SIGTERM included), the files it kept out of view for a
+        // possible move are settled: a stopped daemon leaves nothing in tmp/.
+        defer {
+            do { try mirror.removeKeptOrphans() } catch { log.log(.warning, "removing the files of expunged messages: \(error)") }
+        }
         log.log(.verbose, "initial sync")
         mirror.onProgress = progress
         // A server that is down when the daemon starts is waited for, not given up on.
@@ -346,6 +351,10 @@ public final class LiveSync: Sendable {
                 let before = mirror.summary.pushRequests
                 try mirror.push()
                 if mirror.summary.pushRequests != before { try mirror.export(keepOrphans: options.orphanGrace) }
+            }
+            if mirror.unstableFiles > 0 {
+                // A file still being written: looked at again once it may have stopped.
+                nextScan = min(nextScan, .now + .seconds(Double(LocalScan.quietSeconds) + 0.5))
             }
             if ok {
                 pushFailures = 0

@@ -89,6 +89,9 @@ public final class Mirror {
     /// Folders the last scan could not settle (`LocalScan.Result.readAgain`): read at every
     /// scan until they are, whatever inotify says.
     private(set) var readAgain: Set<String> = []
+    /// New files the last scan or push left alone because they were still being written: the
+    /// daemon looks again once they may have stopped (`LocalScan.quietSeconds`).
+    private(set) var unstableFiles = 0
     /// Told how a pass advances (the progress line on a terminal): per listing page and per
     /// batch of recorded downloads, on this mirror's thread.
     public var onProgress: ((SyncProgress) -> Void)?
@@ -284,6 +287,7 @@ public final class Mirror {
         try requireSameMaildir()
         let result = try LocalScan(store: store, maildir: maildir, log: log).run(force: force, scope: scope, quietSince: quietSince)
         readAgain = result.readAgain
+        unstableFiles = result.unstable
         let queued = result.flagChanges + result.moves + result.deletes + result.uploads
         // The cache now knows a Maildir that a copy taken before this scan does not show.
         if queued > 0 { try openGeneration() }
@@ -309,6 +313,7 @@ public final class Mirror {
         summary.pushedDeletes += result.deletes
         summary.uploaded += result.uploads
         summary.pushRequests += result.requests
+        unstableFiles += result.unstable
         if readsJournal { sentThisPass += result.sent }
         for held in result.heldDeletes {
             log.log(.error, "\(held.count) of the \(held.total) messages of \(held.path) vanished from the Maildir; nothing was deleted on the server and they are downloaded again. If you deleted them on purpose, delete them again and run once with --allow-mass-delete")
@@ -330,11 +335,16 @@ public final class Mirror {
 
     /// Lists mailboxes, records them, forgets the ones the server no longer has, and returns
     /// those whose modifyIndex differs from what was last mirrored.
+    ///
+    /// A list that cannot be the account's is refused before anything is recorded (see
+    /// `checkMailboxList`): removing a mailbox discards its pending changes and its files.
     public func syncMailboxList() throws -> [MailboxRecord] {
         let remote = try client.fetchMailboxes()
         summary.mailboxesListed = remote.count
         let local = try store.mailboxes()
         let remoteIds = Set(remote.map(\.id))
+        try Mirror.checkMailboxList(remote.map(\.path), dropping: local.filter { !remoteIds.contains($0.id) }.map(\.path),
+                                    of: local.count, allowed: config.allowMassDelete)
         try store.transaction {
             for m in remote {
                 try store.upsertMailbox(MailboxRecord(id: m.id, path: m.path, specialUse: m.specialUse,
@@ -349,6 +359,24 @@ public final class Mirror {
         let changed = try store.mailboxes().filter { $0.syncedIndex != $0.modifyIndex }
         summary.mailboxesChanged = changed.count
         return changed
+    }
+
+    /// Refuses a mailbox list that is bad data rather than the account's mailboxes: one without
+    /// INBOX (WildDuck creates it with the user and refuses to rename or delete it:
+    /// https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/mailbox-handler.js,
+    /// `rename` and `del`; an empty success from a broken proxy has none), or one that drops
+    /// more than half of at least 4 known mailboxes at once (unless `--allow-mass-delete`).
+    /// Acting on either would remove the mailboxes from the cache, discard their pending changes
+    /// and delete every file, to download them again when the server answers properly.
+    static func checkMailboxList(_ paths: [String], dropping dropped: [String], of known: Int, allowed: Bool) throws {
+        let route = "GET /users/:user/mailboxes"
+        let kept = "nothing was removed locally and pending changes are kept"
+        guard paths.contains(where: { $0.uppercased() == "INBOX" }) else {
+            throw WildDuckError.malformed(route: route, detail: "the server listed \(paths.count) mailboxes and no INBOX, which WildDuck always has (a proxy answering for it?); \(kept); re-run when the server answers properly")
+        }
+        if !allowed && known >= 4 && dropped.count * 2 > known {
+            throw WildDuckError.malformed(route: route, detail: "the server no longer lists \(dropped.count) of the \(known) mailboxes (\(dropped.prefix(5).joined(separator: ", "))\(dropped.count > 5 ? ", …" : "")); \(kept). If they were deleted on the server, run once with --allow-mass-delete")
+        }
     }
 
     /// Brings the changed mailboxes the journal can account for up to date from its replay
@@ -391,6 +419,8 @@ public final class Mirror {
         var highest = mailbox.highestUid
         var restarted = false
         var incomplete = false   // the server listed items that are not valid
+        let limit = Paging.limit(total: max(mailbox.total ?? 0, known.count))
+        var paging = Paging(route: "GET messages", limit: limit, isCancelled: isCancelled)
         log.log(.verbose, "listing \(mailbox.path)")
         while true {
             if isCancelled() { throw SyncError.cancelled }
@@ -401,6 +431,7 @@ public final class Mirror {
                 log.log(.warning, "the server rejected a listing cursor for \(mailbox.path); listing it again from the start")
                 restarted = true
                 cursor = nil
+                paging = Paging(route: "GET messages", limit: limit, isCancelled: isCancelled)
                 seen.removeAll()
                 incomplete = false
                 continue
@@ -430,8 +461,14 @@ public final class Mirror {
                     }
                 }
             }
-            guard let next = page.nextCursor, !page.items.isEmpty else { break }
-            cursor = next
+            do {
+                guard let next = try paging.next(after: page) else { break }
+                cursor = next
+            } catch let error as WildDuckError {
+                // What was read is kept; the mailbox is listed again next pass.
+                try store.markMailboxStale(id: mailbox.id)
+                throw error
+            }
         }
         try store.transaction {
             // A listing with invalid items is not the whole truth: nothing is removed on its

@@ -36,6 +36,8 @@ struct Push {
         var deletes = 0
         var uploads = 0
         var requests = 0
+        /// Uploads not sent because their file is still changing (sent by a later pass).
+        var unstable = 0
         /// The writes the server accepted, for the journal proof (`JournalReplay.explains`).
         var sent: [SentRequest] = []
         /// Mailboxes where the breaker held the deletes: (path, deletes, messages).
@@ -277,57 +279,124 @@ struct Push {
 
     // MARK: - Uploads
 
+    /// Uploads. Those whose answer was lost are settled first, by looking on the server,
+    /// before anything is sent; then the others go out one by one.
     private func pushUploads(_ entries: [OutboxEntry], into result: inout Result) throws {
-        for entry in entries {
-            guard let file = entry.file else { try store.removeOutbox(id: entry.id); continue }
-            let flags = entry.flags ?? []
-            if entry.sent {
-                result.requests += 1
-                if let found = try find(in: entry.mailboxId, messageId: entry.messageId, date: entry.date,
-                                        subject: entry.subject, afterUid: entry.afterUid) {
-                    try tie(entry, uid: found.uid, size: found.size, base: Mirror.flags(of: found))
-                    result.uploads += 1
-                    continue
-                }
-            }
-            let content: LocalContent
-            do { content = try maildir.readFile(file, limit: LocalScan.uploadLimit) } catch {
-                // Removed (or made unreadable) before it went out: nothing to upload.
-                log.log(.verbose, "\(file) is gone; not uploading it")
-                try store.removeOutbox(id: entry.id)
-                continue
-            }
-            let headers = MessageHeaders(content.bytes)
-            let afterUid = try store.mailboxes().first { $0.id == entry.mailboxId }?.highestUid
-            try store.markUploadSent(id: entry.id, sha256: content.sha256, size: content.bytes.count,
-                                     messageId: headers.messageId, subject: headers.subject, date: content.mtime,
-                                     afterUid: afterUid)
-            var sent = entry
-            sent.sha256 = content.sha256; sent.size = content.bytes.count; sent.messageId = headers.messageId
-            sent.subject = headers.subject; sent.date = content.mtime; sent.afterUid = afterUid; sent.sent = true
-            result.requests += 1
-            let reply: (uid: Int, size: Int)
-            do {
-                reply = try client.uploadMessage(mailbox: entry.mailboxId, raw: content.bytes, seen: flags.contains(.seen),
-                                                 flagged: flags.contains(.flagged), draft: flags.contains(.draft),
-                                                 date: content.mtime)
-            } catch let error as WildDuckError {
-                guard case .server(_, let status, _, _) = error else { throw error }   // answer lost: stays "sent"
-                // The server answered with an error: nothing was stored.
-                try store.setOutboxSent(id: entry.id, false)
-                if error.isNotFound {
-                    log.log(.warning, "cannot upload \(file): its mailbox is gone from the server")
-                    try store.removeOutbox(id: entry.id)
-                    continue
-                }
-                if status >= 500 && !Self.isPermanent(error) { throw error }
-                log.log(.warning, "cannot upload \(file): \(error); it is tried again on the next run")
-                continue
-            }
-            result.sent.append(.single("EXISTS", mailbox: entry.mailboxId, uid: reply.uid))
-            try tie(sent, uid: reply.uid, size: reply.size, base: MessageFlags(rawValue: flags.rawValue & (MessageFlags.seen.rawValue | MessageFlags.flagged.rawValue | MessageFlags.draft.rawValue)))
-            result.uploads += 1
+        var toSend: [OutboxEntry] = []
+        for entry in entries where !entry.storedDiffers {
+            guard entry.file != nil else { try store.removeOutbox(id: entry.id); continue }
+            if entry.sent, try settleUpload(entry, into: &result) { continue }
+            toSend.append(entry)
         }
+        for entry in toSend { try sendUpload(entry, into: &result) }
+    }
+
+    /// An upload whose answer is unknown: true when the server has it (it is tied to the local
+    /// file now), false when it does not (it may be sent again).
+    private func settleUpload(_ entry: OutboxEntry, into result: inout Result) throws -> Bool {
+        result.requests += 1
+        guard let found = try find(in: entry.mailboxId, messageId: entry.messageId, date: entry.date,
+                                   subject: StoredSubject.of(entry.subject), afterUid: entry.afterUid) else { return false }
+        try tie(entry, uid: found.uid, size: found.size, base: Mirror.flags(of: found))
+        result.uploads += 1
+        return true
+    }
+
+    private func sendUpload(_ entry: OutboxEntry, into result: inout Result) throws {
+        guard let file = entry.file else { try store.removeOutbox(id: entry.id); return }
+        let flags = entry.flags ?? []
+        let content: LocalContent
+        do { content = try maildir.readFile(file, limit: LocalScan.uploadLimit) } catch {
+            // Removed (or made unreadable) before it went out: nothing to upload.
+            log.log(.verbose, "\(file) is gone; not uploading it")
+            try store.removeOutbox(id: entry.id)
+            return
+        }
+        let headers = MessageHeaders(content.bytes)
+        // Only what has stopped changing goes out: the file must be as the scan that queued it
+        // saw it, and quiet (see `LocalScan.quietSeconds`). Otherwise the row records what it
+        // is now, and a later pass sends it.
+        if LocalScan.isBeingWritten(content) || content.sha256 != entry.sha256 || content.bytes.count != entry.size
+            || content.mtime != entry.date {
+            try store.updateUploadContent(id: entry.id, sha256: content.sha256, size: content.bytes.count,
+                                          messageId: headers.messageId, subject: headers.subject, date: content.mtime)
+            log.log(.verbose, "\(file) changed since it was found; it is uploaded once it has not changed for \(LocalScan.quietSeconds) s")
+            result.unstable += 1
+            return
+        }
+        let afterUid = try store.mailboxes().first { $0.id == entry.mailboxId }?.highestUid
+        // The intent, with the SHA-256 of exactly the bytes sent, is committed before the request.
+        try store.markUploadSent(id: entry.id, sha256: content.sha256, size: content.bytes.count,
+                                 messageId: headers.messageId, subject: headers.subject, date: content.mtime,
+                                 afterUid: afterUid)
+        var sent = entry
+        sent.sha256 = content.sha256; sent.size = content.bytes.count; sent.messageId = headers.messageId
+        sent.subject = headers.subject; sent.date = content.mtime; sent.afterUid = afterUid; sent.sent = true
+        result.requests += 1
+        let reply: (uid: Int, size: Int)
+        do {
+            reply = try client.uploadMessage(mailbox: entry.mailboxId, raw: content.bytes, seen: flags.contains(.seen),
+                                             flagged: flags.contains(.flagged), draft: flags.contains(.draft),
+                                             date: content.mtime)
+        } catch let error as WildDuckError where !error.provesNotDone {
+            // A 5xx or 429 (a proxy's 502 after WildDuck stored it), a broken connection, an
+            // answer that is not WildDuck's: the upload may have been stored. It stays "sent",
+            // and is settled by looking on the server before anything is sent again: now, and
+            // if that fails too, by the next pass.
+            log.log(.verbose, "uploading \(file): \(error); looking on the server whether it was stored")
+            do {
+                if try settleUpload(sent, into: &result) { return }
+            } catch let lookup as WildDuckError {
+                log.log(.verbose, "looking for \(file) on the server: \(lookup)")
+                throw error
+            }
+            // Not there (yet: a proxy's 504 may come before WildDuck is done): it stays "sent",
+            // so the next pass looks again before it sends anything.
+            if Self.isPermanent(error) {
+                log.log(.warning, "cannot upload \(file): \(error); it is tried again on the next run")
+                return
+            }
+            throw error
+        } catch let error as WildDuckError {
+            // WildDuck refused it: nothing was stored.
+            try store.setOutboxSent(id: entry.id, false)
+            if error.isNotFound {
+                log.log(.warning, "cannot upload \(file): its mailbox is gone from the server")
+                try store.removeOutbox(id: entry.id)
+                return
+            }
+            log.log(.warning, "cannot upload \(file): \(error); it is tried again on the next run")
+            return
+        }
+        result.sent.append(.single("EXISTS", mailbox: entry.mailboxId, uid: reply.uid))
+        guard Self.storedSizeMatches(sent: content.bytes, stored: reply.size) else {
+            // The server holds something else than what was sent (a body cut short on the
+            // way). Neither copy is deleted: the file stays as it is, not tied to the server's
+            // message, which the pull downloads as a message of its own, and the upload is not
+            // sent again (it would only make another copy).
+            try store.setUploadStoredDiffers(id: entry.id)
+            log.log(.error, "the server stored \(file) as message \(reply.uid) of \(reply.size) bytes, but \(content.bytes.count) were sent; both are kept: the server's copy is downloaded next to your file. Compare them and delete the wrong one; to upload the file again, give it a new name (a copy)")
+            return
+        }
+        try tie(sent, uid: reply.uid, size: reply.size, base: MessageFlags(rawValue: flags.rawValue & (MessageFlags.seen.rawValue | MessageFlags.flagged.rawValue | MessageFlags.draft.rawValue)))
+        result.uploads += 1
+    }
+
+    /// Whether the size WildDuck reports for a stored upload fits the bytes sent. WildDuck
+    /// stores a rebuilt message (every bare LF becomes CRLF; `message.size` in the answer of
+    /// `POST /users/:user/mailboxes/:mailbox/messages` is the rebuilt size, lib/api/messages.js),
+    /// so the expected size is the sent one plus a CR per bare LF; re-encoded parts may differ
+    /// a little more, so 5 % and 1 KiB either way are allowed. A body cut short on the way is
+    /// far outside that.
+    static func storedSizeMatches(sent: [UInt8], stored: Int) -> Bool {
+        var bareLF = 0
+        var previous: UInt8 = 0
+        for b in sent {
+            if b == 0x0A && previous != 0x0D { bareLF += 1 }
+            previous = b
+        }
+        let expected = sent.count + bareLF
+        return abs(stored - expected) <= expected / 20 + 1024
     }
 
     /// Unlinks a copy of a moved or uploaded message that an older run downloaded while the
@@ -351,12 +420,17 @@ struct Push {
     // MARK: - Finding a message whose answer was lost
 
     /// The message in `mailbox` that a lost request created: same Message-ID and internal date
-    /// (± 1 s), or, without a Message-ID, same date and subject; its uid above `afterUid` and not
-    /// one the store already knows.
+    /// (± 1 s), or, without a Message-ID, same internal date and subject as WildDuck stores it
+    /// (`subject`, see `StoredSubject`; nil: not looked for by subject); its uid above `afterUid`
+    /// and not one the store already knows. (WildDuck gives a message without a Message-ID one
+    /// of its own, so the item's is not compared then.)
     func find(in mailbox: String, messageId: String?, date: Int?, subject: String?, afterUid: Int?) throws -> MessageItem? {
         let wanted = MessageHeaders.normalized(messageId)
         guard wanted != nil || (date != nil && subject != nil) else { return nil }
         var cursor: String?
+        let total = try store.mailboxes().first { $0.id == mailbox }?.total ?? 0
+        var paging = Paging(route: "GET search", limit: Paging.limit(total: max(total, try store.messageCount(mailboxId: mailbox))),
+                            isCancelled: client.session.isCancelled)
         repeat {
             let page: MessagePage
             do {
@@ -373,7 +447,7 @@ struct Push {
                 if let date, let idate = item.idate, abs(idate - date) > 1 { continue }
                 if let wanted {
                     guard MessageHeaders.normalized(item.messageId) == wanted else { continue }
-                } else if item.json["subject"]?.string?.trimmingCharacters(in: .whitespaces) != subject?.trimmingCharacters(in: .whitespaces) {
+                } else if StoredSubject.fold(item.json["subject"]?.string ?? "") != subject {
                     continue
                 }
                 // A move's copy is not a message the store already has with its file; an upload's
@@ -381,7 +455,7 @@ struct Push {
                 if afterUid == nil, let known = try store.fileRow(mailboxId: mailbox, uid: item.uid), known.file != nil { continue }
                 return item
             }
-            cursor = page.items.isEmpty ? nil : page.nextCursor
+            cursor = try paging.next(after: page)
         } while cursor != nil
         return nil
     }

@@ -39,6 +39,19 @@ struct LocalScan {
     /// in one scan and become a move. A real copy (mutt's `copy-message`) is uploaded when the
     /// time is up.
     static let saveGrace = 15 * 60
+    /// A new file is uploaded only once it has stopped changing: its mtime at least this many
+    /// seconds old (and unchanged while it was read). A Maildir file should be written in
+    /// `tmp/` and renamed into place complete, but `cp`, `cat >` and `mv` across file systems
+    /// write it in place, where a scan can find it half written; each write moves the mtime,
+    /// and `mv` and `cp -p` set the original's at the end. The push checks again before sending.
+    static let quietSeconds = 2
+
+    /// Whether a file's mtime says someone may still be writing it (an mtime further in the
+    /// future is a message's date, as mutt sets it, not a write).
+    static func isBeingWritten(_ content: LocalContent, now: Double = Date().timeIntervalSince1970) -> Bool {
+        let age = now - Double(content.mtimeNanoseconds) / 1e9
+        return !content.unchangedWhileRead || abs(age) < Double(quietSeconds)
+    }
 
     struct Result: Sendable, Equatable {
         var scanned = 0
@@ -47,6 +60,8 @@ struct LocalScan {
         var deletes = 0
         var uploads = 0
         var tooLarge: [String] = []
+        /// New files not queued because they are still being written (see `quietSeconds`).
+        var unstable = 0
         /// Folders to read again next time: a new file was held back (see `saveGrace`), or a
         /// request about one of its messages is still unanswered.
         var readAgain: Set<String> = []
@@ -260,6 +275,9 @@ struct LocalScan {
                 case .tooLarge: result.tooLarge.append(candidate.file.file)
                 case .held:
                     unsettled.insert(candidate.mailboxId)
+                case .unstable:
+                    unsettled.insert(candidate.mailboxId)
+                    result.unstable += 1
                 case .skipped: break
                 }
             }
@@ -341,7 +359,7 @@ struct LocalScan {
         try store.mailboxes().first { $0.id == mailboxId }?.highestUid
     }
 
-    private enum UploadDecision { case queued, tooLarge, held, skipped }
+    private enum UploadDecision { case queued, tooLarge, held, unstable, skipped }
 
     /// Records the intent to upload a new file: what it is and how to find it on the server again.
     /// Held back (see `saveGrace`) while another folder's message with the same Message-ID still
@@ -356,6 +374,10 @@ struct LocalScan {
         do { content = try maildir.readFile(file, limit: Self.uploadLimit) } catch {
             log.log(.warning, "cannot read \(file) for upload: \(error)")
             return .skipped
+        }
+        if Self.isBeingWritten(content) {
+            log.log(.verbose, "\(file) is still being written; it is uploaded once it has not changed for \(Self.quietSeconds) s")
+            return .unstable
         }
         let headers = MessageHeaders(content.bytes)
         if let id = MessageHeaders.normalized(headers.messageId), Int(Date().timeIntervalSince1970) - content.ctime < Self.saveGrace,
@@ -409,7 +431,8 @@ struct MessageHeaders {
         }
         flush()
         messageId = fields.first { $0.0 == "message-id" }.map { $0.1 }.flatMap { $0.isEmpty ? nil : $0 }
-        subject = fields.first { $0.0 == "subject" }?.1
+        // The last one, as WildDuck reads it (lib/indexer's parse-mime-tree keeps the last).
+        subject = fields.last { $0.0 == "subject" }?.1
     }
 
     /// A Message-ID without its angle brackets and surrounding space, for comparisons.

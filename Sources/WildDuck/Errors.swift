@@ -79,6 +79,21 @@ public enum WildDuckError: Error, CustomStringConvertible, Sendable {
         return false
     }
 
+    /// Whether this answer to a request that changes the server proves the change was not
+    /// made: WildDuck's own JSON refusal (a 4xx other than 429; `decode` turns a 4xx without
+    /// JSON into `.malformed`), or a refused token or password (nothing reached the route).
+    /// Everything else leaves it unknown and the caller must look on the server before sending
+    /// again: a reverse proxy (nginx in front of WildDuck) answers 502 or 504 when WildDuck was
+    /// slow, possibly after it stored the request; a 429 or 5xx may come from the proxy too; a
+    /// broken connection or an answer that is not JSON says nothing of what the server did.
+    public var provesNotDone: Bool {
+        switch self {
+        case .server(_, let status, _, _): return status >= 400 && status < 500 && status != 429
+        case .authenticationFailed, .invalidToken: return true
+        default: return false
+        }
+    }
+
     /// Whether retrying later might help (network trouble, 5xx, 429, and a 403 from
     /// `POST /authenticate` that is not `authenticationFailed`: rate limited, a database error).
     public var isTemporary: Bool {
