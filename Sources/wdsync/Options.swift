@@ -36,7 +36,7 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "ping-interval", short: nil, value: "S", help: "Live sync: seconds between our WebSocket pings; no pong within 5 s means a dead connection (default 10)."),
     OptionSpec(long: "ws-retry-interval", short: nil, value: "S", help: "Live sync: while on SSE or REST polling, seconds between tries of the WebSocket (default 300; SIGUSR1 tries at once)."),
     OptionSpec(long: "pull-only", short: nil, value: nil, help: "Never write to the server (a pure backup): local changes are kept but neither pushed nor reverted. Config: pull-only = yes"),
-    OptionSpec(long: "allow-mass-delete", short: nil, value: nil, help: "Let this run delete 10 or more messages and over 25 % of a mailbox on the server (see exit code 66).", configKey: false),
+    OptionSpec(long: "allow-mass-delete", short: nil, value: nil, help: "Let this run delete 10 or more messages and over 25 % of a mailbox on the server (see exit code 66), and accept a mailbox list that drops most mailboxes.", configKey: false),
     OptionSpec(long: "adopt-maildir", short: nil, value: nil, help: "Take the Maildir as it is when it is not the one the cache last wrote (restored, empty, another cache's): nothing is sent from it, its files are matched to the server's messages, the rest set aside (exit code 74 says when).", configKey: false),
     OptionSpec(long: "config", short: nil, value: "FILE", help: "Config file. Default: $XDG_CONFIG_HOME/wdsync/config", configKey: false),
     OptionSpec(long: "account", short: nil, value: "NAME", help: "Sync only this account of the config file (default: all); also given as a plain argument: wdsync work.", configKey: false),
