@@ -313,11 +313,10 @@ struct Push {
             return
         }
         let headers = MessageHeaders(content.bytes)
-        // Only what has stopped changing goes out: the file must be as the scan that queued it
-        // saw it, and quiet (see `LocalScan.quietSeconds`). Otherwise the row records what it
-        // is now, and a later pass sends it.
-        if LocalScan.isBeingWritten(content) || content.sha256 != entry.sha256 || content.bytes.count != entry.size
-            || content.mtime != entry.date {
+        // Only what has stopped changing goes out: the file must have the bytes the scan that
+        // queued it read, and be quiet (see `LocalScan.quietSeconds`). Otherwise the row records
+        // what it is now, and a later pass sends it.
+        if LocalScan.isBeingWritten(content) || (entry.sha256 != nil && content.sha256 != entry.sha256) {
             try store.updateUploadContent(id: entry.id, sha256: content.sha256, size: content.bytes.count,
                                           messageId: headers.messageId, subject: headers.subject, date: content.mtime)
             log.log(.verbose, "\(file) changed since it was found; it is uploaded once it has not changed for \(LocalScan.quietSeconds) s")

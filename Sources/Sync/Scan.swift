@@ -430,8 +430,9 @@ struct MessageHeaders {
             }
         }
         flush()
-        messageId = fields.first { $0.0 == "message-id" }.map { $0.1 }.flatMap { $0.isEmpty ? nil : $0 }
-        // The last one, as WildDuck reads it (lib/indexer's parse-mime-tree keeps the last).
+        // The last of each, as WildDuck reads them (imap-core/lib/indexer/parse-mime-tree.js
+        // keeps the last Message-ID and Subject field of a header).
+        messageId = fields.last { $0.0 == "message-id" }.map { $0.1 }.flatMap { $0.isEmpty ? nil : $0 }
         subject = fields.last { $0.0 == "subject" }?.1
     }
 

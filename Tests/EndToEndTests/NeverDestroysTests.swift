@@ -103,6 +103,29 @@ import WildDuckSim
         try TwoWayTests.expectQuiet(h)
     }
 
+    /// The server reports a stored size that does not fit what was sent (a body cut short on
+    /// the way): reported, both copies kept, not uploaded again.
+    @Test func aStoredSizeThatDoesNotFitKeepsBothCopies() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work")
+        let text = "From: Me <me@example.org>\r\nSubject: cut short\r\nMessage-ID: <cut-short@example.org>\r\n\r\n"
+            + String(repeating: "a line of the body that the server did not get whole\r\n", count: 200)
+        let rel = "Work/cur/1750000456.M9P9.testhost:2,S"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: h.maildir + "/" + rel))
+        var times = [timespec(tv_sec: 1_750_000_456, tv_nsec: 0), timespec(tv_sec: 1_750_000_456, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, h.maildir + "/" + rel, &times, 0) == 0)
+        h.server.injectFault(.rewrite(["\"size\":\(text.utf8.count)": "\"size\":900"]), on: "messages")
+        let first = try h.run()
+        #expect(first.stderr.contains("both are kept"), "\(first.stderr)")
+        try h.sync()
+        #expect(Self.copies(h, work, subject: "cut short").count == 1, "uploaded again")
+        #expect(FileManager.default.contents(atPath: h.maildir + "/" + rel) == Data(text.utf8), "the local file changed")
+        let files = h.snapshot().keys.filter { $0.hasPrefix("Work/") }
+        let copies = files.filter { (try? String(contentsOfFile: h.maildir + "/" + $0, encoding: .utf8))?.contains("cut-short@example.org") == true }
+        #expect(copies.count == 2, "\(copies)")
+        #expect(try Store(path: h.db).outboxCount() == 1)
+    }
+
     // MARK: Item 5: exactly once, whatever happens to the answer
 
     /// nginx in front of WildDuck answers 502 or 504 (an HTML page) after WildDuck stored the

@@ -28,10 +28,11 @@ import WildDuck
         #expect(MessageHeaders(Array("From: a@b\r\n\r\nbody\r\n".utf8)).subject == nil)
     }
 
-    /// WildDuck keeps the last Subject field.
-    @Test func theLastSubjectCounts() {
-        let headers = MessageHeaders(Array("Subject: first\r\nSubject: second\r\n\r\n".utf8))
+    /// WildDuck keeps the last Subject and Message-ID field.
+    @Test func theLastFieldCounts() {
+        let headers = MessageHeaders(Array("Subject: first\r\nMessage-ID: <a@x>\r\nSubject: second\r\nMessage-ID: <b@x>\r\n\r\n".utf8))
         #expect(headers.subject == "second")
+        #expect(headers.messageId == "<b@x>")
     }
 
     /// The stored size fits the bytes sent with a CR for every bare LF; a cut body does not.
