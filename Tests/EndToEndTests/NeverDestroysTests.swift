@@ -94,11 +94,11 @@ import WildDuckSim
         #expect(written.withLock { $0 } == bytes.count)
         var st = stat()
         #expect(Harness.wait(timeout: 30) {
-            stat(path, &st) == 0 && Date().timeIntervalSince1970 - Double(st.st_mtim.tv_sec) > 2.5
+            stat(path, &st) == 0 && Date().timeIntervalSince1970 - (Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9) > 2.5
         })
-        try h.sync()
+        let second = try h.sync(extra: ["-v"])
         let copies = Self.copies(h, work, subject: "slow copy")
-        #expect(copies.count == 1)
+        #expect(copies.count == 1, "\(second.stderr)")
         #expect(copies.first.map { $0.raw == bytes } == true, "the server has \(copies.first?.raw.count ?? 0) bytes of \(bytes.count)")
         try TwoWayTests.expectQuiet(h)
     }
