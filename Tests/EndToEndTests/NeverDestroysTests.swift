@@ -103,6 +103,36 @@ import WildDuckSim
         try TwoWayTests.expectQuiet(h)
     }
 
+    /// The daemon sees a file appear in cur/ and grow (`cat > cur/file`): it uploads it once it
+    /// has stopped changing, whole, once.
+    @Test func daemonUploadsAFileWrittenInPlaceOnceItIsWhole() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work")
+        let daemon = try h.startDaemon()
+        #expect(daemon.waitForLog("connected ("), "\(daemon.log.suffix(1500))")
+        var text = "From: Me <me@example.org>\r\nSubject: grown in place\r\nMessage-ID: <grown@example.org>\r\n\r\n"
+        while text.utf8.count < 300 * 1024 { text += "a line of a message written into cur/ a piece at a time\r\n" }
+        let bytes = Array(text.utf8)
+        let fd = open(h.maildir + "/Work/cur/1750000789.M3P3.testhost:2,S", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        #expect(fd >= 0)
+        var offset = 0
+        while offset < bytes.count {
+            let end = min(bytes.count, offset + 16 * 1024)
+            let n = bytes[offset..<end].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            #expect(n == end - offset)
+            offset = end
+            usleep(100_000)
+        }
+        close(fd)
+        #expect(Harness.wait(timeout: 60) { !Self.copies(h, work, subject: "grown in place").isEmpty }, "\(daemon.log.suffix(2000))")
+        // Past the time a second upload would take, there is still one copy, and it is whole.
+        usleep(3_000_000)
+        let copies = Self.copies(h, work, subject: "grown in place")
+        #expect(copies.count == 1)
+        #expect(copies.first.map { $0.raw == bytes } == true, "the server has \(copies.first?.raw.count ?? 0) bytes of \(bytes.count)")
+        #expect(daemon.terminate() == 0)
+    }
+
     /// The server reports a stored size that does not fit what was sent (a body cut short on
     /// the way): reported, both copies kept, not uploaded again.
     @Test func aStoredSizeThatDoesNotFitKeepsBothCopies() throws {
