@@ -359,6 +359,7 @@ struct Push {
         } catch let error as WildDuckError {
             // WildDuck refused it: nothing was stored.
             try store.setOutboxSent(id: entry.id, false)
+            guard case .server = error else { throw error }   // the password or token refused: the run ends
             if error.isNotFound {
                 log.log(.warning, "cannot upload \(file): its mailbox is gone from the server")
                 try store.removeOutbox(id: entry.id)
