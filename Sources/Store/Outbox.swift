@@ -31,15 +31,31 @@ public struct OutboxEntry: Sendable, Equatable {
     /// An upload the server stored with a size that does not fit what was sent: kept, never
     /// sent again (state 2; see `setUploadStoredDiffers`).
     public var storedDiffers = false
+    /// What the mass-delete breaker did with it (migration 0008).
+    public var held: Held
+    /// When the intent was recorded (unix seconds): the daemon sends a burst of deletes only
+    /// once it has settled.
+    public var createdAt: Int
+
+    /// The breaker's state of a delete, a move to Trash or Junk, or a T flag.
+    public enum Held: Int, Sendable {
+        case no = 0
+        /// Nothing is sent; the local change stays as it is.
+        case held = 1
+        /// `--allow-mass-delete`: the next push sends it, whoever runs it.
+        case released = 2
+        /// `--discard-held`: the next push drops it and restores the message locally.
+        case discarded = 3
+    }
 
     public init(id: Int = 0, kind: Kind, mailboxId: String, uid: Int? = nil, target: String? = nil, file: String? = nil,
                 uniq: String? = nil, sha256: String? = nil, size: Int? = nil, messageId: String? = nil,
                 subject: String? = nil, date: Int? = nil, flags: MessageFlags? = nil, afterUid: Int? = nil, sent: Bool = false,
-                storedDiffers: Bool = false) {
+                storedDiffers: Bool = false, held: Held = .no, createdAt: Int = 0) {
         self.id = id; self.kind = kind; self.mailboxId = mailboxId; self.uid = uid; self.target = target
         self.file = file; self.uniq = uniq; self.sha256 = sha256; self.size = size; self.messageId = messageId
         self.subject = subject; self.date = date; self.flags = flags; self.afterUid = afterUid; self.sent = sent
-        self.storedDiffers = storedDiffers
+        self.storedDiffers = storedDiffers; self.held = held; self.createdAt = createdAt
     }
 }
 
@@ -61,7 +77,7 @@ public struct FileRow: Sendable, Equatable {
 
 extension Store {
     private static let outboxColumns = """
-        id, kind, mailbox_id, uid, target, file, uniq, sha256, size, message_id, subject, date, flags, after_uid, state
+        id, kind, mailbox_id, uid, target, file, uniq, sha256, size, message_id, subject, date, flags, after_uid, state, held, created_at
         """
 
     private func outboxEntry(_ s: Statement) -> OutboxEntry {
@@ -69,7 +85,8 @@ extension Store {
                     uid: s.optionalInt(3), target: s.text(4), file: s.text(5), uniq: s.text(6), sha256: s.text(7),
                     size: s.optionalInt(8), messageId: s.text(9), subject: s.text(10), date: s.optionalInt(11),
                     flags: s.optionalInt(12).map(MessageFlags.init(rawValue:)), afterUid: s.optionalInt(13),
-                    sent: s.int(14) == 1, storedDiffers: s.int(14) == 2)
+                    sent: s.int(14) == 1, storedDiffers: s.int(14) == 2,
+                    held: OutboxEntry.Held(rawValue: s.int(15)) ?? .held, createdAt: s.int(16))
     }
 
     /// Every pending mutation, oldest first.
@@ -102,6 +119,13 @@ extension Store {
     /// at most one: its latest intent).
     public func queue(_ kind: OutboxEntry.Kind, mailboxId: String, uid: Int, target: String? = nil,
                       file: String? = nil, uniq: String? = nil) throws {
+        // The same intent again (a delete seen by another scan, a move whose file was renamed
+        // in its new folder) stays the same row: it keeps when it was first recorded and what
+        // the mass-delete breaker decided about it.
+        try db.run("""
+            UPDATE outbox SET file = ?, uniq = ?, state = 0 WHERE mailbox_id = ? AND uid = ? AND kind = ? AND target IS ?
+            """, SQLValue(file), SQLValue(uniq), .text(mailboxId), .int(uid), .text(kind.rawValue), SQLValue(target))
+        if db.changes > 0 { return }
         try db.run("DELETE FROM outbox WHERE mailbox_id = ? AND uid = ?", .text(mailboxId), .int(uid))
         try db.run("INSERT INTO outbox(kind, mailbox_id, uid, target, file, uniq) VALUES (?, ?, ?, ?, ?, ?)",
                    .text(kind.rawValue), .text(mailboxId), .int(uid), SQLValue(target), SQLValue(file), SQLValue(uniq))

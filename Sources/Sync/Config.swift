@@ -36,6 +36,8 @@ public struct AccountConfig: Sendable {
     /// Say each retry of a failed request at the default level (on a terminal: a minute of
     /// retries must not look like a hang); otherwise only with --verbose.
     public var retriesVisible = false
+    /// Mailboxes (paths, or special uses such as `\Trash`) where the breaker counts nothing.
+    public var massDeleteExempt = ["\\Trash", "\\Junk"]
 
     public init(name: String, server: String, username: String, password: PasswordSource, maildir: String,
                 db: String, layout: MaildirLayout = .verbatim, caFile: String? = nil, insecure: Bool = false,

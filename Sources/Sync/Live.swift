@@ -37,6 +37,9 @@ public struct LiveOptions: Sendable {
     /// as a backstop, and `unwatchedScanInterval` when inotify is missing or out of watches.
     public var scanInterval: Double = 60
     public var unwatchedScanInterval: Double = 5
+    /// A mailbox's deletes, moves to Trash or Junk and T flags are sent once no new one came
+    /// for this many seconds, so the mass-delete breaker sees a burst whole (`Breaker`).
+    public var massDeleteSettle = 5
     public init() {}
 }
 
@@ -259,6 +262,8 @@ public final class LiveSync: Sendable {
         // each one, which would cost every live change a marker write), and when it stops.
         mirror.opensGenerationBeforeWriting = false
         defer { try? mirror.closeGeneration() }
+        mirror.settleSeconds = options.massDeleteSettle
+        mirror.remindsOfHeld = false
         try mirror.store.recordDaemon(pid: Int(getpid()))
         defer { try? mirror.store.recordDaemon(pid: nil) }
         // However the engine ends (SIGTERM included), the files it kept out of view for a
@@ -347,7 +352,8 @@ public final class LiveSync: Sendable {
             let scope = watcher.flatMap { mirror.scanScope($0.drain(), full: full) }
             let ok = try guarded("sending local changes") {
                 let queued = try mirror.scanLocal(scope: scope)
-                guard queued > 0 || ContinuousClock.now >= nextPush, try mirror.store.outboxCount() > 0 else { return }
+                guard try mirror.store.outboxCount() > 0 else { mirror.settleUntil = nil; return }
+                guard queued > 0 || ContinuousClock.now >= nextPush || settled() else { return }
                 let before = mirror.summary.pushRequests
                 try mirror.push()
                 if mirror.summary.pushRequests != before { try mirror.export(keepOrphans: options.orphanGrace) }
@@ -365,6 +371,13 @@ public final class LiveSync: Sendable {
                 nextScan = min(nextScan, nextPush)
             }
         }
+
+        /// When the destructive changes the last push held back to settle may go (`Breaker`).
+        func settleDeadline() -> ContinuousClock.Instant? {
+            guard let until = mirror.settleUntil else { return nil }
+            return max(.now + .seconds(Double(until) - Date().timeIntervalSince1970), nextPush)
+        }
+        func settled() -> Bool { settleDeadline().map { ContinuousClock.now >= $0 } ?? false }
 
         func switchTo(_ next: Transport, because reason: String) {
             source?.stop()
@@ -393,6 +406,7 @@ public final class LiveSync: Sendable {
             var deadline = min(nextReconcile, transport == .polling ? nextPoll : nextProbe, nextScan)
             if let sweep = nextSweep { deadline = min(deadline, sweep) }
             if let due = nextGeneration { deadline = min(deadline, due) }
+            if let settle = settleDeadline() { deadline = min(deadline, settle) }
             if source == nil && transport != .polling { deadline = min(deadline, nextAttempt) }
             if let pending = inbox.batchWait(quiet: options.quietWindow, max: options.batchWindow) {
                 deadline = min(deadline, .now + pending)
@@ -466,7 +480,7 @@ public final class LiveSync: Sendable {
             // Local changes first (scan → push), so server updates merge into them and the
             // exporter never reverts a change it has not seen yet.
             let scanDue = ContinuousClock.now >= nextScan
-            if taken.local || !taken.events.isEmpty || scanDue {
+            if taken.local || !taken.events.isEmpty || scanDue || settled() {
                 if scanDue { nextScan = .now + .seconds(scanInterval()) }
                 try sendLocalChanges(full: scanDue)
             }

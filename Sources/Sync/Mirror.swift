@@ -47,8 +47,8 @@ public struct SyncSummary: Sendable, Equatable {
     public var fromJournal = 0
     /// Files not uploaded because they are larger than the server accepts.
     public var tooLarge: [String] = []
-    /// Mailboxes where the mass-delete breaker held the deletes: "path (n of m)".
-    public var heldDeletes: [String] = []
+    /// What the mass-delete breaker holds back after the pass, per mailbox (`Breaker`).
+    public var heldDeletes: [HeldChanges] = []
     public init() {}
 }
 
@@ -84,6 +84,13 @@ public final class Mirror {
     /// push on its own schedule, and a reconcile must not fail because of it.
     public var stopsOnFailedPush = true
     var journal = JournalReplay()
+    /// Seconds a mailbox's deletes (moves to Trash or Junk, T flags) must have settled before
+    /// they are sent (`Breaker`); the daemon sets it, `--once` reads a snapshot.
+    public var settleSeconds = 0
+    /// When the push last held back settling changes: the next push is due then (unix seconds).
+    public internal(set) var settleUntil: Int?
+    /// Log what the breaker holds at every push (`--once`), not only when it starts holding it.
+    public var remindsOfHeld = true
     /// What this pass's push sent, for the journal proof.
     var sentThisPass: [SentRequest] = []
     /// Folders the last scan could not settle (`LocalScan.Result.readAgain`): read at every
@@ -306,8 +313,17 @@ public final class Mirror {
             try requireSameMaildir()
             try openGeneration()
         }
+        // What `--allow-mass-delete` or `--discard-held` decided while this process held the lock.
+        let decisions = HeldDecisions.take(db: config.db)
+        if !decisions.isEmpty {
+            try store.transaction {
+                for (decision, mailbox, uid) in decisions { try store.setHeld(mailboxId: mailbox, uid: uid, decision, from: .held) }
+            }
+        }
         let result = try Push(store: store, maildir: maildir, client: client, log: log,
-                              allowMassDelete: config.allowMassDelete, onOwnWrite: onOwnWrite).run()
+                              allowMassDelete: config.allowMassDelete, massDeleteExempt: config.massDeleteExempt,
+                              settle: settleSeconds, onOwnWrite: onOwnWrite).run()
+        settleUntil = result.settleUntil
         summary.pushedFlags += result.flags
         summary.pushedMoves += result.moves
         summary.pushedDeletes += result.deletes
@@ -315,9 +331,13 @@ public final class Mirror {
         summary.pushRequests += result.requests
         unstableFiles += result.unstable
         if readsJournal { sentThisPass += result.sent }
-        for held in result.heldDeletes {
-            log.log(.error, "\(held.count) of the \(held.total) messages of \(held.path) vanished from the Maildir; nothing was deleted on the server and they are downloaded again. If you deleted them on purpose, delete them again and run once with --allow-mass-delete")
-            summary.heldDeletes.append("\(held.path) (\(held.count) of \(held.total))")
+        if result.released > 0 { log.log(.info, "sending \(result.released) changes released by --allow-mass-delete") }
+        if result.discarded > 0 { log.log(.info, "\(result.discarded) held changes discarded (--discard-held); their messages are restored") }
+        let held = try store.heldChanges()
+        summary.heldDeletes = held
+        let newly = Set(result.newlyHeld.map(\.mailboxId))
+        for h in held where remindsOfHeld || newly.contains(h.mailboxId) {
+            log.log(.error, "mass-delete breaker: \(h.description) held back, nothing of it sent to the server (10 or more and over 25 % of a mailbox within 24 h). If you meant it: wdsync --allow-mass-delete (it also reaches a running daemon); to undo it: wdsync --discard-held")
         }
     }
 

@@ -14,19 +14,20 @@ import WildDuck
 /// anything again. Never by bytes or size: the server stores a rebuilt copy.
 ///
 /// Order: moves first (a moved message's flag changes travel with it), then flags, deletes
-/// (behind the mass-delete breaker) and uploads.
+/// and uploads. Deletes, moves to Trash or Junk and T flags go through the mass-delete
+/// breaker first (`Breaker`).
 struct Push {
     let store: Store
     let maildir: Maildir
     let client: WildDuckClient
     let log: SyncLog
     var allowMassDelete = false
+    /// Mailboxes where the breaker counts nothing (`mass-delete-exempt`).
+    var massDeleteExempt: [String] = []
+    /// The daemon's settle time for destructive changes, in seconds (see `Breaker`).
+    var settle = 0
     var onOwnWrite: ((String, Bool) -> Void)? = nil
 
-    /// A pass deleting at least this many messages of a mailbox…
-    static let massDeleteCount = 10
-    /// …and more than this share of it deletes nothing there.
-    static let massDeleteShare = 0.25
     /// Uids per bulk request.
     static let batch = 500
 
@@ -40,14 +41,14 @@ struct Push {
         var unstable = 0
         /// The writes the server accepted, for the journal proof (`JournalReplay.explains`).
         var sent: [SentRequest] = []
-        /// Mailboxes where the breaker held the deletes: (path, deletes, messages).
-        var heldDeletes: [HeldDeletes] = []
-    }
-
-    struct HeldDeletes: Sendable, Equatable {
-        var path: String
-        var count: Int
-        var total: Int
+        /// What the breaker held back in this pass (it stays held: see `Breaker`).
+        var newlyHeld: [HeldChanges] = []
+        /// Held changes released by `--allow-mass-delete` that this pass sent.
+        var released = 0
+        /// Held changes `--discard-held` dropped, their messages restored.
+        var discarded = 0
+        /// When destructive changes that are settling may go (unix seconds).
+        var settleUntil: Int?
     }
 
     func run() throws -> Result {
@@ -55,9 +56,22 @@ struct Push {
         let entries = try store.outbox()
         guard !entries.isEmpty else { return result }
         let mailboxes = Dictionary(try store.mailboxes().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        try pushMoves(entries.filter { $0.kind == .move }, mailboxes: mailboxes, into: &result)
-        try pushFlags(try store.outbox().filter { $0.kind == .flags }, into: &result)
-        try pushDeletes(entries.filter { $0.kind == .delete }, mailboxes: mailboxes, into: &result)
+        for entry in entries where entry.held == .discarded {
+            try store.transaction { try store.restoreDiscarded(entry) }
+            result.discarded += 1
+        }
+        let live = entries.filter { $0.held != .discarded }
+        let breaker = Breaker(store: store, exempt: massDeleteExempt, allowAll: allowMassDelete, settle: settle)
+        let now = Int(Date().timeIntervalSince1970)
+        let decision = try store.transaction { try breaker.decide(live, mailboxes: mailboxes, now: now) }
+        result.newlyHeld = decision.newlyHeld
+        result.released = decision.released
+        result.settleUntil = decision.settleUntil
+        let sendable = live.filter { !decision.blocked.contains($0.id) }
+        try pushMoves(sendable.filter { $0.kind == .move }, mailboxes: mailboxes, counted: decision.counted, at: now, into: &result)
+        try pushFlags(try store.outbox().filter { $0.kind == .flags && $0.held != .discarded }, blocked: decision.blocked,
+                      counted: decision.counted, at: now, into: &result)
+        try pushDeletes(sendable.filter { $0.kind == .delete }, mailboxes: mailboxes, counted: decision.counted, at: now, into: &result)
         try pushUploads(try store.outbox().filter { $0.kind == .upload }, into: &result)
         return result
     }
@@ -84,16 +98,24 @@ struct Push {
         fields.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
     }
 
-    private func pushFlags(_ entries: [OutboxEntry], into result: inout Result) throws {
+    /// `blocked`: entries whose T the breaker holds back; their S and F changes go all the same.
+    private func pushFlags(_ entries: [OutboxEntry], blocked: Set<Int>, counted: [String: Bool], at now: Int,
+                           into result: inout Result) throws {
         // mailbox → change → uids
         var groups: [String: [String: (fields: [(String, Bool)], uids: [Int])]] = [:]
+        var withoutT = Set<String>()   // "mailbox uid" whose T stays pending
         try store.transaction {
             for entry in entries {
                 guard let uid = entry.uid, let row = try store.fileRow(mailboxId: entry.mailboxId, uid: uid) else {
                     try store.removeOutbox(id: entry.id)
                     continue
                 }
-                let fields = Self.fields(flags: row.flags, base: row.baseFlags)
+                var fields = Self.fields(flags: row.flags, base: row.baseFlags)
+                if blocked.contains(entry.id) {
+                    fields.removeAll { $0 == ("deleted", true) }
+                    withoutT.insert(Breaker.key(entry.mailboxId, uid))
+                    if fields.isEmpty { continue }
+                }
                 if fields.isEmpty {
                     try store.removeOutbox(id: entry.id)
                     continue
@@ -120,9 +142,17 @@ struct Push {
                     try store.transaction {
                         for uid in chunk {
                             guard let row = try store.fileRow(mailboxId: mailbox, uid: uid) else { continue }
-                            let base = Self.confirmed(flags: row.flags, base: row.baseFlags)
+                            let key = Breaker.key(mailbox, uid)
+                            var sent = row.flags
+                            if withoutT.contains(key) {
+                                sent = MessageFlags(rawValue: (sent.rawValue & ~MessageFlags.trashed.rawValue)
+                                                    | (row.baseFlags.rawValue & MessageFlags.trashed.rawValue))
+                            } else if let removed = counted[key] {
+                                try store.recordDestructive(mailboxId: mailbox, removed: removed, at: now)
+                            }
+                            let base = Self.confirmed(flags: sent, base: row.baseFlags)
                             try store.setBaseFlags(mailboxId: mailbox, uid: uid, base)
-                            if let e = try store.outboxEntry(mailboxId: mailbox, uid: uid), e.kind == .flags {
+                            if !withoutT.contains(key), let e = try store.outboxEntry(mailboxId: mailbox, uid: uid), e.kind == .flags {
                                 try store.removeOutbox(id: e.id)
                             }
                             result.flags += 1
@@ -135,7 +165,8 @@ struct Push {
 
     // MARK: - Moves
 
-    private func pushMoves(_ entries: [OutboxEntry], mailboxes: [String: MailboxRecord], into result: inout Result) throws {
+    private func pushMoves(_ entries: [OutboxEntry], mailboxes: [String: MailboxRecord], counted: [String: Bool], at now: Int,
+                           into result: inout Result) throws {
         // Moves whose answer was lost are settled one by one before anything else is sent.
         for entry in entries where entry.sent {
             try settleMove(entry, into: &result)
@@ -181,6 +212,9 @@ struct Push {
                         if let duplicate = try store.completeMove(mailboxId: group.source, uid: old, target: group.target, newUid: new,
                                                                   baseFlags: Self.confirmed(flags: row.flags, base: row.baseFlags)) {
                             duplicates.append(duplicate)
+                        }
+                        if let removed = counted[Breaker.key(group.source, old)] {
+                            try store.recordDestructive(mailboxId: group.source, removed: removed, at: now)
                         }
                         moved.insert(old)
                         result.moves += 1
@@ -242,23 +276,11 @@ struct Push {
 
     // MARK: - Deletes
 
-    private func pushDeletes(_ entries: [OutboxEntry], mailboxes: [String: MailboxRecord], into result: inout Result) throws {
+    private func pushDeletes(_ entries: [OutboxEntry], mailboxes: [String: MailboxRecord], counted: [String: Bool], at now: Int,
+                             into result: inout Result) throws {
         var byMailbox: [String: [OutboxEntry]] = [:]
         for entry in entries { byMailbox[entry.mailboxId, default: []].append(entry) }
         for (mailbox, list) in byMailbox.sorted(by: { $0.key < $1.key }) {
-            let total = try store.messageCount(mailboxId: mailbox)
-            if !allowMassDelete && list.count >= Self.massDeleteCount
-                && Double(list.count) > Self.massDeleteShare * Double(total) {
-                // Not one of them: the files are downloaded again.
-                try store.transaction {
-                    for entry in list {
-                        try store.removeOutbox(id: entry.id)
-                        if let uid = entry.uid { try store.markForDownload(mailboxId: mailbox, uid: uid) }
-                    }
-                }
-                result.heldDeletes.append(HeldDeletes(path: mailboxes[mailbox]?.path ?? mailbox, count: list.count, total: total))
-                continue
-            }
             for entry in list {
                 guard let uid = entry.uid else { try store.removeOutbox(id: entry.id); continue }
                 result.requests += 1
@@ -271,7 +293,12 @@ struct Push {
                     log.log(.warning, "deleting message \(uid) of \(mailboxes[mailbox]?.path ?? mailbox) failed: \(error); kept for the next run")
                     continue
                 }
-                try store.completeDelete(mailboxId: mailbox, uid: uid)
+                try store.transaction {
+                    try store.completeDelete(mailboxId: mailbox, uid: uid)
+                    if counted[Breaker.key(mailbox, uid)] != nil {
+                        try store.recordDestructive(mailboxId: mailbox, removed: true, at: now)
+                    }
+                }
                 result.deletes += 1
             }
         }

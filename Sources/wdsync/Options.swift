@@ -36,7 +36,9 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "ping-interval", short: nil, value: "S", help: "Live sync: seconds between our WebSocket pings; no pong within 5 s means a dead connection (default 10)."),
     OptionSpec(long: "ws-retry-interval", short: nil, value: "S", help: "Live sync: while on SSE or REST polling, seconds between tries of the WebSocket (default 300; SIGUSR1 tries at once)."),
     OptionSpec(long: "pull-only", short: nil, value: nil, help: "Never write to the server (a pure backup): local changes are kept but neither pushed nor reverted. Config: pull-only = yes"),
-    OptionSpec(long: "allow-mass-delete", short: nil, value: nil, help: "Let this run delete 10 or more messages and over 25 % of a mailbox on the server (see exit code 66), and accept a mailbox list that drops most mailboxes.", configKey: false),
+    OptionSpec(long: "allow-mass-delete", short: nil, value: nil, help: "Send what the mass-delete breaker holds back (see exit code 66), and let this sync delete freely and accept a mailbox list that drops most mailboxes; with a daemon running, it releases the held changes to the daemon.", configKey: false),
+    OptionSpec(long: "discard-held", short: nil, value: nil, help: "Drop what the mass-delete breaker holds back and restore those messages locally (with a daemon running, through it).", configKey: false),
+    OptionSpec(long: "mass-delete-exempt", short: nil, value: "LIST", help: "Mailboxes where the mass-delete breaker counts nothing: paths or special uses, comma-separated (default \\Trash, \\Junk; none for nowhere)."),
     OptionSpec(long: "adopt-maildir", short: nil, value: nil, help: "Take the Maildir as it is when it is not the one the cache last wrote (restored, empty, another cache's): nothing is sent from it, its files are matched to the server's messages, the rest set aside (exit code 74 says when).", configKey: false),
     OptionSpec(long: "config", short: nil, value: "FILE", help: "Config file. Default: $XDG_CONFIG_HOME/wdsync/config", configKey: false),
     OptionSpec(long: "account", short: nil, value: "NAME", help: "Sync only this account of the config file (default: all); also given as a plain argument: wdsync work.", configKey: false),
@@ -72,6 +74,7 @@ func helpText() -> String {
                   [--maildir DIR] [--db FILE] [--layout verbatim|maildir++] [-v|-q]
            wdsync [--once] [--config FILE] [ACCOUNT...]
            wdsync --status [--json] | --dry-run [-v] | --verify   [account options]
+           wdsync --allow-mass-delete | --discard-held   [account options]
 
     Without --once, wdsync stays running and keeps the mirror current (WebSocket, falling back
     to the SSE update stream and then to REST polling); a server that cannot be reached is
@@ -96,8 +99,8 @@ func helpText() -> String {
     it exists; options on the command line override it for the accounts being synced. Paths in
     it must be absolute (~/ and $VAR are expanded). -v says which file was read.
 
-    exit codes: 0 ok, 64 usage or config, 65 --verify found differences, 66 mass delete held back (run once with
-    --allow-mass-delete if it was meant), 69 server unreachable, 74 local I/O (disk, permissions,
+    exit codes: 0 ok, 64 usage or config, 65 --verify found differences, 66 mass delete held back (wdsync
+    --allow-mass-delete sends it, wdsync --discard-held restores the messages), 69 server unreachable, 74 local I/O (disk, permissions,
     cache, or a Maildir that is not the one the cache last wrote: see --adopt-maildir), 75 another wdsync holds the account lock, 76 server error, 77 authentication failed.
     """
     return text
@@ -324,6 +327,10 @@ func resolveAccounts(_ args: CommandLineArgs, environment: [String: String], cre
         account.pullOnly = try flag("pull-only", values, flags)
         account.allowMassDelete = flags.contains("allow-mass-delete")
         account.adoptMaildir = flags.contains("adopt-maildir")
+        if let list = values["mass-delete-exempt"] {
+            let names = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            account.massDeleteExempt = names.map { $0.lowercased() } == ["none"] ? [] : names
+        }
         account.postSync = values["post-sync"].flatMap { $0.isEmpty ? nil : $0 }
         return account
     }

@@ -64,6 +64,10 @@ private func status(of account: AccountConfig, into doc: inout [String: Any]) th
     doc["pendingDownloads"] = c.pendingDownloads
     doc["pendingDownloadBytes"] = c.pendingBytes
     doc["pendingPushes"] = c.pendingPushes.map { $0 as Any } ?? NSNull()
+    // What the mass-delete breaker holds back, and how to decide about it.
+    doc["held"] = try store.heldChanges().map { h -> [String: Any] in
+        ["mailbox": h.path, "deletes": h.deletes, "movesToTrash": h.moves, "deletedFlags": h.flags]
+    }
     let status = try store.status() ?? StatusRecord()
     doc["synced"] = status.syncAt != nil
     if let at = status.syncAt {
@@ -162,6 +166,14 @@ private func render(_ doc: [String: Any]) -> String {
     var pending = "\(doc["pendingDownloads"] as? Int ?? 0) downloads (\(megabytes(doc["pendingDownloadBytes"])))"
     if let pushes = doc["pendingPushes"] as? Int { pending += ", \(pushes) pushes" }
     out += line("pending", pending)
+    for held in doc["held"] as? [[String: Any]] ?? [] {
+        let h = HeldChanges(mailboxId: "", path: held["mailbox"] as? String ?? "", deletes: held["deletes"] as? Int ?? 0,
+                            moves: held["movesToTrash"] as? Int ?? 0, flags: held["deletedFlags"] as? Int ?? 0)
+        out += line("held", "\(h.description), by the mass-delete breaker (nothing sent)")
+    }
+    if !(doc["held"] as? [Any] ?? []).isEmpty {
+        out += String(repeating: " ", count: 15) + "send them: wdsync --allow-mass-delete; undo them: wdsync --discard-held\n"
+    }
     if let error = doc["lastError"] as? [String: Any] {
         out += line("last error", "\(when(error["at"])): \(error["message"] as? String ?? "")")
     }

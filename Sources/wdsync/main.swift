@@ -112,7 +112,13 @@ func run() -> ExitCode {
     }
     if args.flags.contains("verify") { return verify(accounts, level: level) }
     if args.flags.contains("dry-run") { return dryRun(accounts, level: level) }
-    if !args.flags.contains("once") {
+    // Deciding about what the mass-delete breaker holds is a one-off: it never starts a daemon.
+    let release = args.flags.contains("allow-mass-delete"), discard = args.flags.contains("discard-held")
+    if release && discard {
+        FileHandle.standardError.write(Data("wdsync: give only one of --allow-mass-delete and --discard-held\n".utf8))
+        return .usage
+    }
+    if !args.flags.contains("once") && !release && !discard {
         return runLive(accounts, level: level)
     }
     var result = ExitCode.ok
@@ -123,9 +129,14 @@ func run() -> ExitCode {
         let hook = account.postSync.map { PostSyncHook(command: $0, account: account.name, maildir: account.maildir, log: log) }
         var started: Mirror?
         do {
-            let lock = try AccountLock(dbPath: account.db)
+            let lock: AccountLock
+            do { lock = try AccountLock(dbPath: account.db) } catch SyncError.locked(_) where release || discard {
+                try handOffHeld(account, discard: discard, log: log)
+                continue
+            }
             let mirror = try Mirror(config: account, log: log)
             started = mirror
+            if discard { try mirror.store.decideHeld(.discarded) }
             if Terminal.shared.progressEnabled {
                 let name = accounts.count > 1 ? account.name : nil
                 mirror.onProgress = { Terminal.shared.show($0, account: name) }
@@ -143,7 +154,7 @@ func run() -> ExitCode {
             if summary.pushRequests > 0 || summary.pending > 0 {
                 log.log(.info, "pushed \(summary.pushedFlags) flag changes, \(summary.pushedMoves) moves, \(summary.pushedDeletes) deletes, \(summary.uploaded) uploads in \(summary.pushRequests) requests; \(summary.pending) pending\(account.pullOnly ? " (pull-only)" : "")")
             }
-            if !summary.heldDeletes.isEmpty && result == .ok { result = .massDelete }
+            if !summary.heldDeletes.isEmpty && !account.pullOnly && result == .ok { result = .massDelete }
             if summary.failed > 0 {
                 // Everything else is mirrored; the refused messages are tried again next run.
                 log.log(.error, "\(summary.failed) message(s) could not be downloaded (see above); everything else is in place")
