@@ -78,7 +78,8 @@ struct Breaker {
     func decide(_ entries: [OutboxEntry], mailboxes: [String: MailboxRecord], now: Int) throws -> Decision {
         var decision = Decision()
         var byMailbox: [String: [(OutboxEntry, removed: Bool, kind: WritableKeyPath<HeldChanges, Int>)]] = [:]
-        for entry in entries where entry.held != .discarded {
+        // A request already sent (its answer lost) is settled by the push, not held.
+        for entry in entries where entry.held != .discarded && !entry.sent {
             guard let d = try destroys(entry, mailboxes: mailboxes) else {
                 // No longer destructive (the T was taken off again): nothing to hold.
                 if entry.held != .no { try store.setHeld(ids: [entry.id], .no, from: entry.held) }
