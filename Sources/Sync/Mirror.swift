@@ -9,10 +9,10 @@ import WildDuck
 
 /// Where a pass is, for the progress line.
 public struct SyncProgress: Sendable, Equatable {
-    public enum Phase: Sendable, Equatable { case listing, downloading }
+    public enum Phase: Sendable, Equatable { case listing, downloading, uploading }
     public var phase: Phase
     public var mailbox: String
-    /// Messages listed or downloaded so far, of `total`.
+    /// Messages listed, downloaded or (restore) uploaded so far, of `total`.
     public var done: Int
     public var total: Int
     public var bytes = 0

@@ -444,6 +444,26 @@ public final class WildDuckClient {
         return (uid, json["message"]?["size"]?.int ?? raw.count)
     }
 
+    /// Creates the mailbox `path` (`POST /users/:user/mailboxes`: `path`, `hidden`, `retention`
+    /// in ms; a special use cannot be given, https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/mailboxes.js#L278-L300).
+    /// Returns its id. Not idempotent (a second one is refused, the path exists): the caller
+    /// lists the mailboxes before ever sending it again.
+    public func createMailbox(path: String, hidden: Bool, retention: Int?) throws -> String {
+        var body: [(String, JSON)] = [("path", .string(path))]
+        if hidden { body.append(("hidden", .bool(true))) }
+        if let retention, retention > 0 { body.append(("retention", .number(Double(retention)))) }
+        let json = try call("POST", "/users/\(user)/mailboxes", body: .object(body), idempotent: false)
+        guard let id = ServerID.objectId(json["id"]) else {
+            throw WildDuckError.malformed(route: "POST mailboxes", detail: "no mailbox id in the answer")
+        }
+        return id
+    }
+
+    /// Changes a mailbox's subscription (`PUT /users/:user/mailboxes/:mailbox`). Idempotent.
+    public func setSubscribed(mailbox: String, _ subscribed: Bool) throws {
+        _ = try call("PUT", "/users/\(user)/mailboxes/\(pathSegment(mailbox))", body: .object([("subscribed", .bool(subscribed))]))
+    }
+
     /// One page of the messages of `mailbox` whose internal date is within [from, to] (Unix
     /// seconds), for finding an upload whose answer was lost.
     public func searchByDate(mailbox: String, from: Int, to: Int, cursor: String?, limit: Int = 250) throws -> MessagePage {

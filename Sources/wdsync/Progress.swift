@@ -80,8 +80,8 @@ final class Terminal: Sendable {
         case .listing:
             lead = "listing "
             tail = "  \(p.done)/\(p.total) msgs"
-        case .downloading:
-            lead = ""
+        case .downloading, .uploading:
+            lead = p.phase == .uploading ? "restoring " : ""
             tail = String(format: "  %d/%d msgs  %.1f/%.1f MB", p.done, p.total,
                           Double(p.bytes) / 1_000_000, Double(p.totalBytes) / 1_000_000)
             let rate = seconds > 0 ? Double(p.done) / seconds : 0

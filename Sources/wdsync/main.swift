@@ -110,6 +110,13 @@ func run() -> ExitCode {
     if !args.flags.contains("quiet") && isatty(STDERR_FILENO) == 1 {
         for i in accounts.indices { accounts[i].retriesVisible = true }
     }
+    if args.flags.contains("restore") {
+        guard !args.flags.contains("once"), !args.flags.contains("verify") else {
+            FileHandle.standardError.write(Data("wdsync: --restore goes alone (or with --dry-run)\n".utf8))
+            return .usage
+        }
+        return restore(accounts, level: level, dryRun: args.flags.contains("dry-run"))
+    }
     if args.flags.contains("verify") { return verify(accounts, level: level) }
     if args.flags.contains("dry-run") { return dryRun(accounts, level: level) }
     // Deciding about what the mass-delete breaker holds is a one-off: it never starts a daemon.
@@ -195,6 +202,56 @@ func verify(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
         } catch {
             let (code, message) = classify(error)
             log.log(.error, message)
+            if result == .ok { result = code }
+        }
+    }
+    return result
+}
+
+/// `--restore`: each account's backup (`--maildir`, `--db`) onto its server and user.
+func restore(_ accounts: [AccountConfig], level: LogLevel, dryRun: Bool) -> ExitCode {
+    var result = ExitCode.ok
+    for account in accounts {
+        let log = StderrLog(level: level, timestamps: level == .debug, account: accounts.count > 1 ? account.name : nil)
+        warnAboutTransport(account, log: log)
+        do {
+            let restore = try Restore(config: account, log: log)
+            if Terminal.shared.progressEnabled && !dryRun {
+                let name = accounts.count > 1 ? account.name : nil
+                restore.onProgress = { Terminal.shared.show($0, account: name) }
+            }
+            let start = Date()
+            let summary: Restore.Summary
+            do {
+                defer { Terminal.shared.clear() }
+                summary = try restore.run(dryRun: dryRun)
+            }
+            let seconds = Date().timeIntervalSince(start)
+            let target = "\(account.username) on \(account.server)"
+            if dryRun {
+                for path in summary.mailboxesCreated { log.log(.info, "would create mailbox \(path)") }
+                for (path, planned) in summary.planned.sorted(by: { $0.key < $1.key }) {
+                    log.log(.info, String(format: "would upload %d messages (%.1f MB) into %@", planned.count,
+                                          Double(planned.bytes) / 1_000_000, path))
+                }
+                let count = summary.planned.values.reduce(0) { $0 + $1.count }
+                log.log(.info, "dry run: \(summary.messages) messages in the backup, \(summary.present) already in \(target), \(count) to upload, \(summary.mailboxesCreated.count) mailboxes to create; nothing was changed")
+            } else {
+                log.log(.info, String(format: "restored into %@: %d mailboxes created, %d messages uploaded (%.1f MB) in %.1f s (%.0f msg/s), %d already there",
+                                      target, summary.mailboxesCreated.count, summary.uploaded, Double(summary.bytes) / 1_000_000,
+                                      seconds, seconds > 0 ? Double(summary.uploaded) / seconds : 0, summary.present))
+            }
+            for (what, count) in summary.notCarried.sorted(by: { $0.key < $1.key }) {
+                log.log(.warning, "not carried (the API cannot set it): \(what): \(count)")
+            }
+            for failure in summary.failed { log.log(.error, "not restored: \(failure)") }
+            if !summary.failed.isEmpty {
+                log.log(.error, "\(summary.failed.count) message(s) or mailbox(es) could not be restored (see above); everything else is in place")
+                if result == .ok { result = .server }
+            }
+        } catch {
+            let (code, message) = classify(error)
+            log.log(.error, message + (dryRun ? "" : "; what was uploaded stays, and running the same command again adds only what is missing"))
             if result == .ok { result = code }
         }
     }

@@ -1,0 +1,426 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Lock
+import Maildir
+import Net
+import Store
+import WildDuck
+
+/// `wdsync --restore`: puts a backup (a Maildir, with wdsync's cache when there is one) back
+/// on a server, into the same account after a loss or into another one.
+///
+/// Three steps: read the backup (read-only: the cache is opened read-only, the Maildir only
+/// read), plan against what the target holds (its mailboxes, and a listing of every mailbox the
+/// backup sends messages to), apply (mailboxes, then the uploads on parallel connections, then
+/// the `\Deleted` flags).
+///
+/// Exactly once without a journal of its own: the plan is the lookup. A message goes up only
+/// when the target mailbox does not already hold one like it — same Message-ID and internal
+/// date (± 1 s), or without a Message-ID the same subject and internal date, the keys the
+/// push uses to find an upload whose answer was lost — counted, so two identical messages in
+/// the backup are two on the target. A run stopped anywhere (kill -9 included) lists again and
+/// sends only what is missing; an upload whose answer was lost is either listed then or was not
+/// stored. Never by size: the server stores a rebuilt copy whose size is not the file's.
+///
+/// Nothing already on the target is changed or deleted: existing mailboxes keep their
+/// settings, existing messages their flags.
+public final class Restore {
+    /// One message of the backup.
+    public struct Message: Sendable {
+        /// Relative to the backup's Maildir root.
+        public var file: String
+        public var flags: MessageFlags
+        /// Internal date, Unix seconds.
+        public var idate: Int
+        public var size: Int
+        /// The subject the server showed, when the cache has it (compared with the target's
+        /// listing, which shows subjects decoded).
+        public var listedSubject: String?
+    }
+
+    /// One mailbox of the backup.
+    public struct Folder: Sendable {
+        public var path: String
+        public var specialUse: String?
+        public var hidden = false
+        public var subscribed = true
+        /// Milliseconds, as WildDuck keeps it.
+        public var retention: Int?
+        public var messages: [Message] = []
+    }
+
+    /// What a restore did (or, with `--dry-run`, would do).
+    public struct Summary: Sendable {
+        public var mailboxesCreated: [String] = []
+        public var messages = 0
+        public var uploaded = 0
+        public var bytes = 0
+        /// Messages the target already had.
+        public var present = 0
+        /// Per mailbox path: messages to upload and their bytes (for `--dry-run`).
+        public var planned: [String: (count: Int, bytes: Int)] = [:]
+        /// Files that could not be uploaded, with why.
+        public var failed: [String] = []
+        /// What the API cannot carry: description → how many messages or mailboxes.
+        public var notCarried: [String: Int] = [:]
+    }
+
+    public let config: AccountConfig
+    let log: SyncLog
+    let session: Session
+    let maildir: Maildir
+    /// Told how the uploads advance (the progress line), from the upload threads.
+    public var onProgress: (@Sendable (SyncProgress) -> Void)?
+
+    public init(config: AccountConfig, log: SyncLog) throws {
+        self.config = config
+        self.log = log
+        guard let endpoint = HTTPEndpoint(url: config.server) else {
+            throw SyncError.config("--server \(config.server) is not an http:// or https:// URL")
+        }
+        let root = URL(fileURLWithPath: config.maildir).standardizedFileURL.path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw SyncError.config("the backup's Maildir \(root) does not exist; give the backup's directory with --maildir")
+        }
+        maildir = Maildir(root: root, layout: config.layout)
+        let password = config.password
+        session = Session(endpoint: endpoint, username: config.username, password: { try password.read() },
+                          connector: Connectors.make(caFile: config.caFile, insecure: config.insecure),
+                          retry: config.retry)
+        session.retryLog = { [log] message in log.log(.verbose, message) }
+    }
+
+    // MARK: - Reading the backup
+
+    /// The backup's mailboxes and messages: from wdsync's cache when `config.db` exists (paths,
+    /// special use, hidden, subscribed, retention, internal dates), else from the directory tree
+    /// of a Maildir another program made (see `plainFolders`). Flags always come from the file
+    /// names: they are the backup's latest state, local changes included.
+    public func readBackup() throws -> [Folder] {
+        guard FileManager.default.fileExists(atPath: config.db) else { return try plainFolders() }
+        let store = try Store(readOnlyPath: config.db)
+        if let account = try store.account(), account.layout != config.layout.rawValue {
+            throw SyncError.config("the backup \(config.db) was made with layout \(account.layout); add --layout \(account.layout)")
+        }
+        var folders: [Folder] = []
+        for mailbox in try store.mailboxes() {
+            guard let folderDirectory = mailbox.folder else { continue }
+            let json = try? JSON.parse(mailbox.json)
+            var folder = Folder(path: mailbox.path, specialUse: mailbox.specialUse)
+            folder.hidden = json?["hidden"]?.bool ?? false
+            folder.subscribed = json?["subscribed"]?.bool ?? true
+            folder.retention = json?["retention"]?.int
+            var byUnique: [String: MessageRecord] = [:]
+            for record in try store.messages(mailboxId: mailbox.id) { byUnique[record.uniq] = record }
+            for file in try maildir.listFolder(folderDirectory) ?? [] {
+                guard let info = maildir.fileSize(file.file), info.regular else { continue }
+                let record = byUnique[file.unique]
+                let idate = record?.idate ?? mtime(file.file)
+                folder.messages.append(Message(file: file.file, flags: MessageFlags(rawValue: Int(file.flags.rawValue)),
+                                               idate: idate, size: info.size,
+                                               listedSubject: record.flatMap { (try? JSON.parse($0.json))?["subject"]?.string }))
+            }
+            folder.messages.sort { $0.idate != $1.idate ? $0.idate < $1.idate : $0.file < $1.file }
+            folders.append(folder)
+        }
+        return folders
+    }
+
+    /// The folders of a Maildir that wdsync did not make (mbsync, OfflineIMAP, notmuch): every
+    /// directory with `cur/` and `new/`. A root that is itself a Maildir is Maildir++ (the root
+    /// is INBOX, `.Work.Projects` is `Work/Projects`); otherwise directories nest
+    /// (`Work/Projects`), and a top-level `Inbox` in any case is INBOX. Names wdsync's encoding
+    /// produced are decoded; any other name is the mailbox name as it is. The internal date is
+    /// the file's modification time, and a few usual names map to the target's special-use
+    /// mailboxes (`specialUse(forName:)`).
+    func plainFolders() throws -> [Folder] {
+        let fm = FileManager.default
+        func isMaildir(_ relative: String) -> Bool {
+            let base = relative.isEmpty ? maildir.root : maildir.root + "/" + relative
+            var d: ObjCBool = false
+            return fm.fileExists(atPath: base + "/cur", isDirectory: &d) && d.boolValue
+                && fm.fileExists(atPath: base + "/new", isDirectory: &d) && d.boolValue
+        }
+        var found: [(directory: String, path: String)] = []
+        if isMaildir("") {
+            found.append(("", "INBOX"))
+            for name in (try? fm.contentsOfDirectory(atPath: maildir.root)) ?? [] where name.hasPrefix(".") && name.count > 1 {
+                guard name != "..", isMaildir(name) else { continue }
+                let path = FolderNames.decode(name, layout: .maildirPlusPlus)
+                    ?? name.dropFirst().split(separator: ".", omittingEmptySubsequences: false).joined(separator: "/")
+                found.append((name, path))
+            }
+        } else {
+            var pending = [""]
+            while let directory = pending.popLast() {
+                let base = directory.isEmpty ? maildir.root : maildir.root + "/" + directory
+                for name in (try? fm.contentsOfDirectory(atPath: base)) ?? [] {
+                    guard !name.hasPrefix("."), !["cur", "new", "tmp"].contains(name) else { continue }
+                    let relative = directory.isEmpty ? name : directory + "/" + name
+                    var d: ObjCBool = false
+                    guard fm.fileExists(atPath: base + "/" + name, isDirectory: &d), d.boolValue else { continue }
+                    pending.append(relative)
+                    guard isMaildir(relative) else { continue }
+                    var path = FolderNames.decode(relative, layout: .verbatim) ?? relative
+                    if path.uppercased() == "INBOX" { path = "INBOX" }
+                    found.append((relative, path))
+                }
+            }
+        }
+        var folders: [Folder] = []
+        for (directory, path) in found.sorted(by: { $0.path < $1.path }) {
+            var folder = Folder(path: path, specialUse: path.contains("/") ? nil : Self.specialUse(forName: path))
+            for file in try maildir.listFolder(directory) ?? [] {
+                guard let info = maildir.fileSize(file.file), info.regular, info.size > 0 else { continue }
+                folder.messages.append(Message(file: file.file, flags: MessageFlags(rawValue: Int(file.flags.rawValue)),
+                                               idate: mtime(file.file), size: info.size, listedSubject: nil))
+            }
+            folder.messages.sort { $0.idate != $1.idate ? $0.idate < $1.idate : $0.file < $1.file }
+            folders.append(folder)
+        }
+        return folders
+    }
+
+    /// The special use a folder of another program's Maildir most likely had, by its name, so
+    /// that its messages go to the target's own Sent, Trash, … instead of a second one.
+    static func specialUse(forName name: String) -> String? {
+        switch name.lowercased() {
+        case "sent", "sent mail", "sent items", "sent messages": return "\\Sent"
+        case "trash", "deleted items", "deleted messages": return "\\Trash"
+        case "drafts": return "\\Drafts"
+        case "junk", "spam": return "\\Junk"
+        case "archive", "archives": return "\\Archive"
+        default: return nil
+        }
+    }
+
+    private func mtime(_ relative: String) -> Int {
+        var st = stat()
+        guard stat(maildir.absolutePath(relative), &st) == 0 else { return Int(Date().timeIntervalSince1970) }
+        return Int(st.st_mtim.tv_sec)
+    }
+
+    // MARK: - Planning
+
+    /// How a message is recognised on the target: its Message-ID, or without one its subject;
+    /// with the internal date in whole seconds.
+    struct Key: Hashable {
+        var id: String
+        var date: Int
+    }
+
+    /// What the target's mailbox holds, by key; a match is taken (each target message stands
+    /// for one backup message only).
+    struct Present {
+        var byKey: [Key: [Int]] = [:]
+        var taken = Set<Int>()
+        var isEmpty: Bool { byKey.isEmpty }
+
+        mutating func add(_ item: MessageItem) {
+            guard let date = item.idate else { return }
+            if let id = MessageHeaders.normalized(item.messageId) { byKey[Key(id: "m " + id, date: date), default: []].append(item.uid) }
+            if let subject = item.json["subject"]?.string { byKey[Key(id: "s " + Restore.subjectKey(subject), date: date), default: []].append(item.uid) }
+        }
+
+        /// Takes the target's message for `key` (± 1 s), if there is one not taken yet.
+        mutating func take(_ key: Key) -> Bool {
+            for date in [key.date, key.date - 1, key.date + 1] {
+                for uid in byKey[Key(id: key.id, date: date)] ?? [] where !taken.contains(uid) {
+                    taken.insert(uid)
+                    return true
+                }
+            }
+            return false
+        }
+    }
+
+    static func subjectKey(_ subject: String) -> String { subject.trimmingCharacters(in: .whitespaces) }
+
+    /// The key of a backup message, read from its file's header.
+    func matchKey(_ message: Message) throws -> Key {
+        let content = try maildir.readFile(message.file, limit: LocalScan.uploadLimit)
+        let headers = MessageHeaders(content.bytes)
+        if let id = MessageHeaders.normalized(headers.messageId) { return Key(id: "m " + id, date: message.idate) }
+        return Key(id: "s " + Restore.subjectKey(message.listedSubject ?? headers.subject ?? ""), date: message.idate)
+    }
+
+    /// One mailbox of the plan: where the backup's folder goes and what it must upload.
+    struct Step {
+        var folder: Folder
+        /// The target mailbox's id; nil until created.
+        var target: String?
+        var uploads: [Message]
+    }
+
+    // MARK: - Running
+
+    /// Plans, and unless `dryRun` applies. Stops with the first error that is not about one
+    /// message (the network, authentication, a full account): run it again to go on.
+    public func run(dryRun: Bool) throws -> Summary {
+        var summary = Summary()
+        let backup = try readBackup()
+        let client = WildDuckClient(session: session)
+        defer { client.close() }
+        client.onSkipped = { [log] in log.log(.warning, $0) }
+        try client.authenticate()
+        var targets = try client.fetchMailboxes()
+
+        var steps: [Step] = []
+        for folder in backup {
+            summary.messages += folder.messages.count
+            // INBOX to INBOX; a special-use mailbox to the target's own (whatever its name);
+            // anything else by path.
+            let existing = folder.path == "INBOX" ? targets.first { $0.path == "INBOX" }
+                : folder.specialUse.flatMap { use in targets.first { $0.specialUse == use } } ?? targets.first { $0.path == folder.path }
+            if existing == nil, let use = folder.specialUse {
+                summary.notCarried["special use \(use) (\(folder.path) is created as a plain mailbox)", default: 0] += 1
+            }
+            var present = Present()
+            if let existing {
+                var cursor: String?
+                repeat {
+                    let page = try client.listMessages(mailbox: existing.id, cursor: cursor)
+                    for item in page.items { present.add(item) }
+                    cursor = page.items.isEmpty ? nil : page.nextCursor
+                } while cursor != nil
+            }
+            var uploads: [Message] = []
+            for message in folder.messages {
+                if !present.isEmpty {
+                    let key: Key
+                    do { key = try matchKey(message) } catch {
+                        summary.failed.append("\(message.file): \(error)")
+                        continue
+                    }
+                    if present.take(key) { summary.present += 1; continue }
+                }
+                uploads.append(message)
+            }
+            if !uploads.isEmpty { summary.planned[folder.path] = (uploads.count, uploads.reduce(0) { $0 + $1.size }) }
+            steps.append(Step(folder: folder, target: existing?.id, uploads: uploads))
+        }
+        for step in steps {
+            for message in step.uploads {
+                if message.flags.contains(.replied) { summary.notCarried["\\Answered (R)", default: 0] += 1 }
+                if message.flags.contains(.passed) { summary.notCarried["$Forwarded (P)", default: 0] += 1 }
+            }
+        }
+        if dryRun {
+            summary.mailboxesCreated = steps.filter { $0.target == nil }.map(\.folder.path)
+            return summary
+        }
+
+        // Mailboxes, parents before children.
+        for i in steps.indices.sorted(by: { steps[$0].folder.path < steps[$1].folder.path }) where steps[i].target == nil {
+            let folder = steps[i].folder
+            if let found = targets.first(where: { $0.path == folder.path }) { steps[i].target = found.id; continue }
+            do {
+                let id = try client.createMailbox(path: folder.path, hidden: folder.hidden, retention: folder.retention)
+                if !folder.subscribed { try client.setSubscribed(mailbox: id, false) }
+                steps[i].target = id
+                summary.mailboxesCreated.append(folder.path)
+                log.log(.verbose, "created mailbox \(folder.path)")
+            } catch let error as WildDuckError {
+                // The answer was lost, or the path exists after all: the listing says.
+                guard case .server(_, let status, _, _) = error, status < 500 else { throw error }
+                targets = try client.fetchMailboxes()
+                guard let found = targets.first(where: { $0.path == folder.path }) else {
+                    summary.failed.append("mailbox \(folder.path) (\(folder.messages.count) messages): \(error)")
+                    continue
+                }
+                steps[i].target = found.id
+            }
+        }
+
+        try upload(steps, into: &summary)
+        return summary
+    }
+
+    /// The uploads, on up to `config.connections` connections, then the `\Deleted` flags (the
+    /// upload cannot set them) with one request per mailbox and 500 messages.
+    private func upload(_ steps: [Step], into summary: inout Summary) throws {
+        var jobs: [(mailbox: String, path: String, message: Message)] = []
+        for step in steps { if let target = step.target { jobs += step.uploads.map { (target, step.folder.path, $0) } } }
+        guard !jobs.isEmpty else { return }
+        struct Shared {
+            var next = 0
+            var done = 0
+            var bytes = 0
+            var failure: Error?
+            var failed: [String] = []
+            var deleted: [String: [Int]] = [:]
+        }
+        let shared = Mutex(Shared())
+        let totalBytes = jobs.reduce(0) { $0 + $1.message.size }
+        let total = jobs.count
+        let workers = max(1, min(config.connections, jobs.count))
+        let session = self.session, maildir = self.maildir, log = self.log, onProgress = self.onProgress
+        let queued = jobs
+        let group = DispatchGroup()
+        for _ in 0..<workers {
+            group.enter()
+            let thread = Thread {
+                defer { group.leave() }
+                let client = WildDuckClient(session: session)
+                defer { client.close() }
+                while true {
+                    let index: Int? = shared.withLock { s in
+                        guard s.failure == nil, s.next < queued.count else { return nil }
+                        s.next += 1
+                        return s.next - 1
+                    }
+                    guard let index else { return }
+                    let job = queued[index]
+                    do {
+                        let content = try maildir.readFile(job.message.file, limit: LocalScan.uploadLimit)
+                        let flags = job.message.flags
+                        let reply = try client.uploadMessage(mailbox: job.mailbox, raw: content.bytes, seen: flags.contains(.seen),
+                                                             flagged: flags.contains(.flagged), draft: flags.contains(.draft),
+                                                             date: job.message.idate)
+                        let progress = shared.withLock { s -> SyncProgress in
+                            s.done += 1
+                            s.bytes += content.bytes.count
+                            if flags.contains(.trashed) { s.deleted[job.mailbox, default: []].append(reply.uid) }
+                            return SyncProgress(phase: .uploading, mailbox: job.path, done: s.done, total: total,
+                                                bytes: s.bytes, totalBytes: totalBytes)
+                        }
+                        onProgress?(progress)
+                    } catch let error as MaildirError {
+                        log.log(.warning, "cannot read \(job.message.file): \(error); not uploaded")
+                        shared.withLock { $0.failed.append("\(job.message.file): \(error)") }
+                    } catch let error as WildDuckError {
+                        // Refused for this message alone (too large, not a message): the others go on.
+                        // A lost answer, a full account or a broken server stops the run.
+                        if case .server(_, let status, let code, _) = error, status >= 400, status < 500,
+                           status != 429, code != "OverQuotaError", !error.isNotFound {
+                            log.log(.warning, "the server refused \(job.message.file): \(error)")
+                            shared.withLock { $0.failed.append("\(job.message.file): \(error)") }
+                        } else {
+                            shared.withLock { if $0.failure == nil { $0.failure = error } }
+                        }
+                    } catch {
+                        shared.withLock { if $0.failure == nil { $0.failure = error } }
+                    }
+                }
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        group.wait()
+        let result = shared.withLock { $0 }
+        summary.uploaded += result.done
+        summary.bytes += result.bytes
+        summary.failed += result.failed
+        let client = WildDuckClient(session: session)
+        defer { client.close() }
+        for (mailbox, uids) in result.deleted.sorted(by: { $0.key < $1.key }) {
+            for chunk in Push.chunks(uids.sorted()) {
+                try client.setFlags(mailbox: mailbox, uids: chunk.map(String.init).joined(separator: ","), [("deleted", true)])
+            }
+        }
+        if let failure = result.failure { throw failure }
+    }
+}
