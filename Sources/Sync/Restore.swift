@@ -38,6 +38,8 @@ public final class Restore {
         /// The subject the server showed, when the cache has it (compared with the target's
         /// listing, which shows subjects decoded).
         public var listedSubject: String?
+        /// The Message-ID the server showed, when the cache has it.
+        public var listedMessageId: String?
     }
 
     /// One mailbox of the backup.
@@ -73,6 +75,12 @@ public final class Restore {
     let maildir: Maildir
     /// Told how the uploads advance (the progress line), from the upload threads.
     public var onProgress: (@Sendable (SyncProgress) -> Void)?
+    /// The uploads of messages marked `\Deleted` (T), recorded before they are sent: the upload
+    /// cannot set the flag, a second request does, and a run stopped between the two leaves a
+    /// message that the next run finds already there. What this journal lists there is this
+    /// restore's own upload, whose flag the next run completes; anything else on the target is
+    /// never changed. Outside the backup (which is never written), removed after a complete run.
+    let journal: RestoreJournal
 
     public init(config: AccountConfig, log: SyncLog) throws {
         self.config = config
@@ -91,6 +99,7 @@ public final class Restore {
                           connector: Connectors.make(caFile: config.caFile, insecure: config.insecure),
                           retry: config.retry)
         session.retryLog = { [log] message in log.log(.verbose, message) }
+        journal = RestoreJournal(path: RestoreJournal.path(username: config.username, server: config.server))
     }
 
     // MARK: - Reading the backup
@@ -121,7 +130,8 @@ public final class Restore {
                 let idate = record?.idate ?? mtime(file.file)
                 folder.messages.append(Message(file: file.file, flags: MessageFlags(rawValue: Int(file.flags.rawValue)),
                                                idate: idate, size: info.size,
-                                               listedSubject: record.flatMap { (try? JSON.parse($0.json))?["subject"]?.string }))
+                                               listedSubject: record.flatMap { (try? JSON.parse($0.json))?["subject"]?.string },
+                                               listedMessageId: record?.messageId))
             }
             folder.messages.sort { $0.idate != $1.idate ? $0.idate < $1.idate : $0.file < $1.file }
             folders.append(folder)
@@ -174,9 +184,9 @@ public final class Restore {
         for (directory, path) in found.sorted(by: { $0.path < $1.path }) {
             var folder = Folder(path: path, specialUse: path.contains("/") ? nil : Self.specialUse(forName: path))
             for file in try maildir.listFolder(directory) ?? [] {
-                guard let info = maildir.fileSize(file.file), info.regular, info.size > 0 else { continue }
+                guard let info = maildir.fileSize(file.file), info.regular else { continue }
                 folder.messages.append(Message(file: file.file, flags: MessageFlags(rawValue: Int(file.flags.rawValue)),
-                                               idate: mtime(file.file), size: info.size, listedSubject: nil))
+                                               idate: mtime(file.file), size: info.size))
             }
             folder.messages.sort { $0.idate != $1.idate ? $0.idate < $1.idate : $0.file < $1.file }
             folders.append(folder)
@@ -206,34 +216,39 @@ public final class Restore {
     // MARK: - Planning
 
     /// How a message is recognised on the target: its Message-ID, or without one its subject;
-    /// with the internal date in whole seconds.
+    /// the internal date in whole seconds; and the size the server gives it (see `storedSize`).
     struct Key: Hashable {
         var id: String
         var date: Int
+        var size: Int
     }
 
-    /// What the target's mailbox holds, by key; a match is taken (each target message stands
-    /// for one backup message only).
+    /// What the target's mailbox holds, by Message-ID (or subject) and date; a match is taken
+    /// (each target message stands for one backup message only).
     struct Present {
-        var byKey: [Key: [Int]] = [:]
+        var byKey: [String: [(uid: Int, date: Int, size: Int)]] = [:]
         var taken = Set<Int>()
+        /// Uids with `\Deleted`.
+        var deleted = Set<Int>()
         var isEmpty: Bool { byKey.isEmpty }
 
         mutating func add(_ item: MessageItem) {
             guard let date = item.idate else { return }
-            if let id = MessageHeaders.normalized(item.messageId) { byKey[Key(id: "m " + id, date: date), default: []].append(item.uid) }
-            if let subject = item.json["subject"]?.string { byKey[Key(id: "s " + Restore.subjectKey(subject), date: date), default: []].append(item.uid) }
+            if item.deleted { deleted.insert(item.uid) }
+            if let id = MessageHeaders.normalized(item.messageId) { byKey["m " + id, default: []].append((item.uid, date, item.size)) }
+            if let subject = item.json["subject"]?.string { byKey["s " + Restore.subjectKey(subject), default: []].append((item.uid, date, item.size)) }
         }
 
-        /// Takes the target's message for `key` (± 1 s), if there is one not taken yet.
-        mutating func take(_ key: Key) -> Bool {
-            for date in [key.date, key.date - 1, key.date + 1] {
-                for uid in byKey[Key(id: key.id, date: date)] ?? [] where !taken.contains(uid) {
-                    taken.insert(uid)
-                    return true
-                }
+        /// Takes the target's message for `key`, if there is one not taken yet: its uid. With
+        /// `exactSize` only one of the same size; otherwise any (a server that rebuilds messages
+        /// differently stores other sizes). The date may differ by a second (rounding).
+        mutating func take(_ key: Key, exactSize: Bool) -> Int? {
+            for candidate in byKey[key.id] ?? [] where abs(candidate.date - key.date) <= 1 && !taken.contains(candidate.uid) {
+                if exactSize && candidate.size != key.size { continue }
+                taken.insert(candidate.uid)
+                return candidate.uid
             }
-            return false
+            return nil
         }
     }
 
@@ -241,10 +256,30 @@ public final class Restore {
 
     /// The key of a backup message, read from its file's header.
     func matchKey(_ message: Message) throws -> Key {
-        let content = try maildir.readFile(message.file, limit: LocalScan.uploadLimit)
-        let headers = MessageHeaders(content.bytes)
-        if let id = MessageHeaders.normalized(headers.messageId) { return Key(id: "m " + id, date: message.idate) }
-        return Key(id: "s " + Restore.subjectKey(message.listedSubject ?? headers.subject ?? ""), date: message.idate)
+        Restore.key(message, bytes: try maildir.readFile(message.file, limit: LocalScan.uploadLimit).bytes)
+    }
+
+    /// The Message-ID as the server parsed it when the cache has it (the file's header says
+    /// whether there is one: without, the server made one up, which another server does not
+    /// repeat), else as the header has it.
+    static func key(_ message: Message, bytes: [UInt8]) -> Key {
+        let headers = MessageHeaders(bytes)
+        let size = storedSize(bytes)
+        if let id = MessageHeaders.normalized(headers.messageId) {
+            return Key(id: "m " + (MessageHeaders.normalized(message.listedMessageId) ?? id), date: message.idate, size: size)
+        }
+        return Key(id: "s " + Restore.subjectKey(message.listedSubject ?? headers.subject ?? ""), date: message.idate, size: size)
+    }
+
+    /// The size of the copy WildDuck stores: it writes every line end as CRLF.
+    static func storedSize(_ bytes: [UInt8]) -> Int {
+        var size = bytes.count
+        var previous: UInt8 = 0
+        for b in bytes {
+            if b == 0x0A && previous != 0x0D { size += 1 }
+            previous = b
+        }
+        return size
     }
 
     /// One mailbox of the plan: where the backup's folder goes and what it must upload.
@@ -267,6 +302,8 @@ public final class Restore {
         client.onSkipped = { [log] in log.log(.warning, $0) }
         try client.authenticate()
         var targets = try client.fetchMailboxes()
+        let recorded = try journal.entries()
+        var unfinishedDeletes: [String: [Int]] = [:]
 
         var steps: [Step] = []
         for folder in backup {
@@ -287,17 +324,34 @@ public final class Restore {
                     cursor = page.items.isEmpty ? nil : page.nextCursor
                 } while cursor != nil
             }
-            var uploads: [Message] = []
+            // Two passes: first the target's messages of the same size, then any of the same
+            // Message-ID (or subject) and date, so that two different messages with one
+            // Message-ID and date are told apart where sizes can.
+            var keyed: [(message: Message, key: Key?)] = []
             for message in folder.messages {
-                if !present.isEmpty {
-                    let key: Key
-                    do { key = try matchKey(message) } catch {
-                        summary.failed.append("\(message.file): \(error)")
-                        continue
-                    }
-                    if present.take(key) { summary.present += 1; continue }
+                guard message.size > 0 else {
+                    summary.notCarried["empty messages (WildDuck refuses an empty upload)", default: 0] += 1
+                    continue
                 }
-                uploads.append(message)
+                guard !present.isEmpty else { keyed.append((message, nil)); continue }
+                do { keyed.append((message, try matchKey(message))) } catch {
+                    summary.failed.append("\(message.file): \(error)")
+                }
+            }
+            var matched: [Int: Int] = [:]     // index in keyed → target uid
+            for exact in [true, false] {
+                for (i, item) in keyed.enumerated() where matched[i] == nil {
+                    if let key = item.key, let uid = present.take(key, exactSize: exact) { matched[i] = uid }
+                }
+            }
+            var uploads: [Message] = []
+            for (i, item) in keyed.enumerated() {
+                guard let uid = matched[i], let key = item.key else { uploads.append(item.message); continue }
+                summary.present += 1
+                if item.message.flags.contains(.trashed), !present.deleted.contains(uid), let target = existing?.id,
+                   recorded.contains(RestoreJournal.Entry(mailbox: target, key: key)) {
+                    unfinishedDeletes[target, default: []].append(uid)
+                }
             }
             if !uploads.isEmpty { summary.planned[folder.path] = (uploads.count, uploads.reduce(0) { $0 + $1.size }) }
             steps.append(Step(folder: folder, target: existing?.id, uploads: uploads))
@@ -335,28 +389,29 @@ public final class Restore {
             }
         }
 
-        try upload(steps, into: &summary)
+        try upload(steps, deleted: unfinishedDeletes, into: &summary)
+        journal.remove()
         return summary
     }
 
     /// The uploads, on up to `config.connections` connections, then the `\Deleted` flags (the
     /// upload cannot set them) with one request per mailbox and 500 messages.
-    private func upload(_ steps: [Step], into summary: inout Summary) throws {
+    private func upload(_ steps: [Step], deleted unfinished: [String: [Int]], into summary: inout Summary) throws {
         var jobs: [(mailbox: String, path: String, message: Message)] = []
         for step in steps { if let target = step.target { jobs += step.uploads.map { (target, step.folder.path, $0) } } }
-        guard !jobs.isEmpty else { return }
         struct Shared {
             var next = 0
             var done = 0
             var bytes = 0
             var failure: Error?
             var failed: [String] = []
-            var deleted: [String: [Int]] = [:]
+            var deleted: [String: [Int]]
         }
-        let shared = Mutex(Shared())
+        let shared = Mutex(Shared(deleted: unfinished))
+        let journal = self.journal
         let totalBytes = jobs.reduce(0) { $0 + $1.message.size }
         let total = jobs.count
-        let workers = max(1, min(config.connections, jobs.count))
+        let workers = min(config.connections, jobs.count)
         let session = self.session, maildir = self.maildir, log = self.log, onProgress = self.onProgress
         let queued = jobs
         let group = DispatchGroup()
@@ -377,6 +432,9 @@ public final class Restore {
                     do {
                         let content = try maildir.readFile(job.message.file, limit: LocalScan.uploadLimit)
                         let flags = job.message.flags
+                        if flags.contains(.trashed) {
+                            try journal.record(RestoreJournal.Entry(mailbox: job.mailbox, key: Restore.key(job.message, bytes: content.bytes)))
+                        }
                         let reply = try client.uploadMessage(mailbox: job.mailbox, raw: content.bytes, seen: flags.contains(.seen),
                                                              flagged: flags.contains(.flagged), draft: flags.contains(.draft),
                                                              date: job.message.idate)
@@ -423,4 +481,58 @@ public final class Restore {
         }
         if let failure = result.failure { throw failure }
     }
+}
+
+/// The restore's record of `\Deleted` uploads (see `Restore.journal`): one JSON array per line,
+/// `[mailbox id, key, date, size]`, appended and synced before the upload goes out.
+struct RestoreJournal: Sendable {
+    struct Entry: Hashable {
+        var mailbox: String
+        var key: Restore.Key
+    }
+
+    let path: String
+    private let lock = Mutex(())
+
+    init(path: String) { self.path = path }
+
+    /// `$XDG_STATE_HOME/wdsync/restore-USER@HOST.journal` (default `~/.local/state`): per target,
+    /// and never in the backup.
+    static func path(username: String, server: String) -> String {
+        let environment = ProcessInfo.processInfo.environment
+        let home = environment["HOME"] ?? NSHomeDirectory()
+        let state = environment["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.local/state"
+        let host = HTTPEndpoint(url: server).map { "\($0.host)_\($0.port)" } ?? "server"
+        let name = String("\(username)@\(host)".map { $0.isLetter || $0.isNumber || "@._-".contains($0) ? $0 : "_" })
+        return state + "/wdsync/restore-" + name + ".journal"
+    }
+
+    func entries() throws -> Set<Entry> {
+        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        var out = Set<Entry>()
+        // A line cut by a crash is not a recorded upload: it was never sent.
+        for line in data.split(separator: UInt8(ascii: "\n")) {
+            guard let items = (try? JSON.parse(Array(line)))?.array, items.count == 4, let mailbox = items[0].string,
+                  let key = items[1].string, let date = items[2].int, let size = items[3].int else { continue }
+            out.insert(Entry(mailbox: mailbox, key: Restore.Key(id: key, date: date, size: size)))
+        }
+        return out
+    }
+
+    func record(_ entry: Entry) throws {
+        let line = JSON.array([.string(entry.mailbox), .string(entry.key.id), .number(Double(entry.key.date)), .number(Double(entry.key.size))]).text + "\n"
+        try lock.withLock { _ in
+            try Mirror.makeDirectory((path as NSString).deletingLastPathComponent)
+            let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw SyncError.localIO("cannot write \(path): \(String(cString: strerror(errno)))") }
+            defer { close(fd) }
+            let bytes = Array(line.utf8)
+            let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            guard written == bytes.count, fsync(fd) == 0 else {
+                throw SyncError.localIO("cannot write \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    func remove() { unlink(path) }
 }
