@@ -67,6 +67,8 @@ public final class Restore {
         public var failed: [String] = []
         /// What the API cannot carry: description → how many messages or mailboxes.
         public var notCarried: [String: Int] = [:]
+        /// Settings set on the target ("autoreply" for the autoreply).
+        public var settings: [String] = []
     }
 
     public let config: AccountConfig
@@ -362,8 +364,10 @@ public final class Restore {
                 if message.flags.contains(.passed) { summary.notCarried["$Forwarded (P)", default: 0] += 1 }
             }
         }
+        let settings = try plannedSettings(client, into: &summary)
         if dryRun {
             summary.mailboxesCreated = steps.filter { $0.target == nil }.map(\.folder.path)
+            summary.settings = settings.user.map(\.0) + (settings.autoreply == nil ? [] : ["autoreply"])
             return summary
         }
 
@@ -390,8 +394,61 @@ public final class Restore {
         }
 
         try upload(steps, deleted: unfinishedDeletes, into: &summary)
+        if !settings.user.isEmpty {
+            try client.updateSettings(settings.user)
+            summary.settings += settings.user.map(\.0)
+        }
+        if let autoreply = settings.autoreply {
+            try client.updateAutoreply(autoreply)
+            summary.settings.append("autoreply")
+        }
         journal.remove()
         return summary
+    }
+
+    /// The user's settings that wdsync's cache holds, as the fields of a `PUT` for those the
+    /// target has left unset (empty, or WildDuck's default): a setting someone made on the
+    /// target is never changed. The same for the autoreply: only onto a target without one.
+    /// Filters are listed, not restored: the cache holds them as the server lists them, in
+    /// words ("move to folder", a mailbox id of the old server), which no request takes back.
+    func plannedSettings(_ client: WildDuckClient, into summary: inout Summary) throws -> (user: [(String, JSON)], autoreply: [(String, JSON)]?) {
+        guard FileManager.default.fileExists(atPath: config.db) else { return ([], nil) }
+        let store = try Store(readOnlyPath: config.db)
+        let filters = try store.filters()
+        if !filters.isEmpty {
+            summary.notCarried["filters (recreate them by hand: the backup has them only in words, see its cache's filters table)", default: 0] += filters.count
+        }
+        var user: [(String, JSON)] = []
+        if let text = try store.userJSON(), let backup = try? JSON.parse(text) {
+            let target = try client.fetchUser()
+            func unset(_ value: JSON?, default defaultValue: JSON? = nil) -> Bool {
+                switch value {
+                case nil, .null?: return true
+                case .string(let s)?: return s.isEmpty
+                case .array(let a)?: return a.isEmpty
+                case .bool(let b)?: return !b
+                case .number(let n)?: return n == 0 || value == defaultValue
+                default: return false
+                }
+            }
+            // spamLevel's default is 50 (lib/api/users.js, `spamLevel`).
+            for (field, defaultValue) in [("name", nil), ("language", nil), ("retention", nil), ("spamLevel", JSON.number(50)),
+                                          ("targets", nil), ("fromWhitelist", nil)] as [(String, JSON?)] {
+                guard let value = backup[field], !unset(value, default: defaultValue), unset(target[field], default: defaultValue),
+                      value != target[field] else { continue }
+                user.append((field, value))
+            }
+        }
+        var autoreply: [(String, JSON)]?
+        if let text = try store.autoreplyJSON(), let backup = try? JSON.parse(text) {
+            let target = try client.fetchAutoreply()
+            let fields = ["status", "name", "subject", "text", "html", "start", "end"]
+            let has = { (json: JSON) in fields.contains { !["status", "start", "end"].contains($0) && !(json[$0]?.string ?? "").isEmpty } }
+            if has(backup) && !has(target) && target["status"]?.bool != true {
+                autoreply = fields.compactMap { field in backup[field].flatMap { $0.isNull ? nil : (field, $0) } }
+            }
+        }
+        return (user, autoreply)
     }
 
     /// The uploads, on up to `config.connections` connections, then the `\Deleted` flags (the

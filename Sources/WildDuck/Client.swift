@@ -459,6 +459,18 @@ public final class WildDuckClient {
         return id
     }
 
+    /// Changes the user's settings (`PUT /users/:user`; the fields of
+    /// https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/users.js#L1150-L1260). Idempotent.
+    public func updateSettings(_ fields: [(String, JSON)]) throws {
+        _ = try call("PUT", "/users/\(user)", body: .object(fields))
+    }
+
+    /// Sets the autoreply (`PUT /users/:user/autoreply`: status, name, subject, text, html, start,
+    /// end; https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/autoreply.js). Idempotent.
+    public func updateAutoreply(_ fields: [(String, JSON)]) throws {
+        _ = try call("PUT", "/users/\(user)/autoreply", body: .object(fields))
+    }
+
     /// Changes a mailbox's subscription (`PUT /users/:user/mailboxes/:mailbox`). Idempotent.
     public func setSubscribed(mailbox: String, _ subscribed: Bool) throws {
         _ = try call("PUT", "/users/\(user)/mailboxes/\(pathSegment(mailbox))", body: .object([("subscribed", .bool(subscribed))]))

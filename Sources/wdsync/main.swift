@@ -230,6 +230,7 @@ func restore(_ accounts: [AccountConfig], level: LogLevel, dryRun: Bool) -> Exit
             let target = "\(account.username) on \(account.server)"
             if dryRun {
                 for path in summary.mailboxesCreated { log.log(.info, "would create mailbox \(path)") }
+                if !summary.settings.isEmpty { log.log(.info, "would set \(summary.settings.joined(separator: ", "))") }
                 for (path, planned) in summary.planned.sorted(by: { $0.key < $1.key }) {
                     log.log(.info, String(format: "would upload %d messages (%.1f MB) into %@", planned.count,
                                           Double(planned.bytes) / 1_000_000, path))
@@ -240,6 +241,7 @@ func restore(_ accounts: [AccountConfig], level: LogLevel, dryRun: Bool) -> Exit
                 log.log(.info, String(format: "restored into %@: %d mailboxes created, %d messages uploaded (%.1f MB) in %.1f s (%.0f msg/s), %d already there",
                                       target, summary.mailboxesCreated.count, summary.uploaded, Double(summary.bytes) / 1_000_000,
                                       seconds, seconds > 0 ? Double(summary.uploaded) / seconds : 0, summary.present))
+                if !summary.settings.isEmpty { log.log(.info, "set \(summary.settings.joined(separator: ", "))") }
             }
             for (what, count) in summary.notCarried.sorted(by: { $0.key < $1.key }) {
                 log.log(.warning, "not carried (the API cannot set it): \(what): \(count)")

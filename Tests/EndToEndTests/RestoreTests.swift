@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Testing
-import WildDuckSim
+@testable import WildDuckSim
 
 /// `wdsync --restore`: a backup back on a server (another simulator stands for the new server
 /// or the wiped account), checked on the server and by syncing the restored account again.
@@ -80,6 +80,10 @@ import WildDuckSim
         }
         let twin = Array("From: c@example.org\r\nSubject: twin\r\nMessage-ID: <twin@example.org>\r\n\r\nsame\r\n".utf8)
         for _ in 0..<2 { try backup.account.deliver(twin, to: quiet, idate: Date(timeIntervalSince1970: 1_650_000_000)) }
+        // Settings, autoreply and a filter.
+        backup.account.updateUser(["language": "de", "spamLevel": "80"])
+        backup.account.setAutoreply(status: true, subject: "Away", text: "Back on Monday")
+        _ = backup.account.addFilter(name: "lists")
         try backup.sync()
         let before = backup.snapshot()
         let dbBefore = Self.sha(backup.db)
@@ -88,6 +92,11 @@ import WildDuckSim
         let result = try target.run(Self.restoreArguments(backup, to: target))
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.contains("not carried"), "\\Answered must be listed: \(result.stderr)")
+        #expect(result.stderr.contains("filters"), "filters must be listed: \(result.stderr)")
+        #expect(target.account.userField("language") == "de")
+        #expect(target.account.userField("spamLevel") == "80")
+        let autoreply = target.account.state.withLock { $0.autoreply }
+        #expect(autoreply.status && autoreply.subject == "Away" && autoreply.text == "Back on Monday")
         // The backup is read, never written.
         #expect(backup.snapshot() == before)
         #expect(Self.sha(backup.db) == dbBefore)
@@ -116,7 +125,13 @@ import WildDuckSim
         let backup = try Harness()
         try backup.seedStandard(generated: 30)
         try backup.sync()
+        backup.account.updateUser(["language": "de"])
+        backup.account.setAutoreply(status: true, subject: "Away", text: "Back on Monday")
+        try backup.sync()
         let target = try Harness()
+        // Settings of its own, which stay.
+        target.account.updateUser(["language": "fi"])
+        target.account.setAutoreply(status: false, subject: "Old", text: "kept")
         // The target already has mail, in a mailbox the backup also has, with other flags.
         let work = try target.account.createMailbox(path: "Work")
         try target.account.updateMailbox(id: work, subscribed: false)
@@ -144,6 +159,8 @@ import WildDuckSim
         let kept = try #require(target.account.messages(mailboxId: work).first { $0.uid == sharedUid })
         #expect(!kept.seen)
         #expect(target.account.mailboxes().first { $0.id == work }?.subscribed == false)
+        #expect(target.account.userField("language") == "fi")
+        #expect(target.account.state.withLock { $0.autoreply.subject } == "Old")
         // Everything of the backup is there once, next to what the target had.
         let empty = backup.account.mailboxes().reduce(0) { $0 + backup.account.messages(mailboxId: $1.id).filter { $0.raw.isEmpty }.count }
         #expect(target.totalServerMessages == backup.totalServerMessages + 1 - empty)
