@@ -324,6 +324,8 @@ struct Routes {
         return .json(200, .object(pairs))
     }
 
+    /// `PUT /users/:user`: the settings a restore sets back (name, language, retention,
+    /// spamLevel, targets, fromWhitelist) among others (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/users.js#L1150-L1260).
     func updateUser(_ req: HTTPRequest) throws -> HTTPResponse {
         let body = try Routes.bodyObject(req).get()
         var fields: [String: String] = [:]
@@ -396,6 +398,8 @@ struct Routes {
         return .json(200, json)
     }
 
+    /// `POST /users/:user/mailboxes`: path, hidden, retention, encryptMessages, and no special use
+    /// (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/mailboxes.js#L278-L300).
     func createMailbox(_ req: HTTPRequest) throws -> HTTPResponse {
         let body = try Routes.bodyObject(req).get()
         guard let path = body["path"]?.stringValue, !path.isEmpty else { throw ResponseError(Routes.validation("path", "\"path\" is required")) }
@@ -404,6 +408,8 @@ struct Routes {
         return .json(200, .object([("success", .bool(true)), ("id", .string(id))]))
     }
 
+    /// `PUT /users/:user/mailboxes/:mailbox`: path, retention, subscribed, encryptMessages, hidden
+    /// (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/mailboxes.js#L544-L570).
     func updateMailbox(_ req: HTTPRequest, _ id: String) throws -> HTTPResponse {
         let body = try Routes.bodyObject(req).get()
         let path = body["path"]?.stringValue
@@ -663,6 +669,8 @@ struct Routes {
         return .json(200, .object(p))
     }
 
+    /// `PUT /users/:user/autoreply`: status, name, subject, text, html, start, end
+    /// (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/autoreply.js).
     func updateAutoreply(_ req: HTTPRequest) throws -> HTTPResponse {
         let body = try Routes.bodyObject(req).get()
         let id = account.mutate { s -> String in
