@@ -98,6 +98,7 @@ final class Bench {
         if !o.only.isDisjoint(with: ["memory", "noop", "change", "idle"]) { try big(wdsync: absolute(o.wdsync)) }
         if o.only.contains("live") { try live(wdsync: absolute(o.wdsync)) }
         if o.only.contains("push") { try push(wdsync: absolute(o.wdsync)) }
+        if o.only.contains("restore") { try restore(wdsync: absolute(o.wdsync)) }
         if o.only.contains("soak") { try soak(wdsync: absolute(o.wdsync)) }
         report()
         if !o.keep { removeTree(work) }

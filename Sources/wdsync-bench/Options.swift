@@ -1,7 +1,7 @@
 import Foundation
 
 struct Options {
-    /// Messages in the initial-sync comparison (wdsync, mbsync+dovecot, floor).
+    /// Messages in the initial-sync and restore comparisons (wdsync, mbsync+dovecot, floor).
     var messages = 10_000
     /// Mailboxes the initial-sync messages are spread over.
     var mailboxes = 6
@@ -37,18 +37,18 @@ struct Options {
     var keep = false
     var help = false
 
-    static let all: Set<String> = ["initial", "memory", "noop", "change", "live", "idle", "push"]
+    static let all: Set<String> = ["initial", "memory", "noop", "change", "live", "idle", "push", "restore"]
     /// Benchmarks that run only when named in `--only` (they take long).
     static let optional: Set<String> = ["soak"]
 
     static let usage = """
     usage: wdsync-bench [options]
 
-      --messages N       messages in the initial-sync comparison (default 10000)
+      --messages N       messages in the initial-sync and restore comparisons (default 10000)
       --mailboxes N      mailboxes they are spread over (default 6)
       --repeat N         rounds of the initial-sync comparison, median shown (default 3)
       --big N            messages for noop/change/memory/idle, 20 mailboxes (default 100000)
-      --only LIST        comma-separated subset of: initial,memory,noop,change,live,idle,push;
+      --only LIST        comma-separated subset of: initial,memory,noop,change,live,idle,push,restore;
                          soak runs only when named here
       --json FILE        also write the figures as JSON
       --workdir DIR      scratch directory (default /var/tmp/wdsync-bench; emptied first)
