@@ -82,7 +82,9 @@ final class Dovecot {
 
     /// Dovecot refuses mail access as root, so the mail store belongs to the `mail` user (uid 8
     /// on Debian); the master runs as root with private base/state directories.
-    func writeConfig() throws {
+    /// `fsync: false` (`mail_fsync = never`): for comparisons with the in-process simulator,
+    /// which keeps messages in memory.
+    func writeConfig(fsync: Bool = true) throws {
         for d in ["run", "state", "log", "home", "mail"] { try makeDirs(dir + "/" + d) }
         let conf = """
         # Private dovecot for wdsync-bench. No system configuration is read.
@@ -91,6 +93,7 @@ final class Dovecot {
         state_dir = \(dir)/state
         log_path = \(dir)/log/dovecot.log
         protocols = imap
+        \(fsync ? "" : "mail_fsync = never")
         listen = 127.0.0.1
         ssl = no
         disable_plaintext_auth = no

@@ -33,7 +33,7 @@ extension Bench {
         // Empty messages: WildDuck refuses them, and the restore lists them instead.
         let count = files.values.filter { $0.size > 0 }.count
         let bytes = files.values.reduce(0) { $0 + Int($1.size) }
-        notes.append("restore corpus: the Maildir of a wdsync --once of \(count) generated messages (\(String(format: "%.1f", Double(bytes) / 1e6)) MB, \(o.mailboxes) mailboxes); wdsync --restore uploads it into an empty account of the in-process simulator with its default 4 connections, mbsync (Sync Push, Create Far) into an empty private dovecot, which stores each message durably. One round each.")
+        notes.append("restore corpus: the Maildir of a wdsync --once of \(count) generated messages (\(String(format: "%.1f", Double(bytes) / 1e6)) MB, \(o.mailboxes) mailboxes); wdsync --restore uploads it into an empty account of the in-process simulator with its default 4 connections, mbsync (Sync Push, Create Far) into an empty private dovecot told not to fsync (mail_fsync = never: the simulator keeps messages in memory; dovecot still writes each one to its Maildir and indexes). One round each.")
 
         // wdsync --restore into an empty account.
         let target = SimAccount(username: "demo", password: "demo")
@@ -62,7 +62,7 @@ extension Bench {
         let copy = dir + "/mbsync-maildir"
         _ = try runQuiet(["/bin/cp", "-a", backup, copy])
         let d = try Dovecot(binary: dovecotBin, dir: dir + "/dovecot")
-        try d.writeConfig()
+        try d.writeConfig(fsync: false)
         try d.preDeliver([("INBOX", [])])
         try d.start()
         defer { d.stop() }
