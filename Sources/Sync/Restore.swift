@@ -16,13 +16,14 @@ import WildDuck
 /// backup sends messages to), apply (mailboxes, then the uploads on parallel connections, then
 /// the `\Deleted` flags).
 ///
-/// Exactly once without a journal of its own: the plan is the lookup. A message goes up only
-/// when the target mailbox does not already hold one like it — same Message-ID and internal
-/// date (± 1 s), or without a Message-ID the same subject and internal date, the keys the
-/// push uses to find an upload whose answer was lost — counted, so two identical messages in
-/// the backup are two on the target. A run stopped anywhere (kill -9 included) lists again and
-/// sends only what is missing; an upload whose answer was lost is either listed then or was not
-/// stored. Never by size: the server stores a rebuilt copy whose size is not the file's.
+/// Exactly once: the plan is the lookup. A message goes up only when the target mailbox does
+/// not already hold one like it — same Message-ID and internal date (± 1 s), or without a
+/// Message-ID the same subject and internal date, the keys the push uses to find an upload
+/// whose answer was lost — counted, so two identical messages in the backup are two on the
+/// target, and one of the same stored size preferred, so two different messages sharing a
+/// Message-ID and date are both restored. A run stopped anywhere (kill -9 included) lists again
+/// and sends only what is missing; an upload it had recorded (`journal`) but does not find yet
+/// is waited for a few seconds first.
 ///
 /// Nothing already on the target is changed or deleted: existing mailboxes keep their
 /// settings, existing messages their flags.
@@ -77,11 +78,13 @@ public final class Restore {
     let maildir: Maildir
     /// Told how the uploads advance (the progress line), from the upload threads.
     public var onProgress: (@Sendable (SyncProgress) -> Void)?
-    /// The uploads of messages marked `\Deleted` (T), recorded before they are sent: the upload
-    /// cannot set the flag, a second request does, and a run stopped between the two leaves a
-    /// message that the next run finds already there. What this journal lists there is this
-    /// restore's own upload, whose flag the next run completes; anything else on the target is
-    /// never changed. Outside the backup (which is never written), removed after a complete run.
+    /// Every upload, recorded before it is sent. A rerun that does not find a recorded upload in
+    /// the listing lists again for a few seconds (`settleSeconds`) before sending it again: the
+    /// server may still be storing it. And `\Deleted` (T): the upload cannot set it, a second
+    /// request does, and a run stopped between the two leaves a message that the next run finds
+    /// already there; the journal says it is this restore's own upload, whose flag the next run
+    /// completes (anything else on the target is never changed). Outside the backup (which is
+    /// never written); removed after a complete run.
     let journal: RestoreJournal
 
     public init(config: AccountConfig, log: SyncLog) throws {
@@ -294,6 +297,10 @@ public final class Restore {
 
     // MARK: - Running
 
+    /// How long a rerun waits, at most, for the uploads an interrupted run recorded to show up
+    /// in the listing (the server stores an upload whose client went away).
+    static let settleSeconds = 5.0
+
     /// Plans, and unless `dryRun` applies. Stops with the first error that is not about one
     /// message (the network, authentication, a full account): run it again to go on.
     public func run(dryRun: Bool) throws -> Summary {
@@ -305,6 +312,7 @@ public final class Restore {
         try client.authenticate()
         var targets = try client.fetchMailboxes()
         let recorded = try journal.entries()
+        var settleDeadline: Date?
         var unfinishedDeletes: [String: [Int]] = [:]
 
         var steps: [Step] = []
@@ -317,35 +325,57 @@ public final class Restore {
             if existing == nil, let use = folder.specialUse {
                 summary.notCarried["special use \(use) (\(folder.path) is created as a plain mailbox)", default: 0] += 1
             }
-            var present = Present()
-            if let existing {
-                var cursor: String?
-                repeat {
-                    let page = try client.listMessages(mailbox: existing.id, cursor: cursor)
-                    for item in page.items { present.add(item) }
-                    cursor = page.items.isEmpty ? nil : page.nextCursor
-                } while cursor != nil
-            }
-            // Two passes: first the target's messages of the same size, then any of the same
-            // Message-ID (or subject) and date, so that two different messages with one
-            // Message-ID and date are told apart where sizes can.
+            // Keys are read from the files only where there is something to compare with.
+            let journaled = existing.map { mailbox in recorded.contains { $0.mailbox == mailbox.id } } ?? false
             var keyed: [(message: Message, key: Key?)] = []
-            for message in folder.messages {
-                guard message.size > 0 else {
-                    summary.notCarried["empty messages (WildDuck refuses an empty upload)", default: 0] += 1
-                    continue
-                }
-                guard !present.isEmpty else { keyed.append((message, nil)); continue }
-                do { keyed.append((message, try matchKey(message))) } catch {
-                    summary.failed.append("\(message.file): \(error)")
-                }
-            }
+            var present = Present()
             var matched: [Int: Int] = [:]     // index in keyed → target uid
-            for exact in [true, false] {
-                for (i, item) in keyed.enumerated() where matched[i] == nil {
-                    if let key = item.key, let uid = present.take(key, exactSize: exact) { matched[i] = uid }
+            var firstPass = true
+            while true {
+                present = Present()
+                if let existing {
+                    var cursor: String?
+                    repeat {
+                        let page = try client.listMessages(mailbox: existing.id, cursor: cursor)
+                        for item in page.items { present.add(item) }
+                        cursor = page.items.isEmpty ? nil : page.nextCursor
+                    } while cursor != nil
                 }
+                if firstPass {
+                    firstPass = false
+                    for message in folder.messages {
+                        guard message.size > 0 else { continue }
+                        guard !present.isEmpty || journaled else { keyed.append((message, nil)); continue }
+                        do { keyed.append((message, try matchKey(message))) } catch {
+                            summary.failed.append("\(message.file): \(error)")
+                        }
+                    }
+                }
+                // Two passes: first the target's messages of the same size, then any of the same
+                // Message-ID (or subject) and date, so that two different messages with one
+                // Message-ID and date are told apart where sizes can.
+                matched = [:]
+                for exact in [true, false] {
+                    for (i, item) in keyed.enumerated() where matched[i] == nil {
+                        if let key = item.key, let uid = present.take(key, exactSize: exact) { matched[i] = uid }
+                    }
+                }
+                // An upload an interrupted run recorded but the listing does not show may still
+                // be in the server's hands (the client went away, the server goes on storing):
+                // listed again for a few seconds before it is sent again.
+                guard let target = existing?.id else { break }
+                let missing = keyed.indices.filter { i in
+                    matched[i] == nil && keyed[i].key.map { recorded.contains(RestoreJournal.Entry(mailbox: target, key: $0)) } == true
+                }
+                guard !missing.isEmpty else { break }
+                let deadline = settleDeadline ?? Date().addingTimeInterval(Self.settleSeconds)
+                settleDeadline = deadline
+                guard Date() < deadline else { break }
+                log.log(.verbose, "\(missing.count) upload(s) of an interrupted run not in \(folder.path) yet; listing it again")
+                Thread.sleep(forTimeInterval: 0.5)
             }
+            let empty = folder.messages.filter { $0.size == 0 }.count
+            if empty > 0 { summary.notCarried["empty messages (WildDuck refuses an empty upload)", default: 0] += empty }
             var uploads: [Message] = []
             for (i, item) in keyed.enumerated() {
                 guard let uid = matched[i], let key = item.key else { uploads.append(item.message); continue }
@@ -489,9 +519,8 @@ public final class Restore {
                     do {
                         let content = try maildir.readFile(job.message.file, limit: LocalScan.uploadLimit)
                         let flags = job.message.flags
-                        if flags.contains(.trashed) {
-                            try journal.record(RestoreJournal.Entry(mailbox: job.mailbox, key: Restore.key(job.message, bytes: content.bytes)))
-                        }
+                        try journal.record(RestoreJournal.Entry(mailbox: job.mailbox, key: Restore.key(job.message, bytes: content.bytes)),
+                                           durable: flags.contains(.trashed))
                         let reply = try client.uploadMessage(mailbox: job.mailbox, raw: content.bytes, seen: flags.contains(.seen),
                                                              flagged: flags.contains(.flagged), draft: flags.contains(.draft),
                                                              date: job.message.idate)
@@ -540,8 +569,8 @@ public final class Restore {
     }
 }
 
-/// The restore's record of `\Deleted` uploads (see `Restore.journal`): one JSON array per line,
-/// `[mailbox id, key, date, size]`, appended and synced before the upload goes out.
+/// The restore's record of its uploads (see `Restore.journal`): one JSON array per line,
+/// `[mailbox id, key, date, size]`, appended before the upload goes out.
 struct RestoreJournal: Sendable {
     struct Entry: Hashable {
         var mailbox: String
@@ -576,7 +605,10 @@ struct RestoreJournal: Sendable {
         return out
     }
 
-    func record(_ entry: Entry) throws {
+    /// `durable`: synced to disk too (the `\\Deleted` uploads, whose record must outlive a power
+    /// loss); otherwise written (a kill -9 does not lose it; after a power loss the rerun comes
+    /// late enough for the listing to show the upload).
+    func record(_ entry: Entry, durable: Bool) throws {
         let line = JSON.array([.string(entry.mailbox), .string(entry.key.id), .number(Double(entry.key.date)), .number(Double(entry.key.size))]).text + "\n"
         try lock.withLock { _ in
             try Mirror.makeDirectory((path as NSString).deletingLastPathComponent)
@@ -585,7 +617,7 @@ struct RestoreJournal: Sendable {
             defer { close(fd) }
             let bytes = Array(line.utf8)
             let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            guard written == bytes.count, fsync(fd) == 0 else {
+            guard written == bytes.count, !durable || fsync(fd) == 0 else {
                 throw SyncError.localIO("cannot write \(path): \(String(cString: strerror(errno)))")
             }
         }

@@ -81,6 +81,7 @@ final class Harness {
         var env = isolatedEnvironment(home: dir)
         env["XDG_CONFIG_HOME"] = dir + "/config"
         env["XDG_DATA_HOME"] = dir + "/data"
+        env["XDG_STATE_HOME"] = dir + "/state"
         env["WDSYNC_RETRY_DELAYS"] = Harness.retryDelays
         env.merge(environment) { $1 }
         p.environment = env

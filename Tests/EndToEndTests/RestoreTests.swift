@@ -194,6 +194,26 @@ import Testing
         #expect(Self.serverMessages(target) == Self.serverMessages(backup), "\(Self.difference(Self.serverMessages(target), Self.serverMessages(backup)))")
     }
 
+    /// kill -9 while the server is still storing an upload (its client gone), and at once a
+    /// rerun: the rerun must not send it again. The simulator holds the fourth upload for 1.5 s.
+    @Test func aRerunWaitsForAnUploadTheServerIsStillStoring() throws {
+        let backup = try Harness()
+        try backup.seedStandard(generated: 20)
+        try backup.sync()
+        let target = try Harness()
+        let listings = backup.account.mailboxes().filter { target.account.mailboxId(path: $0.path) != nil }.count
+        target.server.injectFault(.delay(milliseconds: 1500), on: "messages", count: 1, after: listings + 3)
+        let (p, _, _) = target.process(Self.restoreArguments(backup, to: target) + ["--connections", "1"])
+        try p.run()
+        #expect(Harness.wait(timeout: 30) { target.server.stats()["messages"] > listings + 3 })
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        let rerun = try target.run(Self.restoreArguments(backup, to: target))
+        #expect(rerun.status == 0, "\(rerun.stderr)")
+        usleep(2_000_000)   // the held upload is stored by now, whenever the rerun ended
+        #expect(Self.serverMessages(target) == Self.serverMessages(backup), "\(Self.difference(Self.serverMessages(target), Self.serverMessages(backup)))")
+    }
+
     /// A Maildir that mbsync or OfflineIMAP made: folders from the tree (both layouts), flags
     /// from the names, the internal date from the modification time.
     @Test(arguments: ["verbatim", "maildir++"])
