@@ -103,7 +103,7 @@ public final class Restore {
         session = Session(endpoint: endpoint, username: config.username, password: { try password.read() },
                           connector: Connectors.make(caFile: config.caFile, insecure: config.insecure),
                           retry: config.retry)
-        session.retryLog = { [log] message in log.log(.verbose, message) }
+        session.retryLog = { [log, level = config.retriesVisible ? LogLevel.info : .verbose] message in log.log(level, message) }
         journal = RestoreJournal(path: RestoreJournal.path(username: config.username, server: config.server))
     }
 
