@@ -116,8 +116,16 @@ public final class Restore {
     public func readBackup() throws -> [Folder] {
         guard FileManager.default.fileExists(atPath: config.db) else { return try plainFolders() }
         let store = try Store(readOnlyPath: config.db)
-        if let account = try store.account(), account.layout != config.layout.rawValue {
-            throw SyncError.config("the backup \(config.db) was made with layout \(account.layout); add --layout \(account.layout)")
+        if let account = try store.account() {
+            // A cache of another Maildir (say, the default --db next to an mbsync --maildir)
+            // would restore nothing of this one.
+            func real(_ path: String) -> String { URL(fileURLWithPath: path).resolvingSymlinksInPath().path }
+            guard real(account.maildir) == real(maildir.root) else {
+                throw SyncError.config("the cache \(config.db) belongs to the Maildir \(account.maildir), not \(maildir.root); give that Maildir's cache with --db, or a --db that does not exist to restore \(maildir.root) as a plain Maildir")
+            }
+            guard account.layout == config.layout.rawValue else {
+                throw SyncError.config("the backup \(config.db) was made with layout \(account.layout); add --layout \(account.layout)")
+            }
         }
         var folders: [Folder] = []
         for mailbox in try store.mailboxes() {
@@ -412,7 +420,8 @@ public final class Restore {
                 summary.mailboxesCreated.append(folder.path)
                 log.log(.verbose, "created mailbox \(folder.path)")
             } catch let error as WildDuckError {
-                // The answer was lost, or the path exists after all: the listing says.
+                // Refused: perhaps the path exists after all (made since the listing), which the
+                // listing says. A lost answer stops the run; the next one lists what was made.
                 guard case .server(_, let status, _, _) = error, status < 500 else { throw error }
                 targets = try client.fetchMailboxes()
                 guard let found = targets.first(where: { $0.path == folder.path }) else {

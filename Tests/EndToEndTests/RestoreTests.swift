@@ -249,6 +249,11 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: target.dir + "/no-such-cache.sqlite"))
         let onServer = Self.serverMessages(target).filter { !$0.value.isEmpty }
         #expect(onServer == expected.mapValues { $0.sorted() })
+        // A cache of another Maildir is refused, not taken for this one's.
+        let other = try Harness()
+        try other.sync()
+        let wrong = try target.run(Array(args.dropLast(2)) + ["--db", other.db])
+        #expect(wrong.status == 64 && wrong.stderr.contains("belongs to the Maildir"), "\(wrong.stderr)")
         // Twice: nothing more, the messages without a Message-ID included.
         let again = try target.run(args)
         #expect(again.status == 0, "\(again.stderr)")
