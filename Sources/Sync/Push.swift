@@ -416,14 +416,19 @@ struct Push {
     /// a little more, so 5 % and 1 KiB either way are allowed. A body cut short on the way is
     /// far outside that.
     static func storedSizeMatches(sent: [UInt8], stored: Int) -> Bool {
+        let expected = rebuiltSize(sent)
+        return abs(stored - expected) <= expected / 20 + 1024
+    }
+
+    /// The size of `bytes` with every bare LF made CRLF, as WildDuck stores them.
+    static func rebuiltSize(_ bytes: [UInt8]) -> Int {
         var bareLF = 0
         var previous: UInt8 = 0
-        for b in sent {
+        for b in bytes {
             if b == 0x0A && previous != 0x0D { bareLF += 1 }
             previous = b
         }
-        let expected = sent.count + bareLF
-        return abs(stored - expected) <= expected / 20 + 1024
+        return bytes.count + bareLF
     }
 
     /// Unlinks a copy of a moved or uploaded message that an older run downloaded while the

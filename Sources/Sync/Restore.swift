@@ -229,7 +229,7 @@ public final class Restore {
     // MARK: - Planning
 
     /// How a message is recognised on the target: its Message-ID, or without one its subject;
-    /// the internal date in whole seconds; and the size the server gives it (see `storedSize`).
+    /// the internal date in whole seconds; and the size the server gives it (`Push.rebuiltSize`).
     struct Key: Hashable {
         var id: String
         var date: Int
@@ -249,7 +249,7 @@ public final class Restore {
             guard let date = item.idate else { return }
             if item.deleted { deleted.insert(item.uid) }
             if let id = MessageHeaders.normalized(item.messageId) { byKey["m " + id, default: []].append((item.uid, date, item.size)) }
-            if let subject = item.json["subject"]?.string { byKey["s " + Restore.subjectKey(subject), default: []].append((item.uid, date, item.size)) }
+            if let subject = item.json["subject"]?.string { byKey["s " + StoredSubject.fold(subject), default: []].append((item.uid, date, item.size)) }
         }
 
         /// Takes the target's message for `key`, if there is one not taken yet: its uid. With
@@ -265,8 +265,6 @@ public final class Restore {
         }
     }
 
-    static func subjectKey(_ subject: String) -> String { subject.trimmingCharacters(in: .whitespaces) }
-
     /// The key of a backup message, read from its file's header.
     func matchKey(_ message: Message) throws -> Key {
         Restore.key(message, bytes: try maildir.readFile(message.file, limit: LocalScan.uploadLimit).bytes)
@@ -277,23 +275,16 @@ public final class Restore {
     /// repeat), else as the header has it.
     static func key(_ message: Message, bytes: [UInt8]) -> Key {
         let headers = MessageHeaders(bytes)
-        let size = storedSize(bytes)
+        let size = Push.rebuiltSize(bytes)
         if let id = MessageHeaders.normalized(headers.messageId) {
             return Key(id: "m " + (MessageHeaders.normalized(message.listedMessageId) ?? id), date: message.idate, size: size)
         }
-        return Key(id: "s " + Restore.subjectKey(message.listedSubject ?? headers.subject ?? ""), date: message.idate, size: size)
+        // The subject as WildDuck stores it (decoded, whitespace folded), as the push's lookup
+        // compares it; the cache has the server's own.
+        let subject = message.listedSubject.map(StoredSubject.fold) ?? StoredSubject.of(headers.subject)
+        return Key(id: "s " + subject, date: message.idate, size: size)
     }
 
-    /// The size of the copy WildDuck stores: it writes every line end as CRLF.
-    static func storedSize(_ bytes: [UInt8]) -> Int {
-        var size = bytes.count
-        var previous: UInt8 = 0
-        for b in bytes {
-            if b == 0x0A && previous != 0x0D { size += 1 }
-            previous = b
-        }
-        return size
-    }
 
     /// One mailbox of the plan: where the backup's folder goes and what it must upload.
     struct Step {
@@ -343,10 +334,12 @@ public final class Restore {
                 present = Present()
                 if let existing {
                     var cursor: String?
+                    var paging = Paging(route: "GET messages", limit: Paging.limit(total: existing.total ?? 0),
+                                        isCancelled: session.isCancelled)
                     repeat {
                         let page = try client.listMessages(mailbox: existing.id, cursor: cursor)
                         for item in page.items { present.add(item) }
-                        cursor = page.items.isEmpty ? nil : page.nextCursor
+                        cursor = try paging.next(after: page)
                     } while cursor != nil
                 }
                 if firstPass {

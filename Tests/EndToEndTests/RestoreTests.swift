@@ -232,7 +232,9 @@ import Testing
                                                         ("2,DRT", false, false, true, true), ("", false, false, false, false)] {
                 n += 1
                 let id = n % 3 == 0 ? "" : "Message-ID: <plain-\(n)@example.org>\n"
-                let text = "From: e@example.org\n\(id)Subject: plain \(n)\n\nbody \(n)\n"
+                // Without a Message-ID, some with an encoded subject (WildDuck lists it decoded).
+                let subject = n % 6 == 0 ? "=?UTF-8?B?\(Data("Grüße \(n)".utf8).base64EncodedString())?=" : "plain \(n)"
+                let text = "From: e@example.org\n\(id)Subject: \(subject)\n\nbody \(n)\n"
                 let name = "\(1_700_000_000 + n).M\(n)P1.host" + (info.isEmpty ? "" : ":" + info)
                 let file = root + "/" + directory + (info.isEmpty ? "/new/" : "/cur/") + name
                 try Data(text.utf8).write(to: URL(fileURLWithPath: file))
