@@ -37,7 +37,9 @@ struct Routes {
         guard let ae = e as? SimAccountError else { return error(500, "Internal error: \(e)", code: "InternalDatabaseError") }
         switch ae {
         case .noSuchMailbox: return noSuchMailbox
-        case .mailboxExists: return error(400, "Mailbox creation failed with code MailboxExistsError", code: "MailboxExistsError")
+        // A path that is taken: 400 ALREADYEXISTS, for a creation and for a rename
+        // (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/mailbox-handler.js#L64-L70, #L184-L189).
+        case .mailboxExists, .renameTargetExists: return error(400, ae.description, code: "ALREADYEXISTS")
         case let .disallowed(m): return error(400, m, code: "DisallowedMailboxMethod")
         case let .invalidPath(m): return validation("path", m)
         case .messageNotFound: return messageNotFound

@@ -49,6 +49,7 @@ public enum SimSizeMix: Sendable {
 public enum SimAccountError: Error, Sendable, Equatable, CustomStringConvertible {
     case noSuchMailbox
     case mailboxExists
+    case renameTargetExists
     case disallowed(String)
     case invalidPath(String)
     case messageNotFound
@@ -57,7 +58,8 @@ public enum SimAccountError: Error, Sendable, Equatable, CustomStringConvertible
     public var description: String {
         switch self {
         case .noSuchMailbox: return "Mailbox update failed with code NoSuchMailbox"
-        case .mailboxExists: return "Mailbox creation failed with code MailboxExistsError"
+        case .mailboxExists: return "Mailbox creation failed with code MailboxAlreadyExists"
+        case .renameTargetExists: return "Mailbox rename failed with code MailboxAlreadyExists"
         case let .disallowed(m): return m
         case let .invalidPath(m): return m
         case .messageNotFound: return "Message was not found"
@@ -429,8 +431,8 @@ public final class SimAccount: Sendable {
             guard mb.path != "INBOX" else { throw SimAccountError.disallowed("INBOX can not be renamed") }
             guard !mb.hidden else { throw SimAccountError.disallowed("Hidden mailboxes can not be renamed") }
             if mb.path == path { return }
-            guard s.pathIndex[path] == nil else { throw SimAccountError.mailboxExists }
-            guard path != "INBOX" else { throw SimAccountError.mailboxExists }
+            guard s.pathIndex[path] == nil else { throw SimAccountError.renameTargetExists }
+            guard path != "INBOX" else { throw SimAccountError.renameTargetExists }
             let old = mb.path
             // the mailbox itself and its children
             let affected = s.mailboxes.values.filter { $0.path == old || $0.path.hasPrefix(old + "/") }

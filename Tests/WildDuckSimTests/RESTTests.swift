@@ -145,7 +145,7 @@ import Lock
         let c = try h.call("POST", "/users/me/mailboxes", json: #"{"path":"Lists/Swift"}"#)
         let id = try #require(c.json?["id"]?.stringValue)
         #expect(c.json?["success"] == .bool(true))
-        #expect(try h.call("POST", "/users/me/mailboxes", json: #"{"path":"Lists/Swift"}"#).json?["code"] == .string("MailboxExistsError"))
+        #expect(try h.call("POST", "/users/me/mailboxes", json: #"{"path":"Lists/Swift"}"#).json?["code"] == .string("ALREADYEXISTS"))
         #expect(try h.call("POST", "/users/me/mailboxes", json: #"{"path":"bad//path"}"#).status == 400)
         // rename keeps the id
         #expect(try h.call("PUT", "/users/me/mailboxes/\(id)", json: #"{"path":"Lists/SwiftLang"}"#).status == 200)
