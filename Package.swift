@@ -24,6 +24,10 @@ let package = Package(
         .executableTarget(name: "embed-migrations", path: "Sources/embed-migrations", swiftSettings: strict),
         .plugin(name: "EmbedMigrations", capability: .buildTool(),
                 dependencies: ["embed-migrations"], path: "Sources/EmbedMigrations"),
+        // The commit HEAD names is compiled into wdsync for --version (none without .git).
+        .executableTarget(name: "embed-version", path: "Sources/embed-version", swiftSettings: strict),
+        .plugin(name: "EmbedVersion", capability: .buildTool(),
+                dependencies: ["embed-version"], path: "Sources/EmbedVersion"),
 
         // Library modules (docs/architecture.md says what each owns).
         .target(name: "Lock", swiftSettings: strict),
@@ -36,7 +40,8 @@ let package = Package(
         .target(name: "Maildir", dependencies: ["COpenSSL"], swiftSettings: strict),
         .target(name: "Sync", dependencies: ["Lock", "WildDuck", "Store", "Maildir", "WebSocket", "Net"],
                 swiftSettings: strict),
-        .executableTarget(name: "wdsync", dependencies: ["Lock", "Config", "Sync"], swiftSettings: strict),
+        .executableTarget(name: "wdsync", dependencies: ["Lock", "Config", "Sync"], swiftSettings: strict,
+                          plugins: ["EmbedVersion"]),
 
         // The simulator: independent of the client's code paths (shares only WebSocket framing).
         .target(name: "WildDuckSim", dependencies: ["Lock", "WebSocket", "CZlib", "COpenSSL"], swiftSettings: strict),

@@ -64,7 +64,7 @@ for unit in wdsync.service wdsync-once.service wdsync-once.timer; do
     mv -f "$units/$unit.new" "$units/$unit"
 done
 
-echo "installed wdsync in $bin, man pages, completions and systemd units under $prefix/share"
+echo "installed $("$bin/wdsync" --version) in $bin, man pages, completions and systemd units under $prefix/share"
 case ":$PATH:" in *":$bin:"*) ;; *) echo "note: $bin is not in your PATH" ;; esac
 echo "zsh: add $zsh_dir to fpath (before compinit) if it is not there yet"
 echo "then choose one (not both, they sync the same accounts):"

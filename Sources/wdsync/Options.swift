@@ -48,10 +48,11 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "quiet", short: "q", value: nil, help: "Print errors only.", configKey: false),
     OptionSpec(long: "completions", short: nil, value: "bash|zsh|fish", help: "Print the completion script for this shell (contrib/install.sh installs them).", configKey: false),
     OptionSpec(long: "help", short: "h", value: nil, help: "Show this help.", configKey: false),
-    OptionSpec(long: "version", short: nil, value: nil, help: "Show the version.", configKey: false),
+    OptionSpec(long: "version", short: nil, value: nil, help: "Show the version and the commit it was built from.", configKey: false),
 ]
 
-let version = "wdsync 0.1.0"
+/// The release this is (CHANGELOG.md) and the commit it was built from (the EmbedVersion plugin).
+let version = "wdsync 0.2.0-dev (\(builtFrom))"
 
 /// Exit codes (also in the README).
 enum ExitCode: Int32 {

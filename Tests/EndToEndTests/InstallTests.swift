@@ -135,6 +135,7 @@ import Testing
         let binary = prefix + "/bin/wdsync"
         let (vStatus, vOut) = try shell("'\(binary)' --version")
         #expect(vStatus == 0 && vOut.hasPrefix("wdsync "), "\(vOut)")
+        #expect(output.contains("installed \(vOut.trimmingCharacters(in: .whitespacesAndNewlines)) in "), "\(output)")
         let (manStatus, manPath) = try shell("MANPATH='\(prefix)/share/man' man -w wdsync wdsync.conf")
         #expect(manStatus == 0 && manPath.contains("man1/wdsync.1") && manPath.contains("man5/wdsync.conf.5"), "\(manPath)")
         for (shellName, path) in [("bash", "share/bash-completion/completions/wdsync"), ("zsh", "share/zsh/site-functions/_wdsync"),
