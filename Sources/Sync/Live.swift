@@ -304,7 +304,7 @@ public final class LiveSync: Sendable {
                 return failure == nil
             }) { break }
             if let failure { lost(.offline, failure) }
-            let delay = backoff(attempt: startFailures)
+            let delay = backoff.delay(attempt: startFailures)
             startFailures += 1
             log.log(.verbose, "trying again in \(String(format: "%.1f", delay)) s")
             inbox.wait(seconds: delay)
@@ -314,18 +314,11 @@ public final class LiveSync: Sendable {
         mirror.onProgress = nil
         observer(.ready)
         mirror.syncFolders = false
-        var transport = Transport.webSocket
+        var plan = TransportPlan(.init(options), now: .now)
         var source: EventSource?
-        var failures = 0                     // consecutive, for backoff and fallback
-        var nextAttempt = ContinuousClock.now
-        var nextPoll = ContinuousClock.now + .seconds(options.pollInterval)
-        var nextProbe = ContinuousClock.now + .seconds(options.wsProbeInterval)
         var nextReconcile = ContinuousClock.now + .seconds(options.reconcileInterval)
         var nextSweep: ContinuousClock.Instant?   // when kept orphans must be unlinked
         var nextGeneration: ContinuousClock.Instant?   // when the Maildir's generation moves after changes
-        // The current source said it is connected: its failure loses the connection (a failed
-        // try of a source that never connected, e.g. probing the WebSocket from SSE, does not).
-        var sourceUp = false
         // Local changes: inotify on every cur/ and new/, and a periodic scan.
         let watcher = LocalWatch(root: mirror.maildir.root, onChange: { inbox.noteLocal() })
         defer { watcher?.stop() }
@@ -366,7 +359,7 @@ public final class LiveSync: Sendable {
                 pushFailures = 0
                 nextPush = .now
             } else {
-                nextPush = .now + .seconds(min(backoff(attempt: pushFailures), options.scanInterval))
+                nextPush = .now + .seconds(min(backoff.delay(attempt: pushFailures), options.scanInterval))
                 pushFailures += 1
                 nextScan = min(nextScan, nextPush)
             }
@@ -379,35 +372,32 @@ public final class LiveSync: Sendable {
         }
         func settled() -> Bool { settleDeadline().map { ContinuousClock.now >= $0 } ?? false }
 
-        func switchTo(_ next: Transport, because reason: String) {
+        /// Says that the plan moved from `previous` to another transport (its source is stopped).
+        func switched(from previous: Transport, because reason: String) {
             source?.stop()
             source = nil
-            sourceUp = false
-            if next != transport { log.log(.verbose, "switching from \(transport.rawValue) to \(next.rawValue): \(reason)") }
-            if next == .polling && transport != .polling && lostSince == nil {
+            let next = plan.transport
+            log.log(.verbose, "switching from \(previous.rawValue) to \(next.rawValue): \(reason)")
+            if next == .polling && lostSince == nil {
                 try? mirror.store.recordTransport(next.rawValue)
                 observer(.transport(next))
             }
-            transport = next
-            failures = 0
-            nextAttempt = .now
         }
 
         defer { source?.stop() }
         while true {
             // Start a source when it is time.
-            if source == nil, transport != .polling, ContinuousClock.now >= nextAttempt {
-                log.log(.debug, "connecting (\(transport.rawValue))")
-                source = try makeSource(transport, mirror: mirror)
-                nextAttempt = .now + .seconds(options.maxReconnectDelay)
+            if plan.wantsSource(running: source != nil, now: .now) {
+                log.log(.debug, "connecting (\(plan.transport.rawValue))")
+                source = try makeSource(plan.transport, mirror: mirror)
+                plan.started(now: .now)
             }
 
             // Wait for something to do.
-            var deadline = min(nextReconcile, transport == .polling ? nextPoll : nextProbe, nextScan)
+            var deadline = min(nextReconcile, plan.deadline(running: source != nil), nextScan)
             if let sweep = nextSweep { deadline = min(deadline, sweep) }
             if let due = nextGeneration { deadline = min(deadline, due) }
             if let settle = settleDeadline() { deadline = min(deadline, settle) }
-            if source == nil && transport != .polling { deadline = min(deadline, nextAttempt) }
             if let pending = inbox.batchWait(quiet: options.quietWindow, max: options.batchWindow) {
                 deadline = min(deadline, .now + pending)
             }
@@ -433,9 +423,7 @@ public final class LiveSync: Sendable {
             for note in taken.notes {
                 switch note {
                 case .connected(let t):
-                    guard t == transport else { continue }
-                    failures = 0
-                    sourceUp = true
+                    guard plan.connected(t) else { continue }
                     log.log(.verbose, "connected (\(t.rawValue)); reconciling")
                     // After a loss, the connection counts once the server answered its reconcile.
                     if lostSince == nil { back(t) }
@@ -448,32 +436,24 @@ public final class LiveSync: Sendable {
                         inbox.note(.failed(t, reason: "reconciling failed", unavailable: false, auth: false))
                     }
                 case .failed(let t, let reason, let unavailable, let auth):
-                    guard t == transport else { continue }
+                    let wasUp = plan.up
+                    guard let reaction = plan.failed(t, unavailable: unavailable, now: .now) else { continue }
                     source?.stop()
                     source = nil
                     // A server that answers "no WebSocket here", or a token to renew, is no loss.
-                    if sourceUp && !unavailable && !auth { lost(.reconnecting, reason) }
-                    sourceUp = false
+                    if wasUp && !unavailable && !auth { lost(.reconnecting, reason) }
                     if auth {
                         log.log(.verbose, "\(t.rawValue): \(reason); authenticating again")
                         // A refusal ends the daemon (exit code 77); a network failure is retried.
                         _ = try guarded("authenticating again") { try mirror.client.authenticate() }
                     }
-                    failures += 1
-                    if unavailable || (t == .webSocket && failures >= options.wsFailuresBeforeFallback) {
-                        switchTo(t == .webSocket ? .sse : .polling, because: reason)
-                        if transport == .polling { nextPoll = .now }
-                        nextProbe = .now + .seconds(options.wsProbeInterval)
-                    } else if t == .sse && failures >= options.wsFailuresBeforeFallback {
-                        switchTo(.polling, because: reason)
-                        nextPoll = .now
-                    } else {
-                        if options.reconnectAttempts > 0 && failures > options.reconnectAttempts {
-                            throw WildDuckError.unreachable(server: config.server, detail: "gave up after \(failures - 1) reconnection attempts (\(reason))")
-                        }
-                        let delay = backoff(attempt: failures - 1)
+                    switch reaction {
+                    case .switched:
+                        switched(from: t, because: reason)
+                    case .giveUp(let attempts):
+                        throw WildDuckError.unreachable(server: config.server, detail: "gave up after \(attempts) reconnection attempts (\(reason))")
+                    case .reconnect(let delay):
                         log.log(.verbose, "\(t.rawValue) failed (\(reason)); reconnecting in \(String(format: "%.1f", delay)) s")
-                        nextAttempt = .now + .seconds(delay)
                     }
                 }
             }
@@ -501,10 +481,10 @@ public final class LiveSync: Sendable {
                 _ = try step(mirror) { try mirror.export(keepOrphans: options.orphanGrace); return true }
                 nextSweep = try mirror.store.orphanCount() > 0 ? .now + .seconds(options.orphanGrace) : nil
             }
-            if taken.reconcile || ContinuousClock.now >= nextReconcile || (transport == .polling && ContinuousClock.now >= nextPoll) {
-                log.log(.debug, "reconciling (\(transport == .polling ? "poll" : "scheduled"))")
-                nextPoll = .now + .seconds(options.pollInterval)
-                let polling = transport == .polling
+            if taken.reconcile || ContinuousClock.now >= nextReconcile || plan.pollDue(now: .now) {
+                let polling = plan.transport == .polling
+                log.log(.debug, "reconciling (\(polling ? "poll" : "scheduled"))")
+                plan.polled(now: .now)
                 var failure: String?
                 if try step(mirror, completeSync: true, {
                     failure = try attempt("reconciling", quiet: polling) { _ = try mirror.syncOnce() }
@@ -525,10 +505,9 @@ public final class LiveSync: Sendable {
                 nextGeneration = nil
             }
             // Try the WebSocket again now and then (and on SIGUSR1) while on a fallback.
-            if transport != .webSocket && (taken.reconcile || ContinuousClock.now >= nextProbe) {
-                nextProbe = .now + .seconds(options.wsProbeInterval)
-                switchTo(.webSocket, because: "probing whether the WebSocket works again")
-                failures = options.wsFailuresBeforeFallback - 1   // one failure → straight back
+            let previous = plan.transport
+            if plan.probe(now: .now, requested: taken.reconcile) {
+                switched(from: previous, because: "probing whether the WebSocket works again")
             }
         }
     }
@@ -573,10 +552,7 @@ public final class LiveSync: Sendable {
         }
     }
 
-    func backoff(attempt: Int) -> Double {
-        let base = min(options.reconnectDelay * pow(2, Double(min(attempt, 30))), options.maxReconnectDelay)
-        return base * Double.random(in: 0.8...1.2)
-    }
+    var backoff: Backoff { TransportPlan.Limits(options).backoff }
 
     private func makeSource(_ transport: Transport, mirror: Mirror) throws -> EventSource? {
         switch transport {
