@@ -188,7 +188,6 @@ public final class LiveSync: Sendable {
     let options: LiveOptions
     let log: SyncLog
     let inbox = Inbox()
-    let postSync: PostSyncHook?
     let observer: @Sendable (LiveEvent) -> Void
     /// The progress of the initial sync (a terminal's progress line).
     let progress: (@Sendable (SyncProgress) -> Void)?
@@ -199,12 +198,11 @@ public final class LiveSync: Sendable {
     private let sseResumeId = Mutex<String?>(nil)
 
     public init(config: AccountConfig, log: SyncLog, progress: (@Sendable (SyncProgress) -> Void)? = nil,
-                postSync: PostSyncHook? = nil, observer: @escaping @Sendable (LiveEvent) -> Void = { _ in }) {
+                observer: @escaping @Sendable (LiveEvent) -> Void = { _ in }) {
         self.progress = progress
         self.config = config
         self.options = config.live
         self.log = log
-        self.postSync = postSync
         self.observer = observer
     }
 
@@ -216,7 +214,6 @@ public final class LiveSync: Sendable {
 
     /// Runs until `stop()`. Throws only for what retrying cannot fix (authentication, local I/O).
     public func run() throws {
-        defer { postSync?.finish() }
         do { try loop() } catch SyncError.cancelled {
             log.log(.verbose, "stopped during a sync; the next run continues from there")
         } catch {
@@ -227,7 +224,7 @@ public final class LiveSync: Sendable {
     }
 
     /// Runs one step of the engine and reports what it changed in the Maildir: to the status in
-    /// the cache (`wdsync --status`), the post-sync hook and the observer. `events` marks a batch
+    /// the cache (`wdsync --status`), and the observer (which runs the post-sync hook). `events` marks a batch
     /// of updates, `completeSync` a full sync or reconcile.
     private func step(_ mirror: Mirror, events: Int? = nil, completeSync: Bool = false, _ body: () throws -> Bool) throws -> Bool {
         mirror.summary = SyncSummary()
@@ -244,7 +241,6 @@ public final class LiveSync: Sendable {
         }
         if !counts.isEmpty {
             if let events { try mirror.store.recordBatch(events: events, counts: counts) }
-            postSync?.schedule(counts)
             observer(.changed(counts))
         }
         return ok

@@ -52,6 +52,13 @@ public struct SyncSummary: Sendable, Equatable {
     public init() {}
 }
 
+extension SyncSummary {
+    /// What the pass changed in the Maildir.
+    public var changes: ChangeCounts {
+        ChangeCounts(new: downloaded + recovered, bytes: bytesDownloaded, changed: renamed + moved, removed: removed)
+    }
+}
+
 /// Mirrors one account: server → Store → Maildir. One instance per account, used by one thread.
 ///
 /// The order of every step keeps the cache and the Maildir consistent whatever moment the
@@ -156,7 +163,8 @@ public final class Mirror {
         }
     }
 
-    static func makeDirectory(_ path: String) throws {
+    /// Creates a directory and its parents, mode 0700, with an error the user can act on.
+    public static func makeDirectory(_ path: String) throws {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])

@@ -289,14 +289,22 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
         }
         notifier.send((becameReady ? "READY=1\n" : "") + "STATUS=\(status)")
     }
+    let hooks = accounts.map { account in
+        account.postSync.map {
+            PostSyncHook(command: $0, account: account.name, maildir: account.maildir,
+                         log: StderrLog(level: level, timestamps: level >= .verbose, account: accounts.count > 1 ? account.name : nil))
+        }
+    }
     let engines = accounts.enumerated().map { (index: Int, account: AccountConfig) -> LiveSync in
         let log = StderrLog(level: level, timestamps: level >= .verbose, account: accounts.count > 1 ? account.name : nil)
         let name = accounts.count > 1 ? account.name : nil
         var progress: (@Sendable (SyncProgress) -> Void)?
         if Terminal.shared.progressEnabled { progress = { Terminal.shared.show($0, account: name) } }
-        return LiveSync(config: account, log: log, progress: progress,
-                        postSync: account.postSync.map { PostSyncHook(command: $0, account: account.name, maildir: account.maildir, log: log) },
-                        observer: { report(index, $0) })
+        let hook = hooks[index]
+        return LiveSync(config: account, log: log, progress: progress, observer: { event in
+            if case .changed(let counts) = event { hook?.schedule(counts) }
+            report(index, event)
+        })
     }
     notifier?.send("STATUS=initial sync")
     // The watchdog pings come from their own thread: they show the process is alive and
@@ -325,10 +333,12 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
     }
     let results = Mutex<[ExitCode]>([])
     let group = DispatchGroup()
-    for (engine, account) in zip(engines, accounts) {
+    for ((engine, account), hook) in zip(zip(engines, accounts), hooks) {
         group.enter()
         let thread = Thread {
             defer { group.leave() }
+            // The hook's last run (changes of the engine's last steps) ends before the daemon.
+            defer { hook?.finish() }
             let log = StderrLog(level: level, timestamps: level >= .verbose, account: accounts.count > 1 ? account.name : nil)
             warnAboutTransport(account, log: log)
             do {

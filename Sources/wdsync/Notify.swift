@@ -6,13 +6,13 @@ import Foundation
 /// systemd's notification protocol, spoken directly (no libsystemd): one datagram per message
 /// on the unix socket named by `$NOTIFY_SOCKET` — a path, or an abstract name written `@name`.
 /// See sd_notify(3) and https://systemd.io/ — `READY=1`, `STATUS=…`, `WATCHDOG=1`, `STOPPING=1`.
-public final class SystemdNotifier: Sendable {
+final class SystemdNotifier: Sendable {
     private let address: [UInt8]     // the bytes of sun_path, with the leading NUL of an abstract name
     /// Half of `$WATCHDOG_USEC`, when systemd asked this process for keep-alive pings.
-    public let watchdogInterval: Double?
+    let watchdogInterval: Double?
 
     /// Nil when the process was not started by systemd with `Type=notify` (no `$NOTIFY_SOCKET`).
-    public init?(environment: [String: String] = ProcessInfo.processInfo.environment) {
+    init?(environment: [String: String] = ProcessInfo.processInfo.environment) {
         guard let socket = environment["NOTIFY_SOCKET"], !socket.isEmpty else { return nil }
         var bytes = Array(socket.utf8)
         if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 } else if bytes.first != UInt8(ascii: "/") { return nil }
@@ -28,7 +28,7 @@ public final class SystemdNotifier: Sendable {
 
     /// Sends one notification (`KEY=value` lines). Failures are ignored, as sd_notify's callers do.
     @discardableResult
-    public func send(_ message: String) -> Bool {
+    func send(_ message: String) -> Bool {
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -49,7 +49,7 @@ public final class SystemdNotifier: Sendable {
     }
 
     /// Sends `WATCHDOG=1` every half `WATCHDOG_USEC` on a thread of its own, while `alive` says so.
-    public func startWatchdog(alive: @escaping @Sendable () -> Bool) {
+    func startWatchdog(alive: @escaping @Sendable () -> Bool) {
         guard let interval = watchdogInterval else { return }
         let thread = Thread { [self] in
             while true {

@@ -4,13 +4,7 @@ import Glibc
 import Foundation
 import Store
 import Lock
-
-extension SyncSummary {
-    /// What the pass changed in the Maildir.
-    public var changes: ChangeCounts {
-        ChangeCounts(new: downloaded + recovered, bytes: bytesDownloaded, changed: renamed + moved, removed: removed)
-    }
-}
+import Sync
 
 /// The `--post-sync CMD` hook (e.g. `notmuch new`). It runs through `/bin/sh -c` with the
 /// counts in its environment: WDSYNC_ACCOUNT, WDSYNC_MAILDIR, WDSYNC_NEW, WDSYNC_CHANGED,
@@ -20,8 +14,8 @@ extension SyncSummary {
 /// In the daemon, `schedule` returns at once: the command runs on its own thread, at most once
 /// every `minimumInterval` seconds and never twice at once; changes that arrive meanwhile are
 /// added up into the next run.
-public final class PostSyncHook: Sendable {
-    public let command: String
+final class PostSyncHook: Sendable {
+    let command: String
     let account: String
     let maildir: String
     let log: SyncLog
@@ -37,7 +31,7 @@ public final class PostSyncHook: Sendable {
     private let wake = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
 
-    public init(command: String, account: String, maildir: String, log: SyncLog, minimumInterval: Double = 2) {
+    init(command: String, account: String, maildir: String, log: SyncLog, minimumInterval: Double = 2) {
         self.command = command
         self.account = account
         self.maildir = maildir
@@ -46,7 +40,7 @@ public final class PostSyncHook: Sendable {
     }
 
     /// Runs the command now and waits for it (`--once`).
-    public func run(_ counts: ChangeCounts, failed: Bool = false) {
+    func run(_ counts: ChangeCounts, failed: Bool = false) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", command]
@@ -74,7 +68,7 @@ public final class PostSyncHook: Sendable {
     }
 
     /// Queues a run for these changes (the daemon); returns at once.
-    public func schedule(_ counts: ChangeCounts) {
+    func schedule(_ counts: ChangeCounts) {
         guard !counts.isEmpty else { return }
         let start = state.withLock { s -> Bool in
             guard !s.stopping else { return false }
@@ -93,7 +87,7 @@ public final class PostSyncHook: Sendable {
     }
 
     /// Runs what is still pending (without waiting for the interval) and waits for the worker.
-    public func finish() {
+    func finish() {
         let worker = state.withLock { s -> Bool in
             s.stopping = true
             return s.worker
