@@ -619,7 +619,8 @@ struct Routes {
     func filterList() -> HTTPResponse {
         let filters = account.state.withLock { $0.filters }
         let results: [JSONValue] = filters.map { f in
-            .object([("id", .string(f.id)), ("name", .string(f.name)), ("query", Routes.filterStrings(f.query, action: false)),
+            // A filter without a name has none in the listing (`name: undefined`).
+            .object([("id", .string(f.id))] + (f.name.isEmpty ? [] : [("name", .string(f.name))]) + [("query", Routes.filterStrings(f.query, action: false)),
                      ("action", Routes.filterStrings(f.action, action: true)), ("disabled", .bool(f.disabled)),
                      ("created", .string(ISODate.format(ms: f.created)))])
         }
@@ -627,25 +628,101 @@ struct Routes {
                                    ("results", .array(results))]))
     }
 
+    /// `GET /users/:user/filters/:filter`: the filter whole, `query` and `action` as the objects
+    /// `POST` takes, a name only when it has one, 404 FilterNotFound "This filter does not exist"
+    /// (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/filters.js#L382-L538).
     func filter(_ id: String) -> HTTPResponse {
         guard let f = account.state.withLock({ s in s.filters.first { $0.id == id } }) else {
-            return Routes.error(404, "Filter was not found", code: "FilterNotFound")
+            return Routes.error(404, "This filter does not exist", code: "FilterNotFound")
         }
-        return .json(200, .object([("success", .bool(true)), ("id", .string(f.id)), ("name", .string(f.name)),
-                                   ("created", .string(ISODate.format(ms: f.created))), ("disabled", .bool(f.disabled)),
-                                   ("query", f.query), ("action", f.action)]))
+        var pairs: [(String, JSONValue)] = [("success", .bool(true)), ("id", .string(f.id))]
+        if !f.name.isEmpty { pairs.append(("name", .string(f.name))) }
+        pairs += [("query", f.query), ("action", f.action), ("disabled", .bool(f.disabled)),
+                  ("created", .string(ISODate.format(ms: f.created)))]
+        if let metaData = f.metaData { pairs.append(("metaData", metaData)) }
+        return .json(200, .object(pairs))
     }
 
+    /// `POST /users/:user/filters` as WildDuck checks and stores it
+    /// (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/filters.js#L636-L934,
+    /// schemas in lib/schemas/request/filters-schemas.js): only the known fields (anything else is
+    /// 400 `"x" is not allowed`), strings trimmed and at most 255, an empty one unset, the query's
+    /// whitespace folded to one space; `query` and `action` required; 403 TooMany at the limit
+    /// (400); a `mailbox` that is not the user's is 404 NoSuchMailbox. Nothing is stored on a refusal.
     func createFilter(_ req: HTTPRequest) throws -> HTTPResponse {
         let body = try Routes.bodyObject(req).get()
-        let id = account.addFilter(name: body["name"]?.stringValue ?? "")
-        account.mutate { s in
-            guard let i = s.filters.firstIndex(where: { $0.id == id }) else { return }
-            if let q = body["query"], case .object = q { s.filters[i].query = q }
-            if let a = body["action"], case .object = a { s.filters[i].action = a }
-            if let d = Routes.bodyBool(body["disabled"]) { s.filters[i].disabled = d }
+        func refuse(_ field: String, _ message: String) -> ResponseError { ResponseError(Routes.validation(field, message)) }
+        func string(_ field: String, _ value: JSONValue) throws -> String? {
+            guard let text = value.stringValue else { throw refuse(field, "\"\(field)\" must be a string") }
+            let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard trimmed.count <= 255 else { throw refuse(field, "\"\(field)\" length must be less than or equal to 255 characters long") }
+            return trimmed.isEmpty ? nil : trimmed
         }
-        return .json(200, .object([("success", .bool(true)), ("id", .string(id))]))
+        func bool(_ field: String, _ value: JSONValue) throws -> Bool {
+            guard let b = Routes.bodyBool(value) else { throw refuse(field, "\"\(field)\" must be a boolean") }
+            return b
+        }
+        func object(_ field: String) throws -> [(String, JSONValue)] {
+            guard let value = body[field] else { throw refuse(field, "\"\(field)\" is required") }
+            guard let pairs = value.objectValue else { throw refuse(field, "\"\(field)\" must be of type object") }
+            return pairs
+        }
+        for (key, _) in body.objectValue ?? [] where !["name", "query", "action", "disabled", "metaData", "sess", "ip"].contains(key) {
+            throw refuse(key, "\"\(key)\" is not allowed")
+        }
+        let name = try body["name"].flatMap { try string("name", $0) } ?? ""
+        let disabled = try body["disabled"].map { try bool("disabled", $0) } ?? false
+        // The query as WildDuck keeps it: the headers first, then text, ha, size (the order GET gives).
+        var given: [String: JSONValue] = [:]
+        for (key, value) in try object("query") {
+            switch key {
+            case "from", "to", "subject", "listId", "text":
+                given[key] = try string("query.\(key)", value).map { .string($0.split(whereSeparator: \.isWhitespace).joined(separator: " ")) }
+            case "ha": given[key] = .bool(try bool("query.ha", value))
+            case "size":
+                if value.stringValue == "" { continue }
+                guard let n = value.intValue ?? value.stringValue.flatMap({ Int($0) }) else { throw refuse("query.size", "\"query.size\" must be a number") }
+                if n != 0 { given[key] = .int(n) }
+            default: throw refuse("query.\(key)", "\"query.\(key)\" is not allowed")
+            }
+        }
+        let query = ["from", "to", "subject", "listId", "text", "ha", "size"].compactMap { key in given[key].map { (key, $0) } }
+        var actions: [String: JSONValue] = [:]
+        for (key, value) in try object("action") {
+            switch key {
+            case "seen", "flag", "delete", "spam": actions[key] = .bool(try bool("action.\(key)", value))
+            case "mailbox":
+                guard let id = try string("action.mailbox", value)?.lowercased() else { continue }
+                guard Hex.isHex(id, count: 24) else { throw refuse("action.mailbox", "\"action.mailbox\" must only contain hexadecimal characters") }
+                actions[key] = .string(id)
+            case "targets":
+                if value.stringValue == "" { continue }
+                guard let items = value.arrayValue else { throw refuse("action.targets", "\"action.targets\" must be an array") }
+                var targets: [JSONValue] = []
+                for (i, item) in items.enumerated() {
+                    guard let target = item.stringValue,
+                          target.range(of: "^(smtps?|https?)://[^\\s]+$|^[^@\\s]+@[^@\\s]+$", options: [.regularExpression, .caseInsensitive]) != nil else {
+                        throw refuse("action.targets[\(i)]", "\"action.targets[\(i)]\" does not match any of the allowed types")
+                    }
+                    targets.append(.string(target))
+                }
+                actions[key] = .array(targets)
+            default: throw refuse("action.\(key)", "\"action.\(key)\" is not allowed")
+            }
+        }
+        let action = ["seen", "flag", "delete", "spam", "targets", "mailbox"].compactMap { key in actions[key].map { (key, $0) } }
+        let metaData = body["metaData"].flatMap { $0.stringValue.map { JSONValue.parse($0) } ?? $0 }
+        let result = account.mutate { s -> HTTPResponse in
+            guard s.filters.count < 400 else {
+                return .json(403, .object([("error", .string("Maximum filters limit reached")), ("code", .string("TooMany")), ("allowed", .int(400))]))
+            }
+            if let mailbox = actions["mailbox"]?.stringValue, s.mailboxes[mailbox] == nil { return Routes.noSuchMailbox }
+            let id = s.newId()
+            s.filters.append(FilterState(id: id, name: name, created: nowMillis(), disabled: disabled,
+                                         query: .object(query), action: .object(action), metaData: metaData))
+            return .json(200, .object([("success", .bool(true)), ("id", .string(id))]))
+        }
+        return result
     }
 
     func updateFilter(_ req: HTTPRequest, _ id: String) throws -> HTTPResponse {

@@ -260,6 +260,7 @@ struct FilterState: Sendable {
     var disabled = false
     var query: JSONValue = .object([("from", .string("alerts@example.com"))])
     var action: JSONValue = .object([("seen", .bool(true))])
+    var metaData: JSONValue?
 }
 
 struct AutoreplyState: Sendable {

@@ -365,6 +365,27 @@ import Lock
         #expect(h.account.mailboxes().first { $0.id == inbox }?.unseen == 0)
     }
 
+    /// `POST /users/:user/filters` checks and stores as WildDuck does (lib/api/filters.js).
+    @Test func filterCreationIsCheckedAsWildDuckDoes() throws {
+        let h = try Harness()
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        func post(_ body: String) throws -> Reply { try h.call("POST", "/users/me/filters", json: body) }
+        #expect(try post(#"{"query":{"from":"a"},"action":{"seen":true},"color":"red"}"#).status == 400)
+        #expect(try post(#"{"query":{"header":"a"},"action":{"seen":true}}"#).json?["code"] == .string("InputValidationError"))
+        #expect(try post(#"{"query":{"from":"a"}}"#).status == 400)
+        #expect(try post(#"{"query":{"from":"a"},"action":{"mailbox":"0123456789abcdef01234567"}}"#).json?["code"] == .string("NoSuchMailbox"))
+        #expect(try post(#"{"query":{"from":"a"},"action":{"targets":["not a target"]}}"#).status == 400)
+        #expect(h.account.state.withLock { $0.filters.isEmpty })
+        let made = try post(#"{"name":"  ","query":{"subject":"  two   words ","size":0,"to":""},"action":{"mailbox":"\#(inbox)","flag":false}}"#)
+        let id = try #require(made.json?["id"]?.stringValue)
+        let whole = try #require(try h.get("/users/me/filters/\(id)").json)
+        #expect(whole["name"] == nil)
+        #expect(whole["query"] == .object([("subject", .string("two words"))]))
+        #expect(whole["action"] == .object([("flag", .bool(false)), ("mailbox", .string(inbox))]))
+        #expect(whole["disabled"] == .bool(false))
+        #expect(try h.get("/users/me/filters/0123456789abcdef01234567").json?["error"] == .string("This filter does not exist"))
+    }
+
     @Test func filtersAndAutoreply() throws {
         let h = try Harness()
         let id = h.account.addFilter(name: "Alerts")
