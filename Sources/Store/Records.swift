@@ -164,13 +164,31 @@ extension Store {
         return try s.step() ? s.text(0) : nil
     }
 
-    /// Replaces the stored filter list with the server's.
+    /// Replaces the stored filter list with the server's. A filter whose listing is unchanged keeps its detail (see
+    /// `setFilterDetail`); any other has none until it is fetched.
     public func replaceFilters(_ filters: [(id: String, json: String)], limitsJSON: String?) throws {
+        var kept: [String: (json: String, detail: String?)] = [:]
+        for filter in try filterDetails() { kept[filter.id] = (filter.json, filter.detail) }
         try db.run("DELETE FROM filters")
         for filter in filters {
-            try db.run("INSERT OR REPLACE INTO filters(id, json) VALUES (?, ?)", .text(filter.id), .text(filter.json))
+            let detail = kept[filter.id].flatMap { $0.json == filter.json ? $0.detail : nil }
+            try db.run("INSERT OR REPLACE INTO filters(id, json, detail_json) VALUES (?, ?, ?)",
+                       .text(filter.id), .text(filter.json), SQLValue(detail))
         }
         try db.run("UPDATE account SET filters_json = ? WHERE id = 1", SQLValue(limitsJSON))
+    }
+
+    /// Each filter's listing and, once fetched, the whole filter (GET of the filter).
+    public func filterDetails() throws -> [(id: String, json: String, detail: String?)] {
+        let s = try db.prepare("SELECT id, json, detail_json FROM filters ORDER BY id")
+        var out: [(id: String, json: String, detail: String?)] = []
+        while try s.step() { out.append((s.text(0) ?? "", s.text(1) ?? "", s.text(2))) }
+        return out
+    }
+
+    /// Records the whole filter (`detail_json`, migration 0013) of a listed one.
+    public func setFilterDetail(id: String, json: String) throws {
+        try db.run("UPDATE filters SET detail_json = ? WHERE id = ?", .text(json), .text(id))
     }
 
     public func filters() throws -> [(id: String, json: String)] {

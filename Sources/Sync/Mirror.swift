@@ -359,6 +359,18 @@ public final class Mirror {
             try store.setAutoreplyJSON(autoreply.text)
             try store.replaceFilters(filters.filters.map { ($0.id, $0.json.text) }, limitsJSON: filters.limits?.text)
         }
+        // Each new or changed filter whole, once: the listing has query and action only in
+        // words, and `--restore` needs them as objects. An unchanged listing costs no request.
+        // One that cannot be read now is read by a later pass; the mail goes on either way.
+        for filter in try store.filterDetails() where filter.detail == nil {
+            do {
+                try store.setFilterDetail(id: filter.id, json: try client.fetchFilter(id: filter.id).text)
+            } catch let error as WildDuckError {
+                log.log(.verbose, "filter \(filter.id) could not be read whole: \(error); a later pass tries again")
+                // Deleted since the listing, or refused alone: the next; anything else, later.
+                guard case .server(_, let status, _, _) = error, status < 500, status != 429 else { break }
+            }
+        }
     }
 
     /// Lists mailboxes, records them, forgets the ones the server no longer has, and returns

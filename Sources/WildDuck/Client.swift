@@ -274,6 +274,18 @@ public final class WildDuckClient {
         return (json["limits"], results.compactMap { item in item["id"]?.string.map { ($0, item) } })
     }
 
+    /// One filter whole: `query` and `action` as objects, as `POST …/filters` takes them
+    /// (https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/filters.js#L382-L536).
+    public func fetchFilter(id: String) throws -> JSON {
+        try call("GET", "/users/\(user)/filters/\(pathSegment(id))")
+    }
+
+    /// Creates a filter (`POST /users/:user/filters`: name, query, action, disabled). Not
+    /// idempotent: the caller lists the filters before ever sending it again.
+    public func createFilter(_ fields: [(String, JSON)]) throws {
+        _ = try call("POST", "/users/\(user)/filters", body: .object(fields), idempotent: false)
+    }
+
     /// Told about every object of a listing that is left out because it is not valid
     /// (a mailbox id that is not an ObjectId, a uid that is not an IMAP uid, …).
     public var onSkipped: (String) -> Void = { _ in }
