@@ -70,6 +70,12 @@ public final class Restore {
         public var notCarried: [String: Int] = [:]
         /// Settings set on the target ("autoreply" for the autoreply).
         public var settings: [String] = []
+        /// Names of the filters created (or, with `--dry-run`, to create); "" for one without.
+        public var filtersCreated: [String] = []
+        /// The backup's filters the target already has (same name, query and action).
+        public var filtersPresent = 0
+        /// What the backup does not have whole enough to restore: description → how many.
+        public var notRestored: [String: Int] = [:]
     }
 
     public let config: AccountConfig
@@ -399,6 +405,8 @@ public final class Restore {
         if dryRun {
             summary.mailboxesCreated = steps.filter { $0.target == nil }.map(\.folder.path)
             summary.settings = settings.user.map(\.0) + (settings.autoreply == nil ? [] : ["autoreply"])
+            summary.filtersCreated = try plannedFilters(settings, steps: steps, client: client, recorded: recorded, dryRun: true,
+                                                        into: &summary).map(\.name)
             return summary
         }
 
@@ -434,6 +442,8 @@ public final class Restore {
             try client.updateAutoreply(autoreply)
             summary.settings.append("autoreply")
         }
+        try createFilters(try plannedFilters(settings, steps: steps, client: client, recorded: recorded, dryRun: false, into: &summary),
+                          client: client, into: &summary)
         journal.remove()
         return summary
     }
@@ -441,14 +451,24 @@ public final class Restore {
     /// The user's settings that wdsync's cache holds, as the fields of a `PUT` for those the
     /// target has left unset (empty, or WildDuck's default): a setting someone made on the
     /// target is never changed. The same for the autoreply: only onto a target without one.
-    /// Filters are listed, not restored: the cache holds them as the server lists them, in
-    /// words ("move to folder", a mailbox id of the old server), which no request takes back.
-    func plannedSettings(_ client: WildDuckClient, into summary: inout Summary) throws -> (user: [(String, JSON)], autoreply: [(String, JSON)]?) {
-        guard FileManager.default.fileExists(atPath: config.db) else { return ([], nil) }
+    /// And the backup's filters whole (the sync keeps them so since schema 13; see
+    /// `plannedFilters`); one the backup has only as listed, in words, is listed as not restored.
+    func plannedSettings(_ client: WildDuckClient, into summary: inout Summary) throws -> PlannedSettings {
+        guard FileManager.default.fileExists(atPath: config.db) else { return PlannedSettings() }
         let store = try Store(readOnlyPath: config.db)
-        let filters = try store.filters()
-        if !filters.isEmpty {
-            summary.notCarried["filters (recreate them by hand: the backup has them only in words, see its cache's filters table)", default: 0] += filters.count
+        var planned = PlannedSettings()
+        // A cache from before filters were kept whole has no detail column (read-only: not migrated).
+        let filters = try (try? store.filterDetails()) ?? store.filters().map { ($0.id, $0.json, nil) }
+        for filter in filters {
+            guard let text = filter.detail, let detail = try? JSON.parse(text), detail["query"]?.object != nil,
+                  detail["action"]?.object != nil else {
+                summary.notRestored["filters the backup has only in words, as the server lists them (a wdsync --once of the old account, while it still has them, keeps them whole; else recreate them by hand)", default: 0] += 1
+                continue
+            }
+            planned.filters.append(detail)
+        }
+        if !planned.filters.isEmpty {
+            for mailbox in try store.mailboxes() { planned.mailboxPaths[mailbox.id] = mailbox.path }
         }
         var user: [(String, JSON)] = []
         if let text = try store.userJSON(), let backup = try? JSON.parse(text) {
@@ -480,7 +500,125 @@ public final class Restore {
                 autoreply = fields.compactMap { field in backup[field].flatMap { $0.isNull ? nil : (field, $0) } }
             }
         }
-        return (user, autoreply)
+        planned.user = user
+        planned.autoreply = autoreply
+        return planned
+    }
+
+    /// What `plannedSettings` found to set on the target.
+    struct PlannedSettings {
+        var user: [(String, JSON)] = []
+        var autoreply: [(String, JSON)]?
+        /// The backup's filters whole, as `GET …/filters/:filter` gave them.
+        var filters: [JSON] = []
+        /// The backup's mailbox ids → paths, for a filter's "move to folder".
+        var mailboxPaths: [String: String] = [:]
+    }
+
+    /// One filter to create: its name, the `POST …/filters` body, and what it is recognised by.
+    struct FilterPlan {
+        var name: String
+        var fields: [(String, JSON)]
+        var key: Restore.Key
+    }
+
+    /// The backup's filters the target lacks, as `POST …/filters` bodies, the `mailbox` of an
+    /// action turned into the target's mailbox that the backup's mailbox goes to (`steps`).
+    /// A target filter of the same name, query and action is the backup's (each one stands for
+    /// one backup filter), so a rerun adds none twice; any other target filter is left as it
+    /// is, one of the same name but other rules included (the backup's is added beside it).
+    /// A filter an interrupted run recorded but the target does not list yet is waited for a
+    /// few seconds, as an upload is: a creation is not sent twice blindly.
+    func plannedFilters(_ planned: PlannedSettings, steps: [Step], client: WildDuckClient, recorded: Set<RestoreJournal.Entry>,
+                        dryRun: Bool, into summary: inout Summary) throws -> [FilterPlan] {
+        guard !planned.filters.isEmpty else { return [] }
+        var targetOf: [String: String?] = [:]     // backup path → target id, nil until created (dry run)
+        for step in steps { targetOf.updateValue(step.target, forKey: step.folder.path) }
+        var plans: [FilterPlan] = []
+        for filter in planned.filters {
+            let name = (filter["name"]?.string ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            var action = filter["action"]?.object ?? []
+            var comparable = true
+            if let index = action.firstIndex(where: { $0.0 == "mailbox" }) {
+                guard let old = action[index].1.string, let path = planned.mailboxPaths[old], let target = targetOf[path],
+                      target != nil || dryRun else {
+                    summary.failed.append("filter \"\(name)\": the mailbox it moves messages to is not restored")
+                    continue
+                }
+                if let target { action[index].1 = .string(target) } else { comparable = false }
+            }
+            let query = filter["query"] ?? .object([])
+            var fields: [(String, JSON)] = [("name", .string(name)), ("query", query), ("action", .object(action))]
+            if filter["disabled"]?.bool == true { fields.append(("disabled", .bool(true))) }
+            if let metaData = filter["metaData"], !metaData.isNull { fields.append(("metaData", metaData)) }
+            // A filter into a mailbox still to be created (dry run) is created: none can match it.
+            let id = comparable ? Self.filterKey(name: name, query: query, action: .object(action)) : "new \(plans.count)"
+            plans.append(FilterPlan(name: name, fields: fields, key: Key(id: id, date: 0, size: 0)))
+        }
+        guard !plans.isEmpty else { return [] }
+        let journaled = Set(recorded.filter { $0.mailbox == RestoreJournal.filters }.map(\.key))
+        let deadline = Date().addingTimeInterval(Self.settleSeconds)
+        var details: [String: JSON] = [:]    // target filter id → whole, read once
+        while true {
+            // The target's filters of the names the backup has, whole (the listing has them in words).
+            var onTarget: [String: Int] = [:]
+            let names = Set(plans.map(\.name))
+            for (id, listed) in try client.fetchFilters().filters {
+                let name = (listed["name"]?.string ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+                guard names.contains(name) else { continue }
+                if details[id] == nil {
+                    do { details[id] = try client.fetchFilter(id: id) } catch let error as WildDuckError where error.isNotFound { continue }
+                }
+                guard let whole = details[id] else { continue }
+                onTarget[Self.filterKey(name: name, query: whole["query"] ?? .object([]), action: whole["action"] ?? .object([])), default: 0] += 1
+            }
+            var missing: [FilterPlan] = []
+            var present = 0
+            for plan in plans {
+                if let count = onTarget[plan.key.id], count > 0 {
+                    onTarget[plan.key.id] = count - 1
+                    present += 1
+                } else {
+                    missing.append(plan)
+                }
+            }
+            if missing.contains(where: { journaled.contains($0.key) }), Date() < deadline {
+                log.log(.verbose, "a filter an interrupted run created is not listed yet; listing the filters again")
+                Thread.sleep(forTimeInterval: 0.5)
+                continue
+            }
+            summary.filtersPresent += present
+            return missing
+        }
+    }
+
+    /// What a filter is recognised by: its name, query and action, members in one order.
+    static func filterKey(name: String, query: JSON, action: JSON) -> String {
+        func sorted(_ json: JSON) -> JSON {
+            switch json {
+            case .object(let members): return .object(members.sorted { $0.0 < $1.0 }.map { ($0.0, sorted($0.1)) })
+            case .array(let items): return .array(items.map(sorted))
+            default: return json
+            }
+        }
+        return "f " + JSON.array([.string(name), sorted(query), sorted(action)]).text
+    }
+
+    /// Creates the planned filters, each recorded in the journal before it is sent.
+    func createFilters(_ plans: [FilterPlan], client: WildDuckClient, into summary: inout Summary) throws {
+        for plan in plans {
+            try journal.record(RestoreJournal.Entry(mailbox: RestoreJournal.filters, key: plan.key), durable: false)
+            do {
+                try client.createFilter(plan.fields)
+                summary.filtersCreated.append(plan.name)
+                log.log(.verbose, "created filter \"\(plan.name)\"")
+            } catch let error as WildDuckError {
+                // Refused (too many filters, a rule this server does not take): the others go on.
+                // A lost answer stops the run; the next one lists what was made.
+                guard case .server(_, let status, _, _) = error, status < 500, status != 429 else { throw error }
+                summary.failed.append("filter \"\(plan.name)\": \(error)")
+            }
+        }
     }
 
     /// The uploads, on up to `config.connections` connections, then the `\Deleted` flags (the
@@ -578,6 +716,9 @@ struct RestoreJournal: Sendable {
         var mailbox: String
         var key: Restore.Key
     }
+
+    /// The "mailbox" of a filter's entry (no mailbox id looks like it).
+    static let filters = "filters"
 
     let path: String
     private let lock = Mutex(())

@@ -231,6 +231,7 @@ func restore(_ accounts: [AccountConfig], level: LogLevel, dryRun: Bool) -> Exit
             if dryRun {
                 for path in summary.mailboxesCreated { log.log(.info, "would create mailbox \(path)") }
                 if !summary.settings.isEmpty { log.log(.info, "would set \(summary.settings.joined(separator: ", "))") }
+                for name in summary.filtersCreated { log.log(.info, "would create filter \"\(name)\"") }
                 for (path, planned) in summary.planned.sorted(by: { $0.key < $1.key }) {
                     log.log(.info, String(format: "would upload %d messages (%.1f MB) into %@", planned.count,
                                           Double(planned.bytes) / 1_000_000, path))
@@ -242,13 +243,18 @@ func restore(_ accounts: [AccountConfig], level: LogLevel, dryRun: Bool) -> Exit
                                       target, summary.mailboxesCreated.count, summary.uploaded, Double(summary.bytes) / 1_000_000,
                                       seconds, seconds > 0 ? Double(summary.uploaded) / seconds : 0, summary.present))
                 if !summary.settings.isEmpty { log.log(.info, "set \(summary.settings.joined(separator: ", "))") }
+                for name in summary.filtersCreated { log.log(.info, "created filter \"\(name)\"") }
+            }
+            if summary.filtersPresent > 0 { log.log(.info, "\(summary.filtersPresent) filter(s) of the backup already there") }
+            for (what, count) in summary.notRestored.sorted(by: { $0.key < $1.key }) {
+                log.log(.warning, "not restored: \(what): \(count)")
             }
             for (what, count) in summary.notCarried.sorted(by: { $0.key < $1.key }) {
                 log.log(.warning, "not carried (the API cannot set it): \(what): \(count)")
             }
             for failure in summary.failed { log.log(.error, "not restored: \(failure)") }
             if !summary.failed.isEmpty {
-                log.log(.error, "\(summary.failed.count) message(s) or mailbox(es) could not be restored (see above); everything else is in place")
+                log.log(.error, "\(summary.failed.count) message(s), mailbox(es) or filter(s) could not be restored (see above); everything else is in place")
                 if result == .ok { result = .server }
             }
         } catch {

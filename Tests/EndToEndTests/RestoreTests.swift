@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Store
 import Testing
 @testable import WildDuckSim
 
@@ -83,7 +84,12 @@ import Testing
         // Settings, autoreply and a filter.
         backup.account.updateUser(["language": "de", "spamLevel": "80"])
         backup.account.setAutoreply(status: true, subject: "Away", text: "Back on Monday")
-        _ = backup.account.addFilter(name: "lists")
+        let filter = backup.account.addFilter(name: "lists")
+        backup.account.mutate { s in
+            guard let i = s.filters.firstIndex(where: { $0.id == filter }) else { return }
+            s.filters[i].query = .object([("from", .string("alice"))])
+            s.filters[i].action = .object([("seen", .bool(true)), ("mailbox", .string(quiet))])
+        }
         try backup.sync()
         let before = backup.snapshot()
         let dbBefore = Self.sha(backup.db)
@@ -92,7 +98,11 @@ import Testing
         let result = try target.run(Self.restoreArguments(backup, to: target))
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.contains("not carried"), "\\Answered must be listed: \(result.stderr)")
-        #expect(result.stderr.contains("filters"), "filters must be listed: \(result.stderr)")
+        // The filter whole, moving to the target's own Lists.
+        let restoredFilter = target.account.state.withLock { $0.filters.first { $0.name == "lists" } }
+        let targetLists = try #require(target.account.mailboxId(path: "Lists"))
+        #expect(restoredFilter?.query == .object([("from", .string("alice"))]))
+        #expect(restoredFilter?.action == .object([("seen", .bool(true)), ("mailbox", .string(targetLists))]))
         #expect(target.account.userField("language") == "de")
         #expect(target.account.userField("spamLevel") == "80")
         let autoreply = target.account.state.withLock { $0.autoreply }
@@ -119,6 +129,93 @@ import Testing
         #expect(again.status == 0, "\(again.stderr)")
         #expect(again.stderr.contains(" 0 messages uploaded"), "\(again.stderr)")
         #expect(Self.serverMessages(target) == expected, "\(Self.difference(Self.serverMessages(target), expected))")
+        #expect(target.account.state.withLock { $0.filters.count } == 1)
+    }
+
+    /// Sets a simulator filter's rules (the simulator's own `addFilter` gives default ones).
+    static func setFilter(_ h: Harness, _ id: String, query: JSONValue, action: JSONValue, disabled: Bool = false) {
+        h.account.mutate { s in
+            guard let i = s.filters.firstIndex(where: { $0.id == id }) else { return }
+            s.filters[i].query = query
+            s.filters[i].action = action
+            s.filters[i].disabled = disabled
+        }
+    }
+
+    /// Filters: the sync keeps each one whole, reading it only when the listing changed; the
+    /// restore creates those the target lacks with the same query and action (a "move to folder"
+    /// into the target's own mailbox), says so first with --dry-run, leaves the target's own
+    /// filters alone, adds none on a rerun; a cache without them whole lists them as not restored.
+    @Test func filtersAreRecreatedOnceWithTheirRules() throws {
+        let backup = try Harness()
+        let lists = try backup.account.createMailbox(path: "Lists")
+        let named = backup.account.addFilter(name: "lists")
+        Self.setFilter(backup, named, query: .object([("from", .string("alice")), ("listId", .string("dev.example.org"))]),
+                       action: .object([("seen", .bool(true)), ("mailbox", .string(lists))]))
+        let unnamed = backup.account.addFilter(name: "")
+        Self.setFilter(backup, unnamed, query: .object([("subject", .string("invoice")), ("size", .int(1000))]),
+                       action: .object([("flag", .bool(true)), ("targets", .array([.string("archive@example.org")]))]))
+        let off = backup.account.addFilter(name: "old")
+        Self.setFilter(backup, off, query: .object([("text", .string("lottery"))]), action: .object([("delete", .bool(true))]), disabled: true)
+        try backup.sync()
+        let expected = backup.account.state.withLock { $0.filters }
+
+        // A run that changed nothing reads no filter again: the same 5 requests as ever; one
+        // changed filter is read once more.
+        backup.server.resetStats()
+        try backup.sync()
+        #expect(backup.server.stats().totalRequests == 5, "\(backup.server.stats().perRoute)")
+        Self.setFilter(backup, off, query: .object([("text", .string("lottery win"))]), action: .object([("delete", .bool(true))]), disabled: true)
+        backup.server.resetStats()
+        try backup.sync()
+        #expect(backup.server.stats()["filters"] == 2, "listing and the changed filter: \(backup.server.stats().perRoute)")
+
+        // The target has a filter of its own named like one of the backup's, with other rules.
+        let target = try Harness()
+        let own = target.account.addFilter(name: "lists")
+        Self.setFilter(target, own, query: .object([("from", .string("bob"))]), action: .object([("spam", .bool(true))]))
+        let dry = try target.run(Self.restoreArguments(backup, to: target) + ["--dry-run"])
+        #expect(dry.status == 0, "\(dry.stderr)")
+        for name in ["lists", "", "old"] { #expect(dry.stderr.contains("would create filter \"\(name)\""), "\(dry.stderr)") }
+        #expect(target.account.state.withLock { $0.filters.count } == 1)
+
+        let result = try target.run(Self.restoreArguments(backup, to: target))
+        #expect(result.status == 0, "\(result.stderr)")
+        let restored = target.account.state.withLock { $0.filters }
+        #expect(restored.count == 4, "\(restored)")
+        #expect(restored.first { $0.id == own }.map { $0.query == .object([("from", .string("bob"))]) && $0.name == "lists" } == true)
+        let targetLists = try #require(target.account.mailboxId(path: "Lists"))
+        let created = restored.filter { $0.id != own }
+        let byName = Dictionary(grouping: created, by: \.name)
+        #expect(byName["lists"]?.first?.query == .object([("from", .string("alice")), ("listId", .string("dev.example.org"))]))
+        #expect(byName["lists"]?.first?.action == .object([("seen", .bool(true)), ("mailbox", .string(targetLists))]))
+        let theUnnamed = try #require(expected.first { $0.id == unnamed })
+        #expect(byName[""]?.first.map { $0.query == theUnnamed.query && $0.action == theUnnamed.action && !$0.disabled } == true)
+        #expect(byName["old"]?.first.map { $0.query == .object([("text", .string("lottery win"))]) && $0.disabled } == true)
+
+        // Again: nothing is added, the three are found.
+        let again = try target.run(Self.restoreArguments(backup, to: target))
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stderr.contains("3 filter(s) of the backup already there"), "\(again.stderr)")
+        #expect(target.account.state.withLock { $0.filters.count } == 4)
+
+        // A cache written before filters were kept whole (no detail_json column): listed, not restored.
+        let old = target.dir + "/old.db"
+        try FileManager.default.copyItem(atPath: backup.db, toPath: old)
+        for suffix in ["-wal", "-shm"] where FileManager.default.fileExists(atPath: backup.db + suffix) {
+            try FileManager.default.copyItem(atPath: backup.db + suffix, toPath: old + suffix)
+        }
+        do {
+            let store = try Store(path: old)
+            try store.db.run("ALTER TABLE filters DROP COLUMN detail_json")
+            try store.db.run("DELETE FROM schema_migrations WHERE version = 13")
+        }
+        let fresh = try Harness()
+        let older = try fresh.run(Self.restoreArguments(backup, to: fresh, db: old))
+        #expect(older.status == 0, "\(older.stderr)")
+        #expect(older.stderr.contains("not restored: filters the backup has only in words"), "\(older.stderr)")
+        #expect(older.stderr.contains("by hand): 3"), "\(older.stderr)")
+        #expect(fresh.account.state.withLock { $0.filters.isEmpty })
     }
 
     @Test func nothingOnTheTargetIsChangedAndDryRunCreatesNothing() throws {
@@ -212,6 +309,27 @@ import Testing
         #expect(rerun.status == 0, "\(rerun.stderr)")
         usleep(2_000_000)   // the held upload is stored by now, whenever the rerun ended
         #expect(Self.serverMessages(target) == Self.serverMessages(backup), "\(Self.difference(Self.serverMessages(target), Self.serverMessages(backup)))")
+    }
+
+    /// A filter creation the server is still storing when the restore is killed is not sent
+    /// again by the rerun: it was recorded, and the rerun lists the filters until it shows.
+    @Test func aRerunWaitsForAFilterTheServerIsStillCreating() throws {
+        let backup = try Harness()
+        let id = backup.account.addFilter(name: "held")
+        Self.setFilter(backup, id, query: .object([("from", .string("carol"))]), action: .object([("flag", .bool(true))]))
+        try backup.sync()
+        let target = try Harness()
+        // The listing goes through; the creation is held 1.5 s, then stored.
+        target.server.injectFault(.delay(milliseconds: 1500), on: "filters", count: 1, after: 1)
+        let (p, _, _) = target.process(Self.restoreArguments(backup, to: target))
+        try p.run()
+        #expect(Harness.wait(timeout: 30) { target.server.stats()["filters"] >= 2 })
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        let rerun = try target.run(Self.restoreArguments(backup, to: target))
+        #expect(rerun.status == 0, "\(rerun.stderr)")
+        usleep(2_000_000)   // the held creation is stored by now, whenever the rerun ended
+        #expect(target.account.state.withLock { $0.filters.count } == 1)
     }
 
     /// A Maildir that mbsync or OfflineIMAP made: folders from the tree (both layouts), flags
