@@ -16,7 +16,7 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "once", short: nil, value: nil, help: "Do one complete sync and exit (for cron or a systemd timer).", configKey: false),
     OptionSpec(long: "verify", short: nil, value: nil, help: "Check, offline, that every cached message's file exists (under any flags) with its recorded SHA-256; altered files are moved to CACHE.altered/.", configKey: false),
     OptionSpec(long: "dry-run", short: nil, value: nil, help: "Say what a sync would download, rename, remove and push, and write nothing (Maildir, cache, server).", configKey: false),
-    OptionSpec(long: "restore", short: nil, value: nil, help: "Put the backup in --maildir (with its --db, if that file exists) on the account given by --server and --user: creates missing mailboxes, uploads what the account lacks, changes and deletes nothing. With --dry-run: only say what it would create.", configKey: false),
+    OptionSpec(long: "restore", short: nil, value: nil, help: "Put the backup in --maildir (with its --db, if that file exists) on the account given by --server and --user: creates missing mailboxes and filters, uploads what the account lacks, sets settings it left unset, changes and deletes nothing. With --dry-run: only say what it would create.", configKey: false),
     OptionSpec(long: "status", short: nil, value: nil, help: "Show, from the cache only, each account's last sync, size, pending work, last error, running daemon and what the mass-delete breaker holds.", configKey: false),
     OptionSpec(long: "json", short: nil, value: nil, help: "With --status: print one JSON document.", configKey: false),
     OptionSpec(long: "server", short: nil, value: "URL", help: "WildDuck API base URL, e.g. https://mail.example.com/api"),
