@@ -213,12 +213,12 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
 
     static func maildirNames(_ data: [UInt8]) {
         let name = String(decoding: data, as: UTF8.self)
-        let flags = MaildirFlags(fileName: name)
-        check(MaildirFlags(letters: Substring(flags.letters)) == flags, "flags \(flags.letters) do not round-trip")
+        let flags = MessageFlags(fileName: name)
+        check(MessageFlags(letters: Substring(flags.letters)) == flags, "flags \(flags.letters) do not round-trip")
         let unique = Maildir.uniquePart(ofFileName: name)
         check(!unique.utf8.contains(UInt8(ascii: ":")), "a unique part with ':'")
         let file = Maildir.fileName(unique: unique, flags: flags)
-        check(MaildirFlags(fileName: file) == flags && Maildir.uniquePart(ofFileName: file) == unique,
+        check(MessageFlags(fileName: file) == flags && Maildir.uniquePart(ofFileName: file) == unique,
               "\(file) does not give back its parts")
         // Unique names wdsync makes from server data never contain '/', ':' or start with '.'.
         let made = Maildir.uniqueName(time: Int(data.count) - 5, key: name, host: name)

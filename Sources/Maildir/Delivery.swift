@@ -178,7 +178,7 @@ extension Maildir {
     /// Delivers a message held in memory: `beginDelivery`, one `write`, `commit`.
     @discardableResult
     public func deliver(folder: String, unique: String, contents: UnsafeRawBufferPointer,
-                        flags: MaildirFlags, mtime: Int?) throws(MaildirError) -> Delivered {
+                        flags: MessageFlags, mtime: Int?) throws(MaildirError) -> Delivered {
         let pending = try beginDelivery(folder: folder, unique: unique)
         try pending.write(contents)
         return try pending.commit(flags: flags, mtime: mtime)
@@ -251,7 +251,7 @@ public final class PendingDelivery {
     /// Publishes the message: `seal` it, then `Maildir.publish` it: flushed, its times set,
     /// fsynced, closed, renamed into new/ or cur/ without overwriting anything. The directory
     /// entry is made durable by `Maildir.syncFolder`, once per batch.
-    public func commit(flags: MaildirFlags, mtime: Int?) throws(MaildirError) -> Delivered {
+    public func commit(flags: MessageFlags, mtime: Int?) throws(MaildirError) -> Delivered {
         try maildir.publish(seal(flags: flags, mtime: mtime))
     }
 
@@ -260,7 +260,7 @@ public final class PendingDelivery {
     /// time), make it durable, close. With a `batch` that covers the file's file system the
     /// durability is left to the batch's one sync; otherwise the file is fsynced here. Either
     /// way a sealed body is complete: a failure here removes the tmp file.
-    public func seal(flags: MaildirFlags, mtime: Int?, batch: DeliveryBatch? = nil) throws(MaildirError) -> SealedDelivery {
+    public func seal(flags: MessageFlags, mtime: Int?, batch: DeliveryBatch? = nil) throws(MaildirError) -> SealedDelivery {
         guard fd >= 0 else { throw .deliveryClosed(path: tmpPath) }
         do throws(MaildirError) {
             try flush()

@@ -13,7 +13,7 @@ public struct LocalFile: Sendable, Equatable {
     /// `<folder>/<cur|new>/<name>`, relative to the root.
     public var file: String
     /// The flags in the name's `:2,` info.
-    public var flags: MaildirFlags
+    public var flags: MessageFlags
 }
 
 /// A file's bytes, for an upload.
@@ -58,7 +58,7 @@ extension Maildir {
             guard let listing = try Sys.list(absolutePath(rel)) else { return nil }
             for name in listing.names where !name.isDotFile {
                 let unique = Self.uniquePart(ofFileName: name)
-                byUnique[unique] = LocalFile(unique: unique, file: rel + "/" + name, flags: MaildirFlags(fileName: name))
+                byUnique[unique] = LocalFile(unique: unique, file: rel + "/" + name, flags: MessageFlags(fileName: name))
             }
         }
         return Array(byUnique.values)

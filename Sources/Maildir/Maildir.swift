@@ -92,7 +92,7 @@ public struct Maildir: Sendable {
     }
 
     /// The file name wdsync writes: unique part + `:2,` + flags.
-    public static func fileName(unique: String, flags: MaildirFlags) -> String {
+    public static func fileName(unique: String, flags: MessageFlags) -> String {
         unique + flags.info
     }
 
@@ -342,7 +342,7 @@ public struct Maildir: Sendable {
     /// `cur/` without S). If the file was moved or renamed by someone else, it is found again by
     /// its unique part. Returns the new relative path.
     @discardableResult
-    public func renameForFlags(_ relPath: String, flags: MaildirFlags) throws(MaildirError) -> String {
+    public func renameForFlags(_ relPath: String, flags: MessageFlags) throws(MaildirError) -> String {
         let (folder, sub, name) = try Self.splitFile(relPath)
         let unique = Self.uniquePart(ofFileName: name)
         var current = relPath
@@ -397,7 +397,7 @@ public struct Maildir: Sendable {
     /// moves a message it saw to `cur/` without S: old, not new) unless S itself changes.
     /// Returns the new relative path.
     @discardableResult
-    public func moveFile(from relPath: String, to folder: String, flags: MaildirFlags) throws(MaildirError) -> String {
+    public func moveFile(from relPath: String, to folder: String, flags: MessageFlags) throws(MaildirError) -> String {
         let (srcFolder, _, name) = try Self.splitFile(relPath, hidden: true)
         let unique = Self.uniquePart(ofFileName: name)
         let fileName = Self.fileName(unique: unique, flags: flags)
@@ -406,7 +406,7 @@ public struct Maildir: Sendable {
         while true {
             var sub = flags.contains(.seen) ? "cur" : "new"
             if let split = try? Self.splitFile(current), split.folder == folder,
-               MaildirFlags(fileName: split.name).contains(.seen) == flags.contains(.seen) {
+               MessageFlags(fileName: split.name).contains(.seen) == flags.contains(.seen) {
                 sub = split.sub
             }
             let target = joinPath(folder, sub, fileName)

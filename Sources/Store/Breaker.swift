@@ -1,3 +1,5 @@
+import Maildir
+
 /// What the mass-delete breaker holds back in one mailbox (`wdsync --status`, the log).
 public struct HeldChanges: Sendable, Equatable {
     public var mailboxId: String
@@ -109,11 +111,10 @@ extension Store {
         case .delete:
             try markForDownload(mailboxId: entry.mailboxId, uid: uid)
         case .move, .flags:
-            let flags = MessageFlags(rawValue: (row.flags.rawValue & ~MessageFlags.trashed.rawValue)
-                                     | (row.baseFlags.rawValue & MessageFlags.trashed.rawValue))
+            let flags = row.flags.taking(.trashed, from: row.baseFlags)
             try db.run("UPDATE messages SET flags = ?, dirty = 1 WHERE mailbox_id = ? AND uid = ?",
                        .int(flags.rawValue), .text(entry.mailboxId), .int(uid))
-            if (flags.rawValue ^ row.baseFlags.rawValue) & MessageFlags.pushable.rawValue != 0 {
+            if !flags.pushableChanges(from: row.baseFlags).isEmpty {
                 try queue(.flags, mailboxId: entry.mailboxId, uid: uid)
             }
         case .upload:

@@ -1,3 +1,5 @@
+import Maildir
+
 /// A pending mutation of the server (a row of `outbox`). It is written before its request is
 /// sent and removed only when the server confirmed it, so a change made offline, or one whose
 /// request failed, is sent by a later run. `sent` marks a request that went out without an
@@ -292,7 +294,7 @@ extension Store {
             """, .text(target), .int(newUid), SQLValue(m.messageId), .int(m.size), SQLValue(m.idate),
                    .int(m.flags.rawValue), .int(baseFlags.rawValue), .text(m.json), .text(m.uniq),
                    SQLValue(m.sha256), SQLValue(m.file), .int(dirty))
-        if (m.flags.rawValue ^ baseFlags.rawValue) & MessageFlags.pushable.rawValue != 0 {
+        if !m.flags.pushableChanges(from: baseFlags).isEmpty {
             try queue(.flags, mailboxId: target, uid: newUid)
         }
         try db.run("UPDATE mailboxes SET highest_uid = MAX(highest_uid, ?) WHERE id = ?", .int(newUid), .text(target))
@@ -324,7 +326,7 @@ extension Store {
             VALUES (?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, 0)
             """, .text(e.mailboxId), .int(uid), SQLValue(e.messageId), .int(size), SQLValue(e.date),
                    .int(flags.rawValue), .int(baseFlags.rawValue), .text(e.uniq ?? ""), SQLValue(e.sha256), SQLValue(e.file))
-        if (flags.rawValue ^ baseFlags.rawValue) & MessageFlags.pushable.rawValue != 0 {
+        if !flags.pushableChanges(from: baseFlags).isEmpty {
             try queue(.flags, mailboxId: e.mailboxId, uid: uid)
         }
         try db.run("UPDATE mailboxes SET highest_uid = MAX(highest_uid, ?) WHERE id = ?", .int(uid), .text(e.mailboxId))

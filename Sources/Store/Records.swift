@@ -1,31 +1,4 @@
-/// Maildir flags as stored in `messages.flags`, in Maildir's ASCII order (bit 0 = D … bit 5 = T).
-public struct MessageFlags: OptionSet, Sendable, Hashable {
-    public let rawValue: Int
-    public init(rawValue: Int) { self.rawValue = rawValue }
-    public static let draft = MessageFlags(rawValue: 1 << 0)      // D
-    public static let flagged = MessageFlags(rawValue: 1 << 1)    // F
-    public static let passed = MessageFlags(rawValue: 1 << 2)     // P (forwarded)
-    public static let replied = MessageFlags(rawValue: 1 << 3)    // R (answered)
-    public static let seen = MessageFlags(rawValue: 1 << 4)       // S
-    public static let trashed = MessageFlags(rawValue: 1 << 5)    // T (\Deleted)
-
-    /// The flags the REST API can set on an existing message: S, F, T (`seen`, `flagged`,
-    /// `deleted`). R and P have no REST field, and `draft` writes the server's `flagged` field,
-    /// so D, R and P are kept locally and never pushed.
-    public static let pushable: MessageFlags = [.seen, .flagged, .trashed]
-
-    /// The three-way merge of one message's flags: `local` is the state on disk (with local
-    /// changes), `base` the server's state both sides last agreed on, `server` what the server
-    /// says now. A flag changed on one side only takes that side's value; a flag changed on both
-    /// sides takes the local one.
-    public static func merge(local: MessageFlags, base: MessageFlags, server: MessageFlags) -> MessageFlags {
-        let serverChanged = server.rawValue ^ base.rawValue
-        let localChanged = local.rawValue ^ base.rawValue
-        let take = serverChanged & ~localChanged
-        return MessageFlags(rawValue: (server.rawValue & take) | (local.rawValue & ~take))
-    }
-}
-
+import Maildir
 public struct AccountRecord: Sendable, Equatable {
     public var server: String
     public var username: String

@@ -78,7 +78,7 @@ extension Mirror {
             for event in events {
                 switch event {
                 case .messageFlags(let m, let uid, let imapFlags) where fetch[m]?.contains(uid) != true:
-                    try store.updateFlags(mailboxId: m, uid: uid, flags: Mirror.flags(imap: imapFlags), json: nil)
+                    try store.updateFlags(mailboxId: m, uid: uid, flags: MessageFlags(imap: imapFlags), json: nil)
                 case .messageRemoved(let m, let uid):
                     try store.removeMessage(mailboxId: m, uid: uid)
                 default: break
@@ -91,7 +91,7 @@ extension Mirror {
                     missing.remove(item.uid)
                     try store.insertMessage(MessageRecord(
                         mailboxId: mailbox, uid: item.uid, messageId: item.messageId, size: item.size, idate: item.idate,
-                        flags: Mirror.flags(of: item), json: item.json.text,
+                        flags: MessageFlags(listing: item), json: item.json.text,
                         uniq: Mirror.uniqueName(mailboxId: mailbox, uid: item.uid, idate: item.idate)))
                 }
                 for uid in missing { try store.removeMessage(mailboxId: mailbox, uid: uid) }
@@ -152,19 +152,5 @@ extension Mirror {
             } while cursor != nil
         }
         return items.filter { uids.contains($0.uid) }
-    }
-
-    /// IMAP flag names → Maildir flags, with the REST API's rule that a forwarded message is not
-    /// also shown as answered (so both paths agree).
-    static func flags(imap: [String]) -> MessageFlags {
-        let set = Set(imap.map { $0.lowercased() })
-        var f: MessageFlags = []
-        if set.contains("\\draft") { f.insert(.draft) }
-        if set.contains("\\flagged") { f.insert(.flagged) }
-        if set.contains("$forwarded") { f.insert(.passed) }
-        if set.contains("\\answered") && !set.contains("$forwarded") { f.insert(.replied) }
-        if set.contains("\\seen") { f.insert(.seen) }
-        if set.contains("\\deleted") { f.insert(.trashed) }
-        return f
     }
 }

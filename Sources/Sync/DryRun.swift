@@ -71,7 +71,7 @@ extension Mirror {
             after = (last.mailboxId, last.uid)
             for row in batch {
                 guard let folder = folderOf[row.mailboxId] else { continue }
-                let flags = MaildirFlags(rawValue: UInt8(row.flags.rawValue))
+                let flags = row.flags
                 func target(_ file: String) -> String {
                     let name = Maildir.fileName(unique: Maildir.uniquePart(ofFileName: (file as NSString).lastPathComponent), flags: flags)
                     return (folder.isEmpty ? "" : folder + "/") + (flags.contains(.seen) ? "cur/" : "new/") + name

@@ -49,7 +49,7 @@ extension Mirror {
                 for row in batch {
                     do {
                         guard let folder = folderOf[row.mailboxId] else { continue }
-                        let flags = MaildirFlags(rawValue: UInt8(row.flags.rawValue))
+                        let flags = row.flags
                         if let file = row.file {
                             let placed = try relocate(file, folder: folder, flags: flags)
                             if let placed {
@@ -224,7 +224,7 @@ extension Mirror {
     /// the server says (a message marked unseen again goes back to new/); a file whose S does
     /// not change stays where it is (mutt's "old" messages are in cur/ without S). Nil if the
     /// file is gone.
-    private func relocate(_ file: String, folder: String, flags: MaildirFlags) throws -> String? {
+    private func relocate(_ file: String, folder: String, flags: MessageFlags) throws -> String? {
         do {
             let placed = try maildir.moveFile(from: file, to: folder, flags: flags)
             if placed != file { onOwnWrite?(file, false); onOwnWrite?(placed, true) }
@@ -240,7 +240,7 @@ struct DownloadJob: Sendable {
     var uid: Int
     var folder: String
     var unique: String
-    var flags: MaildirFlags
+    var flags: MessageFlags
     var mtime: Int?
     /// The listing's size: the basis of the download's size cap.
     var size: Int

@@ -276,7 +276,7 @@ extension Mirror {
         func claim(_ i: Int, _ file: LocalFile) throws {
             let row = rows[i]
             let hash = try? Maildir.sha256(file: maildir.absolutePath(file.file))
-            let flags = row.baseFlags.union(MessageFlags(rawValue: Int(file.flags.rawValue)).subtracting(.pushable))
+            let flags = row.baseFlags.union(file.flags.subtracting(.pushable))
             try store.adoptFile(mailboxId: row.mailboxId, uid: row.uid, uniq: file.unique, file: file.file, sha256: hash?.hex, flags: flags)
             claimed.insert(i)
             matched += 1

@@ -486,7 +486,7 @@ public final class Mirror {
                 for item in page.items {
                     seen.insert(item.uid)
                     highest = max(highest, item.uid)
-                    let flags = Mirror.flags(of: item)
+                    let flags = MessageFlags(listing: item)
                     if let old = known[item.uid] {
                         if old != flags {
                             try store.updateFlags(mailboxId: mailbox.id, uid: item.uid, flags: flags, json: item.json.text)
@@ -522,17 +522,6 @@ public final class Mirror {
             }
             try store.setMailboxSynced(id: mailbox.id, index: mailbox.modifyIndex, highestUid: highest)
         }
-    }
-
-    static func flags(of item: MessageItem) -> MessageFlags {
-        var f: MessageFlags = []
-        if item.draft { f.insert(.draft) }
-        if item.flagged { f.insert(.flagged) }
-        if item.forwarded { f.insert(.passed) }
-        if item.answered { f.insert(.replied) }
-        if item.seen { f.insert(.seen) }
-        if item.deleted { f.insert(.trashed) }
-        return f
     }
 
     /// `<idate>.wd<mailboxId>_<uid>.<host>`: fixed when the message is first seen, never changed.

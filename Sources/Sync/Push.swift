@@ -78,22 +78,6 @@ struct Push {
 
     // MARK: - Flags
 
-    /// The REST fields for the S/F/T differences between a message's flags and the server's.
-    static func fields(flags: MessageFlags, base: MessageFlags) -> [(String, Bool)] {
-        var out: [(String, Bool)] = []
-        let diff = MessageFlags(rawValue: (flags.rawValue ^ base.rawValue) & MessageFlags.pushable.rawValue)
-        if diff.contains(.seen) { out.append(("seen", flags.contains(.seen))) }
-        if diff.contains(.flagged) { out.append(("flagged", flags.contains(.flagged))) }
-        if diff.contains(.trashed) { out.append(("deleted", flags.contains(.trashed))) }
-        return out
-    }
-
-    /// The base after the server confirmed `flags`' pushable bits.
-    static func confirmed(flags: MessageFlags, base: MessageFlags) -> MessageFlags {
-        let mask = MessageFlags.pushable.rawValue
-        return MessageFlags(rawValue: (base.rawValue & ~mask) | (flags.rawValue & mask))
-    }
-
     static func key(_ fields: [(String, Bool)]) -> String {
         fields.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
     }
@@ -110,7 +94,7 @@ struct Push {
                     try store.removeOutbox(id: entry.id)
                     continue
                 }
-                var fields = Self.fields(flags: row.flags, base: row.baseFlags)
+                var fields = row.flags.restFields(from: row.baseFlags)
                 if blocked.contains(entry.id) {
                     fields.removeAll { $0 == ("deleted", true) }
                     withoutT.insert(Breaker.key(entry.mailboxId, uid))
@@ -145,12 +129,11 @@ struct Push {
                             let key = Breaker.key(mailbox, uid)
                             var sent = row.flags
                             if withoutT.contains(key) {
-                                sent = MessageFlags(rawValue: (sent.rawValue & ~MessageFlags.trashed.rawValue)
-                                                    | (row.baseFlags.rawValue & MessageFlags.trashed.rawValue))
+                                sent = sent.taking(.trashed, from: row.baseFlags)
                             } else if let removed = counted[key] {
                                 try store.recordDestructive(mailboxId: mailbox, removed: removed, at: now)
                             }
-                            let base = Self.confirmed(flags: sent, base: row.baseFlags)
+                            let base = row.baseFlags.taking(.pushable, from: sent)
                             try store.setBaseFlags(mailboxId: mailbox, uid: uid, base)
                             if !withoutT.contains(key), let e = try store.outboxEntry(mailboxId: mailbox, uid: uid), e.kind == .flags {
                                 try store.removeOutbox(id: e.id)
@@ -180,7 +163,7 @@ struct Push {
                     continue
                 }
                 guard mailboxes[target] != nil else { continue }   // settled by removeMailbox
-                let fields = Self.fields(flags: row.flags, base: row.baseFlags)
+                let fields = row.flags.restFields(from: row.baseFlags)
                 let key = entry.mailboxId + " " + target + " " + Self.key(fields)
                 groups[key, default: (entry.mailboxId, target, fields, [])].uids.append(uid)
                 try store.setOutboxSent(id: entry.id, true)
@@ -210,7 +193,7 @@ struct Push {
                     for (old, new) in pairs where chunk.contains(old) {
                         guard let row = try store.fileRow(mailboxId: group.source, uid: old) else { continue }
                         if let duplicate = try store.completeMove(mailboxId: group.source, uid: old, target: group.target, newUid: new,
-                                                                  baseFlags: Self.confirmed(flags: row.flags, base: row.baseFlags)) {
+                                                                  baseFlags: row.baseFlags.taking(.pushable, from: row.flags)) {
                             duplicates.append(duplicate)
                         }
                         if let removed = counted[Breaker.key(group.source, old)] {
@@ -239,8 +222,8 @@ struct Push {
             try store.removeOutbox(id: entry.id)
             return
         }
-        let fields = Self.fields(flags: row.flags, base: row.baseFlags)
-        let base = Self.confirmed(flags: row.flags, base: row.baseFlags)
+        let fields = row.flags.restFields(from: row.baseFlags)
+        let base = row.baseFlags.taking(.pushable, from: row.flags)
         result.requests += 1
         do {
             let pairs = try client.moveMessages(mailbox: entry.mailboxId, uids: String(uid), to: target, fields)
@@ -260,7 +243,7 @@ struct Push {
             // and what the server shows besides (another client's change) is merged over it.
             let duplicate = try store.transaction {
                 let duplicate = try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: found.uid, baseFlags: base)
-                try store.updateFlags(mailboxId: target, uid: found.uid, flags: Mirror.flags(of: found), json: nil)
+                try store.updateFlags(mailboxId: target, uid: found.uid, flags: MessageFlags(listing: found), json: nil)
                 return duplicate
             }
             duplicate.map(removeDuplicate)
@@ -324,7 +307,7 @@ struct Push {
         result.requests += 1
         guard let found = try find(in: entry.mailboxId, messageId: entry.messageId, date: entry.date,
                                    subject: StoredSubject.of(entry.subject), afterUid: entry.afterUid) else { return false }
-        try tie(entry, uid: found.uid, size: found.size, base: Mirror.flags(of: found))
+        try tie(entry, uid: found.uid, size: found.size, base: MessageFlags(listing: found))
         result.uploads += 1
         return true
     }
@@ -405,7 +388,7 @@ struct Push {
             log.log(.error, "the server stored \(file) as message \(reply.uid) of \(reply.size) bytes, but \(content.bytes.count) were sent; both are kept: the server's copy is downloaded next to your file. Compare them and delete the wrong one; to upload the file again, give it a new name (a copy)")
             return
         }
-        try tie(sent, uid: reply.uid, size: reply.size, base: MessageFlags(rawValue: flags.rawValue & (MessageFlags.seen.rawValue | MessageFlags.flagged.rawValue | MessageFlags.draft.rawValue)))
+        try tie(sent, uid: reply.uid, size: reply.size, base: flags.intersection([.seen, .flagged, .draft]))
         result.uploads += 1
     }
 

@@ -147,7 +147,7 @@ public final class Restore {
                 guard let info = maildir.fileSize(file.file), info.regular else { continue }
                 let record = byUnique[file.unique]
                 let idate = record?.idate ?? mtime(file.file)
-                folder.messages.append(Message(file: file.file, flags: MessageFlags(rawValue: Int(file.flags.rawValue)),
+                folder.messages.append(Message(file: file.file, flags: file.flags,
                                                idate: idate, size: info.size,
                                                listedSubject: record.flatMap { (try? JSON.parse($0.json))?["subject"]?.string },
                                                listedMessageId: record?.messageId))
@@ -204,7 +204,7 @@ public final class Restore {
             var folder = Folder(path: path, specialUse: path.contains("/") ? nil : Self.specialUse(forName: path))
             for file in try maildir.listFolder(directory) ?? [] {
                 guard let info = maildir.fileSize(file.file), info.regular else { continue }
-                folder.messages.append(Message(file: file.file, flags: MessageFlags(rawValue: Int(file.flags.rawValue)),
+                folder.messages.append(Message(file: file.file, flags: file.flags,
                                                idate: mtime(file.file), size: info.size))
             }
             folder.messages.sort { $0.idate != $1.idate ? $0.idate < $1.idate : $0.file < $1.file }

@@ -178,7 +178,7 @@ struct LocalScan {
                         unsettled.insert(candidate.mailboxId)
                     } else if upload.file != candidate.file.file || upload.mailboxId != candidate.mailboxId {
                         try store.updateUpload(id: upload.id, mailboxId: candidate.mailboxId, file: candidate.file.file,
-                                               flags: MessageFlags(rawValue: Int(candidate.file.flags.rawValue)),
+                                               flags: candidate.file.flags,
                                                afterUid: try highestUid(candidate.mailboxId))
                     }
                 } else {
@@ -307,10 +307,8 @@ struct LocalScan {
     /// The flags a row gets from its file's new name: the flags changed on disk (against the
     /// name the file had) over the row's flags, which may hold a server change not yet exported.
     private func localFlags(_ row: FileRow, _ local: LocalFile) -> MessageFlags {
-        let before = Int(MaildirFlags(fileName: row.file ?? "").rawValue)
-        let now = Int(local.flags.rawValue)
-        let changed = before ^ now
-        return MessageFlags(rawValue: (row.flags.rawValue & ~changed) | (now & changed))
+        let before = MessageFlags(fileName: row.file ?? "")
+        return row.flags.taking(before.symmetricDifference(local.flags), from: local.flags)
     }
 
     /// The file was renamed in its folder.
@@ -342,7 +340,7 @@ struct LocalScan {
     /// Queues a flag push when S, F or T differ from the server's, and drops the pending entry otherwise.
     private func requeueFlags(_ mailboxId: String, _ uid: Int, flags: MessageFlags, base: MessageFlags,
                               pending: OutboxEntry?) throws {
-        if (flags.rawValue ^ base.rawValue) & MessageFlags.pushable.rawValue != 0 {
+        if !flags.pushableChanges(from: base).isEmpty {
             try store.queue(.flags, mailboxId: mailboxId, uid: uid)
         } else if let pending {
             try store.removeOutbox(id: pending.id)
@@ -390,7 +388,7 @@ struct LocalScan {
         try store.queueUpload(OutboxEntry(
             kind: .upload, mailboxId: candidate.mailboxId, file: file, uniq: candidate.file.unique,
             sha256: content.sha256, size: content.bytes.count, messageId: headers.messageId, subject: headers.subject,
-            date: content.mtime, flags: MessageFlags(rawValue: Int(candidate.file.flags.rawValue)),
+            date: content.mtime, flags: candidate.file.flags,
             afterUid: try highestUid(candidate.mailboxId)))
         return .queued
     }

@@ -58,7 +58,7 @@ extension Bench {
                     let dir = f.dir + "/" + sub
                     for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where !name.hasPrefix(".") {
                         guard let data = FileManager.default.contents(atPath: dir + "/" + name) else { continue }
-                        let flags = MaildirFlags(fileName: name)
+                        let flags = MessageFlags(fileName: name)
                         v[f.dir, default: [:]][soakKey(Array(data), seen: flags.contains(.seen), flagged: flags.contains(.flagged)), default: 0] += 1
                     }
                 }
@@ -185,8 +185,8 @@ private func soakAction(account: SimAccount, folders: [(id: String, dir: String)
     let unique = name.split(separator: ":", maxSplits: 1).first.map(String.init) ?? name
     switch roll {
     case ..<85:
-        var flags = MaildirFlags(fileName: name)
-        let flag: MaildirFlags = Bool.random(using: &rng) ? .seen : .flagged
+        var flags = MessageFlags(fileName: name)
+        let flag: MessageFlags = Bool.random(using: &rng) ? .seen : .flagged
         if flags.contains(flag) { flags.remove(flag) } else { flags.insert(flag) }
         return rename(from, f.dir + "/cur/" + unique + ":2," + flags.letters) == 0 ? "local flag" : "skip"
     case ..<93:

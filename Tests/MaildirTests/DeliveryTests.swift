@@ -458,7 +458,7 @@ struct DeliveryTests {
         let tmp = TempDir()
         let md = Maildir(root: tmp.path + "/m", layout: layout)
         let inbox = md.folderDirectory(for: "INBOX")
-        let flagSets: [MaildirFlags] = [[], [.seen], [.seen, .flagged], [.replied], [.draft, .trashed, .passed]]
+        let flagSets: [MessageFlags] = [[], [.seen], [.seen, .flagged], [.replied], [.draft, .trashed, .passed]]
         for (i, flags) in flagSets.enumerated() {
             _ = try message("p\(i)").withUnsafeBytes {
                 try md.deliver(folder: inbox, unique: "\(1_700_000_000 + i).k\(i).host", contents: $0, flags: flags, mtime: 1_700_000_000)

@@ -1,3 +1,4 @@
+import Maildir
 import Foundation
 import Testing
 @testable import Store
@@ -177,19 +178,6 @@ private func message(_ mailbox: String, _ uid: Int, flags: MessageFlags = [], me
             }
         }
         #expect(try store.messages().isEmpty)
-    }
-
-    @Test func flagsMergeThreeWay() {
-        let merge = MessageFlags.merge
-        // Only the server changed: pulled. Only local changed: kept.
-        #expect(merge([.seen], [.seen], [.seen, .flagged]) == [.seen, .flagged])
-        #expect(merge([.seen, .flagged], [.seen], [.seen]) == [.seen, .flagged])
-        // Different flags on the two sides: both.
-        #expect(merge([.seen], [], [.flagged]) == [.seen, .flagged])
-        // The same flag on both sides: local.
-        #expect(merge([], [.seen], [.seen, .trashed]) == [.trashed])
-        // A local R is not stripped by a server change to something else.
-        #expect(merge([.replied, .seen], [.seen], [.seen, .flagged]) == [.replied, .seen, .flagged])
     }
 
     @Test func serverUpdatesMergeIntoLocalChangesAndPendingMutationsHoldTheExport() throws {

@@ -1,0 +1,28 @@
+import Testing
+import Maildir
+import WildDuck
+@testable import Sync
+
+/// The server's forms of flags, converted in one place (`Sources/Sync/Flags.swift`).
+@Suite struct FlagConversionTests {
+    @Test func aListingsBooleansAreTheSixFlags() throws {
+        let json = try JSON.parse(#"{"id":7,"size":10,"seen":true,"flagged":false,"draft":true,"deleted":true,"answered":true,"forwarded":false}"#)
+        let item = try #require(MessageItem(json))
+        #expect(MessageFlags(listing: item) == [.seen, .draft, .trashed, .replied])
+    }
+
+    @Test func imapNamesFollowTheRestRuleForForwarded() {
+        #expect(MessageFlags(imap: ["\\Seen", "\\Flagged", "\\Deleted", "\\Draft"]) == [.seen, .flagged, .trashed, .draft])
+        #expect(MessageFlags(imap: ["\\ANSWERED"]) == [.replied])
+        // WildDuck's listing shows a forwarded message as forwarded, not also as answered.
+        #expect(MessageFlags(imap: ["\\Answered", "$Forwarded"]) == [.passed])
+        #expect(MessageFlags(imap: ["$Junk", "\\Recent"]).isEmpty)
+    }
+
+    @Test func restFieldsAreOnlyTheChangedSFT() {
+        let fields = MessageFlags([.seen, .trashed, .replied]).restFields(from: [.flagged, .trashed])
+        #expect(fields.map(\.0) == ["seen", "flagged"])
+        #expect(fields.map(\.1) == [true, false])
+        #expect(MessageFlags([.replied, .passed]).restFields(from: [.draft]).isEmpty)
+    }
+}
