@@ -34,13 +34,14 @@ let package = Package(
         .target(name: "Config", swiftSettings: strict),
         .target(name: "Net", dependencies: ["Lock", "COpenSSL"], swiftSettings: strict),
         .target(name: "WebSocket", dependencies: ["Lock", "Net", "CZlib", "COpenSSL"], swiftSettings: strict),
-        .target(name: "WildDuck", dependencies: ["Lock", "Net"], swiftSettings: strict),
-        .target(name: "Store", dependencies: ["CSQLite", "Maildir"], swiftSettings: strict,
+        .target(name: "Failures", swiftSettings: strict),
+        .target(name: "WildDuck", dependencies: ["Lock", "Net", "Failures"], swiftSettings: strict),
+        .target(name: "Store", dependencies: ["CSQLite", "Maildir", "Failures"], swiftSettings: strict,
                 plugins: ["EmbedMigrations"]),
-        .target(name: "Maildir", dependencies: ["COpenSSL"], swiftSettings: strict),
-        .target(name: "Sync", dependencies: ["Lock", "WildDuck", "Store", "Maildir", "WebSocket", "Net"],
+        .target(name: "Maildir", dependencies: ["COpenSSL", "Failures"], swiftSettings: strict),
+        .target(name: "Sync", dependencies: ["Lock", "WildDuck", "Store", "Maildir", "WebSocket", "Net", "Failures"],
                 swiftSettings: strict),
-        .executableTarget(name: "wdsync", dependencies: ["Lock", "Config", "Sync"], swiftSettings: strict,
+        .executableTarget(name: "wdsync", dependencies: ["Lock", "Config", "Sync", "Failures"], swiftSettings: strict,
                           plugins: ["EmbedVersion"]),
 
         // The simulator: independent of the client's code paths (shares only WebSocket framing).
@@ -57,7 +58,7 @@ let package = Package(
 
         .testTarget(name: "NetTests", dependencies: ["Lock", "Net"], swiftSettings: strict),
         .testTarget(name: "WebSocketTests", dependencies: ["Lock", "WebSocket"], exclude: ["Fixtures"], swiftSettings: strict),
-        .testTarget(name: "WildDuckTests", dependencies: ["WildDuck", "WildDuckSim"], swiftSettings: strict),
+        .testTarget(name: "WildDuckTests", dependencies: ["WildDuck", "WildDuckSim", "Failures"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store", "Maildir"], swiftSettings: strict),
         .testTarget(name: "MaildirTests", dependencies: ["Maildir"], swiftSettings: strict),
         .testTarget(name: "WildDuckSimTests", dependencies: ["Lock", "WildDuckSim", "WebSocket"], swiftSettings: strict),

@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Failures
 
 /// What went wrong in the Maildir, with the path involved and what the user can do about it.
 ///
@@ -99,6 +100,20 @@ public enum MaildirError: Error, CustomStringConvertible, Equatable, Sendable {
             "the delivery of \(path) is already finished (committed, aborted or failed); start a new one"
         case let .system(path, op, e):
             "\(op.rawValue) \(path) failed: \(Sys.describe(e)) (errno \(e))\(Self.tail(op))"
+        }
+    }
+}
+
+extension MaildirError: ClassifiedError {
+    /// A name the file system refuses or a foreign file in the way concerns one folder or
+    /// message, which is skipped while the others go on; disk full, no permission, a read-only
+    /// file system or an I/O error concern the whole Maildir and stop the run.
+    public var failure: Failure {
+        switch self {
+        case .nameTooLong, .notADirectory, .folderExists, .invalidArgument: Failure(.mailbox, .skip, .local)
+        case .alreadyExists: Failure(.message, .skip, .local)
+        case .diskFull, .permissionDenied, .readOnlyFileSystem, .notFound, .deliveryClosed, .system:
+            Failure(.account, .stop, .local)
         }
     }
 }

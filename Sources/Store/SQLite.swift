@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CSQLite
+import Failures
 
 /// A SQLite error with the statement that caused it.
 public struct SQLiteError: Error, CustomStringConvertible, Sendable {
@@ -198,4 +199,10 @@ extension Database {
         sqlite3_backup_finish(backup)
         guard rc == SQLITE_DONE else { throw SQLiteError(code: rc, message: "backup of the cache failed", sql: nil) }
     }
+}
+
+extension SQLiteError: ClassifiedError {
+    /// The cache failed (a full disk, I/O, a busy lock held too long): the run stops with what
+    /// it committed kept.
+    public var failure: Failure { Failure(.account, .stop, .local) }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Failures
 
 /// The wdsync cache: one SQLite database per account, schema from Migrations/*.sql.
 ///
@@ -83,4 +84,9 @@ public enum StoreError: Error, CustomStringConvertible, Sendable {
             return "the cache \(path) belongs to \(found), not \(expected); use a separate --db per account"
         }
     }
+}
+
+extension StoreError: ClassifiedError {
+    /// The cache cannot be used: nothing can go on until the person acts.
+    public var failure: Failure { Failure(.account, .stop, .local) }
 }

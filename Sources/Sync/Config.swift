@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Failures
 import Maildir
 import WildDuck
 
@@ -114,6 +115,19 @@ public enum SyncError: Error, CustomStringConvertible, Sendable {
         switch self {
         case .config(let s), .locked(let s), .localIO(let s): return s
         case .cancelled: return "stopped on request"
+        }
+    }
+}
+
+extension SyncError: ClassifiedError {
+    /// `localIO` is a folder or file wdsync could not make (the export skips that one and goes
+    /// on); the others end the run.
+    public var failure: Failure {
+        switch self {
+        case .config: Failure(.account, .stop, .usage)
+        case .locked: Failure(.account, .stop, .locked)
+        case .localIO: Failure(.mailbox, .skip, .local)
+        case .cancelled: Failure(.account, .stop, .cancelled)
         }
     }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Failures
 import Maildir
 import Store
 import Lock
@@ -199,15 +200,8 @@ extension Mirror {
     /// foreign file in the way) rather than the whole Maildir (disk full, no permission, I/O):
     /// the item is logged and skipped, the others go on.
     static func concernsOneItem(_ error: Error) -> Bool {
-        switch error {
-        case let error as MaildirError:
-            switch error {
-            case .nameTooLong, .notADirectory, .folderExists, .alreadyExists, .invalidArgument: return true
-            default: return false
-            }
-        case SyncError.localIO: return true
-        default: return false
-        }
+        let failure = Failure(of: error)
+        return failure.origin == .local && failure.isContained
     }
 
     /// Renames a folder on disk, then in the store. Idempotent: if a crash came between the two,
@@ -256,12 +250,14 @@ private enum DownloadResult: Sendable {
     case refused(DownloadJob, String)
 
     /// What a failed download comes to when the error concerns this message alone: it is gone
-    /// (expunged since the listing), or its body was refused. Nil for every other error.
+    /// (expunged since the listing), or its body was refused (over its size cap, or without a
+    /// length). Nil for every other error: a pipeline stops at any other answer and leaves the
+    /// message to `downloadMessage`, which asks again, authenticates again and tells them apart.
     init?(_ job: DownloadJob, failedWith error: Error) {
         guard let error = error as? WildDuckError else { return nil }
-        if error.isNotFound {
+        if error.failure.remedy == .gone {
             self = .vanished(job)
-        } else if error.isBadMessage {
+        } else if case .badMessage = error {
             self = .refused(job, error.description)
         } else {
             return nil

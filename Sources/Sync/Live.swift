@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Failures
 import Net
 import Store
 import Lock
@@ -537,14 +538,14 @@ public final class LiveSync: Sendable {
         do {
             try body()
             return nil
-        } catch let error as WildDuckError {
+        } catch {
+            let failure = Failure(of: error)
+            guard failure.isRemote else { throw error }
             lastFailure.withLock { $0 = "\(what): \(error)" }
-            switch error {
-            case .authenticationFailed, .invalidToken: throw error
-            case .unreachable, .network, .server, .malformed, .badMessage:
-                log.log(quiet ? .verbose : .warning, "\(what): \(error.summary); will retry")
-                return error.summary
-            }
+            guard failure.remedy != .stop else { throw error }
+            let summary = (error as? WildDuckError)?.summary ?? "\(error)"
+            log.log(quiet ? .verbose : .warning, "\(what): \(summary); will retry")
+            return summary
         }
     }
 

@@ -278,8 +278,8 @@ public final class Mirror {
     /// a connection that broke during one request). One that cannot be reached at all is not
     /// tried a second time in the same pass.
     static func pullsAfter(_ error: WildDuckError) -> Bool {
-        if case .unreachable = error { return false }
-        return error.isTemporary
+        let failure = error.failure
+        return failure.remedy == .retry && failure.scope != .account
     }
 
     /// `cur/` and `new/` of every folder, relative to the root: what `LocalWatch` watches.

@@ -481,11 +481,9 @@ struct Push {
         stride(from: 0, to: uids.count, by: batch).map { Array(uids[$0..<min($0 + batch, uids.count)]) }
     }
 
-    /// Errors that sending again will not fix: WildDuck's 500 "Mailbox is missing" and "Nothing
-    /// was changed", and 4xx other than 404 and 429.
+    /// Errors that sending again will not fix (`WildDuckError.remedy`: WildDuck's 500s
+    /// "Mailbox is missing" and "Nothing was changed", 4xx other than 404 and 429).
     static func isPermanent(_ error: WildDuckError) -> Bool {
-        guard case .server(_, let status, _, let message) = error else { return false }
-        if status >= 400 && status < 500 && status != 404 && status != 429 { return true }
-        return message == "Mailbox is missing" || message == "Nothing was changed"
+        error.failure.remedy == .skip
     }
 }

@@ -170,16 +170,14 @@ public final class Session: Sendable {
         }
     }
 
+    /// An answer that may pass (`WildDuckError.remedy`, the one rule for the server's errors).
     public static func isTransient(_ response: HTTPResponse) -> Bool {
-        let status = response.status
-        if status == 429 { return true }
-        guard status >= 500, status != 501 else { return false }
-        if status == 500, let json = try? JSON.parse(response.body), json["code"]?.string == nil,
-           let message = json["error"]?.string ?? json["message"]?.string,
-           message == "Nothing was changed" || message == "Mailbox is missing" {
-            return false
+        var code: String?, message: String?
+        if response.status == 500, let json = try? JSON.parse(response.body) {
+            code = json["code"]?.string
+            message = json["error"]?.string ?? json["message"]?.string
         }
-        return true
+        return WildDuckError.remedy(status: response.status, code: code, message: message, route: "") == .retry
     }
 
     static func isTransient(_ error: NetError) -> Bool {
@@ -572,7 +570,7 @@ public final class WildDuckClient {
     /// a broken connection, a callback that throws. Two answers are final for message `done`
     /// itself, and `stoppedBy` is then a `WildDuckError` that says so: the message is gone
     /// (`isNotFound`: a 404 as `downloadMessage` reads it), or its body is refused
-    /// (`isBadMessage`: over its size cap, or without a length over plain http://). Asking again
+    /// (`.badMessage`: over its size cap, or without a length over plain http://). Asking again
     /// would only download it again to the same end.
     public func downloadMessages(_ messages: [(mailbox: String, uid: Int, maxBytes: Int)],
                                  begin: (Int) throws -> Void,

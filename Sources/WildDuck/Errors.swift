@@ -1,4 +1,5 @@
 import Net
+import Failures
 
 /// What went wrong talking to the server. Descriptions say what happened and what to do,
 /// and never contain the password or the token.
@@ -60,18 +61,7 @@ public enum WildDuckError: Error, CustomStringConvertible, Sendable {
     }
 
     /// 404-style errors: the thing asked for is gone (a message expunged mid-sync, a mailbox deleted).
-    public var isNotFound: Bool {
-        if case .server(_, let status, let code, _) = self {
-            return status == 404 || code == "MessageNotFound" || code == "NoSuchMailbox"
-        }
-        return false
-    }
-
-    /// One message's body was refused; the sync goes on without it.
-    public var isBadMessage: Bool {
-        if case .badMessage = self { return true }
-        return false
-    }
+    public var isNotFound: Bool { failure.remedy == .gone }
 
     /// A rejected paging cursor (400 on a request that carried one).
     public var isInputValidation: Bool {
@@ -94,14 +84,52 @@ public enum WildDuckError: Error, CustomStringConvertible, Sendable {
         }
     }
 
-    /// Whether retrying later might help (network trouble, 5xx, 429, and a 403 from
-    /// `POST /authenticate` that is not `authenticationFailed`: rate limited, a database error).
-    public var isTemporary: Bool {
+    /// Whether retrying later might help (`failure.remedy == .retry`).
+    public var isTemporary: Bool { failure.remedy == .retry }
+
+}
+
+extension WildDuckError: ClassifiedError {
+    /// Every error of the server classified, here and only here (the client's retries read the
+    /// same rule for an answer, `WildDuckError.remedy(status:code:message:route:)`).
+    public var failure: Failure {
         switch self {
-        case .unreachable, .network: return true
-        case .server(let route, let status, _, _):
-            return status >= 500 || status == 429 || (status == 403 && route == "POST /authenticate")
-        default: return false
+        case .authenticationFailed, .invalidToken:
+            return Failure(.account, .stop, .credentials)
+        case .unreachable:
+            return Failure(.account, .retry, .network)
+        case .network:
+            // One exchange broke; the server was there.
+            return Failure(.message, .retry, .network)
+        case .server(let route, let status, let code, let message):
+            let remedy = Self.remedy(status: status, code: code, message: message, route: route)
+            // Authentication that cannot be done now concerns every request.
+            return Failure(route == "POST /authenticate" ? .account : .message, remedy, .server)
+        case .malformed:
+            // Not WildDuck's language: probably not a WildDuck API URL at all.
+            return Failure(.account, .retry, .server)
+        case .badMessage:
+            return Failure(.message, .skip, .server)
         }
+    }
+
+    /// What an error answer of WildDuck calls for:
+    /// - gone: 404, `MessageNotFound`, `NoSuchMailbox` (expunged or deleted meanwhile);
+    /// - retry: 429, and 5xx except 501 and WildDuck's permanent 500s "Nothing was changed"
+    ///   and "Mailbox is missing" (lib/api/messages.js at
+    ///   https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/api/messages.js),
+    ///   and a 403 from `POST /authenticate` that does not refuse the credentials (rate
+    ///   limited, a database error: `Session.refusesCredentials`);
+    /// - skip: any other 4xx, which sending again will not change.
+    public static func remedy(status: Int, code: String?, message: String?, route: String) -> Failure.Remedy {
+        if status == 404 || code == "MessageNotFound" || code == "NoSuchMailbox" { return .gone }
+        if status == 429 { return .retry }
+        if status == 403 && route == "POST /authenticate" { return .retry }
+        if status >= 500 {
+            if status == 501 { return .skip }
+            if status == 500 && code == nil && (message == "Nothing was changed" || message == "Mailbox is missing") { return .skip }
+            return .retry
+        }
+        return .skip
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Config
 import Foundation
+import Failures
 import Maildir
 import Net
 import Lock
@@ -45,23 +46,19 @@ func classify(_ error: Error) -> (ExitCode, String) {
     switch error {
     case let e as UsageError: return (.usage, e.description)
     case let e as ConfigFileError: return (.usage, e.description)
-    case let e as SyncError:
-        switch e {
-        case .config: return (.usage, e.description)
-        case .locked: return (.locked, e.description)
-        case .localIO: return (.localIO, e.description)
-        case .cancelled: return (.ok, e.description)
-        }
-    case let e as WildDuckError:
-        switch e {
-        case .authenticationFailed, .invalidToken: return (.auth, e.description)
-        case .unreachable, .network: return (.unreachable, e.description)
-        case .server, .malformed, .badMessage: return (.server, e.description)
-        }
-    case let e as MaildirError: return (.localIO, e.description)
-    case let e as StoreError: return (.localIO, e.description)
     case let e as SQLiteError: return (.localIO, "the cache failed: \(e.description)")
-    default: return (.software, "unexpected error: \(error)")
+    default:
+        // Every other error says what it is (`Failure`): the exit code follows from its origin.
+        switch Failure(of: error).origin {
+        case .credentials: return (.auth, "\(error)")
+        case .network: return (.unreachable, "\(error)")
+        case .server: return (.server, "\(error)")
+        case .local: return (.localIO, "\(error)")
+        case .usage: return (.usage, "\(error)")
+        case .locked: return (.locked, "\(error)")
+        case .cancelled: return (.ok, "\(error)")
+        case .unknown: return (.software, "unexpected error: \(error)")
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Net
 import Testing
+import Failures
 import WildDuckSim
 @testable import WildDuck
 
@@ -135,7 +136,7 @@ import WildDuckSim
         #expect(busy.done == 1 && (busy.stoppedBy as? WildDuckError)?.isNotFound == false)
         // A body over its cap is refused, final too.
         let capped = pipeline([messages[3].uid], cap: messages[3].raw.count - 1)
-        #expect(capped.done == 0 && (capped.stoppedBy as? WildDuckError)?.isBadMessage == true)
+        #expect(capped.done == 0 && (capped.stoppedBy as? WildDuckError)?.failure == Failure(.message, .skip, .server))
     }
 
     @Test func errorShapes() throws {
