@@ -340,10 +340,11 @@ public final class LiveSync: Sendable {
         /// cannot say); the push runs when the scan queued something or a retry is due.
         func sendLocalChanges(full: Bool) throws {
             let scope = watcher.flatMap { mirror.scanScope($0.drain(), full: full) }
+            var waiting = false
             let ok = try guarded("sending local changes") {
                 let queued = try mirror.scanLocal(scope: scope)
                 guard try mirror.store.outboxCount() > 0 else { mirror.settleUntil = nil; return }
-                guard queued > 0 || ContinuousClock.now >= nextPush || settled() else { return }
+                guard queued > 0 || ContinuousClock.now >= nextPush || settled() else { waiting = true; return }
                 let before = mirror.summary.pushRequests
                 try mirror.push()
                 if mirror.summary.pushRequests != before { try mirror.export(keepOrphans: options.orphanGrace) }
@@ -352,7 +353,11 @@ public final class LiveSync: Sendable {
                 // A file still being written: looked at again once it may have stopped.
                 nextScan = min(nextScan, .now + .seconds(Double(LocalScan.quietSeconds) + 0.5))
             }
-            if ok {
+            if waiting {
+                // A retry after a failed push is still waiting out its backoff: the engine wakes
+                // for it (a scan that was due meanwhile put the next scan a minute away).
+                nextScan = min(nextScan, nextPush)
+            } else if ok {
                 pushFailures = 0
                 nextPush = .now
             } else {

@@ -105,4 +105,33 @@ import WildDuckSim
         #expect(h.account.messages(mailboxId: sent).filter { $0.subject == subject }.count == 1, "uploaded twice")
         try TwoWayTests.expectQuiet(h)
     }
+
+    /// Two pushes fail in a row (a second new file wakes the daemon while the first retry waits
+    /// out its backoff); the scan that falls due before the second retry must not forget it: the
+    /// uploads go out within seconds of the server answering again, not at the next periodic
+    /// scan a minute later.
+    @Test func aRetryWaitingOutItsBackoffIsNotForgottenByAScan() throws {
+        let h = try TwoWayTests.synced()
+        let sent = try TwoWayTests.mailbox(h, "Sent Mail")
+        let daemon = try h.startDaemon()
+        #expect(daemon.waitForLog("connected (WebSocket)"), "\(daemon.log.suffix(2000))")
+        h.server.injectFault(.status(503, body: "{\"error\":\"Service Unavailable\"}"), on: "messages", count: 1000)
+        h.server.resetStats()
+        func write(_ n: Int) throws {
+            let text = "From: Me <me@example.org>\nSubject: Backoff \(n)\nMessage-ID: <backoff\(n)@example.org>\nDate: Mon, 16 Jun 2025 12:00:00 +0000\n\nx\n"
+            let path = h.maildir + "/Sent Mail/cur/175000000\(n).M1P1.testhost:2,S"
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+            var times = [timespec(tv_sec: 1_750_000_000, tv_nsec: 0), timespec(tv_sec: 1_750_000_000, tv_nsec: 0)]
+            #expect(utimensat(AT_FDCWD, path, &times, 0) == 0)
+        }
+        try write(1)
+        #expect(Harness.wait(timeout: 20) { h.server.stats()["messages"] >= 1 }, "the upload was not sent: \(daemon.log.suffix(2000))")
+        try write(2)
+        #expect(Harness.wait(timeout: 20) { h.server.stats()["messages"] >= 3 }, "the second push was not tried: \(daemon.log.suffix(2000))")
+        h.server.clearFaults()
+        #expect(Harness.wait(timeout: 15) {
+            h.account.messages(mailboxId: sent).filter { $0.subject.hasPrefix("Backoff ") }.count == 2
+        }, "the uploads waited for the next periodic scan: \(daemon.log.suffix(3000))")
+        #expect(daemon.terminate() == 0, "\(daemon.log.suffix(2000))")
+    }
 }
