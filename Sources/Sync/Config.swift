@@ -23,6 +23,8 @@ public struct AccountConfig: Sendable {
     public var live = LiveOptions()
     /// How a failed request is tried again within a run.
     public var retry = RetryPolicy.standard
+    /// How long a journal replay may take, in seconds (nil: the journal's default, 30).
+    public var journalTimeout: Double?
     /// `--post-sync CMD`: run after a sync that changed the Maildir (see `PostSyncHook`).
     public var postSync: String?
     /// `--dry-run`: nothing is written (no Maildir root is created; the store is a copy).

@@ -104,6 +104,10 @@ func run() -> ExitCode {
         let delays = text.split(separator: ",").compactMap { Double($0) }.filter { $0 >= 0 }
         for i in accounts.indices { accounts[i].retry = RetryPolicy(delays: delays) }
     }
+    // For the test suite only: how long a journal replay may take, in seconds.
+    if let t = ProcessInfo.processInfo.environment["WDSYNC_JOURNAL_TIMEOUT"].flatMap(Double.init), t > 0 {
+        for i in accounts.indices { accounts[i].journalTimeout = t }
+    }
     if !args.flags.contains("quiet") && isatty(STDERR_FILENO) == 1 {
         for i in accounts.indices { accounts[i].retriesVisible = true }
     }
