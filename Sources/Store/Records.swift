@@ -25,12 +25,16 @@ public struct MailboxRecord: Sendable, Equatable {
     /// mtimes (ns) of the folder's cur/ and new/ when it was last scanned for local changes.
     public var scannedCur: Int?
     public var scannedNew: Int?
+    /// The journal position from which the next pass must read before the last sync of this
+    /// mailbox is final; nil when it is (see migration 0009).
+    public var unsettledFrom: String?
     public init(id: String, path: String, specialUse: String?, modifyIndex: Int, syncedIndex: Int? = nil,
                 highestUid: Int = 0, total: Int? = nil, unseen: Int? = nil, json: String, folder: String? = nil,
-                scannedCur: Int? = nil, scannedNew: Int? = nil) {
+                scannedCur: Int? = nil, scannedNew: Int? = nil, unsettledFrom: String? = nil) {
         self.id = id; self.path = path; self.specialUse = specialUse; self.modifyIndex = modifyIndex
         self.syncedIndex = syncedIndex; self.highestUid = highestUid; self.total = total; self.unseen = unseen
         self.json = json; self.folder = folder; self.scannedCur = scannedCur; self.scannedNew = scannedNew
+        self.unsettledFrom = unsettledFrom
     }
 }
 
@@ -178,7 +182,7 @@ extension Store {
     public func mailboxes() throws -> [MailboxRecord] {
         let s = try db.prepare("""
             SELECT id, path, special_use, modify_index, synced_index, highest_uid, total, unseen, json, folder,
-                   scanned_cur, scanned_new
+                   scanned_cur, scanned_new, unsettled_from
             FROM mailboxes ORDER BY path
             """)
         var out: [MailboxRecord] = []
@@ -186,7 +190,8 @@ extension Store {
             out.append(MailboxRecord(id: s.text(0) ?? "", path: s.text(1) ?? "", specialUse: s.text(2),
                                      modifyIndex: s.int(3), syncedIndex: s.optionalInt(4), highestUid: s.int(5),
                                      total: s.optionalInt(6), unseen: s.optionalInt(7), json: s.text(8) ?? "{}",
-                                     folder: s.text(9), scannedCur: s.optionalInt(10), scannedNew: s.optionalInt(11)))
+                                     folder: s.text(9), scannedCur: s.optionalInt(10), scannedNew: s.optionalInt(11),
+                                     unsettledFrom: s.text(12)))
         }
         return out
     }
@@ -231,6 +236,22 @@ extension Store {
     public func setMailboxSynced(id: String, index: Int, highestUid: Int) throws {
         try db.run("UPDATE mailboxes SET synced_index = ?, highest_uid = MAX(highest_uid, ?) WHERE id = ?",
                    .int(index), .int(highestUid), .text(id))
+    }
+
+    /// Records from which journal position the next pass must confirm the mailbox's last sync
+    /// (nil: it is final).
+    public func setMailboxUnsettled(id: String, from position: String?) throws {
+        try db.run("UPDATE mailboxes SET unsettled_from = ? WHERE id = ?", SQLValue(position), .text(id))
+    }
+
+    /// When every mailbox was last listed and compared with the cache (unix seconds).
+    public func lastFullCheck() throws -> Int? {
+        let s = try db.prepare("SELECT last_full_check FROM account WHERE id = 1")
+        return try s.step() ? s.optionalInt(0) : nil
+    }
+
+    public func setLastFullCheck(_ seconds: Int) throws {
+        try db.run("UPDATE account SET last_full_check = ? WHERE id = 1", .int(seconds))
     }
 
     /// Marks a mailbox as needing a full re-listing (e.g. an update we could not apply exactly).

@@ -41,6 +41,11 @@ public struct AccountConfig: Sendable {
     public var retriesVisible = false
     /// Mailboxes (paths, or special uses such as `\Trash`) where the breaker counts nothing.
     public var massDeleteExempt = ["\\Trash", "\\Junk"]
+    /// The safety net: every mailbox is listed in full and compared with the cache when the last
+    /// such check is older than this many seconds (0: only with `fullCheckNow`).
+    public var fullCheckInterval: Double = 24 * 3600
+    /// `--full-check`: this pass does the full check, whenever the last one was.
+    public var fullCheckNow = false
 
     public init(name: String, server: String, username: String, password: PasswordSource, maildir: String,
                 db: String, layout: MaildirLayout = .verbatim, caFile: String? = nil, insecure: Bool = false,

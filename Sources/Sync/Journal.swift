@@ -34,7 +34,7 @@ enum JournalStream {
 
     /// Opens the stream and hands every entry to `onEntry` until it ends or `handle` is closed.
     static func run(session: Session, lastEventId: String?, handle: CloseHandle, timeout: Double,
-                    onOpen: () -> Void, onEntry: (JournalEntry) -> Void) throws -> End {
+                    onOpen: () -> Void, onEntry: (JournalEntry) -> Void, onComment: () -> Void = {}) throws -> End {
         let connector = session.connector
         let connection = HTTPConnection(endpoint: session.endpoint, timeout: timeout) { endpoint in
             let s = try connector(endpoint)
@@ -58,7 +58,9 @@ enum JournalStream {
             if status == 200 { onOpen() }
         }, sink: { chunk in
             guard status == 200 else { if errorBody.count < 4096 { errorBody += chunk }; return }
+            let comments = parser.comments
             for event in try parser.feed(chunk) { onEntry(JournalEntry(event)) }
+            if parser.comments != comments { onComment() }
         })
         if status == 200 { return .ended }
         return .refused(status: status, code: (try? JSON.parse(errorBody))?["code"]?.string)
@@ -67,6 +69,16 @@ enum JournalStream {
 
 /// `--once` reads what changed since its last run from the journal instead of listing whole
 /// mailboxes, and proves, mailbox by mailbox, that what it read is everything.
+///
+/// WildDuck takes a change's `modifyIndex` step before it writes the change's messages (see
+/// docs/incremental-sync.md): a listing, or a replay, taken while a change is under way sees part
+/// of it under the final index, and the journal entries of the rest come later, often without a
+/// further step (the source of a move, an IMAP STORE). So no sync of a mailbox is final when it
+/// is made: the mailbox is "unsettled" from a journal position before the sync, and the next pass
+/// reads the journal from there. What it finds for the mailbox is applied (entries say what the
+/// state became, so applying one already reflected changes nothing); a mailbox with nothing new
+/// (or nothing the cache does not already show) is settled. A mailbox that cannot be confirmed so (no journal, too old, a failed replay) is
+/// listed.
 ///
 /// THE PROOF RULE. A mailbox whose `modifyIndex` moved from `S` (what the cache mirrors) to `M`
 /// (the listing at the start of this run) is brought up to date from the replay only when all of
@@ -77,20 +89,23 @@ enum JournalStream {
 /// 3. every new entry of the mailbox is an EXISTS, EXPUNGE or FETCH with a flag list (anything
 ///    else — a FETCH without flags, an unknown command — says "re-read me");
 /// 4. the new entries account for exactly `M − S` steps of `modifyIndex`, counted as WildDuck's
-///    writes make them (checked in its code, see docs/incremental-sync.md): EXISTS and EXPUNGE
-///    one step each (a delivery, an upload, an expunge), or one step per run of them (a move: one
-///    step on the source per request, one on the target per 150 messages); FETCH one step each
-///    (an IMAP STORE) or, per run, one for the request plus one per 150 entries (a REST flag
-///    update). `M − S` must equal one of these sums. A change that left no journal entry — or an
-///    entry the replay did not show — leaves the sum short, and the mailbox is listed.
+///    writes make them (`readings`), and not for `M − S − 1`: a count that one step without any
+///    entry (a change whose entries are not written yet, a lost entry) explains as well proves
+///    nothing.
 /// "New" entries are those not applied before (see `nextPosition`: the replay starts a little
 /// before the last pass, and the ids applied since are kept in the cache, `journal_seen`).
+/// Entries whose effect the cache already shows (the message is there, or gone, or has these
+/// flags) are not counted: a listing may have seen them (counting one twice could hide a
+/// missing one; leaving out one that was not seen can only make the count fall short, and the
+/// mailbox is listed).
 ///
-/// THE END OF THE REPLAY. Nothing in the stream marks it. It has been read when the first
-/// `COUNTERS` arrives (the server writes them after the whole replay, before it listens for live
-/// changes), or when the stream has been quiet for `quiet` seconds (a replay with no COUNTERS:
-/// nothing, or only flag changes that leave `\Seen` alone), or when the server ends the stream.
-/// `timeout` bounds it all; a replay not read to its end proves nothing.
+/// THE END OF THE REPLAY. Nothing in the stream marks it for sure. The server writes `COUNTERS`
+/// after the whole replay when it held an EXISTS, an EXPUNGE or a FETCH that changed `\Seen`, and
+/// its first `: idling` heartbeat only after the replay (at once when the replay was empty). A
+/// stream that has been quiet for `quiet` seconds without either may have stalled (the server
+/// reads the journal with a database cursor): after an EXISTS or EXPUNGE, whose COUNTERS must
+/// follow, it proves nothing; otherwise what was read is used, but the position does not move
+/// past it (the next pass reads the rest). `timeout` bounds it all.
 struct JournalReplay {
     var ageMargin: Double = 15 * 60
     var journalLife: Double = 3 * 3600
@@ -101,11 +116,18 @@ struct JournalReplay {
     struct Outcome {
         /// Mailboxes brought up to date by `events` (id → modifyIndex they are now at).
         var proven: [String: Int] = [:]
-        /// The new entries' events for the proven mailboxes, oldest first.
+        /// Unsettled mailboxes for which the replay holds nothing new: their last sync is final.
+        var settled: Set<String> = []
+        /// Unsettled mailboxes whose new entries are in `events`: they stay unsettled.
+        var touched: Set<String> = []
+        /// The new entries' events for the proven and touched mailboxes, oldest first.
         var events: [RemoteEvent] = []
         /// Highest id read, and every id read (for the next position).
         var lastId: String?
         var ids: [String] = []
+        /// The replay ended on a mark the server writes after all of it (COUNTERS, a heartbeat,
+        /// the end of the stream), not on a quiet stream.
+        var complete = false
         /// Why nothing could be proven, for the log (nil when the replay was read).
         var failure: String?
     }
@@ -118,56 +140,85 @@ struct JournalReplay {
     }
 
     /// The position after a complete pass whose mailbox listing the server answered in second
-    /// `listed` (unix seconds, the server's clock). Everything the journal held before the
-    /// listing is in the cache, so a pass that read nothing moves the position to the second
-    /// after it. A pass that read the replay keeps it `overlap` seconds behind the listing
-    /// (never before where it read from): ids of different server processes are only roughly
-    /// ordered, and an entry that lands late behind ids already read is then still read — the
-    /// ids already applied are kept in `seen` and neither applied nor counted twice.
-    func nextPosition(listed: Int, readFrom: String?, seen: Set<String>) -> (position: String, seen: [String]) {
-        guard let readFrom else { return (ObjectIdTime.id(atSeconds: listed + 1), []) }
-        let position = max(readFrom, ObjectIdTime.id(atSeconds: listed - Int(overlap)))
+    /// `listed` (unix seconds, the server's clock): `overlap` seconds before the listing, never
+    /// before where the pass read from, and not past where it read from when the replay may
+    /// have stopped early (`complete` false). Ids of different server processes are only
+    /// roughly ordered, and a change under way during the listing writes its entries after it:
+    /// both are read by the next pass. The ids already applied after the position are kept in
+    /// `seen` and neither applied nor counted twice.
+    func nextPosition(listed: Int, readFrom: String?, seen: Set<String>, complete: Bool = true) -> (position: String, seen: [String]) {
+        let behind = ObjectIdTime.id(atSeconds: listed - Int(overlap))
+        let position: String
+        if let readFrom { position = complete ? max(readFrom, behind) : readFrom } else { position = behind }
         return (position, seen.filter { $0 > position }.sorted())
     }
 
-    /// Reads the replay since `resumeId` and decides which of `changed` it brings up to date;
-    /// `sent` are the writes this pass itself sent (Push), whose steps are known exactly.
-    func read(session: Session, resumeId: String, changed: [MailboxRecord], seen: Set<String>,
-              sent: [SentRequest] = [], log: SyncLog) -> Outcome {
-        let entries = collect(session: session, resumeId: resumeId, log: log)
+    /// Reads the replay since `resumeId` and decides which of `changed` it brings up to date, and
+    /// which `unsettled` mailboxes (unchanged since their last sync) it confirms; `sent` are the
+    /// writes this pass itself sent (Push), whose steps are known exactly. `reflected` says
+    /// whether the cache already shows an entry's effect.
+    func read(session: Session, resumeId: String, changed: [MailboxRecord], unsettled: [MailboxRecord] = [],
+              seen: Set<String>, sent: [SentRequest] = [], reflected: (JournalEntry) -> Bool = { _ in false },
+              log: SyncLog) -> Outcome {
+        let collected = collect(session: session, resumeId: resumeId, log: log)
         var outcome = Outcome()
-        if case .failure(let why) = entries { outcome.failure = why; return outcome }
-        guard case .success(let list) = entries else { return outcome }
+        guard case .success(let list, let marked) = collected else {
+            if case .failure(let why) = collected { outcome.failure = why }
+            return outcome
+        }
         for e in list { if let id = e.id { outcome.ids.append(id) } }
         outcome.lastId = outcome.ids.max()
         if let bad = list.first(where: { $0.command == nil }) {
             outcome.failure = bad.isError ? "the server reported an error while replaying its journal" : "an update did not decode"
             return outcome
         }
+        if !marked && list.contains(where: { $0.command == "EXISTS" || $0.command == "EXPUNGE" }) {
+            outcome.failure = "the journal's replay stopped before its end (no COUNTERS after its EXISTS and EXPUNGE entries)"
+            return outcome
+        }
+        outcome.complete = marked
         let fresh = list.filter { e in e.command != "COUNTERS" && !(e.id.map(seen.contains) ?? false) }
+        var unsettledFrom: [String: String] = [:]
+        for m in unsettled { unsettledFrom[m.id] = m.unsettledFrom ?? "" }
+        for mailbox in unsettled where mailbox.syncedIndex == mailbox.modifyIndex {
+            let from = unsettledFrom[mailbox.id] ?? ""
+            // Mailbox-level entries (CREATE, RENAME) are the mailbox list's business.
+            if fresh.contains(where: { $0.mailbox == mailbox.id && $0.uid != nil && ($0.id ?? from) >= from && !reflected($0) }) {
+                outcome.touched.insert(mailbox.id)
+                log.log(.verbose, "\(mailbox.path) changed after it was last read, without a new modifyIndex; applying what the journal says")
+            } else {
+                outcome.settled.insert(mailbox.id)
+            }
+        }
         for mailbox in changed {
             guard let synced = mailbox.syncedIndex, mailbox.modifyIndex > synced else { continue }
-            let own = fresh.filter { $0.mailbox == mailbox.id }
-            if Self.explains(own, steps: mailbox.modifyIndex - synced, sent: sent.filter { $0.mailbox == mailbox.id }) {
+            // CREATE, RENAME and DELETE are the mailbox list's business and take no step.
+            let own = fresh.filter { $0.mailbox == mailbox.id && !["CREATE", "RENAME", "DELETE"].contains($0.command ?? "") }
+            if Self.explains(own, steps: mailbox.modifyIndex - synced, sent: sent.filter { $0.mailbox == mailbox.id }, reflected: reflected) {
                 outcome.proven[mailbox.id] = mailbox.modifyIndex
             } else {
                 log.log(.verbose, "the journal does not account for every change in \(mailbox.path) (\(own.count) entries for \(mailbox.modifyIndex - synced) modifyIndex steps); listing it")
             }
         }
-        outcome.events = fresh.filter { $0.mailbox.map { outcome.proven[$0] != nil } ?? false }.flatMap(\.events)
+        outcome.events = fresh.filter { e in
+            guard let m = e.mailbox else { return false }
+            if outcome.proven[m] != nil { return true }
+            return outcome.touched.contains(m) && (e.id ?? "") >= (unsettledFrom[m] ?? "")
+        }.flatMap(\.events)
         return outcome
     }
 
     /// Rule 3 and 4 above: whether `entries` (one mailbox's new entries, oldest first) account
-    /// for exactly `steps` steps of its modifyIndex.
+    /// for exactly `steps` steps of its modifyIndex, and one step fewer cannot be explained.
     ///
     /// The writes this pass sent itself (`sent`, all of this mailbox) are counted first, exactly:
     /// each takes its own entries out of the list — one per uid it touched, as many as the
     /// server said it matched; fewer found proves nothing — and its known steps out of `steps`.
-    /// Only then are the remaining entries read both ways as above. Without this, two of our
+    /// Only then are the remaining entries read as `readings` says. Without this, two of our
     /// own flag requests in a row (one `seen`, one `flagged`) would form one run of FETCH
-    /// entries that neither reading counts right, and the mailbox would be listed.
-    static func explains(_ entries: [JournalEntry], steps: Int, sent: [SentRequest] = []) -> Bool {
+    /// entries that no reading counts right, and the mailbox would be listed.
+    static func explains(_ entries: [JournalEntry], steps: Int, sent: [SentRequest] = [],
+                         reflected: (JournalEntry) -> Bool = { _ in false }) -> Bool {
         var entries = entries
         var steps = steps
         for request in sent {
@@ -182,38 +233,55 @@ struct JournalReplay {
             guard taken == request.entries else { return false }
             steps -= request.steps
         }
-        guard steps >= 0 else { return false }
+        // Entries the cache already showed before this pass are not counted (see `read`).
+        entries.removeAll(where: reflected)
+        guard steps >= 0, let sums = readings(entries) else { return false }
+        return sums.contains(steps) && !sums.contains(steps - 1)
+    }
+
+    /// Every count of `modifyIndex` steps the entries can stand for, as WildDuck's writes take
+    /// them (docs/incremental-sync.md has each in its code), or nil when an entry is not one the
+    /// rule reads. Consecutive entries of one kind form a run, and every run of a kind is read
+    /// the same way:
+    /// - EXISTS: one step each (deliveries, uploads, APPENDs), or one per 150 of a run (a move
+    ///   into the mailbox);
+    /// - EXPUNGE: one step each (deletes), or one per run (a move out of it: its one step at the
+    ///   start);
+    /// - FETCH: one step each (one IMAP STORE per message), one per run (one STORE command: one
+    ///   step whatever it changes), one per run plus one per 150 of it (a REST flag update), or
+    ///   two each (a REST flag update per message).
+    static func readings(_ entries: [JournalEntry]) -> Set<Int>? {
         var runs: [(command: String, count: Int)] = []
         for e in entries {
             guard let command = e.command, e.uid != nil, ["EXISTS", "EXPUNGE", "FETCH"].contains(command),
-                  e.events.count == 1 else { return false }
-            if case .messageChanged = e.events[0] { return false }
+                  e.events.count == 1 else { return nil }
+            if case .messageChanged = e.events[0] { return nil }
             if runs.last?.command == command { runs[runs.count - 1].count += 1 } else { runs.append((command, 1)) }
         }
-        func sums(_ command: String, perRun: (Int) -> Int) -> Set<Int> {
-            let mine = runs.filter { $0.command == command }
-            return [mine.reduce(0) { $0 + $1.count }, mine.reduce(0) { $0 + perRun($1.count) }]
+        func sums(_ command: String, _ readings: [(Int) -> Int]) -> Set<Int> {
+            let mine = runs.filter { $0.command == command }.map(\.count)
+            return Set(readings.map { reading in mine.reduce(0) { $0 + reading($1) } })
         }
-        let batches = Self.batches
-        let added = sums("EXISTS", perRun: batches)
-        let removed = sums("EXPUNGE") { _ in 1 }
-        let flagged = sums("FETCH") { 1 + batches($0) }
-        for a in added { for r in removed { for f in flagged where a + r + f == steps { return true } } }
-        return false
+        let added = sums("EXISTS", [{ $0 }, batches])
+        let removed = sums("EXPUNGE", [{ $0 }, { _ in 1 }])
+        let flagged = sums("FETCH", [{ $0 }, { _ in 1 }, { 1 + batches($0) }, { 2 * $0 }])
+        var out = Set<Int>()
+        for a in added { for r in removed { for f in flagged { out.insert(a + r + f) } } }
+        return out
     }
 
     /// WildDuck writes journal entries in batches of 150; a batch that needs a new modseq moves
     /// `modifyIndex` once (docs/incremental-sync.md).
     static func batches(_ n: Int) -> Int { (n + 149) / 150 }
 
-    private enum Collected { case success([JournalEntry]), failure(String) }
+    private enum Collected { case success([JournalEntry], marked: Bool), failure(String) }
 
     /// Reads entries until the end of the replay (see above), then closes the stream.
     private func collect(session: Session, resumeId: String, log: SyncLog) -> Collected {
         struct State {
             var entries: [JournalEntry] = []
             var lastActivity = ContinuousClock.now
-            var counters = false
+            var marked = false
             var opened = false
             var end: Result<JournalStream.End, Error>?
         }
@@ -228,10 +296,14 @@ struct JournalReplay {
                                       onOpen: { state.withLock { $0.opened = true; $0.lastActivity = .now }; wake.signal() },
                                       onEntry: { entry in
                     state.withLock { s in
-                        if entry.command == "COUNTERS" { s.counters = true }
+                        if entry.command == "COUNTERS" { s.marked = true }
                         s.entries.append(entry)
                         s.lastActivity = .now
                     }
+                    wake.signal()
+                }, onComment: {
+                    // The server's heartbeats start only once the replay is written.
+                    state.withLock { $0.marked = true }
                     wake.signal()
                 })
             }
@@ -243,17 +315,17 @@ struct JournalReplay {
         let deadline = ContinuousClock.now + .seconds(timeout)
         var result: Collected = .failure("reading the journal took longer than \(Int(timeout)) s")
         reading: while ContinuousClock.now < deadline {
-            let (end, counters, last, opened, error) = state.withLock { s in
-                (s.end, s.counters, s.lastActivity, s.opened, s.entries.contains { $0.isError })
+            let (end, marked, last, opened, error) = state.withLock { s in
+                (s.end, s.marked, s.lastActivity, s.opened, s.entries.contains { $0.isError })
             }
             if error {
                 // Whatever ended the stream after it, the replay failed.
-                result = .success(state.withLock { $0.entries })
+                result = .success(state.withLock { $0.entries }, marked: true)
                 break reading
             }
             if let end {
                 switch end {
-                case .success(.ended): result = .success(state.withLock { $0.entries })
+                case .success(.ended): result = .success(state.withLock { $0.entries }, marked: true)
                 case .success(.refused(let status, let code)):
                     result = .failure(status == 404 || status == 405 ? "the server has no update stream (HTTP \(status))"
                                       : "the update stream was refused (HTTP \(status)\(code.map { ", \($0)" } ?? ""))")
@@ -261,8 +333,8 @@ struct JournalReplay {
                 }
                 break reading
             }
-            if counters || (opened && ContinuousClock.now - last >= .seconds(quiet)) {
-                result = .success(state.withLock { $0.entries })
+            if marked || (opened && ContinuousClock.now - last >= .seconds(quiet)) {
+                result = .success(state.withLock { $0.entries }, marked: marked)
                 break reading
             }
             let wait = (opened ? min(deadline, last + .seconds(quiet)) : deadline) - ContinuousClock.now

@@ -49,6 +49,9 @@ public struct SyncSummary: Sendable, Equatable {
     public var tooLarge: [String] = []
     /// What the mass-delete breaker holds back after the pass, per mailbox (`Breaker`).
     public var heldDeletes: [HeldChanges] = []
+    /// Whether this pass did the full check, and how many differences it repaired.
+    public var fullCheck = false
+    public var fullCheckDifferences = 0
     public init() {}
 }
 
@@ -215,8 +218,19 @@ public final class Mirror {
         // listing, when it sends no Date). A client clock behind the server's would start the
         // next replay before the listing, and entries counted twice could hide a missing one.
         let listed = client.serverTime ?? Int(Date().timeIntervalSince1970)
-        let (relist, read) = try phase("journal") { try catchUpFromJournal(changed) }
-        try phase("listings") { for mailbox in relist { try syncMessages(of: mailbox) } }
+        let caught = try phase("journal") { try catchUpFromJournal(changed) }
+        var synced = caught.synced
+        try phase("listings") {
+            for mailbox in caught.relist {
+                try syncMessages(of: mailbox)
+                synced.insert(mailbox.id)
+            }
+        }
+        if try fullCheckDue(now: listed) {
+            // Mailboxes brought up to date from the journal are checked too: that is what it checks.
+            let listedNow = Set(caught.relist.map(\.id))
+            try phase("full check") { synced.formUnion(try fullCheck(except: listedNow, now: listed)) }
+        }
         if check == .adopt { try phase("adopt files") { try adoptFiles() } }
         try phase("export") { try export() }
         if check == .adopt {
@@ -248,14 +262,30 @@ public final class Mirror {
         try closeGeneration()
         // The position is kept by every complete pass, the daemon's reconciles too (which do not
         // read the journal): a `--once` after the daemon starts from its last reconcile.
-        var from = read
-        if from == nil, changed.isEmpty, let stored = try store.lastEventId(), ObjectIdTime.seconds(of: stored) != nil {
-            // Nothing changed since the last pass: every entry the journal wrote before this
-            // pass's listing was already accounted for, so the stored position and the ids
-            // seen after it still hold (and may move up to `overlap` before this pass).
-            from = (stored.lowercased(), try store.journalSeen())
+        var from = caught.read
+        let stored = try store.lastEventId().flatMap { ObjectIdTime.seconds(of: $0) != nil ? $0.lowercased() : nil }
+        if from == nil, changed.isEmpty, synced.isEmpty, let stored {
+            // Nothing changed since the last pass and nothing was left to confirm: every entry
+            // the journal wrote before this pass's listing was already accounted for, so the
+            // stored position and the ids seen after it still hold (and may move up to
+            // `overlap` before this pass).
+            from = (stored, try store.journalSeen(), true)
         }
-        let next = journal.nextPosition(listed: listed, readFrom: from?.from, seen: from?.seen ?? [])
+        var seen = from?.seen ?? []
+        if from == nil { seen = try store.journalSeen() }
+        var next = journal.nextPosition(listed: listed, readFrom: from?.from, seen: seen, complete: from?.complete ?? true)
+        try store.transaction {
+            // What this pass synced is final only once a later pass has read the journal from
+            // here and found nothing new for it (see `JournalReplay`); what it confirmed is.
+            // The daemon's passes are followed by its own update stream, which brings whatever
+            // a change under way during their listings writes afterwards.
+            for id in synced { try store.setMailboxUnsettled(id: id, from: readsJournal ? next.position : nil) }
+            for id in caught.settled where !synced.contains(id) { try store.setMailboxUnsettled(id: id, from: nil) }
+        }
+        // The position never passes a mailbox still waiting to be confirmed.
+        if let oldest = try store.mailboxes().compactMap(\.unsettledFrom).min(), oldest < next.position {
+            next = (oldest, seen.filter { $0 > oldest }.sorted())
+        }
         try store.setJournalPosition(next.position, seen: next.seen)
         summary.pending = try store.outboxCount()
         if let pushFailure, stopsOnFailedPush { throw pushFailure }
@@ -416,40 +446,121 @@ public final class Mirror {
         }
     }
 
+    /// What `catchUpFromJournal` did: the mailboxes still to list, the mailboxes it brought up to
+    /// date (`synced`: proven, or unsettled ones it applied new entries to) and those it confirmed
+    /// (`settled`), and, when the replay was read, where from, the ids applied (for the next
+    /// position) and whether it was read to a mark of its end.
+    struct CatchUp {
+        var relist: [MailboxRecord]
+        var synced: Set<String> = []
+        var settled: Set<String> = []
+        var read: (from: String, seen: Set<String>, complete: Bool)?
+    }
+
     /// Brings the changed mailboxes the journal can account for up to date from its replay
     /// (through the same path as the daemon's events, so pending local changes are merged as a
-    /// listing would), and returns those that must still be listed — and, when the replay was
-    /// read, where from and the ids applied (for the next position).
-    func catchUpFromJournal(_ changed: [MailboxRecord]) throws -> (relist: [MailboxRecord], read: (from: String, seen: Set<String>)?) {
-        guard readsJournal, changed.contains(where: { $0.syncedIndex != nil }) else { return (changed, nil) }
+    /// listing would), confirms or completes the unsettled ones, and returns what must still be
+    /// listed: the changed mailboxes it could not prove, and the unsettled ones it could not
+    /// confirm (no journal to read them from).
+    func catchUpFromJournal(_ changed: [MailboxRecord]) throws -> CatchUp {
+        let changedIds = Set(changed.map(\.id))
+        let unsettled = try store.mailboxes().filter { $0.unsettledFrom != nil && !changedIds.contains($0.id) && $0.syncedIndex != nil }
+        // The daemon reads no replay here: what it cannot confirm it lists (and its own update
+        // stream follows what comes after).
+        guard readsJournal else { return CatchUp(relist: changed + unsettled) }
+        guard changed.contains(where: { $0.syncedIndex != nil }) || !unsettled.isEmpty else { return CatchUp(relist: changed) }
         let now = client.serverTime.map(Double.init) ?? Date().timeIntervalSince1970
         guard let resume = journal.resumeId(position: try store.lastEventId(), now: now) else {
-            log.log(.verbose, "no journal position from the last \(Int(journal.journalLife - journal.ageMargin) / 60) minutes; listing the changed mailboxes")
-            return (changed, nil)
+            log.log(.verbose, "no journal position from the last \(Int(journal.journalLife - journal.ageMargin)) minutes; listing the changed mailboxes")
+            return CatchUp(relist: changed + unsettled)
         }
         let seen = try store.journalSeen()
-        let outcome = journal.read(session: session, resumeId: resume, changed: changed, seen: seen, sent: sentThisPass, log: log)
+        let outcome = journal.read(session: session, resumeId: resume, changed: changed, unsettled: unsettled + changed.filter { $0.unsettledFrom != nil },
+                                   seen: seen, sent: sentThisPass, reflected: { [store] e in Mirror.reflected(e, in: store) }, log: log)
         if let failure = outcome.failure {
             log.log(.verbose, "\(failure); listing the changed mailboxes")
-            return (changed, nil)
+            return CatchUp(relist: changed + unsettled)
         }
-        if !outcome.proven.isEmpty {
+        if !outcome.proven.isEmpty || !outcome.touched.isEmpty {
             _ = try applyEvents(outcome.events)
             var highest: [String: Int] = [:]
             for case .messageAdded(let m, let uid) in outcome.events { highest[m] = max(highest[m] ?? 0, uid) }
+            let touched = unsettled.filter { outcome.touched.contains($0.id) }
             try store.transaction {
                 for (id, index) in outcome.proven {
                     try store.setMailboxSynced(id: id, index: index, highestUid: highest[id] ?? 0)
                 }
+                for m in touched { try store.setMailboxSynced(id: m.id, index: m.modifyIndex, highestUid: highest[m.id] ?? 0) }
             }
             log.log(.verbose, "\(outcome.proven.count) mailboxes brought up to date from the journal (\(outcome.events.count) events)")
         }
         summary.fromJournal = outcome.proven.count
-        return (changed.filter { outcome.proven[$0.id] == nil }, (resume, seen.union(outcome.ids)))
+        return CatchUp(relist: changed.filter { outcome.proven[$0.id] == nil },
+                       synced: Set(outcome.proven.keys).union(outcome.touched), settled: outcome.settled,
+                       read: (resume, seen.union(outcome.ids), outcome.complete))
     }
 
-    /// Re-lists one mailbox page by page and applies new, changed and vanished messages.
-    public func syncMessages(of mailbox: MailboxRecord) throws {
+    /// Whether the cache already shows what a journal entry says: its message is there (EXISTS),
+    /// gone (EXPUNGE), or has these flags as the server last gave them (FETCH).
+    static func reflected(_ e: JournalEntry, in store: Store) -> Bool {
+        guard let m = e.mailbox, let uid = e.uid, e.events.count == 1 else { return false }
+        let row = try? store.message(mailboxId: m, uid: uid)
+        switch e.events[0] {
+        case .messageAdded: return row != nil
+        case .messageRemoved: return row == nil
+        case .messageFlags(_, _, let flags): return row.map { $0.baseFlags == MessageFlags(imap: flags) } ?? false
+        default: return false
+        }
+    }
+
+    /// How a listing differed from the cache.
+    public struct ListingDifference: Sendable, Equatable {
+        public var missing = 0      // messages the cache did not have
+        public var staleFlags = 0   // messages whose flags the cache had wrong
+        public var extra = 0        // messages the cache had that the server no longer lists
+        public var total: Int { missing + staleFlags + extra }
+    }
+
+    /// Whether this pass does the full check: asked for (`--full-check`), or the last one is
+    /// older than `fullCheckInterval` (a cache that never had one counts its first sync as one).
+    func fullCheckDue(now: Int) throws -> Bool {
+        guard !config.dryRun else { return false }
+        if config.fullCheckNow { return true }
+        guard config.fullCheckInterval > 0 else { return false }
+        guard let last = try store.lastFullCheck() else {
+            try store.setLastFullCheck(now)
+            return false
+        }
+        return Double(now - last) >= config.fullCheckInterval
+    }
+
+    /// The safety net, which depends on nothing the journal or `modifyIndex` say: every mailbox
+    /// not listed by this pass is listed in full and compared with the cache. A difference is
+    /// repaired like any listing's, and logged as a warning: the incremental sync missed it,
+    /// which is a defect to report (or a change another client made while this pass ran).
+    /// Returns the mailboxes it listed.
+    func fullCheck(except listed: Set<String>, now: Int) throws -> Set<String> {
+        var checked = Set<String>()
+        var found = ListingDifference()
+        for mailbox in try store.mailboxes() where !listed.contains(mailbox.id) && mailbox.syncedIndex != nil {
+            let difference = try syncMessages(of: mailbox)
+            checked.insert(mailbox.id)
+            guard difference.total > 0 else { continue }
+            found.missing += difference.missing; found.staleFlags += difference.staleFlags; found.extra += difference.extra
+            log.log(.warning, "full check: \(mailbox.path) differed from the server although the incremental sync had it as current: \(difference.missing) messages missing, \(difference.staleFlags) with stale flags, \(difference.extra) no longer on the server; repaired. Please report this as a wdsync defect (unless another client was changing this mailbox during the run)")
+        }
+        try store.setLastFullCheck(now)
+        log.log(found.total > 0 ? .warning : .verbose, "full check of \(checked.count) mailboxes: \(found.total == 0 ? "the cache matched the server" : "\(found.total) differences repaired")")
+        summary.fullCheckDifferences = found.total
+        summary.fullCheck = true
+        return checked
+    }
+
+    /// Re-lists one mailbox page by page and applies new, changed and vanished messages; says
+    /// how the listing differed from the cache.
+    @discardableResult
+    public func syncMessages(of mailbox: MailboxRecord) throws -> ListingDifference {
+        var difference = ListingDifference()
         var known = try store.messageFlags(mailboxId: mailbox.id)
         var seen = Set<Int>()
         var cursor: String?
@@ -474,22 +585,24 @@ public final class Mirror {
                 continue
             } catch let error as WildDuckError where error.isNotFound {
                 log.log(.verbose, "mailbox \(mailbox.path) disappeared while listing; the next pass removes it")
-                return
+                return difference
             }
             if page.skipped > 0 { incomplete = true }
             onProgress?(SyncProgress(phase: .listing, mailbox: mailbox.path, done: seen.count + page.items.count,
                                      total: max(mailbox.total ?? 0, seen.count + page.items.count)))
             try store.transaction {
                 for item in page.items {
-                    seen.insert(item.uid)
+                    let first = seen.insert(item.uid).inserted
                     highest = max(highest, item.uid)
                     let flags = MessageFlags(listing: item)
                     if let old = known[item.uid] {
                         if old != flags {
+                            if first { difference.staleFlags += 1 }
                             try store.updateFlags(mailboxId: mailbox.id, uid: item.uid, flags: flags, json: item.json.text)
                             known[item.uid] = flags
                         }
                     } else {
+                        difference.missing += 1
                         try store.insertMessage(MessageRecord(
                             mailboxId: mailbox.id, uid: item.uid, messageId: item.messageId, size: item.size,
                             idate: item.idate, flags: flags, json: item.json.text,
@@ -515,10 +628,12 @@ public final class Mirror {
                 return
             }
             for uid in known.keys where !seen.contains(uid) {
+                difference.extra += 1
                 try store.removeMessage(mailboxId: mailbox.id, uid: uid)
             }
             try store.setMailboxSynced(id: mailbox.id, index: mailbox.modifyIndex, highestUid: highest)
         }
+        return difference
     }
 
     /// `<idate>.wd<mailboxId>_<uid>.<host>`: fixed when the message is first seen, never changed.

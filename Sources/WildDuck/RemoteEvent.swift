@@ -40,6 +40,8 @@ public struct SSEParser: Sendable {
     /// Limit for one event's data, so a hostile stream cannot grow memory without bound.
     public var maxEventSize = 16 << 20
     private var size = 0
+    /// Comment lines read so far (WildDuck's `: idling n` heartbeats).
+    public private(set) var comments = 0
 
     public init() {}
 
@@ -68,7 +70,7 @@ public struct SSEParser: Sendable {
         }
         // A comment (heartbeat) is dropped once read: it no longer counts towards the event's
         // size, so a stream of heartbeats between events never hits the limit.
-        if line.first == UInt8(ascii: ":") { size -= line.count; return nil }
+        if line.first == UInt8(ascii: ":") { size -= line.count; comments += 1; return nil }
         let text = String(decoding: line, as: UTF8.self)
         let field: Substring, value: Substring
         if let colon = text.firstIndex(of: ":") {

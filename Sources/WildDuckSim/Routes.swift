@@ -5,6 +5,8 @@ struct Routes {
     let server: SimServer
     /// `truncateBody` on the updates route: end the stream after the replay.
     var truncateStream = false
+    /// The update stream's replay pauses this long after this many entries (see `SSE.run`).
+    var replayStall: (entries: Int, seconds: Double) = SSE.cursorBatch
     var account: SimAccount { server.account }
 
     // MARK: error helpers
@@ -185,7 +187,7 @@ struct Routes {
             case "GET": return .response(try getMailbox(req, id))
             case "PUT": return .response(try updateMailbox(req, try mailboxParam(id)))
             default:
-                try account.deleteMailbox(id: try mailboxParam(id))
+                try account.deleteMailbox(id: try mailboxParam(id), process: .api)
                 return .response(Routes.success)
             }
         case let .messages(id):
@@ -406,7 +408,8 @@ struct Routes {
         let body = try Routes.bodyObject(req).get()
         guard let path = body["path"]?.stringValue, !path.isEmpty else { throw ResponseError(Routes.validation("path", "\"path\" is required")) }
         let id = try account.createMailbox(path: path, specialUse: nil, hidden: Routes.bodyBool(body["hidden"]) ?? false,
-                                           retention: body["retention"]?.intValue, encryptMessages: Routes.bodyBool(body["encryptMessages"]) ?? false)
+                                           retention: body["retention"]?.intValue, encryptMessages: Routes.bodyBool(body["encryptMessages"]) ?? false,
+                                           process: .api)
         return .json(200, .object([("success", .bool(true)), ("id", .string(id))]))
     }
 
@@ -423,7 +426,7 @@ struct Routes {
             return Routes.error(400, "Nothing was changed", code: nil)
         }
         guard account.state.withLock({ $0.mailboxes[id] != nil }) else { return Routes.noSuchMailbox }
-        if let p = path { try account.renameMailbox(id: id, to: p) }
+        if let p = path { try account.renameMailbox(id: id, to: p, process: .api) }
         try account.updateMailbox(id: id, subscribed: subscribed, hidden: hidden, encryptMessages: enc, retention: retention)
         return Routes.success
     }

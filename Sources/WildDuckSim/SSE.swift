@@ -35,9 +35,24 @@ extension SimAccount {
     }
 }
 
+/// The frames of one journal read, each a chunk.
+struct Frames {
+    var chunks: [[UInt8]] = []
+    mutating func append(_ c: [UInt8]) { chunks.append(c) }
+    var bytes: [UInt8] { chunks.flatMap { $0 } }
+    /// The bytes of the first `n` frames, and of the rest.
+    func split(after n: Int) -> (head: [UInt8], tail: [UInt8]) {
+        (chunks.prefix(n).flatMap { $0 }, chunks.dropFirst(n).flatMap { $0 })
+    }
+}
+
 enum SSE {
     static let head = Array(("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
         + "X-Accel-Buffering: no\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n").utf8)
+
+    /// A MongoDB cursor's first batch is 101 documents; the next batch costs a round trip to the database
+    /// (a `getMore`). The replay pauses that long there by default.
+    static let cursorBatch: (entries: Int, seconds: Double) = (101, 0.02)
 
     static func chunk(_ text: String) -> [UInt8] {
         let body = Array(text.utf8)
@@ -59,11 +74,11 @@ enum SSE {
     /// The frames of one journal read, as WildDuck's `loadJournalStream` writes them: every entry, then a
     /// COUNTERS frame (with the id of the read's last entry) for each mailbox that an EXISTS, an EXPUNGE
     /// or a FETCH touching `seen` named.
-    static func frames(_ entries: [JournalEntry], account: SimAccount) -> [UInt8] {
-        var out: [UInt8] = []
+    static func frames(_ entries: [JournalEntry], account: SimAccount) -> Frames {
+        var out = Frames()
         var touched: [String] = []
         for e in entries {
-            out += chunk(frame(payload(e), id: e.id))
+            out.append(chunk(frame(payload(e), id: e.id)))
             if let m = e.mailbox, e.command == "EXISTS" || e.command == "EXPUNGE" || (e.command == "FETCH" && e.unseenChange),
                !touched.contains(m) { touched.append(m) }
         }
@@ -71,7 +86,7 @@ enum SSE {
             for m in touched {
                 guard let c = account.counters(mailboxId: m) else { continue }
                 let p = JSONValue.object([("command", .string("COUNTERS")), ("mailbox", .string(m)), ("total", .int(c.total)), ("unseen", .int(c.unseen))])
-                out += chunk(frame(p, id: last.id))
+                out.append(chunk(frame(p, id: last.id)))
             }
         }
         return out
@@ -84,7 +99,8 @@ enum SSE {
     /// journal grows, and each reads from the stream's position. The replay does not move that position, so
     /// the first read after a replay sends the replayed entries again. Every read ends with COUNTERS. When
     /// the replay sent nothing, the first `: idling` comment goes out at once.
-    static func run(fd: Int32, server: SimServer, lastEventId: String?, endAfterReplay: Bool) -> Bool {
+    static func run(fd: Int32, server: SimServer, lastEventId: String?, endAfterReplay: Bool,
+                    stall: (entries: Int, seconds: Double) = cursorBatch) -> Bool {
         let account = server.account
         guard let wake = account.journalSignal.register() else { return false }
         server.streamOpened(fd)
@@ -106,7 +122,16 @@ enum SSE {
         var replayed = false
         if let last = lastEventId {
             let read = account.journalRead(after: last)
-            guard send(frames(read.entries, account: account)) else { return false }
+            let replay = frames(read.entries, account: account)
+            // The replay reads a cursor: after its first batch the rest comes when the next one does.
+            if read.entries.count > stall.entries {
+                let cut = replay.split(after: stall.entries)
+                guard send(cut.head) else { return false }
+                usleep(useconds_t(stall.seconds * 1e6))
+                guard send(cut.tail) else { return false }
+            } else {
+                guard send(replay.bytes) else { return false }
+            }
             replayed = !read.entries.isEmpty
             generation = read.generation
             position = last
@@ -124,7 +149,7 @@ enum SSE {
                 let read = account.journalRead(after: position)
                 generation = read.generation
                 if let last = read.entries.last {
-                    guard send(frames(read.entries, account: account)) else { return false }
+                    guard send(frames(read.entries, account: account).bytes) else { return false }
                     position = last.id
                     lastActivity = Date()
                 }
@@ -182,6 +207,7 @@ extension Routes {
         let lastId = last?.lowercased()
         let server = self.server
         let endAfterReplay = truncateStream
-        return .stream { fd in SSE.run(fd: fd, server: server, lastEventId: lastId, endAfterReplay: endAfterReplay) }
+        let stall = replayStall
+        return .stream { fd in SSE.run(fd: fd, server: server, lastEventId: lastId, endAfterReplay: endAfterReplay, stall: stall) }
     }
 }

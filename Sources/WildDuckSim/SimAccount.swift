@@ -286,11 +286,30 @@ struct JournalEntry: Sendable {
     let unseenChange: Bool
 }
 
+/// The ObjectIds one server process makes: 4-byte timestamp (seconds), 5 random bytes per process,
+/// 3-byte counter.
+struct IdSource: Sendable {
+    var time: UInt32 = 0
+    var random: UInt64
+    var counter: UInt32 = 0
+}
+
+/// The server process that writes a change, and so makes its journal entries' ids. WildDuck runs its
+/// API, IMAP and LMTP servers as separate processes (and usually several of each); the MongoDB driver
+/// in each makes the `_id` of every journal entry it inserts (`insertMany` without `_id`,
+/// https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/imap-notifier.js#L223-L226),
+/// so ids are ordered by second, and within a second by process, not by the order of the writes.
+public enum SimProcess: Int, Sendable {
+    /// The REST API: what wdsync itself sends.
+    case api = 0
+    /// Another client (IMAP STORE, MOVE, APPEND, CREATE…) or a delivery (LMTP): every change the
+    /// simulator's own methods make. Its ids sort after the API's within the same second, so an entry
+    /// the API writes after one of its own in that second lands behind it.
+    case other = 1
+}
+
 struct AccountState: Sendable {
-    /// ObjectId parts: 4-byte timestamp (seconds), 5 random bytes per account, 3-byte counter.
-    var idTime: UInt32 = 0
-    var idRandom: UInt64
-    var idCounter: UInt32 = 0
+    var idSources: [IdSource]
     var seq: Int64 = 0
     var userId = ""
     var username: String
@@ -319,22 +338,36 @@ struct AccountState: Sendable {
         self.username = username
         self.password = password
         var g = SystemRandomNumberGenerator()
-        idRandom = UInt64.random(in: 0...0xFF_FFFF_FFFF, using: &g)
+        let random = UInt64.random(in: 0...0x7F_FFFF_FFFF, using: &g)
+        // Which of two processes sorts first within a second is fixed per pair; here the API's (see SimProcess).
+        idSources = [IdSource(random: random), IdSource(random: random | 0x80_0000_0000)]
     }
 
-    /// 24-hex ids shaped like Mongo ObjectIds from one process: the first 4 bytes are the creation time in
-    /// seconds. They only go up (a clock that steps back keeps the last second), so they sort by creation.
-    mutating func newId() -> String {
+    /// 24-hex ids shaped like Mongo ObjectIds from `process`: the first 4 bytes are the creation time in
+    /// seconds. One process's ids only go up (a clock that steps back keeps the last second); two processes'
+    /// ids made in the same second sort by process, not by creation.
+    mutating func newId(_ process: SimProcess = .api) -> String {
+        var source = idSources[process.rawValue]
+        defer { idSources[process.rawValue] = source }
         let secs = UInt32(clamping: max(0, clock() / 1000))
-        if secs > idTime { idTime = secs }
-        idCounter += 1
-        if idCounter > 0xFF_FFFF { idCounter = 0; idTime &+= 1 }
-        return Hex.fixed(UInt64(idTime), width: 8) + Hex.fixed(idRandom, width: 10) + Hex.fixed(UInt64(idCounter), width: 6)
+        if secs > source.time { source.time = secs }
+        source.counter += 1
+        if source.counter > 0xFF_FFFF { source.counter = 0; source.time &+= 1 }
+        return Hex.fixed(UInt64(source.time), width: 8) + Hex.fixed(source.random, width: 10) + Hex.fixed(UInt64(source.counter), width: 6)
     }
 
-    mutating func publish(_ command: String, mailbox: String?, _ fields: [(String, JSONValue)], unseenChange: Bool = false) {
+    /// Adds a journal entry written by `process`. The journal is kept in `_id` order, as WildDuck's
+    /// replay reads it (`sort({_id: 1})` in lib/api/updates.js), so an entry can land behind ids a reader
+    /// already passed.
+    mutating func publish(_ command: String, mailbox: String?, _ fields: [(String, JSONValue)], unseenChange: Bool = false,
+                          process: SimProcess = .other) {
         let now = clock()
-        journal.append(JournalEntry(id: newId(), created: now, command: command, mailbox: mailbox, fields: fields, unseenChange: unseenChange))
+        let entry = JournalEntry(id: newId(process), created: now, command: command, mailbox: mailbox, fields: fields, unseenChange: unseenChange)
+        if let last = journal.last, last.id > entry.id {
+            journal.insert(entry, at: Paging.lowerBound(journal.count) { journal[$0].id < entry.id })
+        } else {
+            journal.append(entry)
+        }
         journalGeneration &+= 1
         expireJournal(now: now)
     }
@@ -354,6 +387,8 @@ public final class SimAccount: Sendable {
     let state: Mutex<AccountState>
     /// Signalled (broadcast) after every journal append; used by the SSE stream.
     let journalSignal = JournalSignal()
+    /// Told of every step of a write, outside the lock (see `onWriteStep`).
+    let stepHook = Mutex<(@Sendable (SimWriteStep) -> Void)?>(nil)
 
     /// `clock`: the server's time from the start (see `setClock`), for a server whose clock is
     /// off the client's: ids never go back in time, so a clock set later can only move on.
@@ -406,7 +441,8 @@ public final class SimAccount: Sendable {
     }
 
     @discardableResult
-    public func createMailbox(path rawPath: String, specialUse: String?, hidden: Bool, retention: Int?, encryptMessages: Bool) throws -> String {
+    public func createMailbox(path rawPath: String, specialUse: String?, hidden: Bool, retention: Int?, encryptMessages: Bool,
+                              process: SimProcess = .other) throws -> String {
         try SimAccount.validate(path: rawPath)
         let path = SimAccount.normalise(rawPath)
         return try mutate { s in
@@ -419,12 +455,12 @@ public final class SimAccount: Sendable {
             mb.encryptMessages = encryptMessages
             s.mailboxes[id] = mb
             s.pathIndex[path] = id
-            s.publish("CREATE", mailbox: id, [("mailbox", .string(id)), ("path", .string(path))])
+            s.publish("CREATE", mailbox: id, [("mailbox", .string(id)), ("path", .string(path))], process: process)
             return id
         }
     }
 
-    public func renameMailbox(id: String, to rawPath: String) throws {
+    public func renameMailbox(id: String, to rawPath: String, process: SimProcess = .other) throws {
         try SimAccount.validate(path: rawPath)
         let path = SimAccount.normalise(rawPath)
         try mutate { s in
@@ -443,7 +479,7 @@ public final class SimAccount: Sendable {
                 s.pathIndex[m.path] = nil
                 s.pathIndex[newPath] = m.id
                 s.mailboxes[m.id]?.path = newPath
-                s.publish("RENAME", mailbox: m.id, [("mailbox", .string(m.id)), ("path", .string(newPath))])
+                s.publish("RENAME", mailbox: m.id, [("mailbox", .string(m.id)), ("path", .string(newPath))], process: process)
             }
         }
     }
@@ -461,7 +497,7 @@ public final class SimAccount: Sendable {
         }
     }
 
-    public func deleteMailbox(id: String) throws {
+    public func deleteMailbox(id: String, process: SimProcess = .other) throws {
         try mutate { s in
             guard let mb = s.mailboxes[id] else { throw SimAccountError.noSuchMailbox }
             guard mb.path != "INBOX" else { throw SimAccountError.disallowed("INBOX can not be deleted") }
@@ -470,7 +506,7 @@ public final class SimAccount: Sendable {
             s.mailboxes[id] = nil
             s.pathIndex[mb.path] = nil
             s.storageUsed -= mb.byDate.reduce(0) { $0 + $1.content.size }
-            s.publish("DELETE", mailbox: id, [("mailbox", .string(id))])
+            s.publish("DELETE", mailbox: id, [("mailbox", .string(id))], process: process)
         }
     }
 
@@ -525,51 +561,11 @@ public final class SimAccount: Sendable {
         return try deliver(source: .bytes(stored), parsed: parsed, to: mailboxId, flags: MsgFlags(seen: seen, flagged: flagged, draft: draft), idateMs: ms).uid
     }
 
-    func deliver(source: RawSource, parsed: ParsedMail, to mailboxId: String, flags: MsgFlags, idateMs: Int64?) throws -> (uid: Int, size: Int) {
-        let content = makeContent(source, parsed: parsed)
-        return try mutate { s in
-            guard s.mailboxes[mailboxId] != nil else { throw SimAccountError.noSuchMailbox }
-            let uid = s.add(content: content, to: mailboxId, flags: flags, idate: idateMs ?? s.clock())
-            return (uid, content.size)
-        }
-    }
-
-    /// Changes flags as another client (IMAP STORE) would: a FETCH entry only when something changed.
-    public func setFlags(mailboxId: String, uid: Int, seen: Bool? = nil, flagged: Bool? = nil, draft: Bool? = nil, deleted: Bool? = nil,
-                         answered: Bool? = nil, forwarded: Bool? = nil) throws {
+    public func expunge(mailboxId: String, uid: Int, process: SimProcess = .other) throws {
         try mutate { s in
             guard s.mailboxes[mailboxId] != nil else { throw SimAccountError.noSuchMailbox }
-            guard try s.setFlags(mailboxId: mailboxId, uid: uid, seen: seen, flagged: flagged, draft: draft, deleted: deleted,
-                                 answered: answered, forwarded: forwarded) != nil else { throw SimAccountError.messageNotFound }
+            guard s.expunge(mailboxId: mailboxId, uid: uid, process: process) else { throw SimAccountError.messageNotFound }
         }
-    }
-
-    /// Moves one message as another client (IMAP MOVE) would; the same code path as the REST `moveTo`.
-    @discardableResult
-    public func move(mailboxId: String, uid: Int, to target: String) throws -> Int {
-        try mutate { s in
-            guard let pair = try s.move(from: mailboxId, uids: UidSet(ranges: [uid...uid]), to: target, changes: []).first else {
-                throw SimAccountError.messageNotFound
-            }
-            return pair.new
-        }
-    }
-
-    public func expunge(mailboxId: String, uid: Int) throws {
-        try mutate { s in
-            guard s.mailboxes[mailboxId] != nil else { throw SimAccountError.noSuchMailbox }
-            guard s.expunge(mailboxId: mailboxId, uid: uid) else { throw SimAccountError.messageNotFound }
-        }
-    }
-
-    /// The REST flag update (`PUT .../messages`): the number of matched messages. Throws `noSuchMailbox`.
-    func updateMessages(mailboxId: String, uids: UidSet, changes: [(FlagKey, Bool)]) throws -> Int {
-        try mutate { s in try s.update(mailboxId: mailboxId, uids: uids, changes: changes) }
-    }
-
-    /// The REST move (`PUT .../messages` with `moveTo`): (old uid, new uid) pairs. Throws `noSuchMailbox`.
-    func moveMessages(mailboxId: String, uids: UidSet, to target: String, changes: [(FlagKey, Bool)]) throws -> [(old: Int, new: Int)] {
-        try mutate { s in try s.move(from: mailboxId, uids: uids, to: target, changes: changes) }
     }
 
     /// Storage quota in bytes (default 1 GiB). Uploads are refused once the stored bytes exceed it.
@@ -789,142 +785,22 @@ extension AccountState {
     /// needs a new modseq raises the mailbox's `modifyIndex` once.
     static let batchSize = 150
 
-    mutating func add(content: MessageContent, to mailboxId: String, flags: MsgFlags, idate: Int64) -> Int {
-        guard var mb = mailboxes[mailboxId] else { return 0 }
+    /// Stores a message under a uid `reserve` took (the second step of `SimAccount.deliver`), with its EXISTS
+    /// entry. No `modifyIndex` step: the reservation took it.
+    mutating func add(content: MessageContent, uid: Int, to mailboxId: String, flags: MsgFlags, idate: Int64,
+                      process: SimProcess) {
+        guard var mb = mailboxes[mailboxId] else { return }
         mailboxes[mailboxId] = nil // avoid copy-on-write of the big arrays
-        let uid = mb.uidNext
-        mb.uidNext += 1
-        mb.modifyIndex += 1
         seq += 1
-        let r = MsgRecord(uid: uid, idate: idate, seq: seq, flags: flags, content: content, objectId: newId(), junk: mb.specialUse == "\\Junk",
-                          searchable: !flags.deleted)
+        let r = MsgRecord(uid: uid, idate: idate, seq: seq, flags: flags, content: content, objectId: newId(process),
+                          junk: mb.specialUse == "\\Junk", searchable: !flags.deleted)
         mb.insert(r)
         mailboxes[mailboxId] = mb
         storageUsed += content.size
-        publish("EXISTS", mailbox: mailboxId, Entry.exists(r, mailbox: mailboxId), unseenChange: !flags.seen)
-        return uid
+        publish("EXISTS", mailbox: mailboxId, Entry.exists(r, mailbox: mailboxId), unseenChange: !flags.seen, process: process)
     }
 
-    /// Another client's STORE. nil when the message does not exist; otherwise whether anything changed.
-    mutating func setFlags(mailboxId: String, uid: Int, seen: Bool?, flagged: Bool?, draft: Bool?, deleted: Bool?,
-                           answered: Bool?, forwarded: Bool?) throws -> Bool? {
-        guard var mb = mailboxes[mailboxId] else { throw SimAccountError.noSuchMailbox }
-        guard let i = mb.index(ofUid: uid) else { return nil }
-        mailboxes[mailboxId] = nil
-        defer { mailboxes[mailboxId] = mb }
-        var f = mb.byDate[i].flags
-        let old = f
-        if let v = seen { f.seen = v }
-        if let v = flagged { f.flagged = v; f.flaggedField = nil }
-        if let v = draft { f.draft = v; f.draftField = nil }
-        if let v = deleted { f.deleted = v }
-        if let v = answered { f.answered = v }
-        if let v = forwarded { f.forwarded = v }
-        guard f != old else { return false }
-        mb.byDate[i].flags = f
-        if old.seen != f.seen { mb.unseen += f.seen ? -1 : 1 }
-        mb.modifyIndex += 1
-        publish("FETCH", mailbox: mailboxId, Entry.fetch(mb.byDate[i], mailbox: mailboxId), unseenChange: old.seen != f.seen)
-        return true
-    }
-
-    /// The REST flag update, as WildDuck's `update`: one new modseq for the request, then every matched
-    /// message gets a FETCH entry with its full flag list, changed or not, written in batches of 150.
-    /// Returns the number of matched messages.
-    mutating func update(mailboxId: String, uids set: UidSet, changes: [(FlagKey, Bool)]) throws -> Int {
-        guard var mb = mailboxes[mailboxId] else { throw SimAccountError.noSuchMailbox }
-        mailboxes[mailboxId] = nil
-        mb.modifyIndex += 1
-        let matched = mb.uids(matching: set)
-        var pending: [[(String, JSONValue)]] = []
-        let touchesSeen = changes.contains { $0.0 == .seen }
-        func flush(_ s: inout AccountState, _ mb: inout MailboxState) {
-            guard !pending.isEmpty else { return }
-            mb.modifyIndex += 1
-            for e in pending { s.publish("FETCH", mailbox: mailboxId, e, unseenChange: touchesSeen) }
-            pending.removeAll()
-        }
-        for uid in matched {
-            guard let i = mb.index(ofUid: uid) else { continue }
-            var f = mb.byDate[i].flags
-            let old = f
-            let draftBool = f.listedDraft
-            var flaggedBool: Bool?
-            for (key, value) in changes {
-                switch key {
-                case .seen: f.seen = value
-                case .deleted: f.deleted = value
-                case .flagged: f.flagged = value; flaggedBool = value
-                // WildDuck's quirk: `draft` sets the \Draft flag but writes the `flagged` boolean
-                case .draft: f.draft = value; flaggedBool = value
-                }
-            }
-            if let b = flaggedBool { f.flaggedField = b == f.flagged ? nil : b }
-            f.draftField = draftBool == f.draft ? nil : draftBool
-            mb.byDate[i].flags = f
-            if old.seen != f.seen { mb.unseen += f.seen ? -1 : 1 }
-            pending.append(Entry.fetch(mb.byDate[i], mailbox: mailboxId))
-            if pending.count >= AccountState.batchSize { flush(&self, &mb) }
-        }
-        flush(&self, &mb)
-        mailboxes[mailboxId] = mb
-        return matched.count
-    }
-
-    /// A move, as WildDuck's `move`: the source's `modifyIndex` goes up once per request (even when nothing
-    /// matched), each message is stored anew in the target (new uid, new `_id`) with `changes` applied and no
-    /// FETCH entry, and the journal gets, per batch of 150, every EXPUNGE (source) and then every EXISTS
-    /// (target, one `modifyIndex` step per batch). Throws `noSuchMailbox` when either mailbox is missing.
-    mutating func move(from source: String, uids set: UidSet, to target: String, changes: [(FlagKey, Bool)]) throws -> [(old: Int, new: Int)] {
-        guard mailboxes[source] != nil, let targetUse = mailboxes[target].map({ $0.specialUse }) else { throw SimAccountError.noSuchMailbox }
-        mailboxes[source]?.modifyIndex += 1
-        let matched = mailboxes[source]?.uids(matching: set) ?? []
-        var pairs: [(old: Int, new: Int)] = []
-        var expunges: [(entry: [(String, JSONValue)], unseen: Bool)] = []
-        var exists: [(entry: [(String, JSONValue)], unseen: Bool)] = []
-        func flush(_ s: inout AccountState) {
-            guard !exists.isEmpty else { return }
-            for e in expunges { s.publish("EXPUNGE", mailbox: source, e.entry, unseenChange: e.unseen) }
-            s.mailboxes[target]?.modifyIndex += 1
-            for e in exists { s.publish("EXISTS", mailbox: target, e.entry, unseenChange: e.unseen) }
-            expunges.removeAll()
-            exists.removeAll()
-        }
-        for uid in matched {
-            guard var r = mailboxes[source]?.remove(uid: uid), let newUid = mailboxes[target]?.uidNext else { continue }
-            mailboxes[target]?.uidNext += 1
-            expunges.append((Entry.expunge(uid: uid, objectId: r.objectId, thread: r.content.thread, mailbox: source), !r.flags.seen))
-            r.uid = newUid
-            r.objectId = newId()
-            seq += 1
-            r.seq = seq
-            var junk: Int?
-            if targetUse == "\\Junk" && !r.junk {
-                r.junk = true
-                junk = 1
-            } else if targetUse != "\\Trash" && r.junk {
-                r.junk = false
-                junk = -1
-            }
-            for (key, value) in changes {
-                switch key {
-                case .seen: r.flags.seen = value
-                case .deleted: r.flags.deleted = value
-                case .flagged: r.flags.flagged = value; r.flags.flaggedField = nil
-                case .draft: r.flags.draft = value; r.flags.draftField = nil
-                }
-            }
-            r.searchable = !r.flags.deleted
-            mailboxes[target]?.insert(r)
-            exists.append((Entry.exists(r, mailbox: target, junk: junk), !r.flags.seen))
-            pairs.append((uid, newUid))
-            if exists.count >= AccountState.batchSize { flush(&self) }
-        }
-        flush(&self)
-        return pairs
-    }
-
-    mutating func expunge(mailboxId: String, uid: Int) -> Bool {
+    mutating func expunge(mailboxId: String, uid: Int, process: SimProcess) -> Bool {
         guard var mb = mailboxes[mailboxId] else { return false }
         mailboxes[mailboxId] = nil
         let r = mb.remove(uid: uid)
@@ -933,7 +809,7 @@ extension AccountState {
         guard let rec = r else { return false }
         storageUsed -= rec.content.size
         publish("EXPUNGE", mailbox: mailboxId, Entry.expunge(uid: uid, objectId: rec.objectId, thread: rec.content.thread, mailbox: mailboxId),
-                unseenChange: !rec.flags.seen)
+                unseenChange: !rec.flags.seen, process: process)
         return true
     }
 }

@@ -71,6 +71,9 @@ public enum SimFault: Sendable, Equatable {
     /// a listing whose cursor never advances: every answer is the first page, with a
     /// `nextCursor` that leads back to it (a broken proxy or cache in front of the server)
     case loopingCursor
+    /// an update stream whose replay stops for `seconds` after `afterEntries` entries, then goes on (a
+    /// MongoDB cursor whose next batch is slow to come: lib/api/updates.js reads the journal with a cursor)
+    case sseStalledReplay(afterEntries: Int, seconds: Double)
 }
 
 struct ServerCore: Sendable {
@@ -331,7 +334,9 @@ public final class SimServer: Sendable {
             truncate = true
             fallthrough
         default:
-            switch Routes(server: self, truncateStream: truncate).route(req) {
+            var routes = Routes(server: self, truncateStream: truncate)
+            if case let .sseStalledReplay(after, seconds)? = fault { routes.replayStall = (after, seconds) }
+            switch routes.route(req) {
             case let .response(r): response = r
             case let .stream(body):
                 return body(fd) && req.keepAlive

@@ -255,7 +255,7 @@ extension Routes {
             throw ResponseError(Routes.validation("message", Int(uidText) == nil ? "\"message\" must be a number" : "\"message\" must be greater than or equal to 1"))
         }
         // WildDuck looks the message up by (mailbox, uid): a missing mailbox is a missing message.
-        do { try account.expunge(mailboxId: mb, uid: uid) } catch {
+        do { try account.expunge(mailboxId: mb, uid: uid, process: .api) } catch {
             return .json(404, .object([("error", .string("Message was not found"))]))
         }
         return Routes.success
@@ -306,7 +306,7 @@ extension Routes {
         let (uid, size): (Int, Int)
         do {
             (uid, size) = try account.deliver(source: .bytes(stored), parsed: MailParser.parse(stored), to: mb,
-                                              flags: MsgFlags(seen: !unseen, flagged: flagged, draft: draft), idateMs: idate)
+                                              flags: MsgFlags(seen: !unseen, flagged: flagged, draft: draft), idateMs: idate, process: .api)
         } catch SimAccountError.noSuchMailbox {
             // deleted between the check and the store: what `add` reports
             return .json(500, .object([("error", .string("Mailbox is missing")), ("code", .string("TRYCREATE"))]))

@@ -9,7 +9,7 @@ struct Options {
     var repeats = 3
     /// Messages for the no-op, small-change, memory and idle benchmarks (20 mailboxes).
     var big = 100_000
-    /// Benchmarks to run: initial, memory, noop, change, live, idle, push.
+    /// Benchmarks to run: initial, memory, noop, change, fullcheck, live, idle, push.
     var only: Set<String> = Options.all
     /// Also write the figures to this JSON file.
     var json: String?
@@ -37,7 +37,7 @@ struct Options {
     var keep = false
     var help = false
 
-    static let all: Set<String> = ["initial", "memory", "noop", "change", "live", "idle", "push", "restore"]
+    static let all: Set<String> = ["initial", "memory", "noop", "change", "fullcheck", "live", "idle", "push", "restore"]
     /// Benchmarks that run only when named in `--only` (they take long).
     static let optional: Set<String> = ["soak"]
 
@@ -48,7 +48,7 @@ struct Options {
       --mailboxes N      mailboxes they are spread over (default 6)
       --repeat N         rounds of the initial-sync comparison, median shown (default 3)
       --big N            messages for noop/change/memory/idle, 20 mailboxes (default 100000)
-      --only LIST        comma-separated subset of: initial,memory,noop,change,live,idle,push,restore;
+      --only LIST        comma-separated subset of: initial,memory,noop,change,fullcheck,live,idle,push,restore;
                          soak runs only when named here
       --json FILE        also write the figures as JSON
       --workdir DIR      scratch directory (default /var/tmp/wdsync-bench; emptied first)

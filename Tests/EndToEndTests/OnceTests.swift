@@ -172,8 +172,15 @@ import WildDuckSim
         let stats = h.server.stats()
         #expect(stats.perRoute["message.eml", default: 0] == 0)
         #expect(stats.perRoute["messages", default: 0] == 0, "unchanged mailboxes were listed again")
-        // authenticate + user + autoreply + filters + mailboxes: O(1), not O(messages).
-        #expect(stats.totalRequests <= 5)
+        // authenticate + user + autoreply + filters + mailboxes: O(1), not O(messages); and, this
+        // once, the journal, read to confirm that no change was under way during the first run's
+        // listings (docs/incremental-sync.md).
+        #expect(stats.totalRequests <= 6)
+        #expect(stats.perRoute["updates", default: 0] == 1)
+        h.server.resetStats()
+        try h.sync()
+        #expect(h.snapshot() == before)
+        #expect(h.server.stats().totalRequests <= 5, "\(h.server.stats().perRoute)")
     }
 
     /// `--debug` says how long each phase of a pass took, so a slow cron run can be explained

@@ -53,11 +53,69 @@ import Testing
         try h.account.deleteMailbox(id: work)
         let del = try sse.nextEvent()
         #expect(del.command == "DELETE" && del.json == .object([("command", .string("DELETE")), ("mailbox", .string(work))]))
-        // ids only go up, and start with the time in seconds, like ObjectIds
+        // ids of one process only go up, and start with the time in seconds, like ObjectIds
         let ids = [exists, fetch, create, e1, e2, rename, del].compactMap(\.id)
         #expect(ids == ids.sorted())
         let secs = Int(ids[0].prefix(8), radix: 16) ?? 0
         #expect(abs(secs - Int(Date().timeIntervalSince1970)) < 3600)
+    }
+
+    /// Journal ids come from the process that writes (WildDuck's API, IMAP and LMTP servers):
+    /// ordered by second, and within a second by process. An entry the API writes after another
+    /// client's in the same second sorts before it: a live read that has passed the other
+    /// client's entry does not send it; a replay from before both sends both, in id order.
+    @Test func journalIdsOfTwoProcesses() throws {
+        let h = try Harness()
+        let fixed = Date()
+        h.account.setClock { fixed }
+        _ = try h.account.deliver(mail(1), to: h.inbox)                                  // another client
+        _ = try h.call("POST", "/users/me/mailboxes", json: #"{"path":"Later"}"#)        // the API
+        let entries = h.account.journal(after: nil)
+        let exists = try #require(entries.first { $0.command == "EXISTS" })
+        let create = try #require(entries.first { $0.command == "CREATE" })
+        #expect(create.id < exists.id)
+        #expect(h.account.journal(after: exists.id).allSatisfy { $0.command != "CREATE" })
+        #expect(entries.map(\.id) == entries.map(\.id).sorted())
+    }
+
+    /// WildDuck takes a change's modifyIndex step before it writes the change: a write held
+    /// between the two shows the new index with the old messages, and no journal entry.
+    @Test func writesTakeTheirStepBeforeTheirData() throws {
+        let h = try Harness()
+        let inbox = h.inbox
+        for i in 0..<3 { _ = try h.account.deliver(mail(i), to: inbox) }
+        let before = try #require(h.account.mailboxes().first { $0.id == inbox })
+        let seen = Mutex<[SimMailbox]>([])
+        let account = h.account
+        account.onWriteStep { step in
+            guard step == .bumped(mailbox: inbox) else { return }
+            let m = account.mailboxes().first { $0.id == inbox }
+            seen.withLock { if let m { $0.append(m) } }
+            let flagged = account.messages(mailboxId: inbox).filter(\.flagged)
+            #expect(flagged.isEmpty)
+        }
+        let journal = h.account.journalCount
+        // One STORE command on three messages: one step, taken before any of them is written.
+        try h.account.store(mailboxId: inbox, uids: [1, 2, 3], flagged: true)
+        account.onWriteStep(nil)
+        let during = seen.withLock { $0 }
+        #expect(during.map(\.modifyIndex) == [before.modifyIndex + 1])
+        #expect(h.account.mailboxes().first { $0.id == inbox }?.modifyIndex == before.modifyIndex + 1)
+        #expect(h.account.journalCount == journal + 3)
+        #expect(h.account.messages(mailboxId: inbox).filter { !$0.flagged }.isEmpty)
+    }
+
+    /// The replay pauses after a database cursor's first batch; `.sseStalledReplay` for longer.
+    @Test func aReplayCanStall() throws {
+        let h = try Harness()
+        for i in 0..<10 { _ = try h.account.deliver(mail(i), to: h.inbox) }
+        h.server.injectFault(.sseStalledReplay(afterEntries: 4, seconds: 1.5), on: "updates")
+        let first = try #require(h.account.journal(after: nil).first)
+        let sse = try SSEReader(port: h.server.port, token: h.token, lastEventId: first.id)
+        for _ in 0..<4 { #expect(try sse.nextEvent().command == "EXISTS") }
+        let start = Date()
+        #expect(try sse.nextEvent().command == "EXISTS")
+        #expect(Date().timeIntervalSince(start) >= 1)
     }
 
     @Test func restMutationsArePublished() throws {
@@ -126,6 +184,9 @@ import Testing
         let work = try h.account.createMailbox(path: "Work")
         for i in 1...3 { try h.account.deliver(mail(i), to: h.inbox) }
         let sse = try SSEReader(port: h.server.port, token: h.token)
+        // A later second: the API's entries sort before another client's of the same second, and
+        // the live read, which starts after the deliveries, would not send them.
+        h.account.setClock { Date().addingTimeInterval(2) }
         _ = try h.call("PUT", "/users/me/mailboxes/\(h.inbox)/messages", json: #"{"message":"1:3","moveTo":"\#(work)","seen":true}"#)
         var got: [String] = []
         for _ in 0..<8 { got.append(try sse.nextEvent().command ?? "") }
