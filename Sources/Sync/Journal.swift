@@ -178,6 +178,7 @@ struct JournalReplay {
         }
         outcome.complete = marked
         let fresh = list.filter { e in e.command != "COUNTERS" && !(e.id.map(seen.contains) ?? false) }
+        let moved = Self.movedIn(fresh)
         var unsettledFrom: [String: String] = [:]
         for m in unsettled { unsettledFrom[m.id] = m.unsettledFrom ?? "" }
         for mailbox in unsettled where mailbox.syncedIndex == mailbox.modifyIndex {
@@ -194,7 +195,8 @@ struct JournalReplay {
             guard let synced = mailbox.syncedIndex, mailbox.modifyIndex > synced else { continue }
             // CREATE, RENAME and DELETE are the mailbox list's business and take no step.
             let own = fresh.filter { $0.mailbox == mailbox.id && !["CREATE", "RENAME", "DELETE"].contains($0.command ?? "") }
-            if Self.explains(own, steps: mailbox.modifyIndex - synced, sent: sent.filter { $0.mailbox == mailbox.id }, reflected: reflected) {
+            if Self.explains(own, steps: mailbox.modifyIndex - synced, sent: sent.filter { $0.mailbox == mailbox.id }, reflected: reflected,
+                             movedIn: { $0.id.map(moved.contains) ?? false }) {
                 outcome.proven[mailbox.id] = mailbox.modifyIndex
             } else {
                 log.log(.verbose, "the journal does not account for every change in \(mailbox.path) (\(own.count) entries for \(mailbox.modifyIndex - synced) modifyIndex steps); listing it")
@@ -218,7 +220,8 @@ struct JournalReplay {
     /// own flag requests in a row (one `seen`, one `flagged`) would form one run of FETCH
     /// entries that no reading counts right, and the mailbox would be listed.
     static func explains(_ entries: [JournalEntry], steps: Int, sent: [SentRequest] = [],
-                         reflected: (JournalEntry) -> Bool = { _ in false }) -> Bool {
+                         reflected: (JournalEntry) -> Bool = { _ in false },
+                         movedIn: (JournalEntry) -> Bool = { _ in false }) -> Bool {
         var entries = entries
         var steps = steps
         for request in sent {
@@ -235,7 +238,7 @@ struct JournalReplay {
         }
         // Entries the cache already showed before this pass are not counted (see `read`).
         entries.removeAll(where: reflected)
-        guard steps >= 0, let sums = readings(entries) else { return false }
+        guard steps >= 0, let sums = readings(entries, movedIn: movedIn) else { return false }
         return sums.contains(steps) && !sums.contains(steps - 1)
     }
 
@@ -243,30 +246,52 @@ struct JournalReplay {
     /// them (docs/incremental-sync.md has each in its code), or nil when an entry is not one the
     /// rule reads. Consecutive entries of one kind form a run, and every run of a kind is read
     /// the same way:
-    /// - EXISTS: one step each (deliveries, uploads, APPENDs), or one per 150 of a run (a move
-    ///   into the mailbox);
+    /// - EXISTS: one step each (deliveries, uploads, APPENDs); those `movedIn` says a move wrote,
+    ///   one per 150 of a run;
     /// - EXPUNGE: one step each (deletes), or one per run (a move out of it: its one step at the
     ///   start);
     /// - FETCH: one step each (one IMAP STORE per message), one per run (one STORE command: one
     ///   step whatever it changes), one per run plus one per 150 of it (a REST flag update), or
     ///   two each (a REST flag update per message).
-    static func readings(_ entries: [JournalEntry]) -> Set<Int>? {
+    static func readings(_ entries: [JournalEntry], movedIn: (JournalEntry) -> Bool = { _ in false }) -> Set<Int>? {
         var runs: [(command: String, count: Int)] = []
         for e in entries {
-            guard let command = e.command, e.uid != nil, ["EXISTS", "EXPUNGE", "FETCH"].contains(command),
+            guard var command = e.command, e.uid != nil, ["EXISTS", "EXPUNGE", "FETCH"].contains(command),
                   e.events.count == 1 else { return nil }
             if case .messageChanged = e.events[0] { return nil }
+            if command == "EXISTS" && movedIn(e) { command = "EXISTS moved" }
             if runs.last?.command == command { runs[runs.count - 1].count += 1 } else { runs.append((command, 1)) }
         }
         func sums(_ command: String, _ readings: [(Int) -> Int]) -> Set<Int> {
             let mine = runs.filter { $0.command == command }.map(\.count)
             return Set(readings.map { reading in mine.reduce(0) { $0 + reading($1) } })
         }
-        let added = sums("EXISTS", [{ $0 }, batches])
+        // EXISTS entries that follow as many EXPUNGE entries of another mailbox are a move's
+        // batch (`movedIn`): one step per 150; any other is a delivery or upload: one step each.
+        let added = Set(sums("EXISTS", [{ $0 }]).flatMap { a in sums("EXISTS moved", [batches]).map { a + $0 } })
         let removed = sums("EXPUNGE", [{ $0 }, { _ in 1 }])
         let flagged = sums("FETCH", [{ $0 }, { _ in 1 }, { 1 + batches($0) }, { 2 * $0 }])
         var out = Set<Int>()
         for a in added { for r in removed { for f in flagged { out.insert(a + r + f) } } }
+        return out
+    }
+
+    /// The ids of EXISTS entries written by a move: a run of them right after as many EXPUNGE
+    /// entries of one other mailbox (WildDuck writes each batch of a move so: the source's
+    /// EXPUNGE entries, then the target's EXISTS entries, lib/message-handler.js `move`).
+    static func movedIn(_ entries: [JournalEntry]) -> Set<String> {
+        var out = Set<String>()
+        var i = 0
+        while i < entries.count {
+            guard entries[i].command == "EXPUNGE", let source = entries[i].mailbox else { i += 1; continue }
+            var j = i
+            while j < entries.count, entries[j].command == "EXPUNGE", entries[j].mailbox == source { j += 1 }
+            var k = j
+            let target = k < entries.count ? entries[k].mailbox : nil
+            while k < entries.count, k - j < j - i, entries[k].command == "EXISTS", entries[k].mailbox == target { k += 1 }
+            if k - j == j - i { for e in entries[j..<k] { if let id = e.id { out.insert(id) } } }
+            i = max(j, i + 1)
+        }
         return out
     }
 

@@ -32,8 +32,14 @@ import WildDuck
     }
 
     @Test func movesAndDeliveries() {
-        // A move of 200 into the mailbox: one step per 150.
-        #expect(JournalReplay.explains(entries("EXISTS", 1...200), steps: 2))
+        // A move of 200 into the mailbox (its EXISTS right after as many EXPUNGE of the
+        // source): one step per 150; 200 deliveries: one each.
+        #expect(JournalReplay.explains(entries("EXISTS", 1...200), steps: 2, movedIn: { _ in true }))
+        #expect(!JournalReplay.explains(entries("EXISTS", 1...200), steps: 2))
+        #expect(JournalReplay.explains(entries("EXISTS", 1...200), steps: 200))
+        // Five single STOREs and seven deliveries: 12 steps; 11 is no reading (a delivery is never
+        // read as part of a move).
+        #expect(JournalReplay.explains(entries("FETCH", 1...5) + entries("EXISTS", 6...12), steps: 12))
         // A move of 200 out of it: one step.
         #expect(JournalReplay.explains(entries("EXPUNGE", 1...200), steps: 1))
         // A step with no entry at all proves nothing.
