@@ -103,6 +103,9 @@ public final class Mirror {
     public var remindsOfHeld = true
     /// What this pass's push sent, for the journal proof.
     var sentThisPass: [SentRequest] = []
+    /// `--full-check` asks for one full check, not one per pass: a daemon reconciles every few
+    /// minutes (every poll, without an update stream), and only its first pass does it.
+    lazy var fullCheckAsked = config.fullCheckNow
     /// Folders the last scan could not settle (`LocalScan.Result.readAgain`): read at every
     /// scan until they are, whatever inotify says.
     private(set) var readAgain: Set<String> = []
@@ -525,7 +528,7 @@ public final class Mirror {
     /// older than `fullCheckInterval` (a cache that never had one counts its first sync as one).
     func fullCheckDue(now: Int) throws -> Bool {
         guard !config.dryRun else { return false }
-        if config.fullCheckNow { return true }
+        if fullCheckAsked { return true }
         guard config.fullCheckInterval > 0 else { return false }
         guard let last = try store.lastFullCheck() else {
             try store.setLastFullCheck(now)
@@ -550,6 +553,7 @@ public final class Mirror {
             log.log(.warning, "full check: \(mailbox.path) differed from the server although the incremental sync had it as current: \(difference.missing) messages missing, \(difference.staleFlags) with stale flags, \(difference.extra) no longer on the server; repaired. Please report this as a wdsync defect (unless another client was changing this mailbox during the run)")
         }
         try store.setLastFullCheck(now)
+        fullCheckAsked = false
         log.log(found.total > 0 ? .warning : .verbose, "full check of \(checked.count) mailboxes: \(found.total == 0 ? "the cache matched the server" : "\(found.total) differences repaired")")
         summary.fullCheckDifferences = found.total
         summary.fullCheck = true

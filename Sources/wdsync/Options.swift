@@ -41,7 +41,7 @@ let optionSpecs: [OptionSpec] = [
     OptionSpec(long: "discard-held", short: nil, value: nil, help: "Drop what the mass-delete breaker holds back and restore those messages locally (with a daemon running, through it).", configKey: false),
     OptionSpec(long: "mass-delete-exempt", short: nil, value: "LIST", help: "Mailboxes where the mass-delete breaker counts nothing: paths or special uses, comma-separated (default \\Trash, \\Junk; none for nowhere)."),
     OptionSpec(long: "adopt-maildir", short: nil, value: nil, help: "Take the Maildir as it is when it is not the one the cache last wrote (restored, empty, another cache's): nothing is sent from it, its files are matched to the server's messages, the rest set aside (exit code 74 says when).", configKey: false),
-    OptionSpec(long: "full-check", short: nil, value: nil, help: "List every mailbox in full and compare it with the cache, repairing and reporting any difference (done once per full-check-interval anyway).", configKey: false),
+    OptionSpec(long: "full-check", short: nil, value: nil, help: "List every mailbox in full and compare it with the cache, repairing and reporting any difference (a daemon: in its first pass; done once per full-check-interval anyway).", configKey: false),
     OptionSpec(long: "full-check-interval", short: nil, value: "H", help: "Hours between full checks (default 24; 0 = only with --full-check)."),
     OptionSpec(long: "config", short: nil, value: "FILE", help: "Config file. Default: $XDG_CONFIG_HOME/wdsync/config", configKey: false),
     OptionSpec(long: "account", short: nil, value: "NAME", help: "Sync only this account of the config file (default: all); also given as a plain argument: wdsync work.", configKey: false),

@@ -69,4 +69,22 @@ import WildDuckSim
         #expect(!run.stderr.contains("differed"), "\(run.stderr)")
         #expect(run.stderr.contains("the cache matched the server"), "\(run.stderr)")
     }
+
+    /// A daemon started with `--full-check` does it once, not at every reconcile (here a poll
+    /// every second, the server having no update stream).
+    @Test func aDaemonDoesTheAskedForCheckOnce() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 20)
+        try h.sync()
+        let refuse = #"{"code":"ResourceNotFound","message":"no"}"#
+        h.server.injectFault(.status(404, body: refuse), on: "ws", count: 1_000)
+        h.server.injectFault(.status(404, body: refuse), on: "updates", count: 1_000)
+        let d = try h.startDaemon(extra: ["--full-check", "--poll-interval", "1"])
+        #expect(d.waitForLog("full check of"), "\(d.log.suffix(2000))")
+        let polls = { d.log.components(separatedBy: "reconciling (poll)").count - 1 }
+        let before = polls()
+        #expect(Harness.wait(timeout: 30) { polls() >= before + 3 }, "\(d.log.suffix(2000))")
+        #expect(d.log.components(separatedBy: "full check of").count - 1 == 1, "\(d.log.suffix(3000))")
+        #expect(d.terminate() == 0)
+    }
 }
