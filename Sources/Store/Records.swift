@@ -458,6 +458,15 @@ extension Store {
         return s.int(0)
     }
 
+    /// A second copy of a message whose file is elsewhere (one an older run downloaded while a
+    /// move's or upload's answer was unknown): the exporter unlinks it as it unlinks any orphan.
+    /// Without a Message-ID here, it is never taken for a moved message.
+    public func recordDuplicate(file: String) throws {
+        let uniq = Maildir.uniquePart(ofFileName: String(file.split(separator: "/").last ?? Substring(file)))
+        try db.run("INSERT OR REPLACE INTO orphans(file, uniq, message_id, size, sha256) VALUES (?, ?, NULL, 0, NULL)",
+                   .text(file), .text(uniq))
+    }
+
     public func removeOrphan(file: String) throws {
         try db.run("DELETE FROM orphans WHERE file = ?", .text(file))
     }

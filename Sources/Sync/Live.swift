@@ -347,7 +347,11 @@ public final class LiveSync: Sendable {
                 guard queued > 0 || ContinuousClock.now >= nextPush || settled() else { waiting = true; return }
                 let before = mirror.summary.pushRequests
                 try mirror.push()
-                if mirror.summary.pushRequests != before { try mirror.export(keepOrphans: options.orphanGrace) }
+                if mirror.summary.pushRequests != before {
+                    try mirror.export(keepOrphans: options.orphanGrace)
+                    // A copy the push found to be a duplicate is an orphan for the sweep.
+                    if nextSweep == nil, try mirror.store.orphanCount() > 0 { nextSweep = .now + .seconds(options.orphanGrace + 0.1) }
+                }
             }
             if mirror.unstableFiles > 0 {
                 // A file still being written: looked at again once it may have stopped.

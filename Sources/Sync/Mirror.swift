@@ -360,7 +360,7 @@ public final class Mirror {
         }
         let result = try Push(store: store, maildir: maildir, client: client, log: log,
                               allowMassDelete: config.allowMassDelete, massDeleteExempt: config.massDeleteExempt,
-                              settle: settleSeconds, onOwnWrite: onOwnWrite).run()
+                              settle: settleSeconds).run()
         settleUntil = result.settleUntil
         summary.pushedFlags += result.flags
         summary.pushedMoves += result.moves

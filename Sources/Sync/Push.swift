@@ -13,6 +13,9 @@ import WildDuck
 /// (the subject when there is no Message-ID), among uids it does not know — before sending
 /// anything again. Never by bytes or size: the server stores a rebuilt copy.
 ///
+/// The push never touches the Maildir: what it means for the files (a duplicate copy to
+/// remove) is recorded in the store, and the export does it.
+///
 /// Order: moves first (a moved message's flag changes travel with it), then flags, deletes
 /// and uploads. Deletes, moves to Trash or Junk and T flags go through the mass-delete
 /// breaker first (`Breaker`).
@@ -26,7 +29,6 @@ struct Push {
     var massDeleteExempt: [String] = []
     /// The daemon's settle time for destructive changes, in seconds (see `Breaker`).
     var settle = 0
-    var onOwnWrite: ((String, Bool) -> Void)? = nil
 
     /// Uids per bulk request.
     static let batch = 500
@@ -188,14 +190,11 @@ struct Push {
                     continue
                 }
                 var moved = Set<Int>()
-                var duplicates: [String] = []
                 try store.transaction {
                     for (old, new) in pairs where chunk.contains(old) {
                         guard let row = try store.fileRow(mailboxId: group.source, uid: old) else { continue }
-                        if let duplicate = try store.completeMove(mailboxId: group.source, uid: old, target: group.target, newUid: new,
-                                                                  baseFlags: row.baseFlags.taking(.pushable, from: row.flags)) {
-                            duplicates.append(duplicate)
-                        }
+                        try forget(duplicate: try store.completeMove(mailboxId: group.source, uid: old, target: group.target, newUid: new,
+                                                                     baseFlags: row.baseFlags.taking(.pushable, from: row.flags)))
                         if let removed = counted[Breaker.key(group.source, old)] {
                             try store.recordDestructive(mailboxId: group.source, removed: removed, at: now)
                         }
@@ -203,7 +202,6 @@ struct Push {
                         result.moves += 1
                     }
                 }
-                duplicates.forEach(removeDuplicate)
                 // Not moved: gone from the source. Perhaps moved already (a resend), else lost.
                 for uid in chunk where !moved.contains(uid) {
                     if let e = try store.outboxEntry(mailboxId: group.source, uid: uid) { try settleMove(e, into: &result) }
@@ -229,10 +227,9 @@ struct Push {
             let pairs = try client.moveMessages(mailbox: entry.mailboxId, uids: String(uid), to: target, fields)
             result.sent += SentRequest.moved(from: entry.mailboxId, to: target, pairs: pairs)
             if let pair = pairs.first(where: { $0.0 == uid }) {
-                let duplicate = try store.transaction {
-                    try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: pair.1, baseFlags: base)
+                try store.transaction {
+                    try forget(duplicate: try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: pair.1, baseFlags: base))
                 }
-                duplicate.map(removeDuplicate)
                 result.moves += 1
                 return
             }
@@ -241,12 +238,10 @@ struct Push {
         if let found = try find(in: target, messageId: message.messageId, date: message.idate, subject: nil, afterUid: nil) {
             // The move went through, with the flag changes it carried: that is the agreed state,
             // and what the server shows besides (another client's change) is merged over it.
-            let duplicate = try store.transaction {
-                let duplicate = try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: found.uid, baseFlags: base)
+            try store.transaction {
+                try forget(duplicate: try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: found.uid, baseFlags: base))
                 try store.updateFlags(mailboxId: target, uid: found.uid, flags: MessageFlags(listing: found), json: nil)
-                return duplicate
             }
-            duplicate.map(removeDuplicate)
             result.moves += 1
             return
         }
@@ -414,22 +409,21 @@ struct Push {
         return bytes.count + bareLF
     }
 
-    /// Unlinks a copy of a moved or uploaded message that an older run downloaded while the
-    /// answer was unknown (only wdsync's own files: the user's file is the message).
-    private func removeDuplicate(_ file: String) {
-        guard Mirror.ownsFile(Maildir.uniquePart(ofFileName: (file as NSString).lastPathComponent)) else { return }
-        if (try? maildir.removeFile(file)) == true {
-            log.log(.verbose, "removed \(file): a second copy of a message whose file is elsewhere")
-            onOwnWrite?(file, false)
-        }
+    /// A copy of a moved or uploaded message that an older run downloaded while the answer was
+    /// unknown goes, with the change that makes it a copy (same transaction): the export unlinks
+    /// it. Only wdsync's own files: the user's file is the message.
+    private func forget(duplicate file: String?) throws {
+        guard let file, Mirror.ownsFile(Maildir.uniquePart(ofFileName: (file as NSString).lastPathComponent)) else { return }
+        try store.recordDuplicate(file: file)
+        log.log(.verbose, "\(file) is a second copy of a message whose file is elsewhere; it is removed")
     }
 
     /// The local file is the server's message `uid` from now on.
     private func tie(_ entry: OutboxEntry, uid: Int, size: Int, base: MessageFlags) throws {
-        let duplicate = try store.transaction {
-            try store.completeUpload(entry, uid: uid, size: size, baseFlags: base)
+        try store.transaction {
+            let duplicate = try store.completeUpload(entry, uid: uid, size: size, baseFlags: base)
+            if duplicate != entry.file { try forget(duplicate: duplicate) }
         }
-        if let duplicate, duplicate != entry.file { removeDuplicate(duplicate) }
     }
 
     // MARK: - Finding a message whose answer was lost

@@ -180,6 +180,19 @@ private func message(_ mailbox: String, _ uid: Int, flags: MessageFlags = [], me
         #expect(try store.messages().isEmpty)
     }
 
+    /// A duplicate the push found is left to the export as an orphan, in the push's own
+    /// transaction, and is never taken for a moved message.
+    @Test func aRecordedDuplicateIsAnOrphanThatMatchesNothing() throws {
+        let store = try Store(path: tempPath("d.sqlite"))
+        try store.upsertMailbox(mailbox("A", "INBOX"))
+        try store.insertMessage(message("A", 1, messageId: "<m@x>", size: 100))
+        try store.recordDuplicate(file: "INBOX/cur/1700000000.wdA_1.host:2,S")
+        #expect(try store.orphans().map(\.file) == ["INBOX/cur/1700000000.wdA_1.host:2,S"])
+        #expect(try store.orphans().first?.uniq == "1700000000.wdA_1.host")
+        #expect(try store.matchOrphan(messageId: "<m@x>", size: 100) == nil)
+        #expect(try store.matchOrphan(messageId: nil, size: 0) == nil)
+    }
+
     @Test func serverUpdatesMergeIntoLocalChangesAndPendingMutationsHoldTheExport() throws {
         let store = try Store(path: tempPath("c.sqlite"))
         try store.upsertMailbox(mailbox("A", "INBOX"))
