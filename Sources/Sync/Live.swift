@@ -248,19 +248,12 @@ public final class LiveSync: Sendable {
     }
 
     private func loop() throws {
-        let mirror = try Mirror(config: config, log: log)
+        let mirror = try Mirror(config: config, log: log, mode: .daemon(settle: options.massDeleteSettle))
         let inbox = self.inbox
         mirror.isCancelled = { inbox.stopRequested }
-        // Its event source follows the journal itself; its passes still keep the journal position
-        // that a later `--once` resumes from (`Mirror.syncOnce`).
-        mirror.readsJournal = false
-        mirror.stopsOnFailedPush = false
         // The Maildir's generation moves forward within a second after changes (not before
         // each one, which would cost every live change a marker write), and when it stops.
-        mirror.opensGenerationBeforeWriting = false
         defer { try? mirror.closeGeneration() }
-        mirror.settleSeconds = options.massDeleteSettle
-        mirror.remindsOfHeld = false
         try mirror.store.recordDaemon(pid: Int(getpid()))
         defer { try? mirror.store.recordDaemon(pid: nil) }
         // However the engine ends (SIGTERM included), the files it kept out of view for a

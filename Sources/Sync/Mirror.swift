@@ -62,6 +62,16 @@ extension SyncSummary {
     }
 }
 
+/// How the engine is run; the differences between the two are read from this value, never
+/// set from outside.
+public enum RunMode: Sendable, Equatable {
+    /// `--once` (and `--dry-run`, `--verify`): every pass is whole on its own.
+    case once
+    /// The daemon: its event source follows the journal, it retries pushes on its own schedule,
+    /// and a mailbox's deletes must have settled for `settle` seconds before they are sent.
+    case daemon(settle: Int)
+}
+
 /// Mirrors one account: server → Store → Maildir. One instance per account, used by one thread.
 ///
 /// The order of every step keeps the cache and the Maildir consistent whatever moment the
@@ -74,12 +84,13 @@ public final class Mirror {
     public let store: Store
     public let maildir: Maildir
     public let session: Session
+    public let mode: RunMode
     let log: SyncLog
     let client: WildDuckClient
     public internal(set) var summary = SyncSummary()
-    /// Make the folders durable after a batch of deliveries (`Maildir.syncFolders`). The live
-    /// engine turns it off: its batches are one or two files, and a lost rename is re-downloaded
-    /// anyway.
+    /// Make the folders durable after a batch of deliveries (`Maildir.syncFolders`). The daemon
+    /// turns it off after its first sync: its batches are one or two files, and a lost rename is
+    /// re-downloaded anyway.
     public var syncFolders = true
     /// Checked between pages and between downloads; when it says true the pass stops with
     /// `SyncError.cancelled`, keeping everything done so far (the daemon's SIGTERM).
@@ -87,20 +98,23 @@ public final class Mirror {
         didSet { session.isCancelled = isCancelled }
     }
     /// `syncOnce` catches up from the server's journal (see `JournalReplay`) and keeps a journal
-    /// position. The daemon turns it off: its own event source follows the journal.
-    public var readsJournal = true
+    /// position. Not in the daemon: its own event source follows the journal.
+    var readsJournal: Bool { mode == .once }
     /// `syncOnce` ends with the push's error when local changes could not be sent (after
-    /// pulling all the same), so `--once` exits with it. The daemon turns it off: it retries the
-    /// push on its own schedule, and a reconcile must not fail because of it.
-    public var stopsOnFailedPush = true
+    /// pulling all the same), so `--once` exits with it. Not in the daemon: it retries the push
+    /// on its own schedule, and a reconcile must not fail because of it.
+    var stopsOnFailedPush: Bool { mode == .once }
     var journal = JournalReplay()
     /// Seconds a mailbox's deletes (moves to Trash or Junk, T flags) must have settled before
-    /// they are sent (`Breaker`); the daemon sets it, `--once` reads a snapshot.
-    public var settleSeconds = 0
+    /// they are sent (`Breaker`); `--once` reads a snapshot.
+    var settleSeconds: Int {
+        if case .daemon(let settle) = mode { return settle }
+        return 0
+    }
     /// When the push last held back settling changes: the next push is due then (unix seconds).
     public internal(set) var settleUntil: Int?
     /// Log what the breaker holds at every push (`--once`), not only when it starts holding it.
-    public var remindsOfHeld = true
+    var remindsOfHeld: Bool { mode == .once }
     /// What this pass's push sent, for the journal proof.
     var sentThisPass: [SentRequest] = []
     /// `--full-check` asks for one full check, not one per pass: a daemon reconciles every few
@@ -128,15 +142,16 @@ public final class Mirror {
     /// This process moved the generation forward before changing the Maildir and has not
     /// closed it yet (`openGeneration`).
     var generationOpen = false
-    /// Whether the generation is moved forward before the Maildir is first changed, too. The
-    /// daemon turns it off: a marker write (an fsync, a few ms) would delay every live change;
-    /// it moves the generation forward within a second after its changes instead (`LiveSync`).
-    var opensGenerationBeforeWriting = true
+    /// Whether the generation is moved forward before the Maildir is first changed, too. Not in
+    /// the daemon: a marker write (an fsync, a few ms) would delay every live change; it moves
+    /// the generation forward within a second after its changes instead (`LiveSync`).
+    var opensGenerationBeforeWriting: Bool { mode == .once }
     /// The downloads of the current export, for `onProgress`.
     var downloadProgress: (progress: SyncProgress, base: Int, baseBytes: Int, paths: [String: String])?
 
-    public init(config: AccountConfig, log: SyncLog) throws {
+    public init(config: AccountConfig, log: SyncLog, mode: RunMode = .once) throws {
         self.config = config
+        self.mode = mode
         self.log = log
         guard let endpoint = HTTPEndpoint(url: config.server) else {
             throw SyncError.config("--server \(config.server) is not an http:// or https:// URL")
