@@ -158,8 +158,11 @@ final class Inbox: Sendable {
         }
     }
 
-    func take() -> (events: [RemoteEvent], received: ContinuousClock.Instant?, notes: [SourceNote],
-                    lastEventId: String?, reconcile: Bool, stop: Bool, local: Bool) {
+    /// What arrived since the last `take`.
+    typealias Taken = (events: [RemoteEvent], received: ContinuousClock.Instant?, notes: [SourceNote],
+                       lastEventId: String?, reconcile: Bool, stop: Bool, local: Bool)
+
+    func take() -> Taken {
         state.withLock { s in
             defer {
                 s.events.removeAll(); s.notes.removeAll(); s.lastEventId = nil; s.firstEvent = nil; s.lastEvent = nil
@@ -227,7 +230,7 @@ public final class LiveSync: Sendable {
     /// Runs one step of the engine and reports what it changed in the Maildir: to the status in
     /// the cache (`wdsync --status`), and the observer (which runs the post-sync hook). `events` marks a batch
     /// of updates, `completeSync` a full sync or reconcile.
-    private func step(_ mirror: Mirror, events: Int? = nil, completeSync: Bool = false, _ body: () throws -> Bool) throws -> Bool {
+    func step(_ mirror: Mirror, events: Int? = nil, completeSync: Bool = false, _ body: () throws -> Bool) throws -> Bool {
         mirror.summary = SyncSummary()
         let start = ContinuousClock.now
         let ok = try body()
@@ -261,257 +264,15 @@ public final class LiveSync: Sendable {
         defer {
             do { try mirror.removeKeptOrphans() } catch { log.log(.warning, "removing the files of expunged messages: \(error)") }
         }
-        log.log(.verbose, "initial sync")
-        mirror.onProgress = progress
-        // A server that is down when the daemon starts is waited for, not given up on.
-        var startFailures = 0
-        // Since when the server cannot be reached (nil while it answers): said once at the
-        // default level when it starts and when it ends, and told to systemd and --status.
-        var lostSince: Date?
-        func lost(_ kind: Disconnection, _ reason: String) {
-            guard lostSince == nil else { return }
-            let since = Date()
-            lostSince = since
-            try? mirror.store.recordTransport(kind.rawValue)
-            observer(.disconnected(kind, since: since))
-            log.log(.info, kind == .offline ? "offline: \(reason); retrying in the background (local changes are kept until the server answers)"
-                    : "lost the connection to the server: \(reason); reconnecting")
-        }
-        func back(_ t: Transport?) {
-            if let since = lostSince {
-                lostSince = nil
-                log.log(.info, "connected again after \(Int(Date().timeIntervalSince(since).rounded())) s" + (t.map { " (\($0.rawValue))" } ?? ""))
-            }
-            if let t {
-                try? mirror.store.recordTransport(t.rawValue)
-                observer(.transport(t))
-            }
-        }
-        while true {
-            var failure: String?
-            if try step(mirror, completeSync: true, {
-                failure = try attempt("initial sync", quiet: true) { _ = try mirror.syncOnce() }
-                return failure == nil
-            }) { break }
-            if let failure { lost(.offline, failure) }
-            let delay = backoff.delay(attempt: startFailures)
-            startFailures += 1
-            log.log(.verbose, "trying again in \(String(format: "%.1f", delay)) s")
-            inbox.wait(seconds: delay)
-            if inbox.stopRequested { return }
-        }
-        back(nil)
-        mirror.onProgress = nil
-        observer(.ready)
-        mirror.syncFolders = false
-        var plan = TransportPlan(.init(options), now: .now)
-        var source: EventSource?
-        var nextReconcile = ContinuousClock.now + .seconds(options.reconcileInterval)
-        var nextSweep: ContinuousClock.Instant?   // when kept orphans must be unlinked
-        var nextGeneration: ContinuousClock.Instant?   // when the Maildir's generation moves after changes
-        // Local changes: inotify on every cur/ and new/, and a periodic scan.
-        let watcher = LocalWatch(root: mirror.maildir.root, onChange: { inbox.noteLocal() })
-        defer { watcher?.stop() }
-        mirror.onOwnWrite = watcher.map { w in { path, appeared in w.expect(path, appeared: appeared) } }
-        func watchFolders() throws {
-            try watcher?.watch(mirror.folderDirectories())
-        }
-        func scanInterval() -> Double {
-            watcher?.complete == true ? options.scanInterval : options.unwatchedScanInterval
-        }
-        try watchFolders()
-        if watcher == nil || watcher?.complete == false {
-            log.log(.verbose, "inotify is not available for every folder; scanning for local changes every \(Int(options.unwatchedScanInterval)) s")
-        }
-        var nextScan = ContinuousClock.now + .seconds(scanInterval())
-        // A push that failed is tried again after a backoff (or with the next local change).
-        var pushFailures = 0
-        var nextPush = ContinuousClock.now
-
-        /// scan → push for what changed locally. Folders where inotify saw nothing but wdsync's
-        /// own writes are not read (every folder by its mtimes when `full`, or when inotify
-        /// cannot say); the push runs when the scan queued something or a retry is due.
-        func sendLocalChanges(full: Bool) throws {
-            let scope = watcher.flatMap { mirror.scanScope($0.drain(), full: full) }
-            var waiting = false
-            let ok = try guarded("sending local changes") {
-                let queued = try mirror.scanLocal(scope: scope)
-                guard try mirror.store.outboxCount() > 0 else { mirror.settleUntil = nil; return }
-                guard queued > 0 || ContinuousClock.now >= nextPush || settled() else { waiting = true; return }
-                let before = mirror.summary.pushRequests
-                try mirror.push()
-                if mirror.summary.pushRequests != before {
-                    try mirror.export(keepOrphans: options.orphanGrace)
-                    // A copy the push found to be a duplicate is an orphan for the sweep.
-                    if nextSweep == nil, try mirror.store.orphanCount() > 0 { nextSweep = .now + .seconds(options.orphanGrace + 0.1) }
-                }
-            }
-            if mirror.unstableFiles > 0 {
-                // A file still being written: looked at again once it may have stopped.
-                nextScan = min(nextScan, .now + .seconds(Double(LocalScan.quietSeconds) + 0.5))
-            }
-            if waiting {
-                // A retry after a failed push is still waiting out its backoff: the engine wakes
-                // for it (a scan that was due meanwhile put the next scan a minute away).
-                nextScan = min(nextScan, nextPush)
-            } else if ok {
-                pushFailures = 0
-                nextPush = .now
-            } else {
-                nextPush = .now + .seconds(min(backoff.delay(attempt: pushFailures), options.scanInterval))
-                pushFailures += 1
-                nextScan = min(nextScan, nextPush)
-            }
-        }
-
-        /// When the destructive changes the last push held back to settle may go (`Breaker`).
-        func settleDeadline() -> ContinuousClock.Instant? {
-            guard let until = mirror.settleUntil else { return nil }
-            return max(.now + .seconds(Double(until) - Date().timeIntervalSince1970), nextPush)
-        }
-        func settled() -> Bool { settleDeadline().map { ContinuousClock.now >= $0 } ?? false }
-
-        /// Says that the plan moved from `previous` to another transport (its source is stopped).
-        func switched(from previous: Transport, because reason: String) {
-            source?.stop()
-            source = nil
-            let next = plan.transport
-            log.log(.verbose, "switching from \(previous.rawValue) to \(next.rawValue): \(reason)")
-            if next == .polling && lostSince == nil {
-                try? mirror.store.recordTransport(next.rawValue)
-                observer(.transport(next))
-            }
-        }
-
-        defer { source?.stop() }
-        while true {
-            // Start a source when it is time.
-            if plan.wantsSource(running: source != nil, now: .now) {
-                log.log(.debug, "connecting (\(plan.transport.rawValue))")
-                source = try makeSource(plan.transport, mirror: mirror)
-                plan.started(now: .now)
-            }
-
-            // Wait for something to do.
-            var deadline = min(nextReconcile, plan.deadline(running: source != nil), nextScan)
-            if let sweep = nextSweep { deadline = min(deadline, sweep) }
-            if let due = nextGeneration { deadline = min(deadline, due) }
-            if let settle = settleDeadline() { deadline = min(deadline, settle) }
-            if let pending = inbox.batchWait(quiet: options.quietWindow, max: options.batchWindow) {
-                deadline = min(deadline, .now + pending)
-            }
-            let wait = ContinuousClock.now.duration(to: deadline)
-            if wait > .zero { inbox.wait(seconds: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18) }
-            if let pending = inbox.batchWait(quiet: options.quietWindow, max: options.batchWindow), pending > .zero,
-               !inbox.stopRequested { continue }
-
-            let taken = inbox.take()
-            if taken.stop {
-                log.log(.verbose, "stopping")
-                source?.stop()
-                source = nil
-                if !taken.events.isEmpty {
-                    _ = try step(mirror, events: taken.events.count) {
-                        try guarded("applying the last batch") {
-                            try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror, source: source)
-                        }
-                    }
-                }
-                return
-            }
-            for note in taken.notes {
-                switch note {
-                case .connected(let t):
-                    guard plan.connected(t) else { continue }
-                    log.log(.verbose, "connected (\(t.rawValue)); reconciling")
-                    // After a loss, the connection counts once the server answered its reconcile.
-                    if lostSince == nil { back(t) }
-                    if try step(mirror, completeSync: true, { try guarded("reconciling", { _ = try mirror.syncOnce() }) }) {
-                        if lostSince != nil { back(t) }
-                        if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
-                        nextReconcile = .now + .seconds(options.reconcileInterval)
-                    } else {
-                        // Reconnect (and so reconcile again) once the server answers.
-                        inbox.note(.failed(t, reason: "reconciling failed", unavailable: false, auth: false))
-                    }
-                case .failed(let t, let reason, let unavailable, let auth):
-                    let wasUp = plan.up
-                    guard let reaction = plan.failed(t, unavailable: unavailable, now: .now) else { continue }
-                    source?.stop()
-                    source = nil
-                    // A server that answers "no WebSocket here", or a token to renew, is no loss.
-                    if wasUp && !unavailable && !auth { lost(.reconnecting, reason) }
-                    if auth {
-                        log.log(.verbose, "\(t.rawValue): \(reason); authenticating again")
-                        // A refusal ends the daemon (exit code 77); a network failure is retried.
-                        _ = try guarded("authenticating again") { try mirror.client.authenticate() }
-                    }
-                    switch reaction {
-                    case .switched:
-                        switched(from: t, because: reason)
-                    case .giveUp(let attempts):
-                        throw WildDuckError.unreachable(server: config.server, detail: "gave up after \(attempts) reconnection attempts (\(reason))")
-                    case .reconnect(let delay):
-                        log.log(.verbose, "\(t.rawValue) failed (\(reason)); reconnecting in \(String(format: "%.1f", delay)) s")
-                    }
-                }
-            }
-            // Local changes first (scan → push), so server updates merge into them and the
-            // exporter never reverts a change it has not seen yet.
-            let scanDue = ContinuousClock.now >= nextScan
-            if taken.local || !taken.events.isEmpty || scanDue || settled() {
-                if scanDue { nextScan = .now + .seconds(scanInterval()) }
-                try sendLocalChanges(full: scanDue)
-            }
-            if !taken.events.isEmpty {
-                let applied = try step(mirror, events: taken.events.count) {
-                    try guarded("applying updates") {
-                        try applyBatch(taken.events, received: taken.received, lastEventId: taken.lastEventId, mirror: mirror, source: source)
-                    }
-                }
-                // What failed is recovered by the reconcile that follows the next connection.
-                if !applied, let s = source { inbox.note(.failed(s.transport, reason: "applying updates failed", unavailable: false, auth: false)) }
-            } else if let id = taken.lastEventId {
-                sseResumeId.withLock { $0 = id }
-            }
-            if !taken.events.isEmpty, try mirror.store.orphanCount() > 0 {
-                nextSweep = .now + .seconds(options.orphanGrace + 0.1)
-            } else if let sweep = nextSweep, ContinuousClock.now >= sweep {
-                _ = try step(mirror) { try mirror.export(keepOrphans: options.orphanGrace); return true }
-                nextSweep = try mirror.store.orphanCount() > 0 ? .now + .seconds(options.orphanGrace) : nil
-            }
-            if taken.reconcile || ContinuousClock.now >= nextReconcile || plan.pollDue(now: .now) {
-                let polling = plan.transport == .polling
-                log.log(.debug, "reconciling (\(polling ? "poll" : "scheduled"))")
-                plan.polled(now: .now)
-                var failure: String?
-                if try step(mirror, completeSync: true, {
-                    failure = try attempt("reconciling", quiet: polling) { _ = try mirror.syncOnce() }
-                    return failure == nil
-                }) {
-                    if polling && lostSince != nil { back(.polling) }
-                    if let s = source { s.follow(mailboxes: try mirror.store.mailboxes().map(\.id)) }
-                    nextReconcile = .now + .seconds(options.reconcileInterval)
-                } else if polling, let failure {
-                    lost(.reconnecting, failure)
-                }
-            }
-            if !taken.events.isEmpty || taken.reconcile || !taken.notes.isEmpty { try watchFolders() }
-            // A copy of the Maildir taken before the changes is older than the cache from now on.
-            if mirror.generationOpen, nextGeneration == nil { nextGeneration = .now + .seconds(1) }
-            if let due = nextGeneration, ContinuousClock.now >= due {
-                try mirror.closeGeneration()
-                nextGeneration = nil
-            }
-            // Try the WebSocket again now and then (and on SIGUSR1) while on a fallback.
-            let previous = plan.transport
-            if plan.probe(now: .now, requested: taken.reconcile) {
-                switched(from: previous, because: "probing whether the WebSocket works again")
-            }
-        }
+        let run = DaemonRun(engine: self, mirror: mirror)
+        guard try run.firstSync() else { return }
+        try run.follow()
     }
 
-    private func applyBatch(_ events: [RemoteEvent], received: ContinuousClock.Instant?, lastEventId: String?,
+    /// Where a reconnected SSE stream resumes.
+    func resumeSSE(at id: String) { sseResumeId.withLock { $0 = id } }
+
+    func applyBatch(_ events: [RemoteEvent], received: ContinuousClock.Instant?, lastEventId: String?,
                             mirror: Mirror, source: EventSource?) throws {
         let start = ContinuousClock.now
         // A mailbox created on the server is subscribed to first and listed when the
@@ -553,7 +314,7 @@ public final class LiveSync: Sendable {
 
     var backoff: Backoff { TransportPlan.Limits(options).backoff }
 
-    private func makeSource(_ transport: Transport, mirror: Mirror) throws -> EventSource? {
+    func makeSource(_ transport: Transport, mirror: Mirror) throws -> EventSource? {
         switch transport {
         case .webSocket:
             return WebSocketSource(session: mirror.session, server: config.server, options: options, config: config,
