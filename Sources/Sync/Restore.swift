@@ -315,85 +315,15 @@ public final class Restore {
         defer { client.close() }
         client.onSkipped = { [log] in log.log(.warning, $0) }
         try client.authenticate()
-        var targets = try client.fetchMailboxes()
+        let targets = try client.fetchMailboxes()
         let recorded = try journal.entries()
         var settleDeadline: Date?
         var unfinishedDeletes: [String: [Int]] = [:]
 
         var steps: [Step] = []
         for folder in backup {
-            summary.messages += folder.messages.count
-            // INBOX to INBOX; a special-use mailbox to the target's own (whatever its name);
-            // anything else by path.
-            let existing = folder.path == "INBOX" ? targets.first { $0.path == "INBOX" }
-                : folder.specialUse.flatMap { use in targets.first { $0.specialUse == use } } ?? targets.first { $0.path == folder.path }
-            if existing == nil, let use = folder.specialUse {
-                summary.notCarried["special use \(use) (\(folder.path) is created as a plain mailbox)", default: 0] += 1
-            }
-            // Keys are read from the files only where there is something to compare with.
-            let journaled = existing.map { mailbox in recorded.contains { $0.mailbox == mailbox.id } } ?? false
-            var keyed: [(message: Message, key: Key?)] = []
-            var present = Present()
-            var matched: [Int: Int] = [:]     // index in keyed → target uid
-            var firstPass = true
-            while true {
-                present = Present()
-                if let existing {
-                    var cursor: String?
-                    var paging = Paging(route: "GET messages", limit: Paging.limit(total: existing.total ?? 0),
-                                        isCancelled: session.isCancelled)
-                    repeat {
-                        let page = try client.listMessages(mailbox: existing.id, cursor: cursor)
-                        for item in page.items { present.add(item) }
-                        cursor = try paging.next(after: page)
-                    } while cursor != nil
-                }
-                if firstPass {
-                    firstPass = false
-                    for message in folder.messages {
-                        guard message.size > 0 else { continue }
-                        guard !present.isEmpty || journaled else { keyed.append((message, nil)); continue }
-                        do { keyed.append((message, try matchKey(message))) } catch {
-                            summary.failed.append("\(message.file): \(error)")
-                        }
-                    }
-                }
-                // Two passes: first the target's messages of the same size, then any of the same
-                // Message-ID (or subject) and date, so that two different messages with one
-                // Message-ID and date are told apart where sizes can.
-                matched = [:]
-                for exact in [true, false] {
-                    for (i, item) in keyed.enumerated() where matched[i] == nil {
-                        if let key = item.key, let uid = present.take(key, exactSize: exact) { matched[i] = uid }
-                    }
-                }
-                // An upload an interrupted run recorded but the listing does not show may still
-                // be in the server's hands (the client went away, the server goes on storing):
-                // listed again for a few seconds before it is sent again.
-                guard let target = existing?.id else { break }
-                let missing = keyed.indices.filter { i in
-                    matched[i] == nil && keyed[i].key.map { recorded.contains(RestoreJournal.Entry(mailbox: target, key: $0)) } == true
-                }
-                guard !missing.isEmpty else { break }
-                let deadline = settleDeadline ?? Date().addingTimeInterval(Self.settleSeconds)
-                settleDeadline = deadline
-                guard Date() < deadline else { break }
-                log.log(.verbose, "\(missing.count) upload(s) of an interrupted run not in \(folder.path) yet; listing it again")
-                Thread.sleep(forTimeInterval: 0.5)
-            }
-            let empty = folder.messages.filter { $0.size == 0 }.count
-            if empty > 0 { summary.notCarried["empty messages (WildDuck refuses an empty upload)", default: 0] += empty }
-            var uploads: [Message] = []
-            for (i, item) in keyed.enumerated() {
-                guard let uid = matched[i], let key = item.key else { uploads.append(item.message); continue }
-                summary.present += 1
-                if item.message.flags.contains(.trashed), !present.deleted.contains(uid), let target = existing?.id,
-                   recorded.contains(RestoreJournal.Entry(mailbox: target, key: key)) {
-                    unfinishedDeletes[target, default: []].append(uid)
-                }
-            }
-            if !uploads.isEmpty { summary.planned[folder.path] = (uploads.count, uploads.reduce(0) { $0 + $1.size }) }
-            steps.append(Step(folder: folder, target: existing?.id, uploads: uploads))
+            steps.append(try plan(folder, targets: targets, recorded: recorded, client: client, settleDeadline: &settleDeadline,
+                                  unfinishedDeletes: &unfinishedDeletes, into: &summary))
         }
         for step in steps {
             for message in step.uploads {
@@ -410,28 +340,7 @@ public final class Restore {
             return summary
         }
 
-        // Mailboxes, parents before children.
-        for i in steps.indices.sorted(by: { steps[$0].folder.path < steps[$1].folder.path }) where steps[i].target == nil {
-            let folder = steps[i].folder
-            if let found = targets.first(where: { $0.path == folder.path }) { steps[i].target = found.id; continue }
-            do {
-                let id = try client.createMailbox(path: folder.path, hidden: folder.hidden, retention: folder.retention)
-                if !folder.subscribed { try client.setSubscribed(mailbox: id, false) }
-                steps[i].target = id
-                summary.mailboxesCreated.append(folder.path)
-                log.log(.verbose, "created mailbox \(folder.path)")
-            } catch let error as WildDuckError {
-                // Refused: perhaps the path exists after all (made since the listing), which the
-                // listing says. A lost answer stops the run; the next one lists what was made.
-                guard case .server(_, let status, _, _) = error, status < 500 else { throw error }
-                targets = try client.fetchMailboxes()
-                guard let found = targets.first(where: { $0.path == folder.path }) else {
-                    summary.failed.append("mailbox \(folder.path) (\(folder.messages.count) messages): \(error)")
-                    continue
-                }
-                steps[i].target = found.id
-            }
-        }
+        try createMailboxes(&steps, targets: targets, client: client, into: &summary)
 
         try upload(steps, deleted: unfinishedDeletes, into: &summary)
         if !settings.user.isEmpty {
@@ -446,6 +355,114 @@ public final class Restore {
                           client: client, into: &summary)
         journal.remove()
         return summary
+    }
+
+    /// Creates the mailboxes the target lacks (hidden, subscribed and retention as in the
+    /// backup), parents before children.
+    private func createMailboxes(_ steps: inout [Step], targets: [Mailbox], client: WildDuckClient,
+                                 into summary: inout Summary) throws {
+        var targets = targets
+    for i in steps.indices.sorted(by: { steps[$0].folder.path < steps[$1].folder.path }) where steps[i].target == nil {
+        let folder = steps[i].folder
+        if let found = targets.first(where: { $0.path == folder.path }) { steps[i].target = found.id; continue }
+        do {
+            let id = try client.createMailbox(path: folder.path, hidden: folder.hidden, retention: folder.retention)
+            if !folder.subscribed { try client.setSubscribed(mailbox: id, false) }
+            steps[i].target = id
+            summary.mailboxesCreated.append(folder.path)
+            log.log(.verbose, "created mailbox \(folder.path)")
+        } catch let error as WildDuckError {
+            // Refused: perhaps the path exists after all (made since the listing), which the
+            // listing says. A lost answer stops the run; the next one lists what was made.
+            guard case .server(_, let status, _, _) = error, status < 500 else { throw error }
+            targets = try client.fetchMailboxes()
+            guard let found = targets.first(where: { $0.path == folder.path }) else {
+                summary.failed.append("mailbox \(folder.path) (\(folder.messages.count) messages): \(error)")
+                continue
+            }
+            steps[i].target = found.id
+        }
+    }
+    }
+
+    /// How one folder of the backup goes onto the target: the mailbox it goes into (nil: to be
+    /// created) and the messages the target lacks. A target message matched to a backup
+    /// message with T whose delete a killed run did not do is added to `unfinishedDeletes`.
+    private func plan(_ folder: Folder, targets: [Mailbox], recorded: Set<RestoreJournal.Entry>, client: WildDuckClient,
+                      settleDeadline: inout Date?, unfinishedDeletes: inout [String: [Int]],
+                      into summary: inout Summary) throws -> Step {
+        summary.messages += folder.messages.count
+        // INBOX to INBOX; a special-use mailbox to the target's own (whatever its name);
+        // anything else by path.
+        let existing = folder.path == "INBOX" ? targets.first { $0.path == "INBOX" }
+            : folder.specialUse.flatMap { use in targets.first { $0.specialUse == use } } ?? targets.first { $0.path == folder.path }
+        if existing == nil, let use = folder.specialUse {
+            summary.notCarried["special use \(use) (\(folder.path) is created as a plain mailbox)", default: 0] += 1
+        }
+        // Keys are read from the files only where there is something to compare with.
+        let journaled = existing.map { mailbox in recorded.contains { $0.mailbox == mailbox.id } } ?? false
+        var keyed: [(message: Message, key: Key?)] = []
+        var present = Present()
+        var matched: [Int: Int] = [:]     // index in keyed → target uid
+        var firstPass = true
+        while true {
+            present = Present()
+            if let existing {
+                var cursor: String?
+                var paging = Paging(route: "GET messages", limit: Paging.limit(total: existing.total ?? 0),
+                                    isCancelled: session.isCancelled)
+                repeat {
+                    let page = try client.listMessages(mailbox: existing.id, cursor: cursor)
+                    for item in page.items { present.add(item) }
+                    cursor = try paging.next(after: page)
+                } while cursor != nil
+            }
+            if firstPass {
+                firstPass = false
+                for message in folder.messages {
+                    guard message.size > 0 else { continue }
+                    guard !present.isEmpty || journaled else { keyed.append((message, nil)); continue }
+                    do { keyed.append((message, try matchKey(message))) } catch {
+                        summary.failed.append("\(message.file): \(error)")
+                    }
+                }
+            }
+            // Two passes: first the target's messages of the same size, then any of the same
+            // Message-ID (or subject) and date, so that two different messages with one
+            // Message-ID and date are told apart where sizes can.
+            matched = [:]
+            for exact in [true, false] {
+                for (i, item) in keyed.enumerated() where matched[i] == nil {
+                    if let key = item.key, let uid = present.take(key, exactSize: exact) { matched[i] = uid }
+                }
+            }
+            // An upload an interrupted run recorded but the listing does not show may still
+            // be in the server's hands (the client went away, the server goes on storing):
+            // listed again for a few seconds before it is sent again.
+            guard let target = existing?.id else { break }
+            let missing = keyed.indices.filter { i in
+                matched[i] == nil && keyed[i].key.map { recorded.contains(RestoreJournal.Entry(mailbox: target, key: $0)) } == true
+            }
+            guard !missing.isEmpty else { break }
+            let deadline = settleDeadline ?? Date().addingTimeInterval(Self.settleSeconds)
+            settleDeadline = deadline
+            guard Date() < deadline else { break }
+            log.log(.verbose, "\(missing.count) upload(s) of an interrupted run not in \(folder.path) yet; listing it again")
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        let empty = folder.messages.filter { $0.size == 0 }.count
+        if empty > 0 { summary.notCarried["empty messages (WildDuck refuses an empty upload)", default: 0] += empty }
+        var uploads: [Message] = []
+        for (i, item) in keyed.enumerated() {
+            guard let uid = matched[i], let key = item.key else { uploads.append(item.message); continue }
+            summary.present += 1
+            if item.message.flags.contains(.trashed), !present.deleted.contains(uid), let target = existing?.id,
+               recorded.contains(RestoreJournal.Entry(mailbox: target, key: key)) {
+                unfinishedDeletes[target, default: []].append(uid)
+            }
+        }
+        if !uploads.isEmpty { summary.planned[folder.path] = (uploads.count, uploads.reduce(0) { $0 + $1.size }) }
+        return Step(folder: folder, target: existing?.id, uploads: uploads)
     }
 
     /// The user's settings that wdsync's cache holds, as the fields of a `PUT` for those the
@@ -623,72 +640,31 @@ public final class Restore {
 
     /// The uploads, on up to `config.connections` connections, then the `\Deleted` flags (the
     /// upload cannot set them) with one request per mailbox and 500 messages.
+    typealias UploadJob = (mailbox: String, path: String, message: Message)
+
+    /// What the upload threads share.
+    struct UploadState {
+        var next = 0
+        var done = 0
+        var bytes = 0
+        var failure: Error?
+        var failed: [String] = []
+        var deleted: [String: [Int]]
+    }
+
     private func upload(_ steps: [Step], deleted unfinished: [String: [Int]], into summary: inout Summary) throws {
-        var jobs: [(mailbox: String, path: String, message: Message)] = []
+        var jobs: [UploadJob] = []
         for step in steps { if let target = step.target { jobs += step.uploads.map { (target, step.folder.path, $0) } } }
-        struct Shared {
-            var next = 0
-            var done = 0
-            var bytes = 0
-            var failure: Error?
-            var failed: [String] = []
-            var deleted: [String: [Int]]
-        }
-        let shared = Mutex(Shared(deleted: unfinished))
-        let journal = self.journal
-        let totalBytes = jobs.reduce(0) { $0 + $1.message.size }
-        let total = jobs.count
-        let workers = min(config.connections, jobs.count)
-        let session = self.session, maildir = self.maildir, log = self.log, onProgress = self.onProgress
+        let shared = Mutex(UploadState(deleted: unfinished))
+        let totals = (count: jobs.count, bytes: jobs.reduce(0) { $0 + $1.message.size })
         let queued = jobs
+        let worker = UploadWorker(session: session, maildir: maildir, journal: journal, log: log, onProgress: onProgress)
         let group = DispatchGroup()
-        for _ in 0..<workers {
+        for _ in 0..<min(config.connections, jobs.count) {
             group.enter()
             let thread = Thread {
                 defer { group.leave() }
-                let client = WildDuckClient(session: session)
-                defer { client.close() }
-                while true {
-                    let index: Int? = shared.withLock { s in
-                        guard s.failure == nil, s.next < queued.count else { return nil }
-                        s.next += 1
-                        return s.next - 1
-                    }
-                    guard let index else { return }
-                    let job = queued[index]
-                    do {
-                        let content = try maildir.readFile(job.message.file, limit: LocalScan.uploadLimit)
-                        let flags = job.message.flags
-                        try journal.record(RestoreJournal.Entry(mailbox: job.mailbox, key: Restore.key(job.message, bytes: content.bytes)),
-                                           durable: flags.contains(.trashed))
-                        let reply = try client.uploadMessage(mailbox: job.mailbox, raw: content.bytes, seen: flags.contains(.seen),
-                                                             flagged: flags.contains(.flagged), draft: flags.contains(.draft),
-                                                             date: job.message.idate)
-                        let progress = shared.withLock { s -> SyncProgress in
-                            s.done += 1
-                            s.bytes += content.bytes.count
-                            if flags.contains(.trashed) { s.deleted[job.mailbox, default: []].append(reply.uid) }
-                            return SyncProgress(phase: .uploading, mailbox: job.path, done: s.done, total: total,
-                                                bytes: s.bytes, totalBytes: totalBytes)
-                        }
-                        onProgress?(progress)
-                    } catch let error as MaildirError {
-                        log.log(.warning, "cannot read \(job.message.file): \(error); not uploaded")
-                        shared.withLock { $0.failed.append("\(job.message.file): \(error)") }
-                    } catch let error as WildDuckError {
-                        // Refused for this message alone (too large, not a message): the others go on.
-                        // A lost answer, a full account or a broken server stops the run.
-                        if case .server(_, let status, let code, _) = error, status >= 400, status < 500,
-                           status != 429, code != "OverQuotaError", !error.isNotFound {
-                            log.log(.warning, "the server refused \(job.message.file): \(error)")
-                            shared.withLock { $0.failed.append("\(job.message.file): \(error)") }
-                        } else {
-                            shared.withLock { if $0.failure == nil { $0.failure = error } }
-                        }
-                    } catch {
-                        shared.withLock { if $0.failure == nil { $0.failure = error } }
-                    }
-                }
+                worker.run(queued, shared: shared, totals: totals)
             }
             thread.stackSize = 1 << 20
             thread.start()
@@ -706,6 +682,63 @@ public final class Restore {
             }
         }
         if let failure = result.failure { throw failure }
+    }
+
+}
+
+/// One upload thread of a restore: takes the next job until none is left or one failed for
+/// good. Each upload is recorded in the journal before it is sent (durably when a T is to follow).
+struct UploadWorker: Sendable {
+    let session: Session
+    let maildir: Maildir
+    let journal: RestoreJournal
+    let log: SyncLog
+    let onProgress: (@Sendable (SyncProgress) -> Void)?
+
+    func run(_ queued: [Restore.UploadJob], shared: Mutex<Restore.UploadState>, totals: (count: Int, bytes: Int)) {
+        let client = WildDuckClient(session: session)
+        defer { client.close() }
+        while true {
+            let index: Int? = shared.withLock { s in
+                guard s.failure == nil, s.next < queued.count else { return nil }
+                s.next += 1
+                return s.next - 1
+            }
+            guard let index else { return }
+            let job = queued[index]
+            do {
+                let content = try maildir.readFile(job.message.file, limit: LocalScan.uploadLimit)
+                let flags = job.message.flags
+                try journal.record(RestoreJournal.Entry(mailbox: job.mailbox, key: Restore.key(job.message, bytes: content.bytes)),
+                                   durable: flags.contains(.trashed))
+                let reply = try client.uploadMessage(mailbox: job.mailbox, raw: content.bytes, seen: flags.contains(.seen),
+                                                     flagged: flags.contains(.flagged), draft: flags.contains(.draft),
+                                                     date: job.message.idate)
+                let progress = shared.withLock { s -> SyncProgress in
+                    s.done += 1
+                    s.bytes += content.bytes.count
+                    if flags.contains(.trashed) { s.deleted[job.mailbox, default: []].append(reply.uid) }
+                    return SyncProgress(phase: .uploading, mailbox: job.path, done: s.done, total: totals.count,
+                                        bytes: s.bytes, totalBytes: totals.bytes)
+                }
+                onProgress?(progress)
+            } catch let error as MaildirError {
+                log.log(.warning, "cannot read \(job.message.file): \(error); not uploaded")
+                shared.withLock { $0.failed.append("\(job.message.file): \(error)") }
+            } catch let error as WildDuckError {
+                // Refused for this message alone (too large, not a message): the others go on.
+                // A lost answer, a full account or a broken server stops the run.
+                if case .server(_, let status, let code, _) = error, status >= 400, status < 500,
+                   status != 429, code != "OverQuotaError", !error.isNotFound {
+                    log.log(.warning, "the server refused \(job.message.file): \(error)")
+                    shared.withLock { $0.failed.append("\(job.message.file): \(error)") }
+                } else {
+                    shared.withLock { if $0.failure == nil { $0.failure = error } }
+                }
+            } catch {
+                shared.withLock { if $0.failure == nil { $0.failure = error } }
+            }
+        }
     }
 }
 
