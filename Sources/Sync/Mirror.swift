@@ -205,14 +205,7 @@ public final class Mirror {
         sentThisPass = []
         // Outside the daemon (which watches all the time), the pass watches the folders itself:
         // what it saw besides its own writes tells the last scan which folders to read.
-        let watch = onOwnWrite == nil ? LocalWatch(root: maildir.root, onChange: {}) : nil
-        if let watch {
-            watch.watch(try folderDirectories())
-            onOwnWrite = { path, appeared in watch.expect(path, appeared: appeared) }
-            onNewFolder = { [maildir] folder in
-                watch.watchNew(folder) { (try? maildir.listFolder(folder))?.isEmpty == true }
-            }
-        }
+        let watch = try watchThisPass()
         defer { if let watch { watch.stop(); onOwnWrite = nil; onNewFolder = nil } }
         // A Maildir that is not the one this cache last wrote is refused here (74, nothing
         // changed); one whose files the cache does not know is adopted: not read as local
@@ -229,6 +222,44 @@ public final class Mirror {
             log.log(.warning, "sending local changes: \(error); they are kept and sent by a later run")
             pushFailure = error
         }
+        let pulled = try pull()
+        if check == .adopt { try phase("adopt files") { try adoptFiles() } }
+        try phase("export") { try export() }
+        try lastScan(adopting: check == .adopt, watch: watch)
+        try store.setSyncedNow()
+        if check == .adopt { try finishAdoption() }
+        try closeGeneration()
+        try keepJournalPosition(after: pulled)
+        summary.pending = try store.outboxCount()
+        if let pushFailure, stopsOnFailedPush { throw pushFailure }
+        return summary
+    }
+
+    /// What a pass's pull did, for the journal position it keeps.
+    struct Pulled {
+        /// The mailboxes whose modifyIndex had changed.
+        var changed: [MailboxRecord]
+        var caught: CatchUp
+        /// The mailboxes this pass listed or brought up to date.
+        var synced: Set<String>
+        /// The server's second of the mailbox listing.
+        var listed: Int
+    }
+
+    /// A watch of every folder for this pass (nil in the daemon, which watches all the time).
+    private func watchThisPass() throws -> LocalWatch? {
+        guard onOwnWrite == nil, let watch = LocalWatch(root: maildir.root, onChange: {}) else { return nil }
+        watch.watch(try folderDirectories())
+        onOwnWrite = { path, appeared in watch.expect(path, appeared: appeared) }
+        onNewFolder = { [maildir] folder in
+            watch.watchNew(folder) { (try? maildir.listFolder(folder))?.isEmpty == true }
+        }
+        return watch
+    }
+
+    /// pull: server → store. Settings, the mailbox list, the journal since the last pass, the
+    /// listings of what it cannot account for, and the full check when it is due.
+    private func pull() throws -> Pulled {
         try phase("settings") { try syncSettings() }
         let changed = try phase("mailbox list") { try syncMailboxList() }
         // The journal's ids carry the server's clock, so the position is taken from it: the
@@ -249,10 +280,14 @@ public final class Mirror {
             let listedNow = Set(caught.relist.map(\.id))
             try phase("full check") { synced.formUnion(try fullCheck(except: listedNow, now: listed)) }
         }
-        if check == .adopt { try phase("adopt files") { try adoptFiles() } }
-        try phase("export") { try export() }
-        if check == .adopt {
-            // Every folder is read: what was not matched is your new mail, uploaded now.
+        return Pulled(changed: changed, caught: caught, synced: synced, listed: listed)
+    }
+
+    /// The scan after the export: records the folders as the export left them, and reads what
+    /// the user changed meanwhile. After an adoption every folder is read: what was not matched
+    /// is the user's new mail, uploaded now.
+    private func lastScan(adopting: Bool, watch: LocalWatch?) throws {
+        if adopting {
             try phase("last local scan") { try scanLocal(force: true) }
             try phase("push") { try push() }
         } else if let watch, watch.complete {
@@ -275,14 +310,15 @@ public final class Mirror {
         } else {
             try phase("last local scan") { try scanLocal() }
         }
-        try store.setSyncedNow()
-        if check == .adopt { try finishAdoption() }
-        try closeGeneration()
-        // The position is kept by every complete pass, the daemon's reconciles too (which do not
-        // read the journal): a `--once` after the daemon starts from its last reconcile.
-        var from = caught.read
+    }
+
+    /// Keeps the journal position a later pass replays from. It is kept by every complete pass,
+    /// the daemon's reconciles too (which do not read the journal): a `--once` after the daemon
+    /// starts from its last reconcile.
+    private func keepJournalPosition(after pulled: Pulled) throws {
+        var from = pulled.caught.read
         let stored = try store.lastEventId().flatMap { ObjectIdTime.seconds(of: $0) != nil ? $0.lowercased() : nil }
-        if from == nil, changed.isEmpty, synced.isEmpty, let stored {
+        if from == nil, pulled.changed.isEmpty, pulled.synced.isEmpty, let stored {
             // Nothing changed since the last pass and nothing was left to confirm: every entry
             // the journal wrote before this pass's listing was already accounted for, so the
             // stored position and the ids seen after it still hold (and may move up to
@@ -291,23 +327,20 @@ public final class Mirror {
         }
         var seen = from?.seen ?? []
         if from == nil { seen = try store.journalSeen() }
-        var next = journal.nextPosition(listed: listed, readFrom: from?.from, seen: seen, complete: from?.complete ?? true)
+        var next = journal.nextPosition(listed: pulled.listed, readFrom: from?.from, seen: seen, complete: from?.complete ?? true)
         try store.transaction {
             // What this pass synced is final only once a later pass has read the journal from
             // here and found nothing new for it (see `JournalReplay`); what it confirmed is.
             // The daemon's passes are followed by its own update stream, which brings whatever
             // a change under way during their listings writes afterwards.
-            for id in synced { try store.setMailboxUnsettled(id: id, from: readsJournal ? next.position : nil) }
-            for id in caught.settled where !synced.contains(id) { try store.setMailboxUnsettled(id: id, from: nil) }
+            for id in pulled.synced { try store.setMailboxUnsettled(id: id, from: readsJournal ? next.position : nil) }
+            for id in pulled.caught.settled where !pulled.synced.contains(id) { try store.setMailboxUnsettled(id: id, from: nil) }
         }
         // The position never passes a mailbox still waiting to be confirmed.
         if let oldest = try store.mailboxes().compactMap(\.unsettledFrom).min(), oldest < next.position {
             next = (oldest, seen.filter { $0 > oldest }.sorted())
         }
         try store.setJournalPosition(next.position, seen: next.seen)
-        summary.pending = try store.outboxCount()
-        if let pushFailure, stopsOnFailedPush { throw pushFailure }
-        return summary
     }
 
     /// Runs one phase of a pass and logs how long it took (`--debug`): where a slow run's time
