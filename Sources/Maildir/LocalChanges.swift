@@ -14,6 +14,10 @@ public struct LocalFile: Sendable, Equatable {
     public var file: String
     /// The flags in the name's `:2,` info.
     public var flags: MessageFlags
+
+    public init(unique: String, file: String, flags: MessageFlags) {
+        self.unique = unique; self.file = file; self.flags = flags
+    }
 }
 
 /// A file's bytes, for an upload.
@@ -29,6 +33,11 @@ public struct LocalContent: Sendable {
     /// Whether the file had the same size and mtime after it was read as before: false when
     /// someone wrote to it meanwhile, so `bytes` may be a mix of two states.
     public var unchangedWhileRead: Bool
+
+    public init(bytes: [UInt8], sha256: String, mtime: Int, ctime: Int, mtimeNanoseconds: Int, unchangedWhileRead: Bool) {
+        self.bytes = bytes; self.sha256 = sha256; self.mtime = mtime; self.ctime = ctime
+        self.mtimeNanoseconds = mtimeNanoseconds; self.unchangedWhileRead = unchangedWhileRead
+    }
 }
 
 /// Reading folders for local changes (what the user's mail programs did). Deciding what a

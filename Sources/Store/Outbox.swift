@@ -73,6 +73,12 @@ public struct FileRow: Sendable, Equatable {
     public var messageId: String?
     /// The server's size of the message.
     public var size: Int
+
+    public init(mailboxId: String, uid: Int, uniq: String, file: String?, flags: MessageFlags, baseFlags: MessageFlags,
+                sha256: String? = nil, messageId: String? = nil, size: Int = 0) {
+        self.mailboxId = mailboxId; self.uid = uid; self.uniq = uniq; self.file = file; self.flags = flags
+        self.baseFlags = baseFlags; self.sha256 = sha256; self.messageId = messageId; self.size = size
+    }
 }
 
 // MARK: - Outbox
@@ -225,15 +231,16 @@ extension Store {
         return out
     }
 
-    /// The files of messages outside `mailboxId` with this Message-ID (compared without angle
-    /// brackets and surrounding space).
-    public func files(messageId: String, notIn mailboxId: String) throws -> [String] {
+    /// The messages outside `mailboxId` that have a file and this Message-ID (compared without
+    /// angle brackets and surrounding space).
+    public func fileRows(messageId: String, notIn mailboxId: String) throws -> [FileRow] {
         let s = try db.prepare("""
-            SELECT file FROM messages WHERE file IS NOT NULL AND mailbox_id != ? AND TRIM(message_id, '<> ') = ?
+            SELECT \(Store.fileRowColumns) FROM messages
+            WHERE file IS NOT NULL AND mailbox_id != ? AND TRIM(message_id, '<> ') = ?
             """)
         try s.bind([.text(mailboxId), .text(messageId)])
-        var out: [String] = []
-        while try s.step() { if let f = s.text(0) { out.append(f) } }
+        var out: [FileRow] = []
+        while try s.step() { out.append(fileRow(s)) }
         return out
     }
 

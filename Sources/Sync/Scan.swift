@@ -67,11 +67,6 @@ struct LocalScan {
         var readAgain: Set<String> = []
     }
 
-    private struct Candidate {
-        var file: LocalFile
-        var mailboxId: String
-    }
-
     /// Which folders the daemon's inotify watch (`LocalWatch`) says to read: `changed` ones
     /// whatever their mtimes, none of the `unchanged` ones (watched, and nothing but wdsync's own
     /// writes happened there), the rest by their mtimes.
@@ -84,218 +79,89 @@ struct LocalScan {
     /// with sub-second timestamps (the kernel's coarse clock ticks every 1–10 ms).
     static let tickNanoseconds = 20_000_000
 
-    /// Scans the folders that changed (every folder with `force`; see `Scope`).
+    /// Scans the folders that changed (every folder with `force`; see `Scope`): reads them
+    /// (`snapshot`), decides what the user did (`ScanDiff`, which writes nothing) and queues it
+    /// (`apply`), in one transaction.
+    func run(force: Bool = false, scope: Scope? = nil, quietSince: Int? = nil) throws -> Result {
+        var result = Result()
+        let started = Int(Date().timeIntervalSince1970 * 1e9)
+        try store.transaction {
+            let snapshot = try self.snapshot(force: force, scope: scope, quietSince: quietSince, started: started)
+            // Before the rows are read: a message whose file is forgotten is no longer found
+            // by its unique part (an interrupted export's file, which the adoption takes).
+            for (mailbox, folder) in snapshot.missing { try restore(mailbox, folder: folder) }
+            var rows: [String: [FileRow]] = [:]
+            for folder in snapshot.read {
+                rows[folder.mailbox.id] = try store.fileRows(mailboxId: folder.mailbox.id) + store.fileRows(movingTo: folder.mailbox.id)
+            }
+            let highestUid = Dictionary(try store.mailboxes().map { ($0.id, $0.highestUid) }, uniquingKeysWith: { a, _ in a })
+            let diff = ScanDiff(snapshot: snapshot, rows: rows, outbox: try store.outbox(), highestUid: highestUid)
+            let changes = try diff.changes(Lookup(store: store, maildir: maildir))
+            try apply(changes)
+            result = changes.result
+        }
+        for file in result.tooLarge {
+            log.log(.warning, "\(file) is larger than the server accepts (\(Self.uploadLimit / 1024 / 1024) MiB); not uploaded")
+        }
+        return result
+    }
+
+    /// Which folders to read, and what is in them.
     ///
     /// `quietSince` (ns, taken before the watch was drained): the folders in `scope.unchanged`
     /// had no change but wdsync's own until then, so their current mtimes are recorded without
     /// reading them — when those are at least a tick older than `quietSince`, so that a later
     /// change must move them, and have nanoseconds (a file system with whole-second
     /// timestamps is left to the settle rule).
-    func run(force: Bool = false, scope: Scope? = nil, quietSince: Int? = nil) throws -> Result {
-        var result = Result()
-        let started = Int(Date().timeIntervalSince1970 * 1e9)
-        try store.transaction {
-            var scanned: [(MailboxRecord, (cur: Int, new: Int))] = []
-            var unsettled = Set<String>()        // mailboxes whose scan must be repeated
-            var vanished: [String: FileRow] = [:] // unique → row whose file is gone from its folder
-            var unknown: [Candidate] = []
-            var present = Set<String>()           // unique parts in the scanned folders
-            var scannedPrefixes: [String] = []
-            var pendingOf: [String: OutboxEntry]?   // "mailbox uid" → pending mutation, read once
-            var verified: [(MailboxRecord, (cur: Int, new: Int))] = []
-
-            for mailbox in try store.mailboxes() {
-                guard let folder = mailbox.folder else { continue }
-                if let scope, scope.unchanged.contains(folder) {
-                    if let quietSince, let times = maildir.folderTimes(folder), times.cur != mailbox.scannedCur || times.new != mailbox.scannedNew,
-                       [times.cur, times.new].allSatisfy({ $0 < quietSince - Self.tickNanoseconds && $0 % 1_000_000_000 != 0 }) {
-                        verified.append((mailbox, times))
-                    }
-                    continue
+    func snapshot(force: Bool, scope: Scope?, quietSince: Int?, started: Int) throws -> ScanSnapshot {
+        var snapshot = ScanSnapshot(started: started)
+        for mailbox in try store.mailboxes() {
+            guard let folder = mailbox.folder else { continue }
+            if let scope, scope.unchanged.contains(folder) {
+                if let quietSince, let times = maildir.folderTimes(folder), times.cur != mailbox.scannedCur || times.new != mailbox.scannedNew,
+                   [times.cur, times.new].allSatisfy({ $0 < quietSince - Self.tickNanoseconds && $0 % 1_000_000_000 != 0 }) {
+                    snapshot.unread.append((mailbox.id, FolderTimes(cur: times.cur, new: times.new)))
                 }
-                guard let times = maildir.folderTimes(folder) else {
-                    try restore(mailbox, folder: folder)
-                    continue
-                }
-                let forced = force || scope?.changed.contains(folder) == true
-                if !forced && times.cur == mailbox.scannedCur && times.new == mailbox.scannedNew { continue }
-                guard let files = try maildir.listFolder(folder) else { continue }
-                result.scanned += 1
-                var byUnique = Dictionary(files.map { ($0.unique, $0) }, uniquingKeysWith: { a, _ in a })
-                for f in files { present.insert(f.unique) }
-                let prefix = folder.isEmpty ? "" : folder + "/"
-                scannedPrefixes.append(prefix)
-                let rows = try store.fileRows(mailboxId: mailbox.id) + store.fileRows(movingTo: mailbox.id)
-                if pendingOf == nil {
-                    // Only a row's own step below changes its entry, so one read serves the loop.
-                    pendingOf = Dictionary(try store.outbox().compactMap { e in e.uid.map { ("\(e.mailboxId) \($0)", e) } },
-                                           uniquingKeysWith: { a, _ in a })
-                }
-                for row in rows {
-                    guard let file = row.file, file.hasPrefix(prefix + "cur/") || file.hasPrefix(prefix + "new/") else { continue }
-                    let pending = pendingOf?["\(row.mailboxId) \(row.uid)"]
-                    if pending?.sent == true {
-                        // Its request's answer is unknown: the push settles it first.
-                        byUnique[row.uniq] = nil
-                        unsettled.insert(mailbox.id)
-                        continue
-                    }
-                    if let local = byUnique.removeValue(forKey: row.uniq) {
-                        if local.file != file {
-                            try changed(row, to: local, in: mailbox.id, pending: pending)
-                            result.flagChanges += 1
-                        } else if pending?.kind == .delete {
-                            // The file came back under the same name: nothing to delete.
-                            try requeueFlags(row.mailboxId, row.uid, flags: row.flags, base: row.baseFlags, pending: pending)
-                        }
-                    } else {
-                        vanished[row.uniq] = row
-                    }
-                }
-                for local in byUnique.values { unknown.append(Candidate(file: local, mailboxId: mailbox.id)) }
-                scanned.append((mailbox, times))
+                continue
             }
+            guard let times = maildir.folderTimes(folder) else {
+                snapshot.missing.append((mailbox, folder))
+                continue
+            }
+            let forced = force || scope?.changed.contains(folder) == true
+            if !forced && times.cur == mailbox.scannedCur && times.new == mailbox.scannedNew { continue }
+            guard let files = try maildir.listFolder(folder) else { continue }
+            snapshot.read.append(.init(mailbox: mailbox, folder: folder, times: FolderTimes(cur: times.cur, new: times.new),
+                                       files: files))
+        }
+        return snapshot
+    }
 
-            // Files no row of their folder knows.
-            var fresh: [Candidate] = []
-            for candidate in unknown {
-                let unique = candidate.file.unique
-                if let row = vanished.removeValue(forKey: unique) {
-                    try relocate(row, to: candidate)
-                    result.moves += 1
-                } else if let row = try store.fileRow(uniq: unique) {
-                    guard let file = row.file else { continue }   // written by an interrupted export; it adopts it
-                    if maildir.fileSize(file) != nil {
-                        log.log(.warning, "\(candidate.file.file) has the same Maildir name as \(file); not uploaded (a copy must have a name of its own)")
-                    } else if try store.outboxEntry(mailboxId: row.mailboxId, uid: row.uid)?.sent != true {
-                        try relocate(row, to: candidate)
-                        result.moves += 1
-                    }
-                } else if try store.isOrphan(uniq: unique) {
-                    continue
-                } else if let upload = try store.outboxEntry(uniq: unique), upload.kind == .upload {
-                    if upload.sent {
-                        unsettled.insert(candidate.mailboxId)
-                    } else if upload.file != candidate.file.file || upload.mailboxId != candidate.mailboxId {
-                        try store.updateUpload(id: upload.id, mailboxId: candidate.mailboxId, file: candidate.file.file,
-                                               flags: candidate.file.flags,
-                                               afterUid: try highestUid(candidate.mailboxId))
-                    }
+    /// Queues what the diff decided (in the scan's transaction).
+    func apply(_ changes: ScanChanges) throws {
+        for change in changes.messages {
+            switch change {
+            case .relinked(let r):
+                try store.setLocalFile(mailboxId: r.mailboxId, uid: r.uid, file: r.file.file, uniq: r.file.unique,
+                                       flags: r.flags, sha256: r.sha256)
+                if let target = r.moveTo {
+                    try store.queue(.move, mailboxId: r.mailboxId, uid: r.uid, target: target, file: r.file.file, uniq: r.file.unique)
                 } else {
-                    fresh.append(candidate)
+                    try requeueFlags(r.mailboxId, r.uid, flags: r.flags, base: r.base)
                 }
+            case .undeleted(let mailboxId, let uid, let flags, let base):
+                try requeueFlags(mailboxId, uid, flags: flags, base: base)
+            case .deleted(let mailboxId, let uid):
+                try store.queue(.delete, mailboxId: mailboxId, uid: uid)
             }
-
-            // Uploads not sent yet whose file was removed before they went out.
-            for entry in try store.outbox() where entry.kind == .upload && !entry.sent {
-                guard let file = entry.file, let unique = entry.uniq,
-                      scannedPrefixes.contains(where: { Self.isFile(file, in: $0) }), !present.contains(unique) else { continue }
-                try store.removeOutbox(id: entry.id)
-            }
-
-            // A file with wdsync's own name is never uploaded: it is the message whose mailbox and
-            // uid it carries when that one's file vanished (renamed by hand, another host part),
-            // and otherwise a copy of mail that is on the server or was there (a file restored
-            // from a backup, a copy from another Maildir), which is left alone.
-            if !fresh.isEmpty {
-                var rest: [Candidate] = []
-                for candidate in fresh {
-                    guard let key = Mirror.carriedKey(candidate.file.unique) else {
-                        rest.append(candidate)
-                        continue
-                    }
-                    if let row = try store.fileRow(mailboxId: key.mailboxId, uid: key.uid), vanished[row.uniq] != nil {
-                        vanished[row.uniq] = nil
-                        try relocate(row, to: candidate)
-                        result.moves += 1
-                    } else {
-                        log.log(.warning, "\(candidate.file.file) has the name of a file wdsync writes but is not the file of the message it names (restored from a backup?); not uploaded (a copy under a name of your own is)")
-                    }
-                }
-                fresh = rest
-            }
-
-            // mutt's save: a copy under a new name, then an unlink of the original.
-            if !vanished.isEmpty && !fresh.isEmpty {
-                var bySha: [String: [FileRow]] = [:]
-                for row in vanished.values { if let sha = row.sha256 { bySha[sha, default: []].append(row) } }
-                var rest: [Candidate] = []
-                for candidate in fresh {
-                    guard !bySha.isEmpty, let info = maildir.fileSize(candidate.file.file), info.regular,
-                          let hash = try? Maildir.sha256(file: maildir.absolutePath(candidate.file.file)),
-                          var rows = bySha[hash.hex], let row = rows.popLast() else {
-                        rest.append(candidate)
-                        continue
-                    }
-                    bySha[hash.hex] = rows.isEmpty ? nil : rows
-                    vanished[row.uniq] = nil
-                    try relocate(row, to: candidate)
-                    result.moves += 1
-                }
-                fresh = rest
-            }
-
-            // A save that rewrote the bytes (mutt writes LF line endings and its own status
-            // headers): a new file in another folder with the Message-ID of a message that
-            // vanished in this scan, and about its size, is that message moved.
-            if !vanished.isEmpty && !fresh.isEmpty {
-                var byId: [String: [FileRow]] = [:]
-                for row in vanished.values {
-                    if let id = MessageHeaders.normalized(row.messageId) { byId[id, default: []].append(row) }
-                }
-                var rest: [Candidate] = []
-                for candidate in fresh {
-                    guard !byId.isEmpty, let info = maildir.fileSize(candidate.file.file), info.regular, info.size <= Self.uploadLimit,
-                          let content = try? maildir.readFile(candidate.file.file, limit: Self.uploadLimit),
-                          let id = MessageHeaders.normalized(MessageHeaders(content.bytes).messageId),
-                          let index = byId[id]?.firstIndex(where: { row in
-                              row.mailboxId != candidate.mailboxId && vanished[row.uniq] != nil
-                                  && Double(info.size) >= 0.8 * Double(row.size) - 1024
-                                  && Double(info.size) <= 1.05 * Double(row.size) + 1024
-                          }), let row = byId[id]?[index] else {
-                        rest.append(candidate)
-                        continue
-                    }
-                    byId[id]?.remove(at: index)
-                    vanished[row.uniq] = nil
-                    try relocate(row, to: candidate, sha256: content.sha256)
-                    result.moves += 1
-                }
-                fresh = rest
-            }
-
-            for row in vanished.values {
-                try store.queue(.delete, mailboxId: row.mailboxId, uid: row.uid)
-                result.deletes += 1
-            }
-
-            for candidate in fresh {
-                switch try queueUpload(candidate, scannedPrefixes: scannedPrefixes) {
-                case .queued: result.uploads += 1
-                case .tooLarge: result.tooLarge.append(candidate.file.file)
-                case .held:
-                    unsettled.insert(candidate.mailboxId)
-                case .unstable:
-                    unsettled.insert(candidate.mailboxId)
-                    result.unstable += 1
-                case .skipped: break
-                }
-            }
-
-            for (mailbox, times) in scanned {
-                if unsettled.contains(mailbox.id) {
-                    if let folder = mailbox.folder { result.readAgain.insert(folder) }
-                    continue
-                }
-                if times.cur > started - Self.settleNanoseconds || times.new > started - Self.settleNanoseconds { continue }
-                try store.setScanned(mailboxId: mailbox.id, cur: times.cur, new: times.new)
-            }
-            for (mailbox, times) in verified { try store.setScanned(mailboxId: mailbox.id, cur: times.cur, new: times.new) }
         }
-        for file in result.tooLarge {
-            log.log(.warning, "\(file) is larger than the server accepts (\(Self.uploadLimit / 1024 / 1024) MiB); not uploaded")
+        for move in changes.uploadMoves {
+            try store.updateUpload(id: move.id, mailboxId: move.mailboxId, file: move.file, flags: move.flags, afterUid: move.afterUid)
         }
-        return result
+        for id in changes.droppedUploads { try store.removeOutbox(id: id) }
+        for upload in changes.uploads { try store.queueUpload(upload) }
+        for (mailboxId, times) in changes.scanned { try store.setScanned(mailboxId: mailboxId, cur: times.cur, new: times.new) }
+        for note in changes.notes { log.log(note.level, note.text) }
     }
 
     static func isFile(_ file: String, in prefix: String) -> Bool {
@@ -304,45 +170,12 @@ struct LocalScan {
         return (rest.hasPrefix("cur/") || rest.hasPrefix("new/")) && !rest.dropFirst(4).contains("/")
     }
 
-    /// The flags a row gets from its file's new name: the flags changed on disk (against the
-    /// name the file had) over the row's flags, which may hold a server change not yet exported.
-    private func localFlags(_ row: FileRow, _ local: LocalFile) -> MessageFlags {
-        let before = MessageFlags(fileName: row.file ?? "")
-        return row.flags.taking(before.symmetricDifference(local.flags), from: local.flags)
-    }
-
-    /// The file was renamed in its folder.
-    private func changed(_ row: FileRow, to local: LocalFile, in mailboxId: String, pending: OutboxEntry?) throws {
-        let flags = localFlags(row, local)
-        try store.setLocalFile(mailboxId: row.mailboxId, uid: row.uid, file: local.file, uniq: local.unique, flags: flags)
-        if pending?.kind == .move {
-            try store.queue(.move, mailboxId: row.mailboxId, uid: row.uid, target: mailboxId, file: local.file, uniq: local.unique)
-        } else {
-            try requeueFlags(row.mailboxId, row.uid, flags: flags, base: row.baseFlags, pending: pending)
-        }
-    }
-
-    /// The message's file is now `candidate` (in another folder, or a copy with the same bytes).
-    private func relocate(_ row: FileRow, to candidate: Candidate, sha256: String? = nil) throws {
-        let flags = localFlags(row, candidate.file)
-        try store.setLocalFile(mailboxId: row.mailboxId, uid: row.uid, file: candidate.file.file,
-                               uniq: candidate.file.unique, flags: flags, sha256: sha256)
-        if candidate.mailboxId == row.mailboxId {
-            // Back in its own folder: no move after all.
-            try requeueFlags(row.mailboxId, row.uid, flags: flags, base: row.baseFlags,
-                             pending: try store.outboxEntry(mailboxId: row.mailboxId, uid: row.uid))
-        } else {
-            try store.queue(.move, mailboxId: row.mailboxId, uid: row.uid, target: candidate.mailboxId,
-                            file: candidate.file.file, uniq: candidate.file.unique)
-        }
-    }
-
-    /// Queues a flag push when S, F or T differ from the server's, and drops the pending entry otherwise.
-    private func requeueFlags(_ mailboxId: String, _ uid: Int, flags: MessageFlags, base: MessageFlags,
-                              pending: OutboxEntry?) throws {
+    /// Queues a flag push when S, F or T differ from the server's, and drops the message's
+    /// pending entry otherwise.
+    private func requeueFlags(_ mailboxId: String, _ uid: Int, flags: MessageFlags, base: MessageFlags) throws {
         if !flags.pushableChanges(from: base).isEmpty {
             try store.queue(.flags, mailboxId: mailboxId, uid: uid)
-        } else if let pending {
+        } else if let pending = try store.outboxEntry(mailboxId: mailboxId, uid: uid) {
             try store.removeOutbox(id: pending.id)
         }
     }
@@ -353,44 +186,19 @@ struct LocalScan {
         log.log(.warning, "the folder \(folder.isEmpty ? maildir.root : folder) has no cur/ or new/; nothing is deleted on the server and its messages are downloaded again")
     }
 
-    private func highestUid(_ mailboxId: String) throws -> Int? {
-        try store.mailboxes().first { $0.id == mailboxId }?.highestUid
-    }
-
-    private enum UploadDecision { case queued, tooLarge, held, unstable, skipped }
-
-    /// Records the intent to upload a new file: what it is and how to find it on the server again.
-    /// Held back (see `saveGrace`) while another folder's message with the same Message-ID still
-    /// has its file — or lost it in a folder this scan did not read, so the next scan, which
-    /// reads both, pairs the two as a move (what vanished in a folder read now is deleted now).
-    private func queueUpload(_ candidate: Candidate, scannedPrefixes: [String]) throws -> UploadDecision {
-        let file = candidate.file.file
-        guard let info = maildir.fileSize(file), info.regular else { return .skipped }
-        if info.size > Self.uploadLimit { return .tooLarge }
-        if info.size == 0 { return .skipped }    // nothing the server would take
-        let content: LocalContent
-        do { content = try maildir.readFile(file, limit: Self.uploadLimit) } catch {
-            log.log(.warning, "cannot read \(file) for upload: \(error)")
-            return .skipped
+    /// What the diff looks up, from the cache and the Maildir.
+    struct Lookup: ScanLookup {
+        let store: Store
+        let maildir: Maildir
+        func row(uniq: String) throws -> FileRow? { try store.fileRow(uniq: uniq) }
+        func isOrphan(uniq: String) throws -> Bool { try store.isOrphan(uniq: uniq) }
+        func rows(messageId: String, notIn mailboxId: String) throws -> [FileRow] {
+            try store.fileRows(messageId: messageId, notIn: mailboxId)
         }
-        if Self.isBeingWritten(content) {
-            log.log(.verbose, "\(file) is still being written; it is uploaded once it has not changed for \(Self.quietSeconds) s")
-            return .unstable
-        }
-        let headers = MessageHeaders(content.bytes)
-        if let id = MessageHeaders.normalized(headers.messageId), Int(Date().timeIntervalSince1970) - content.ctime < Self.saveGrace,
-           let original = try store.files(messageId: id, notIn: candidate.mailboxId).first(where: { file in
-               maildir.fileSize(file) != nil || !scannedPrefixes.contains { Self.isFile(file, in: $0) }
-           }) {
-            log.log(.verbose, "\(file) is a copy of \(original), which is still there; not uploaded yet (a save becomes a move once the original goes)")
-            return .held
-        }
-        try store.queueUpload(OutboxEntry(
-            kind: .upload, mailboxId: candidate.mailboxId, file: file, uniq: candidate.file.unique,
-            sha256: content.sha256, size: content.bytes.count, messageId: headers.messageId, subject: headers.subject,
-            date: content.mtime, flags: candidate.file.flags,
-            afterUid: try highestUid(candidate.mailboxId)))
-        return .queued
+        func info(_ file: String) -> (size: Int, regular: Bool)? { maildir.fileSize(file) }
+        func sha256(_ file: String) -> String? { try? Maildir.sha256(file: maildir.absolutePath(file)).hex }
+        func content(_ file: String) throws -> LocalContent { try maildir.readFile(file, limit: LocalScan.uploadLimit) }
+        func now() -> Double { Date().timeIntervalSince1970 }
     }
 }
 
