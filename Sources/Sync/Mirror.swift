@@ -292,7 +292,7 @@ public final class Mirror {
             try phase("push") { try push() }
         } else if let watch, watch.complete {
             // A folder the export wrote to is recorded as scanned only once its mtimes are a
-            // tick old (see `LocalScan.run`): wait until the newest one is, so that this pass
+            // tick old (see `LocalScan.snapshot`): wait until the newest one is, so that this pass
             // records them (at most a tick: a folder whose mtime is ahead of the clock, on a
             // network file system, is left to the next pass).
             var quietSince = Int(Date().timeIntervalSince1970 * 1e9)

@@ -22,6 +22,9 @@ import Store
 /// folder without `cur/` or `new/` is never read as deletions: its messages are downloaded
 /// again. Files in `tmp/` and dot files are never looked at; files over the server's upload
 /// limit are reported and left alone.
+///
+/// Three steps: `snapshot` reads the folders, `ScanDiff` (ScanDiff.swift) decides from that and
+/// the cache's rows without writing, `apply` queues what it decided.
 struct LocalScan {
     let store: Store
     let maildir: Maildir
