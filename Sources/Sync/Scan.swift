@@ -123,7 +123,7 @@ struct LocalScan {
             if let scope, scope.unchanged.contains(folder) {
                 if let quietSince, let times = maildir.folderTimes(folder), times.cur != mailbox.scannedCur || times.new != mailbox.scannedNew,
                    [times.cur, times.new].allSatisfy({ $0 < quietSince - Self.tickNanoseconds && $0 % 1_000_000_000 != 0 }) {
-                    snapshot.unread.append((mailbox.id, FolderTimes(cur: times.cur, new: times.new)))
+                    snapshot.unread.append(ScannedFolder(mailboxId: mailbox.id, times: FolderTimes(cur: times.cur, new: times.new)))
                 }
                 continue
             }
@@ -163,7 +163,9 @@ struct LocalScan {
         }
         for id in changes.droppedUploads { try store.removeOutbox(id: id) }
         for upload in changes.uploads { try store.queueUpload(upload) }
-        for (mailboxId, times) in changes.scanned { try store.setScanned(mailboxId: mailboxId, cur: times.cur, new: times.new) }
+        for folder in changes.scanned {
+            try store.setScanned(mailboxId: folder.mailboxId, cur: folder.times.cur, new: folder.times.new)
+        }
         for note in changes.notes { log.log(note.level, note.text) }
     }
 

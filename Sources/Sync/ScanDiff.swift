@@ -7,8 +7,14 @@ struct FolderTimes: Sendable, Equatable {
     var new: Int
 }
 
+/// A mailbox whose folder is recorded as scanned, with the mtimes it had.
+struct ScannedFolder: Sendable, Equatable {
+    var mailboxId: String
+    var times: FolderTimes
+}
+
 /// What the scan read of the Maildir (`LocalScan.snapshot`): the disk's side of the diff.
-struct ScanSnapshot: Sendable, Equatable {
+struct ScanSnapshot: Sendable {
     /// A folder that was read: its mailbox, its mtimes and its message files.
     struct Folder: Sendable, Equatable {
         var mailbox: MailboxRecord
@@ -21,17 +27,10 @@ struct ScanSnapshot: Sendable, Equatable {
     /// Folders without `cur/` or `new/`: never read as deletions (`LocalScan.restore`).
     var missing: [(mailbox: MailboxRecord, folder: String)] = []
     /// Folders the watch saw nothing but wdsync's own writes in: recorded as scanned unread.
-    var unread: [(mailboxId: String, times: FolderTimes)] = []
+    var unread: [ScannedFolder] = []
     /// When the scan started (ns): an mtime closer to it than `LocalScan.settleNanoseconds` is
     /// not recorded.
     var started = 0
-
-    static func == (a: ScanSnapshot, b: ScanSnapshot) -> Bool {
-        a.read == b.read && a.started == b.started
-            && a.missing.map { [$0.mailbox.id, $0.folder] } == b.missing.map { [$0.mailbox.id, $0.folder] }
-            && a.unread.map { "\($0.mailboxId) \($0.times.cur) \($0.times.new)" }
-                == b.unread.map { "\($0.mailboxId) \($0.times.cur) \($0.times.new)" }
-    }
 }
 
 /// What the diff may look up beyond its snapshot and rows, all of it read-only: the rest of the
@@ -95,17 +94,9 @@ struct ScanChanges: Sendable, Equatable {
     var uploadMoves: [UploadMove] = []
     /// Queued uploads not sent yet whose file was removed before they went out.
     var droppedUploads: [Int] = []
-    /// Mailboxes whose folder is recorded as scanned, with the mtimes it had.
-    var scanned: [(mailboxId: String, times: FolderTimes)] = []
+    var scanned: [ScannedFolder] = []
     var notes: [Note] = []
     var result = LocalScan.Result()
-
-    static func == (a: ScanChanges, b: ScanChanges) -> Bool {
-        a.messages == b.messages && a.uploads == b.uploads && a.uploadMoves == b.uploadMoves
-            && a.droppedUploads == b.droppedUploads && a.notes == b.notes && a.result == b.result
-            && a.scanned.map { "\($0.mailboxId) \($0.times.cur) \($0.times.new)" }
-                == b.scanned.map { "\($0.mailboxId) \($0.times.cur) \($0.times.new)" }
-    }
 }
 
 /// The scan's decisions: a snapshot of the folders against the cache's rows for them, without
@@ -416,7 +407,7 @@ extension ScanDiff {
             }
             let settled = snapshot.started - LocalScan.settleNanoseconds
             if folder.times.cur > settled || folder.times.new > settled { continue }
-            changes.scanned.append((folder.mailbox.id, folder.times))
+            changes.scanned.append(ScannedFolder(mailboxId: folder.mailbox.id, times: folder.times))
         }
         changes.scanned += snapshot.unread
     }

@@ -246,7 +246,7 @@ import Store
         var recent = Self.quietTimes
         recent.new = Int(Self.now * 1e9) - 1000
         let snapshot = ScanSnapshot(read: [.init(mailbox: Self.inbox, folder: "INBOX", times: recent, files: [])],
-                                    unread: [(Self.archive.id, Self.quietTimes)], started: Int(Self.now * 1e9))
+                                    unread: [ScannedFolder(mailboxId: Self.archive.id, times: Self.quietTimes)], started: Int(Self.now * 1e9))
         let changes = try ScanDiff(snapshot: snapshot, rows: [:], outbox: [], highestUid: [:]).changes(Lookup())
         #expect(changes.scanned.map(\.mailboxId) == [Self.archive.id])
     }
