@@ -256,13 +256,15 @@ struct ScanDiff {
     /// and otherwise a copy of mail that is on the server or was there (a file restored
     /// from a backup, a copy from another Maildir), which is left alone.
     private mutating func matchCarriedKeys(_ fresh: [Candidate]) -> [Candidate] {
+        let vanishedByKey = Dictionary(vanished.values.map { (Key(mailboxId: $0.mailboxId, uid: $0.uid), $0.uniq) },
+                                       uniquingKeysWith: { a, _ in a })
         var rest: [Candidate] = []
         for candidate in fresh {
             guard let key = Mirror.carriedKey(candidate.file.unique) else {
                 rest.append(candidate)
                 continue
             }
-            if let row = vanished.values.first(where: { $0.mailboxId == key.mailboxId && $0.uid == key.uid }) {
+            if let uniq = vanishedByKey[Key(mailboxId: key.mailboxId, uid: key.uid)], let row = vanished[uniq] {
                 vanished[row.uniq] = nil
                 relocate(row, to: candidate)
             } else {
