@@ -147,4 +147,13 @@ public protocol SyncLog: Sendable {
 public enum LogLevel: Int, Sendable, Comparable {
     case error, warning, info, verbose, debug
     public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+
+    /// The level of an update stream's line (WildDuck module).
+    init(_ level: StreamLogLevel) {
+        switch level {
+        case .warning: self = .warning
+        case .verbose: self = .verbose
+        case .debug: self = .debug
+        }
+    }
 }

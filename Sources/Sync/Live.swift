@@ -3,7 +3,6 @@ import Glibc
 #endif
 import Foundation
 import Failures
-import Net
 import Store
 import Lock
 import WildDuck
@@ -173,15 +172,29 @@ final class Inbox: Sendable {
     }
 }
 
-/// A running source of events; `stop` ends it and returns quickly.
-protocol EventSource: AnyObject, Sendable {
+/// A running source of events (the WildDuck module's update streams), with the transport it is.
+protocol EventSource: UpdateStream {
     var transport: Transport { get }
-    func stop()
-    /// Follow these mailboxes too. The WebSocket subscribes to the new ones and has each listed
-    /// (a `mailboxDirty` event) once its subscription is settled; it returns true when it will.
-    /// False (no connection, or a source that needs no subscription): list them now.
-    @discardableResult
-    func follow(mailboxes: [String]) -> Bool
+}
+
+extension WebSocketUpdateStream: EventSource {
+    var transport: Transport { .webSocket }
+}
+
+extension SSEUpdateStream: EventSource {
+    var transport: Transport { .sse }
+}
+
+/// Where a source delivers: the inbox, its notes naming the source's transport.
+struct InboxSink: UpdateSink {
+    let inbox: Inbox
+    let transport: Transport
+
+    func push(_ events: [RemoteEvent], lastEventId: String?) { inbox.push(events, lastEventId: lastEventId) }
+    func connected() { inbox.note(.connected(transport)) }
+    func failed(reason: String, unavailable: Bool, auth: Bool) {
+        inbox.note(.failed(transport, reason: reason, unavailable: unavailable, auth: auth))
+    }
 }
 
 /// The live engine for one account: keeps the cache and Maildir current, switching between
@@ -317,14 +330,20 @@ public final class LiveSync: Sendable {
     func makeSource(_ transport: Transport, mirror: Mirror) throws -> EventSource? {
         switch transport {
         case .webSocket:
-            return WebSocketSource(session: mirror.session, server: config.server, options: options, config: config,
-                                   mailboxes: try mirror.store.mailboxes().map(\.id), inbox: inbox, log: log)
+            let wsOptions = WebSocketStreamOptions(compression: options.compression, pingInterval: options.pingInterval,
+                                                   pongTimeout: options.pongTimeout, replyTimeout: options.replyTimeout,
+                                                   caFile: config.caFile, insecure: config.insecure)
+            return WebSocketUpdateStream(session: mirror.session, server: config.server, options: wsOptions,
+                                         mailboxes: try mirror.store.mailboxes().map(\.id),
+                                         sink: InboxSink(inbox: inbox, transport: .webSocket),
+                                         log: { [log] level, message in log.log(LogLevel(level), message) })
         case .sse:
             // Not the cache's journal position: that may lie up to a second ahead (a pass that
             // read nothing puts it at the second after its start), and a stream resumed there
             // would skip live changes made before it. Without an id the stream sends no backlog;
             // the reconcile after every connection covers what came before.
-            return SSESource(session: mirror.session, lastEventId: sseResumeId.withLock { $0 }, inbox: inbox, log: log)
+            return SSEUpdateStream(session: mirror.session, lastEventId: sseResumeId.withLock { $0 },
+                                   sink: InboxSink(inbox: inbox, transport: .sse))
         case .polling:
             return nil
         }

@@ -3,7 +3,6 @@ import Glibc
 #endif
 import Foundation
 import Maildir
-import Net
 import Store
 import WildDuck
 
@@ -153,7 +152,7 @@ public final class Mirror {
         self.config = config
         self.mode = mode
         self.log = log
-        guard let endpoint = HTTPEndpoint(url: config.server) else {
+        guard let server = ServerURL(config.server) else {
             throw SyncError.config("--server \(config.server) is not an http:// or https:// URL")
         }
         let root = URL(fileURLWithPath: config.maildir).standardizedFileURL.path
@@ -169,9 +168,8 @@ public final class Mirror {
         if !config.dryRun { try Mirror.makeDirectory(root) }
         maildir = Maildir(root: root, layout: config.layout)
         let password = config.password
-        session = Session(endpoint: endpoint, username: config.username, password: { try password.read() },
-                          connector: Connectors.make(caFile: config.caFile, insecure: config.insecure),
-                          retry: config.retry)
+        session = Session(server: server, username: config.username, password: { try password.read() },
+                          caFile: config.caFile, insecure: config.insecure, retry: config.retry)
         session.retryLog = { [log, level = config.retriesVisible ? LogLevel.info : .verbose] message in log.log(level, message) }
         client = WildDuckClient(session: session)
         client.onSkipped = { [log] in log.log(.warning, $0) }

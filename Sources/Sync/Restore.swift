@@ -4,7 +4,6 @@ import Glibc
 import Foundation
 import Lock
 import Maildir
-import Net
 import Store
 import WildDuck
 
@@ -96,7 +95,7 @@ public final class Restore {
     public init(config: AccountConfig, log: SyncLog) throws {
         self.config = config
         self.log = log
-        guard let endpoint = HTTPEndpoint(url: config.server) else {
+        guard let server = ServerURL(config.server) else {
             throw SyncError.config("--server \(config.server) is not an http:// or https:// URL")
         }
         let root = URL(fileURLWithPath: config.maildir).standardizedFileURL.path
@@ -106,9 +105,8 @@ public final class Restore {
         }
         maildir = Maildir(root: root, layout: config.layout)
         let password = config.password
-        session = Session(endpoint: endpoint, username: config.username, password: { try password.read() },
-                          connector: Connectors.make(caFile: config.caFile, insecure: config.insecure),
-                          retry: config.retry)
+        session = Session(server: server, username: config.username, password: { try password.read() },
+                          caFile: config.caFile, insecure: config.insecure, retry: config.retry)
         session.retryLog = { [log, level = config.retriesVisible ? LogLevel.info : .verbose] message in log.log(level, message) }
         journal = RestoreJournal(path: RestoreJournal.path(username: config.username, server: config.server))
     }
@@ -764,7 +762,7 @@ struct RestoreJournal: Sendable {
         let environment = ProcessInfo.processInfo.environment
         let home = environment["HOME"] ?? NSHomeDirectory()
         let state = environment["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? home + "/.local/state"
-        let host = HTTPEndpoint(url: server).map { "\($0.host)_\($0.port)" } ?? "server"
+        let host = ServerURL(server).map { "\($0.host)_\($0.port)" } ?? "server"
         let name = String("\(username)@\(host)".map { $0.isLetter || $0.isNumber || "@._-".contains($0) ? $0 : "_" })
         return state + "/wdsync/restore-" + name + ".journal"
     }

@@ -5,7 +5,6 @@ import Config
 import Foundation
 import Failures
 import Maildir
-import Net
 import Lock
 import Store
 import Sync
@@ -36,7 +35,7 @@ struct StderrLog: SyncLog {
 /// Once per run and account: what makes the connection unsafe.
 func warnAboutTransport(_ account: AccountConfig, log: StderrLog) {
     if account.insecure { log.log(.warning, "--insecure: TLS certificates are not verified") }
-    if let endpoint = HTTPEndpoint(url: account.server), !endpoint.tls, !endpoint.isLoopback {
+    if let server = ServerURL(account.server), !server.tls, !server.isLoopback {
         log.log(.warning, "--server \(account.server) is plain http:// to another host: the password and the access token cross the network unencrypted; use https://")
     }
 }

@@ -2,63 +2,111 @@ import Foundation
 import Net
 import Lock
 import WebSocket
-import WildDuck
+
+/// Where an update stream delivers what it hears (the engine's inbox, in the Sync module).
+/// Called from the stream's own thread or task.
+public protocol UpdateSink: Sendable {
+    /// Events, with the id of the journal entry they came in (SSE), where a stream resumes.
+    func push(_ events: [RemoteEvent], lastEventId: String?)
+    /// The stream is up: the engine reconciles over REST now.
+    func connected()
+    /// The stream ended or failed. `unavailable`: the server has no such endpoint (try another
+    /// transport); `auth`: the token or password is no longer accepted.
+    func failed(reason: String, unavailable: Bool, auth: Bool)
+}
+
+/// How much a stream's log line matters (the engine maps it to its own levels).
+public enum StreamLogLevel: Sendable {
+    case warning, verbose, debug
+}
+
+/// A running stream of the server's updates; `stop` ends it and returns quickly.
+public protocol UpdateStream: AnyObject, Sendable {
+    func stop()
+    /// Follow these mailboxes too. The WebSocket subscribes to the new ones and has each listed
+    /// (a `mailboxDirty` event) once its subscription is settled; it returns true when it will.
+    /// False (no connection, or a stream that needs no subscription): list them now.
+    @discardableResult
+    func follow(mailboxes: [String]) -> Bool
+}
+
+/// The WebSocket stream's settings (the daemon's `LiveOptions` and the account's TLS settings).
+public struct WebSocketStreamOptions: Sendable {
+    /// Offer permessage-deflate.
+    public var compression: Bool
+    /// Seconds between our pings; a pong missing `pongTimeout` after one ends the connection.
+    public var pingInterval: Double
+    public var pongTimeout: Double
+    /// Seconds a subscription may wait for its reply.
+    public var replyTimeout: Double
+    public var caFile: String?
+    public var insecure: Bool
+
+    public init(compression: Bool, pingInterval: Double, pongTimeout: Double, replyTimeout: Double,
+                caFile: String?, insecure: Bool) {
+        self.compression = compression
+        self.pingInterval = pingInterval
+        self.pongTimeout = pongTimeout
+        self.replyTimeout = replyTimeout
+        self.caFile = caFile
+        self.insecure = insecure
+    }
+}
 
 /// `GET /users/:user/updates`: WildDuck's journal as Server-Sent Events, resumed with
 /// Last-Event-ID. Runs on its own thread. A stream that ends, breaks or stays silent for 120 s
 /// (the server writes `: idling` every 15 s, which also keeps its 30-minute inactivity timeout
 /// from firing; see docs/wildduck-api.md) is a reconnect for the engine.
-final class SSESource: EventSource {
-    let transport = Transport.sse
+public final class SSEUpdateStream: UpdateStream {
     private let handle = CloseHandle()
 
-    init(session: Session, lastEventId: String?, inbox: Inbox, log: SyncLog) {
+    public init(session: Session, lastEventId: String?, sink: UpdateSink) {
         let thread = Thread { [handle] in
-            let note: SourceNote
+            let failure: (reason: String, unavailable: Bool, auth: Bool)
             do {
                 let end = try JournalStream.run(session: session, lastEventId: lastEventId, handle: handle, timeout: 120,
-                                                onOpen: { inbox.note(.connected(.sse)) },
-                                                onEntry: { inbox.push($0.events, lastEventId: $0.id) })
+                                                onOpen: { sink.connected() },
+                                                onEntry: { sink.push($0.events, lastEventId: $0.id) })
                 switch end {
                 case .ended:
-                    note = .failed(.sse, reason: "the server ended the update stream", unavailable: false, auth: false)
+                    failure = ("the server ended the update stream", false, false)
                 case .refused(let status, let code):
-                    note = .failed(.sse, reason: "the update stream was refused (HTTP \(status)\(code.map { ", \($0)" } ?? ""))",
-                                   unavailable: status == 404 || status == 405, auth: code == "InvalidToken")
+                    failure = ("the update stream was refused (HTTP \(status)\(code.map { ", \($0)" } ?? ""))",
+                               status == 404 || status == 405, code == "InvalidToken")
                 }
             } catch {
-                note = .failed(.sse, reason: "update stream: \(error)", unavailable: false, auth: false)
+                failure = ("update stream: \(error)", false, false)
             }
-            if !handle.isClosed { inbox.note(note) }
-            _ = log
+            if !handle.isClosed { sink.failed(reason: failure.reason, unavailable: failure.unavailable, auth: failure.auth) }
         }
         thread.start()
     }
 
-    func stop() { handle.close() }
+    public func stop() { handle.close() }
 
-    func follow(mailboxes: [String]) -> Bool { false }
+    public func follow(mailboxes: [String]) -> Bool { false }
 }
 
 /// Lets another thread close a blocking stream (ByteStream.close is safe from any thread).
-final class CloseHandle: Sendable {
+public final class CloseHandle: Sendable {
     private let state = Mutex<(stream: ByteStream?, closed: Bool)>((nil, false))
+
+    public init() {}
 
     func set(_ stream: ByteStream) {
         state.withLock { if $0.closed { stream.close() } else { $0.stream = stream } }
     }
 
-    var isClosed: Bool { state.withLock { $0.closed } }
+    public var isClosed: Bool { state.withLock { $0.closed } }
 
-    func close() {
+    public func close() {
         state.withLock { $0.closed = true; $0.stream?.close() }
     }
 }
 
 /// The `/ws` endpoint: subscribes to every channel and every mailbox, answers liveness with its
 /// own pings, and maps updates to remote events.
-final class WebSocketSource: EventSource {
-    let transport = Transport.webSocket
+public final class WebSocketUpdateStream: UpdateStream {
     private struct State {
         var client: WebSocketClient?
         var stopped = false
@@ -74,20 +122,21 @@ final class WebSocketSource: EventSource {
     }
     private let state = Mutex(State())
     private let session: Session
-    private let inbox: Inbox
-    private let log: SyncLog
-    private let options: LiveOptions
+    private let sink: UpdateSink
+    private let log: @Sendable (StreamLogLevel, String) -> Void
+    private let options: WebSocketStreamOptions
     private let task = Mutex<Task<Void, Never>?>(nil)
 
-    init(session: Session, server: String, options: LiveOptions, config: AccountConfig, mailboxes: [String],
-         inbox: Inbox, log: SyncLog) {
+    /// Connects to `server`'s `/ws` and subscribes to `mailboxes` and every channel.
+    public init(session: Session, server: String, options: WebSocketStreamOptions, mailboxes: [String],
+                sink: UpdateSink, log: @escaping @Sendable (StreamLogLevel, String) -> Void) {
         self.session = session
-        self.inbox = inbox
+        self.sink = sink
         self.log = log
         self.options = options
-        let url = WebSocketSource.url(for: server)
+        let url = WebSocketUpdateStream.url(for: server)
         let wsOptions = WebSocketOptions(compression: options.compression, timeout: 10,
-                                         tls: WebSocketTLSOptions(caFile: config.caFile, insecure: config.insecure))
+                                         tls: WebSocketTLSOptions(caFile: options.caFile, insecure: options.insecure))
         let t = Task.detached { [self] in await self.run(url: url, options: wsOptions, mailboxes: mailboxes) }
         task.withLock { $0 = t }
     }
@@ -106,7 +155,7 @@ final class WebSocketSource: EventSource {
             defer { s.stopped = true }
             return !s.stopped
         }
-        if report { inbox.note(.failed(.webSocket, reason: reason, unavailable: unavailable, auth: auth)) }
+        if report { sink.failed(reason: reason, unavailable: unavailable, auth: auth) }
     }
 
     private func run(url: String, options wsOptions: WebSocketOptions, mailboxes: [String]) async {
@@ -130,7 +179,7 @@ final class WebSocketSource: EventSource {
         }
         let alreadyStopped = state.withLock { s -> Bool in s.client = client; return s.stopped }
         if alreadyStopped { await client.close(); return }
-        log.log(.debug, "WebSocket open (\(client.compression == nil ? "no compression" : "permessage-deflate"))")
+        log(.debug, "WebSocket open (\(client.compression == nil ? "no compression" : "permessage-deflate"))")
 
         // Subscribe, then list: the messages subscriptions go first, and the engine reconciles
         // over REST only once they and `mailboxes` are answered (see `announceIfReady`), so no
@@ -145,9 +194,9 @@ final class WebSocketSource: EventSource {
                 case .pong:
                     state.withLock { $0.lastPong = .now }
                 case .binary:
-                    log.log(.warning, "ignored a binary WebSocket message")
+                    log(.warning, "ignored a binary WebSocket message")
                 case .text(let text):
-                    log.log(.debug, "ws ← \(text.prefix(300))")
+                    log(.debug, "ws ← \(text.prefix(300))")
                     if handle(WSProtocol.decode(text), client: client) == false { await client.close(); return }
                 }
             }
@@ -174,9 +223,9 @@ final class WebSocketSource: EventSource {
             }
             if code >= 400 {
                 if channel == "messages" {
-                    log.log(.verbose, "the server refused a messages subscription (\(error ?? "error \(code)")); that mailbox follows mailbox-level updates and REST reconciliation")
+                    log(.verbose, "the server refused a messages subscription (\(error ?? "error \(code)")); that mailbox follows mailbox-level updates and REST reconciliation")
                 } else {
-                    log.log(.warning, "subscription to \(channel) failed: \(error ?? "error \(code)")")
+                    log(.warning, "subscription to \(channel) failed: \(error ?? "error \(code)")")
                 }
             }
             // Match the reply to what is pending: by channel and mailbox, else the oldest of the channel.
@@ -193,14 +242,14 @@ final class WebSocketSource: EventSource {
             announceIfReady()
             return true
         case .update(_, let events):
-            inbox.push(events)
+            sink.push(events, lastEventId: nil)
             return true
         case .disconnect(let reason):
             fail("the server ended the session (\(reason))", auth: reason == "token_expired")
             return false
         case .invalid(let why):
-            log.log(.warning, "ignored a WebSocket message that does not decode (\(why)); reconciling over REST")
-            inbox.push([.resync])
+            log(.warning, "ignored a WebSocket message that does not decode (\(why)); reconciling over REST")
+            sink.push([.resync], lastEventId: nil)
             return true
         }
     }
@@ -220,7 +269,7 @@ final class WebSocketSource: EventSource {
             return
         }
         let text = WSProtocol.subscribe(channel, userId: userId, token: token, mailboxId: mailbox)
-        log.log(.debug, "ws → \(WSProtocol.redacted(text))")
+        log(.debug, "ws → \(WSProtocol.redacted(text))")
         do { try await client.send(text: text) } catch {
             // The connection is going down; its reconnect reconciles everything anyway.
             state.withLock { _ = $0.pending.removeValue(forKey: key) }
@@ -239,7 +288,7 @@ final class WebSocketSource: EventSource {
                 return s.listOnReply.remove(mailbox)
             }
         }
-        if !mailboxes.isEmpty { inbox.push(mailboxes.map { .mailboxDirty($0) }) }
+        if !mailboxes.isEmpty { sink.push(mailboxes.map { .mailboxDirty($0) }, lastEventId: nil) }
     }
 
     /// The connection counts as up (and the engine reconciles over REST) once `mailboxes` and
@@ -251,7 +300,7 @@ final class WebSocketSource: EventSource {
             s.announced = true
             return true
         }
-        if announce { inbox.note(.connected(.webSocket)) }
+        if announce { sink.connected() }
     }
 
     /// Our own pings: a missing pong or a missing reply to the subscriptions means the
@@ -267,7 +316,7 @@ final class WebSocketSource: EventSource {
                 return keys
             }
             for key in late.sorted() {
-                log.log(.warning, "no reply to the subscription \(key) within \(Int(options.replyTimeout)) s; it follows REST reconciliation")
+                log(.warning, "no reply to the subscription \(key) within \(Int(options.replyTimeout)) s; it follows REST reconciliation")
             }
             listAfterSubscribing(late)
             announceIfReady()
@@ -289,7 +338,7 @@ final class WebSocketSource: EventSource {
         }
     }
 
-    func stop() {
+    public func stop() {
         let client = state.withLock { s -> WebSocketClient? in s.stopped = true; return s.client }
         task.withLock { $0?.cancel() }
         guard let client else { return }
@@ -301,7 +350,7 @@ final class WebSocketSource: EventSource {
     /// Subscribes to the mailboxes not yet followed; each is listed once its subscription is
     /// settled. Returns false when there is no connection (its reconnect subscribes and reconciles).
     @discardableResult
-    func follow(mailboxes: [String]) -> Bool {
+    public func follow(mailboxes: [String]) -> Bool {
         guard let client = state.withLock({ s in s.announced && !s.stopped ? s.client : nil }) else { return false }
         Task.detached { [self] in
             for mailbox in mailboxes { await self.subscribe(client, .messages, mailbox) }
