@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "wdsync", targets: ["wdsync"]),
         .executable(name: "wdsync-sim", targets: ["wdsync-sim"]),
         .executable(name: "wdsync-bench", targets: ["wdsync-bench"]),
+        .executable(name: "wdsync-torture", targets: ["wdsync-torture"]),
     ],
     targets: [
         // System libraries.
@@ -55,6 +56,9 @@ let package = Package(
 
         // The benchmark suite (contrib/bench/README.md): not a test, never fails because a machine is slow.
         .executableTarget(name: "wdsync-bench", dependencies: ["Lock", "WildDuckSim", "Maildir"], swiftSettings: strict),
+
+        // The randomized sync torture test (docs/two-way.md, "How it is tested"; contrib/torture.sh).
+        .executableTarget(name: "wdsync-torture", dependencies: ["WildDuckSim"], swiftSettings: strict),
 
         .testTarget(name: "NetTests", dependencies: ["Lock", "Net"], swiftSettings: strict),
         .testTarget(name: "WebSocketTests", dependencies: ["Lock", "WebSocket"], exclude: ["Fixtures"], swiftSettings: strict),
