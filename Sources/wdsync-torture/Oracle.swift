@@ -10,12 +10,9 @@ struct Oracle {
     var seenOnServer: Set<String> = []
     /// What the person did since the last quiet point, per message: verified at the next one.
     var intents: [String: Intent] = [:]
-    /// A run exited 66 since the last quiet point (deletes may legitimately have been held).
+    /// A run exited 66 since the last quiet point: the mass-delete breaker held the person's
+    /// deletes (and moves to Trash, T flags), and the person released them.
     var breakerHeld = false
-    /// How many files the person deleted per folder since the last quiet point. From 10 on,
-    /// the mass-delete breaker may hold them all, in the daemon too (which says so only in its
-    /// log), however many steps they took: one pass may see them together.
-    var deletesByFolder: [String: Int] = [:]
     /// The Maildir or cache was restored or replaced since the last quiet point.
     var restored = false
 
@@ -25,8 +22,6 @@ struct Oracle {
         /// the S/F/T letters the person set or cleared
         var flags: [Character: Bool] = [:]
         var deleted = false
-        /// the folder the person deleted it from
-        var deletedFrom: String?
     }
 
     static func marker(_ id: String) -> String { "-- end of <\(id)> --" }
@@ -42,10 +37,9 @@ struct Oracle {
         touchedByServer.insert(id)
     }
 
-    mutating func personDeleted(_ id: String, from folder: String) {
+    mutating func personDeleted(_ id: String) {
         alive.remove(id)
-        deletesByFolder[folder, default: 0] += 1
-        if !touchedByServer.contains(id) { intents[id] = Intent(folder: nil, flags: [:], deleted: true, deletedFrom: folder) }
+        if !touchedByServer.contains(id) { intents[id] = Intent(folder: nil, flags: [:], deleted: true) }
     }
 
     mutating func personMoved(_ id: String, to folder: String) {

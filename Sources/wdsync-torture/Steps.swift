@@ -52,7 +52,7 @@ extension TortureRun {
         case .rm:
             guard let f = pickLocal(), let id = f.id else { return "nothing to delete" }
             guard unlink(maildir + "/" + f.path) == 0 else { return "\(f.path) vanished first" }
-            oracle.personDeleted(id, from: f.folder)
+            oracle.personDeleted(id)
             return "rm \(f.path)"
         case .rmMany:
             let byFolder = Dictionary(grouping: pickable(), by: \.folder)
@@ -60,7 +60,7 @@ extension TortureRun {
             var n = 0
             for f in files {
                 guard let id = f.id, unlink(maildir + "/" + f.path) == 0 else { continue }
-                oracle.personDeleted(id, from: folder)
+                oracle.personDeleted(id)
                 n += 1
             }
             return "rm of all \(n) files of \(folder)"
