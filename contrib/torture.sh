@@ -26,6 +26,7 @@ seed=
 case ${1:-} in ''|-*) ;; *) seed="--seed $1"; shift ;; esac
 case " $* " in *" --runs "*) seconds_arg= ;; *) seconds_arg="--seconds $seconds" ;; esac
 
+mkdir -p .build
 if ! swift build -c release --product wdsync > .build/torture-build.log 2>&1 ||
    ! swift build -c release --product wdsync-torture >> .build/torture-build.log 2>&1; then
     cat .build/torture-build.log >&2
