@@ -15,6 +15,11 @@ struct RunConfig {
     /// a step at which the harness itself removes a message from the server behind the oracle's
     /// back: the checker must report it (a self-test of the checker)
     var injectLossAt: Int?
+    /// the kinds of the steps, in order, instead of random ones (the choices within each step
+    /// stay seeded): a scenario that must happen, for a test
+    var script: [OpKind]?
+    /// weights that replace the kinds' own (`--weight`), to dwell on some kinds
+    var weights: [OpKind: Int] = [:]
     var verbose: Bool
 }
 
@@ -46,6 +51,9 @@ final class TortureRun {
     var counter = 0
     /// why the run ended before its last step without a failure (a legitimate refusal)
     var stoppedEarly: String?
+    /// how many steps of each kind this run took, and how many quiet points it checked
+    var kindCounts: [OpKind: Int] = [:]
+    var quietPoints = 0
 
     static let folders = ["Archive", "Drafts", "INBOX", "Junk", "Sent Mail", "Trash", "Work"]
     static let retryDelays = "0.05,0.05,0.05,0.05"
@@ -87,7 +95,8 @@ final class TortureRun {
                 // The kind of each step comes from the run's generator, and its choices from a
                 // generator of its own seeded from it: the sequence of kinds is the same in every
                 // replay, whatever wdsync's timing left on disk for an earlier step to pick from.
-                let kind = chooseKind()
+                let kind = config.script.map { $0[(step - 1) % $0.count] } ?? chooseKind()
+                kindCounts[kind, default: 0] += 1
                 var stepGenerator = SplitMix64(seed: rng.next())
                 swap(&rng, &stepGenerator)
                 let what = try perform(kind)
@@ -112,11 +121,12 @@ final class TortureRun {
     }
 
     func chooseKind() -> OpKind {
-        let total = config.enabled.reduce(0) { $0 + $1.weight }
+        func weight(_ kind: OpKind) -> Int { config.weights[kind] ?? kind.weight }
+        let total = config.enabled.reduce(0) { $0 + weight($1) }
         var r = rng.below(total)
         for kind in config.enabled {
-            if r < kind.weight { return kind }
-            r -= kind.weight
+            if r < weight(kind) { return kind }
+            r -= weight(kind)
         }
         return .pause
     }
@@ -352,6 +362,7 @@ final class TortureRun {
             throw failure
         }
         note("quiet point: mirror equals the server (\(server.count) messages)")
+        quietPoints += 1
         oracle.alive = Set(server.map(\.id))
         oracle.intents.removeAll()
         oracle.breakerHeld = false

@@ -22,6 +22,9 @@ the exact interleaving with the daemon and the kill -9 points, can differ).
                    (74); default: --adopt-maildir if `wdsync --help` lists it (without one,
                    the restore kinds are off by default and a refusal ends the run)
   --keep           keep the work directory of every run (failed runs' are always kept)
+  --script KIND,...  the kinds of the steps in this order instead of random ones (the
+                   choices within each step stay seeded); --steps defaults to their number
+  --weight KIND=N,...  how often a kind is chosen, instead of its own weight (to dwell on it)
   --inject-loss N  self-test: at step N the harness deletes a message from the server behind
                    the oracle's back; the run must fail with [lost]
 """
@@ -40,6 +43,8 @@ struct Options {
     var verbose = false
     var list = false
     var injectLossAt: Int?
+    var script: [OpKind]?
+    var weights: [OpKind: Int] = [:]
 
     static func kinds(_ text: String) throws -> [OpKind] {
         try text.split(separator: ",").map { name in
@@ -66,6 +71,15 @@ struct Options {
             case "--disable": removed += try Self.kinds(value())
             case "--wdsync": wdsync = try value()
             case "--continue-option": continueOption = try value()
+            case "--script": script = try Self.kinds(value())
+            case "--weight":
+                for item in try value().split(separator: ",") {
+                    let parts = item.split(separator: "=")
+                    guard parts.count == 2, let kind = OpKind(rawValue: String(parts[0])), let n = Int(parts[1]), n >= 0 else {
+                        throw UsageError("--weight takes KIND=N,... (see --list), not \(item)")
+                    }
+                    weights[kind] = n
+                }
             case "--inject-loss": injectLossAt = try Int(value()).orThrow("--inject-loss needs a step number")
             case "--keep": keep = true
             case "-v", "--verbose": verbose = true
@@ -76,6 +90,7 @@ struct Options {
             i += 1
         }
         if seconds == nil && runs == nil { seconds = 60 }
+        if let script, !arguments.contains("--steps") { steps = script.count }
         guard steps > 0 else { throw UsageError("--steps must be positive") }
     }
 
@@ -149,23 +164,29 @@ if !off.isEmpty && !options.all { say("(--all turns every kind on)") }
 
 // What a replay needs besides the seed: the same kinds of operation.
 let kindFlags: String = {
-    if options.all { return " --all" }
+    if let script = options.script { return " --script " + script.map(\.rawValue).joined(separator: ",") }
+    let weights = options.weights.isEmpty ? "" : " --weight " + options.weights.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue)=\($0.value)" }.joined(separator: ",")
+    if options.all { return " --all" + weights }
     let added = kinds.filter { !defaults.contains($0) }.map(\.rawValue)
     let removed = defaults.filter { !kinds.contains($0) }.map(\.rawValue)
     return (added.isEmpty ? "" : " --enable " + added.joined(separator: ","))
-        + (removed.isEmpty ? "" : " --disable " + removed.joined(separator: ","))
+        + (removed.isEmpty ? "" : " --disable " + removed.joined(separator: ",")) + weights
 }()
 
 let started = Date()
 var runs = 0
 var failures: [(seed: UInt64, failure: Failure)] = []
+var steps = 0
+var quietPoints = 0
+var kindCounts: [OpKind: Int] = [:]
 while true {
     if let limit = options.runs, runs >= limit { break }
     if let seconds = options.seconds, runs > 0, Date().timeIntervalSince(started) >= seconds { break }
     let seed = baseSeed &+ UInt64(runs)
     runs += 1
     let config = RunConfig(seed: seed, steps: options.steps, enabled: kinds, wdsync: wdsync,
-                           continueOption: continueWith, injectLossAt: options.injectLossAt,
+                           continueOption: continueWith, injectLossAt: options.injectLossAt, script: options.script,
+                           weights: options.weights,
                            verbose: options.verbose)
     let run: TortureRun
     do {
@@ -176,6 +197,9 @@ while true {
         continue
     }
     let failure = run.run()
+    steps += run.step
+    quietPoints += run.quietPoints
+    kindCounts.merge(run.kindCounts, uniquingKeysWith: +)
     if let failure {
         failures.append((seed, failure))
         say("seed \(seed): FAIL \(failure)")
@@ -188,6 +212,8 @@ while true {
 }
 
 say("\(runs) runs, \(failures.count) failures")
+say("\(Int(Date().timeIntervalSince(started))) s, \(steps) steps, \(quietPoints) quiet points checked (mirror equal to the server)")
+say("steps by kind: " + OpKind.allCases.compactMap { kind in kindCounts[kind].map { "\(kind.rawValue) \($0)" } }.joined(separator: ", "))
 for (seed, failure) in failures {
     say("  seed \(seed) \(failure)")
 }

@@ -32,6 +32,23 @@ import Testing
         let r = try Self.torture(["--seed", "1", "--runs", "3", "--steps", "36"])
         #expect(r.status == 0, "\(r.stdout)")
         #expect(r.stdout.contains("3 runs, 0 failures"), "\(r.stdout)")
+        // Every step taken and every quiet point reached (a run that stopped early checked less).
+        #expect(r.stdout.contains("108 steps, 9 quiet points checked"), "\(r.stdout)")
+    }
+
+    /// Not left to chance: mail arrives, the person restores last week's Maildir (the backup
+    /// taken before that mail) and wdsync runs, --once and as the daemon. A wdsync that took the
+    /// old Maildir as a source of changes would delete the new mail on the server ([lost]); this
+    /// one refuses (74) until the person runs --adopt-maildir, and the mirror then equals the
+    /// server.
+    @Test func aRestoredOldMaildirDeletesNothing() throws {
+        let script = "serverDeliver,serverDeliver,serverDeliver,once,muttFlag,restoreMaildir,once,daemonStart,pause,daemonStop,once"
+        let r = try Self.torture(["--seed", "3", "--runs", "1", "--script", script, "-v"])
+        #expect(r.status == 0, "\(r.stdout)")
+        #expect(r.stdout.contains("step 7: once: exit 74"), "\(r.stdout)")
+        #expect(r.stdout.contains("the person runs --adopt-maildir"), "\(r.stdout)")
+        #expect(r.stdout.contains("1 runs, 0 failures"), "\(r.stdout)")
+        #expect(r.stdout.contains("1 quiet points checked"), "\(r.stdout)")
     }
 
     /// The checker is not a rubber stamp: a message removed from the server behind the oracle's
