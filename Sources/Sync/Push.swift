@@ -202,6 +202,7 @@ struct Push {
                         result.moves += 1
                     }
                 }
+                try mergeFlagsAfterMove(target: group.target, uids: pairs.filter { moved.contains($0.0) }.map(\.1), into: &result)
                 // Not moved: gone from the source. Perhaps moved already (a resend), else lost.
                 for uid in chunk where !moved.contains(uid) {
                     if let e = try store.outboxEntry(mailboxId: group.source, uid: uid) { try settleMove(e, into: &result) }
@@ -230,6 +231,7 @@ struct Push {
                 try store.transaction {
                     try forget(duplicate: try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: pair.1, baseFlags: base))
                 }
+                try mergeFlagsAfterMove(target: target, uids: [pair.1], into: &result)
                 result.moves += 1
                 return
             }
@@ -244,6 +246,26 @@ struct Push {
             }
             result.moves += 1
             return
+        }
+        if let moved = try findMovedElsewhere(messageId: message.messageId, date: message.idate, source: entry.mailboxId, target: target),
+           let from = moved.mailbox {
+            // Another client moved the message since the last pull (mutt saved it from the
+            // folder it saw): the person's move is carried out from where it is now, so that
+            // it is not uploaded as a second copy. Lost answer: the next run finds it in the
+            // target (above).
+            result.requests += 1
+            do {
+                let pairs = try client.moveMessages(mailbox: from, uids: String(moved.uid), to: target, fields)
+                result.sent += SentRequest.moved(from: from, to: target, pairs: pairs)
+                if let pair = pairs.first(where: { $0.0 == moved.uid }) {
+                    try store.transaction {
+                        try forget(duplicate: try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: pair.1, baseFlags: base))
+                    }
+                    try mergeFlagsAfterMove(target: target, uids: [pair.1], into: &result)
+                    result.moves += 1
+                    return
+                }
+            } catch let error as WildDuckError where error.isNotFound {}
         }
         log.log(.warning, "message \(uid) of \(entry.mailboxId) is gone from the server; uploading its local file \(entry.file ?? "") instead of moving it")
         try store.transaction {
@@ -462,6 +484,56 @@ struct Push {
                 // A move's copy is not a message the store already has with its file; an upload's
                 // may be (a pull listed it while the answer was unknown): `afterUid` decides.
                 if afterUid == nil, let known = try store.fileRow(mailboxId: mailbox, uid: item.uid), known.file != nil { continue }
+                return item
+            }
+            cursor = try paging.next(after: page)
+        } while cursor != nil
+        return nil
+    }
+
+    /// A moved message keeps on the server what another client changed before the move, which
+    /// the pull does not see (the journal's entry names the old uid, and the target's new uid is
+    /// this push's own): the moved copies' flags are read back and merged as a listing's are.
+    private func mergeFlagsAfterMove(target: String, uids: [Int], into result: inout Result) throws {
+        guard !uids.isEmpty else { return }
+        let wanted = Set(uids)
+        for list in client.uidLists(mailbox: target, uids.sorted()) {
+            var cursor: String?
+            var paging = Paging(route: "GET search", limit: Paging.limit(total: uids.count), isCancelled: client.session.isCancelled)
+            repeat {
+                result.requests += 1
+                let page: MessagePage
+                do {
+                    page = try client.searchUids(mailbox: target, uids: list, cursor: cursor)
+                } catch let error as WildDuckError where error.isNotFound {
+                    return   // the target is gone: the mailbox listing settles it
+                }
+                try store.transaction {
+                    for item in page.items where wanted.contains(item.uid) {
+                        try store.updateFlags(mailboxId: target, uid: item.uid, flags: MessageFlags(listing: item), json: nil)
+                    }
+                }
+                cursor = try paging.next(after: page)
+            } while cursor != nil
+        }
+    }
+
+    /// The message of a move that found it in neither the source nor the target: the same
+    /// Message-ID and internal date in another mailbox where the cache does not know it, i.e.
+    /// moved there by another client since the last pull. Without a Message-ID nothing is
+    /// matched (a message of the same date and subject may be another one).
+    func findMovedElsewhere(messageId: String?, date: Int?, source: String, target: String) throws -> MessageItem? {
+        guard let wanted = MessageHeaders.normalized(messageId), let date else { return nil }
+        let total = try store.mailboxes().reduce(0) { $0 + ($1.total ?? 0) }
+        var paging = Paging(route: "GET search", limit: Paging.limit(total: total), isCancelled: client.session.isCancelled)
+        var cursor: String?
+        repeat {
+            let page = try client.searchByDate(mailbox: nil, from: date - 1, to: date + 1, cursor: cursor)
+            for item in page.items {
+                guard let mailbox = item.mailbox, mailbox != source, mailbox != target,
+                      let idate = item.idate, abs(idate - date) <= 1,
+                      MessageHeaders.normalized(item.messageId) == wanted,
+                      try store.fileRow(mailboxId: mailbox, uid: item.uid) == nil else { continue }
                 return item
             }
             cursor = try paging.next(after: page)

@@ -486,11 +486,12 @@ public final class WildDuckClient {
         _ = try call("PUT", "/users/\(user)/mailboxes/\(pathSegment(mailbox))", body: .object([("subscribed", .bool(subscribed))]))
     }
 
-    /// One page of the messages of `mailbox` whose internal date is within [from, to] (Unix
-    /// seconds), for finding an upload whose answer was lost.
-    public func searchByDate(mailbox: String, from: Int, to: Int, cursor: String?, limit: Int = 250) throws -> MessagePage {
-        var query = [("mailbox", mailbox), ("datestart", isoDate(from)), ("dateend", isoDate(to)),
-                     ("limit", String(limit)), ("order", "asc")]
+    /// One page of the messages of `mailbox` (nil: of every mailbox) whose internal date is
+    /// within [from, to] (Unix seconds), for finding an upload whose answer was lost or a
+    /// message another client moved.
+    public func searchByDate(mailbox: String?, from: Int, to: Int, cursor: String?, limit: Int = 250) throws -> MessagePage {
+        var query = [("datestart", isoDate(from)), ("dateend", isoDate(to)), ("limit", String(limit)), ("order", "asc")]
+        if let mailbox { query.insert(("mailbox", mailbox), at: 0) }
         if let cursor { query.append(("next", cursor)) }
         return try page(try call("GET", "/users/\(user)/search", query: query), route: "GET search")
     }

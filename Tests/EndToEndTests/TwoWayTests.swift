@@ -190,6 +190,57 @@ import WildDuckSim
         try Self.expectQuiet(h)
     }
 
+    /// Another client moves two messages out of Work while mutt, which has not seen that yet,
+    /// saves one into Work/Projects (a copy, then the unlink) and the person `mv`s the other
+    /// there: each ends in Work/Projects once, moved from where the other client put it, not
+    /// uploaded from the local file as a second copy (issue 19, found by wdsync-torture).
+    @Test func aMoveOfAMessageAnotherClientMovedMeanwhileIsNotACopy() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work"), projects = try Self.mailbox(h, "Work/Projects")
+        let inbox = try Self.mailbox(h, "INBOX")
+        // Read ones: their files are in cur/ wherever they go.
+        let list = h.account.messages(mailboxId: work).filter { $0.seen && !$0.deleted }
+        #expect(list.count >= 2)
+        let (saved, moved) = (list[0], list[1])
+        let savedFile = try #require(Self.file(h, work, saved.uid)), movedFile = try #require(Self.file(h, work, moved.uid))
+        let total = h.totalServerMessages
+        _ = try h.account.move(mailboxId: work, uid: saved.uid, to: inbox)
+        _ = try h.account.move(mailboxId: work, uid: moved.uid, to: inbox)
+        let copy = "Work/Projects/cur/1750000001.M1P2.testhost:2,\(Harness.letters(saved))"
+        try FileManager.default.copyItem(atPath: h.maildir + "/" + savedFile, toPath: h.maildir + "/" + copy)
+        try FileManager.default.removeItem(atPath: h.maildir + "/" + savedFile)
+        try Self.rename(h, movedFile, flags: Harness.letters(moved), folder: "Work/Projects")
+        let r = try h.sync()
+        #expect(h.totalServerMessages == total, "a message was uploaded a second time: \(r.stderr)")
+        for m in [saved, moved] {
+            let places = h.account.mailboxes().flatMap { mb in h.account.messages(mailboxId: mb.id).filter { $0.messageId == m.messageId }.map { _ in mb.id } }
+            #expect(places == [projects], "\(m.messageId) is in \(places)")
+        }
+        #expect(!r.stderr.contains("instead of moving it"), "\(r.stderr)")
+        try h.expectMirror()
+        try Self.expectQuiet(h)
+    }
+
+    /// Another client flags a message and the person moves it (mv) into Work/Projects before
+    /// wdsync saw the flag: the server keeps the flag through the move, and so does the moved
+    /// file (issue 19, found by wdsync-torture).
+    @Test func aFlagAnotherClientSetBeforeAMoveReachesTheMovedFile() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work"), projects = try Self.mailbox(h, "Work/Projects")
+        let m = try #require(h.account.messages(mailboxId: work).first { $0.seen && !$0.flagged && !$0.deleted })
+        let file = try #require(Self.file(h, work, m.uid))
+        try h.account.setFlags(mailboxId: work, uid: m.uid, flagged: true)
+        let moved = try Self.rename(h, file, flags: Harness.letters(m), folder: "Work/Projects")
+        try h.sync()
+        let there = h.account.messages(mailboxId: projects).filter { $0.messageId == m.messageId }
+        #expect(there.count == 1 && there.first?.flagged == true)
+        let name = (moved as NSString).lastPathComponent
+        let unique = name.split(separator: ":", maxSplits: 1).first.map(String.init) ?? name
+        #expect(h.snapshot().keys.contains { $0.contains(unique) && $0.hasSuffix(",FS") }, "\(h.snapshot().keys.filter { $0.contains(unique) })")
+        try h.expectMirror()
+        try Self.expectQuiet(h)
+    }
+
     /// A `--once` that wrote into folders watches them while it runs: the last scan reads none
     /// of them (inotify saw only the run's own writes) and records them, so the next run reads
     /// no folder either. What the user does afterwards is still found.
