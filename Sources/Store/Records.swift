@@ -544,10 +544,18 @@ extension Store {
     /// The start of an adoption (docs/two-way.md): the cache forgets which file is whose and
     /// what the Maildir looked like, and local changes recorded but not sent yet are dropped (they
     /// were read from a Maildir that is not trusted); requests already sent stay, for the push
-    /// to settle. Every mailbox is listed again.
+    /// to settle. Every mailbox is listed again. A message whose flag change was dropped takes
+    /// the server's S, F and T again: a file the exporter writes for it afresh (the root was
+    /// emptied) must not carry a change that will never be sent.
     public func forgetLocalState() throws {
         try transaction {
             try db.run("DELETE FROM outbox WHERE state = 0")
+            let pushable = MessageFlags.pushable.rawValue
+            try db.run("""
+                UPDATE messages SET flags = (flags & ~?) | (base_flags & ?), dirty = 1
+                WHERE (flags & ?) != (base_flags & ?)
+                  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.mailbox_id = messages.mailbox_id AND o.uid = messages.uid)
+                """, .int(pushable), .int(pushable), .int(pushable), .int(pushable))
             try db.run("UPDATE mailboxes SET synced_index = NULL, scanned_cur = NULL, scanned_new = NULL")
         }
     }

@@ -128,6 +128,29 @@ import WildDuckSim
         #expect(TwoWayTests.serverState(h) == server)
     }
 
+    /// A flag change read from the Maildir but not sent yet (here held by --pull-only; in the
+    /// daemon, a T still settling) when the root was replaced by an empty directory: the person
+    /// adopts the empty one, and every file is written with the server's flags. The dropped
+    /// change must not come back in the new file's name, where it would never reach the server
+    /// (issue 19, found by wdsync-torture).
+    @Test func anAdoptedEmptyRootCarriesNoDroppedFlagChange() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work")
+        let m = try #require(h.account.messages(mailboxId: work).first { $0.seen && !$0.flagged && !$0.deleted })
+        let file = try #require(TwoWayTests.file(h, work, m.uid))
+        try TwoWayTests.rename(h, file, flags: (Harness.letters(m) + "F").sortedLetters)
+        try h.sync(extra: ["--pull-only"])
+        #expect(h.account.messages(mailboxId: work).first { $0.uid == m.uid }?.flagged == false)
+        #expect(rename(h.maildir, h.dir + "/unmounted") == 0 && mkdir(h.maildir, 0o700) == 0)
+        let server = TwoWayTests.serverState(h)
+        try h.sync(extra: ["--adopt-maildir"])
+        #expect(TwoWayTests.serverState(h) == server, "the adoption sent something")
+        let now = try #require(TwoWayTests.file(h, work, m.uid))
+        #expect(!(now.components(separatedBy: ":2,").last ?? "F").contains("F"), "\(now)")
+        try h.expectMirror()
+        try TwoWayTests.expectQuiet(h)
+    }
+
     @Test func theDaemonStopsWhenItsMaildirIsMovedAway() throws {
         let h = try Harness()
         try h.seedStandard(generated: 20)
