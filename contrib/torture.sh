@@ -17,11 +17,20 @@
 # Off by default (`--all` turns everything on, `--list` says why each is off): the kinds of
 # operation today's wdsync is known to fail, so the short run in the test suite
 # (TortureTests) stays green; they are switched on as the fixes land. At the time of writing:
-# serverFlag and serverMove (another client's flag change or move racing the person's move:
-# a stale flag, a duplicate), restoreCache (an older cache sets mutt's save in progress aside
-# and the unlink deletes the message), emptyRoot (after --adopt-maildir a flag change read but
-# not sent stays local) and daemonStopEarly (a SIGTERM in the daemon's first milliseconds is
-# sometimes lost). The run prints each with its reason.
+# serverFlag (a flag change another client makes in the same second as a pass that listed the
+# mailbox, followed by another one there, is skipped by the next journal replay: the file
+# keeps the old flag), serverMove (kill -9 of the daemon while it applies another client's
+# move can leave the old file as a second file in the new folder), emptyRoot (a daemon's scan
+# running while the root is replaced records a move as a delete, which a later run on a
+# Maildir at the same generation pushes), restoreCache (an older cache adopts the Maildir
+# while a mutt save is half done: the copy is set aside as a second copy, and the unlink of the
+# original then deletes the message on the server) and daemonStopEarly (a SIGTERM in the
+# daemon's first milliseconds is sometimes lost, and it runs on). The run prints each kind that
+# is off with its reason.
+#
+# At the end it prints the seconds, the steps taken, the quiet points checked and the steps of
+# each kind. `--script KIND,...` runs a fixed sequence of kinds, `--weight KIND=N,...` dwells on
+# some (`--help`).
 set -eu
 cd "$(dirname "$0")/.."
 [ -d /opt/swift/usr/bin ] && PATH=/opt/swift/usr/bin:$PATH

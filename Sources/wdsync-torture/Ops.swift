@@ -69,21 +69,21 @@ enum OpKind: String, CaseIterable, Sendable {
     func disabledBecause(canContinue: Bool) -> String? {
         switch self {
         case .restoreMaildir:
-            return canContinue ? nil : "wdsync has no option to go on with a Maildir it refused (74), and restored Maildirs lose and duplicate messages"
+            return canContinue ? nil : "wdsync has no option to go on with a Maildir it refused (74)"
         case .emptyRoot:
             return canContinue
-                ? "after --adopt-maildir, a flag change the daemon had read but not sent when the root went stays in the file's name and never reaches the server (mirror)"
+                ? "a daemon's scan that runs while the root is being replaced reads some folders before and some after: a message the person moved between them is recorded as deleted, the scan's records outlive the refusal that follows, and a later run on a Maildir at the same generation (a backup) pushes the delete (lost)"
                 : "wdsync has no option to go on with a Maildir it refused (74)"
+        case .serverMove:
+            return "kill -9 of the daemon while it applies another client's move can leave the message's old file, under wdsync's name, next to the one downloaded for its new place: a second file that no later run removes (mirror)"
         case .restoreCache:
             return canContinue
-                ? "after an older cache adopts the Maildir, mutt's save in progress (copy, then unlink) is set aside as a second copy and the unlink deletes the message on the server (lost)"
+                ? "after an older cache adopts the Maildir, a mutt save in progress (the copy made, the original not yet unlinked) is set aside as a second copy, and the unlink then deletes the message on the server: it is left only in %wdsync-set-aside (lost)"
                 : "wdsync has no option to go on with a Maildir it refused (74), and restored caches duplicate messages"
         case .daemonStopEarly:
-            return "a SIGTERM in the daemon's first milliseconds is sometimes lost, and it runs on (hang)"
-        case .serverMove:
-            return "a message another client moves while the person moves or saves it too is uploaded again from the local file (duplicate-server)"
+            return "a SIGTERM in the daemon's first milliseconds is sometimes lost (before its signal handling is in place), and it runs on (hang)"
         case .serverFlag:
-            return "a flag another client changes on a message the person moves (mv, save) before wdsync saw the change never reaches the moved file (mirror)"
+            return "a flag change another client makes in the same second as a pass that listed the mailbox, followed by another flag change there, is skipped by the next journal replay (it starts at the second after the listing, and one flag entry counted as a REST update's two steps hides the missing one): the file keeps the old flag (mirror)"
         default:
             return nil
         }

@@ -166,7 +166,10 @@ if !off.isEmpty && !options.all { say("(--all turns every kind on)") }
 let kindFlags: String = {
     if let script = options.script { return " --script " + script.map(\.rawValue).joined(separator: ",") }
     let weights = options.weights.isEmpty ? "" : " --weight " + options.weights.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue)=\($0.value)" }.joined(separator: ",")
-    if options.all { return " --all" + weights }
+    if options.all {
+        let removed = OpKind.allCases.filter { !kinds.contains($0) }.map(\.rawValue)
+        return " --all" + (removed.isEmpty ? "" : " --disable " + removed.joined(separator: ",")) + weights
+    }
     let added = kinds.filter { !defaults.contains($0) }.map(\.rawValue)
     let removed = defaults.filter { !kinds.contains($0) }.map(\.rawValue)
     return (added.isEmpty ? "" : " --enable " + added.joined(separator: ","))
