@@ -85,6 +85,25 @@ import WildDuckSim
                 + h.account.messages(mailboxId: try #require(h.account.mailboxId(path: "Work"))).count)
     }
 
+    /// A pass that listed (the first sync here) keeps its journal position at the second of its
+    /// listing: a flag change journaled later in that same second, then another change of the
+    /// same mailbox, must both reach the Maildir. (Started at the second after, the next replay
+    /// skipped the first change, and one flag entry counted as a REST update's two steps made
+    /// the two steps of the two changes look accounted for; found by wdsync-torture.)
+    @Test func aChangeInTheSecondOfTheListingIsNotSkipped() throws {
+        let h = try Harness()
+        let frozen = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down) + 5)
+        h.account.setClock { frozen }
+        let inbox = try synced(h)
+        let list = h.account.messages(mailboxId: inbox)
+        let first = try #require(list.first { !$0.flagged }), second = try #require(list.last { !$0.flagged })
+        try h.account.setFlags(mailboxId: inbox, uid: first.uid, flagged: true)
+        h.account.setClock { frozen.addingTimeInterval(3) }
+        try h.account.setFlags(mailboxId: inbox, uid: second.uid, flagged: true)
+        try h.sync()
+        try h.expectMirror()
+    }
+
     @Test func aChangeTheJournalDoesNotCarryIsStillPickedUp() throws {
         let h = try Harness()
         let inbox = try synced(h)
