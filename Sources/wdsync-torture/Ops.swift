@@ -83,7 +83,7 @@ enum OpKind: String, CaseIterable, Sendable {
         case .daemonStopEarly:
             return "a SIGTERM in the daemon's first milliseconds is sometimes lost (before its signal handling is in place), and it runs on (hang)"
         case .serverFlag:
-            return "a flag change another client makes in the same second as a pass that listed the mailbox, followed by another flag change there, is skipped by the next journal replay (it starts at the second after the listing, and one flag entry counted as a REST update's two steps hides the missing one): the file keeps the old flag (mirror)"
+            return "another client sets a flag (T) on a message whose flag the person changes (S) before wdsync saw the other change: the server ends with both, the file loses the person's S (and goes back to new/) and keeps so (mirror)"
         default:
             return nil
         }
