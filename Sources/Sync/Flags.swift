@@ -3,7 +3,7 @@ import WildDuck
 
 /// The server's forms of a message's flags, converted to and from `MessageFlags` here and only
 /// here: a REST listing's booleans, the IMAP flag names of a journal or WebSocket event, and the
-/// REST fields a flag push sends. The three-way merge and the pushable set are on the type.
+/// flag update a push sends. The three-way merge and the pushable set are on the type.
 extension MessageFlags {
     /// A message of a REST listing or lookup.
     init(listing item: MessageItem) {
@@ -29,14 +29,13 @@ extension MessageFlags {
         if set.contains("\\deleted") { insert(.trashed) }
     }
 
-    /// The REST fields (`PUT /users/:user/mailboxes/:mailbox/messages`) that make the server's
-    /// S, F and T those of `self` where they differ from `base`.
-    func restFields(from base: MessageFlags) -> [(String, Bool)] {
+    /// The update that makes the server's S, F and T those of `self` where they differ from `base`.
+    func flagUpdate(from base: MessageFlags) -> FlagUpdate {
         let diff = pushableChanges(from: base)
-        var out: [(String, Bool)] = []
-        if diff.contains(.seen) { out.append(("seen", contains(.seen))) }
-        if diff.contains(.flagged) { out.append(("flagged", contains(.flagged))) }
-        if diff.contains(.trashed) { out.append(("deleted", contains(.trashed))) }
-        return out
+        var update = FlagUpdate()
+        if diff.contains(.seen) { update.seen = contains(.seen) }
+        if diff.contains(.flagged) { update.flagged = contains(.flagged) }
+        if diff.contains(.trashed) { update.deleted = contains(.trashed) }
+        return update
     }
 }

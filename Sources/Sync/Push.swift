@@ -80,15 +80,11 @@ struct Push {
 
     // MARK: - Flags
 
-    static func key(_ fields: [(String, Bool)]) -> String {
-        fields.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
-    }
-
     /// `blocked`: entries whose T the breaker holds back; their S and F changes go all the same.
     private func pushFlags(_ entries: [OutboxEntry], blocked: Set<Int>, counted: [String: Bool], at now: Int,
                            into result: inout Result) throws {
         // mailbox → change → uids
-        var groups: [String: [String: (fields: [(String, Bool)], uids: [Int])]] = [:]
+        var groups: [String: [String: (update: FlagUpdate, uids: [Int])]] = [:]
         var withoutT = Set<String>()   // "mailbox uid" whose T stays pending
         try store.transaction {
             for entry in entries {
@@ -96,17 +92,17 @@ struct Push {
                     try store.removeOutbox(id: entry.id)
                     continue
                 }
-                var fields = row.flags.restFields(from: row.baseFlags)
+                var update = row.flags.flagUpdate(from: row.baseFlags)
                 if blocked.contains(entry.id) {
-                    fields.removeAll { $0 == ("deleted", true) }
+                    if update.deleted == true { update.deleted = nil }
                     withoutT.insert(Breaker.key(entry.mailboxId, uid))
-                    if fields.isEmpty { continue }
+                    if update.isEmpty { continue }
                 }
-                if fields.isEmpty {
+                if update.isEmpty {
                     try store.removeOutbox(id: entry.id)
                     continue
                 }
-                groups[entry.mailboxId, default: [:]][Self.key(fields), default: (fields, [])].uids.append(uid)
+                groups[entry.mailboxId, default: [:]][update.key, default: (update, [])].uids.append(uid)
             }
         }
         for (mailbox, changes) in groups.sorted(by: { $0.key < $1.key }) {
@@ -114,7 +110,7 @@ struct Push {
                 for chunk in Self.chunks(change.uids.sorted()) {
                     result.requests += 1
                     do {
-                        let matched = try client.setFlags(mailbox: mailbox, uids: chunk.map(String.init).joined(separator: ","), change.fields)
+                        let matched = try client.setFlags(mailbox: mailbox, uids: chunk.map(String.init).joined(separator: ","), change.update)
                         result.sent.append(.flags(mailbox: mailbox, uids: chunk, matched: matched))
                     } catch let error as WildDuckError where error.isNotFound || Self.isPermanent(error) {
                         // The messages are gone (the pull removes them), or the server refuses
@@ -156,7 +152,7 @@ struct Push {
         for entry in entries where entry.sent {
             try settleMove(entry, into: &result)
         }
-        var groups: [String: (source: String, target: String, fields: [(String, Bool)], uids: [Int])] = [:]
+        var groups: [String: (source: String, target: String, update: FlagUpdate, uids: [Int])] = [:]
         try store.transaction {
             for entry in entries where !entry.sent {
                 guard let uid = entry.uid, let target = entry.target,
@@ -165,9 +161,9 @@ struct Push {
                     continue
                 }
                 guard mailboxes[target] != nil else { continue }   // settled by removeMailbox
-                let fields = row.flags.restFields(from: row.baseFlags)
-                let key = entry.mailboxId + " " + target + " " + Self.key(fields)
-                groups[key, default: (entry.mailboxId, target, fields, [])].uids.append(uid)
+                let update = row.flags.flagUpdate(from: row.baseFlags)
+                let key = entry.mailboxId + " " + target + " " + update.key
+                groups[key, default: (entry.mailboxId, target, update, [])].uids.append(uid)
                 try store.setOutboxSent(id: entry.id, true)
             }
         }
@@ -177,7 +173,7 @@ struct Push {
                 var pairs: [(Int, Int)] = []
                 do {
                     pairs = try client.moveMessages(mailbox: group.source, uids: chunk.map(String.init).joined(separator: ","),
-                                                    to: group.target, group.fields)
+                                                    to: group.target, group.update)
                     result.sent += SentRequest.moved(from: group.source, to: group.target, pairs: pairs)
                 } catch let error as WildDuckError where error.isNotFound {
                     pairs = []
@@ -221,11 +217,11 @@ struct Push {
             try store.removeOutbox(id: entry.id)
             return
         }
-        let fields = row.flags.restFields(from: row.baseFlags)
+        let update = row.flags.flagUpdate(from: row.baseFlags)
         let base = row.baseFlags.taking(.pushable, from: row.flags)
         result.requests += 1
         do {
-            let pairs = try client.moveMessages(mailbox: entry.mailboxId, uids: String(uid), to: target, fields)
+            let pairs = try client.moveMessages(mailbox: entry.mailboxId, uids: String(uid), to: target, update)
             result.sent += SentRequest.moved(from: entry.mailboxId, to: target, pairs: pairs)
             if let pair = pairs.first(where: { $0.0 == uid }) {
                 try store.transaction {
@@ -255,7 +251,7 @@ struct Push {
             // target (above).
             result.requests += 1
             do {
-                let pairs = try client.moveMessages(mailbox: from, uids: String(moved.uid), to: target, fields)
+                let pairs = try client.moveMessages(mailbox: from, uids: String(moved.uid), to: target, update)
                 result.sent += SentRequest.moved(from: from, to: target, pairs: pairs)
                 if let pair = pairs.first(where: { $0.0 == moved.uid }) {
                     try store.transaction {

@@ -676,7 +676,7 @@ public final class Restore {
         defer { client.close() }
         for (mailbox, uids) in result.deleted.sorted(by: { $0.key < $1.key }) {
             for chunk in Push.chunks(uids.sorted()) {
-                try client.setFlags(mailbox: mailbox, uids: chunk.map(String.init).joined(separator: ","), [("deleted", true)])
+                try client.setFlags(mailbox: mailbox, uids: chunk.map(String.init).joined(separator: ","), FlagUpdate(deleted: true))
             }
         }
         if let failure = result.failure { throw failure }

@@ -399,9 +399,9 @@ public final class WildDuckClient {
     /// Sets `seen`/`flagged`/`deleted` on the messages `uids` ("1,2,3" or "3:15", never a mix)
     /// with one bulk `PUT`. Idempotent. Returns how many messages the server matched.
     @discardableResult
-    public func setFlags(mailbox: String, uids: String, _ fields: [(String, Bool)]) throws -> Int {
+    public func setFlags(mailbox: String, uids: String, _ update: FlagUpdate) throws -> Int {
         var body: [(String, JSON)] = [("message", .string(uids))]
-        for (name, value) in fields { body.append((name, .bool(value))) }
+        for (name, value) in update.fields { body.append((name, .bool(value))) }
         let json = try call("PUT", "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages", body: .object(body))
         return json["updated"]?.int ?? 0
     }
@@ -409,9 +409,9 @@ public final class WildDuckClient {
     /// Moves the messages `uids` to `target` (with flag changes applied to the moved copies) by
     /// one bulk `PUT` with `moveTo`. Returns the server's (old uid, new uid) pairs. Sending it
     /// again is harmless: a message no longer in `mailbox` is not matched (404 when none is).
-    public func moveMessages(mailbox: String, uids: String, to target: String, _ fields: [(String, Bool)] = []) throws -> [(Int, Int)] {
+    public func moveMessages(mailbox: String, uids: String, to target: String, _ update: FlagUpdate = FlagUpdate()) throws -> [(Int, Int)] {
         var body: [(String, JSON)] = [("message", .string(uids)), ("moveTo", .string(target))]
-        for (name, value) in fields { body.append((name, .bool(value))) }
+        for (name, value) in update.fields { body.append((name, .bool(value))) }
         let json = try call("PUT", "/users/\(user)/mailboxes/\(pathSegment(mailbox))/messages", body: .object(body))
         guard let pairs = json["id"]?.array else {
             throw WildDuckError.malformed(route: "PUT messages (moveTo)", detail: "no id pairs in the answer")

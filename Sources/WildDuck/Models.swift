@@ -97,3 +97,27 @@ public struct MessagePage: Sendable {
     /// Items left out because they were not valid (see `MessageItem.init`).
     public var skipped = 0
 }
+
+/// The flags a REST push can set on messages (`seen`, `flagged`, `deleted` of
+/// `PUT /users/:user/mailboxes/:mailbox/messages`); nil leaves one as it is.
+public struct FlagUpdate: Sendable, Hashable {
+    public var seen: Bool?
+    public var flagged: Bool?
+    public var deleted: Bool?
+
+    public init(seen: Bool? = nil, flagged: Bool? = nil, deleted: Bool? = nil) {
+        self.seen = seen
+        self.flagged = flagged
+        self.deleted = deleted
+    }
+
+    public var isEmpty: Bool { seen == nil && flagged == nil && deleted == nil }
+
+    /// The request's fields, in this order.
+    var fields: [(String, Bool)] {
+        [("seen", seen), ("flagged", flagged), ("deleted", deleted)].compactMap { name, value in value.map { (name, $0) } }
+    }
+
+    /// The same text for the same update ("seen=true,flagged=false"): pushes are grouped and sent in its order.
+    public var key: String { fields.map { "\($0.0)=\($0.1)" }.joined(separator: ",") }
+}

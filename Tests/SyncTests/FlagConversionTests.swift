@@ -19,10 +19,11 @@ import WildDuck
         #expect(MessageFlags(imap: ["$Junk", "\\Recent"]).isEmpty)
     }
 
-    @Test func restFieldsAreOnlyTheChangedSFT() {
-        let fields = MessageFlags([.seen, .trashed, .replied]).restFields(from: [.flagged, .trashed])
-        #expect(fields.map(\.0) == ["seen", "flagged"])
-        #expect(fields.map(\.1) == [true, false])
-        #expect(MessageFlags([.replied, .passed]).restFields(from: [.draft]).isEmpty)
+    @Test func theFlagUpdateIsOnlyTheChangedSFT() {
+        let update = MessageFlags([.seen, .trashed, .replied]).flagUpdate(from: [.flagged, .trashed])
+        #expect(update == FlagUpdate(seen: true, flagged: false))
+        #expect(update.key == "seen=true,flagged=false")
+        #expect(MessageFlags([.replied, .passed]).flagUpdate(from: [.draft]).isEmpty)
+        #expect(MessageFlags([.trashed]).flagUpdate(from: []) == FlagUpdate(deleted: true))
     }
 }
