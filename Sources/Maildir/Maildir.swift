@@ -178,6 +178,7 @@ public struct Maildir: Sendable {
         }
         let r = Sys.syncDescriptor(fd)
         _ = Sys.closeDescriptor(fd)
+        if r == 0 { FileTrace.note("D", path) }
         // Some file systems do not support fsync on directories; that is not a failure.
         if r != 0 && r != EINVAL && r != ENOTSUP {
             throw .from(errno: r, path: path, operation: .syncingFolder)
@@ -203,6 +204,20 @@ public struct Maildir: Sendable {
         if viaBatch, let batch {
             let r = io.syncFilesystem(batch.fd)
             if r != 0 { throw .from(errno: r, path: root, operation: .syncingFolder) }
+        }
+    }
+
+    /// Makes the removal of `folder` (`removeFolder`) durable: the directory that held it is
+    /// fsynced, or the whole file system synced through `batch` where that covers it.
+    public func syncRemovedFolder(_ folder: String, batch: DeliveryBatch?) throws(MaildirError) {
+        let path = absolutePath(folder)
+        guard let slash = path.lastIndex(of: "/") else { return }
+        let parent = slash == path.startIndex ? "/" : String(path[..<slash])
+        if let batch, batch.covers(path: parent) {
+            let r = io.syncFilesystem(batch.fd)
+            if r != 0 { throw .from(errno: r, path: root, operation: .syncingFolder) }
+        } else {
+            try syncDirectory(parent, missingOK: true)
         }
     }
 
@@ -392,10 +407,10 @@ public struct Maildir: Sendable {
     /// Moves a file to another folder (a message moved on the server), keeping its unique part,
     /// into `cur/` if `flags` has S, else `new/`. Creates the destination folder if needed; finds
     /// the source again by its unique part if someone renamed it. The source may be a file
-    /// `hideFile` put into `tmp/`; if it is not there, it is looked for in `cur/` and `new/`.
-    /// Within its own folder a file stays in the directory the user's reader put it in (mutt
-    /// moves a message it saw to `cur/` without S: old, not new) unless S itself changes.
-    /// Returns the new relative path.
+    /// `hideFile` put into `tmp/`; if it is not there, it is looked for in `cur/` and `new/`, then
+    /// in the destination's. Within its own folder a file stays in the directory the user's
+    /// reader put it in (mutt moves a message it saw to `cur/` without S: old, not new) unless S
+    /// itself changes. Returns the new relative path.
     @discardableResult
     public func moveFile(from relPath: String, to folder: String, flags: MessageFlags) throws(MaildirError) -> String {
         let (srcFolder, _, name) = try Self.splitFile(relPath, hidden: true)
@@ -419,9 +434,11 @@ public struct Maildir: Sendable {
                 try ensureFolder(folder)
                 ensured = true
             } else {
-                guard !relocated, let found = try locate(unique: unique, folder: srcFolder) else {
-                    throw .notFound(path: absolutePath(relPath), operation: .renaming)
-                }
+                // Not in its folder: perhaps already in the destination, moved there by a run
+                // that was cut off before it recorded the move.
+                var found = relocated ? nil : try locate(unique: unique, folder: srcFolder)
+                if found == nil, !relocated, folder != srcFolder { found = try locate(unique: unique, folder: folder) }
+                guard let found else { throw .notFound(path: absolutePath(relPath), operation: .renaming) }
                 current = found
                 relocated = true
             }

@@ -55,16 +55,21 @@ enum Sys {
         call { path.withCString { rmdir($0) } }
     }
     static func removeFile(_ path: String) -> Int32 {
-        call { path.withCString { unlink($0) } }
+        let r = call { path.withCString { unlink($0) } }
+        if r == 0 { FileTrace.note("U", path) }
+        return r
     }
     static func renamePath(_ from: String, _ to: String) -> Int32 {
-        call { from.withCString { f in to.withCString { t in rename(f, t) } } }
+        let r = call { from.withCString { f in to.withCString { t in rename(f, t) } } }
+        if r == 0 { FileTrace.note("R", from, to) }
+        return r
     }
     /// `renameat2(…, RENAME_NOREPLACE)`: one directory operation that never overwrites.
     /// Returns 0, `-1` when the C library or the file system lacks it (use link + unlink), or errno.
     static func renameNoReplace(_ from: String, _ to: String) -> Int32 {
         guard let renameat2 = renameat2Function else { return -1 }
         let r = call { from.withCString { f in to.withCString { t in renameat2(AT_FDCWD, f, AT_FDCWD, t, 1 /* RENAME_NOREPLACE */) } } }
+        if r == 0 { FileTrace.note("R", from, to) }
         return r == EINVAL || r == ENOSYS || r == ENOTSUP ? -1 : r
     }
 
@@ -80,7 +85,9 @@ enum Sys {
     /// `syncfs(2)` on the file system of `fd`, with EINTR retry. Returns 0 or errno.
     static func syncFilesystem(_ fd: Int32) -> Int32 {
         guard let syncfs = syncfsFunction else { return ENOSYS }
-        return call { syncfs(fd) }
+        let r = call { syncfs(fd) }
+        if r == 0 { FileTrace.note("S") }
+        return r
     }
 
     /// Whether one `syncfs` may stand in for an fsync of each file of a batch on the file system
@@ -125,7 +132,9 @@ enum Sys {
     }()
 
     static func linkPath(_ from: String, _ to: String) -> Int32 {
-        call { from.withCString { f in to.withCString { t in link(f, t) } } }
+        let r = call { from.withCString { f in to.withCString { t in link(f, t) } } }
+        if r == 0 { FileTrace.note("R", from, to) }
+        return r
     }
 
     /// `lstat`-based kind of a path: nil when it does not exist, otherwise whether it is a directory.
@@ -181,4 +190,26 @@ func joinPath(_ parts: String...) -> String {
         if out.isEmpty { out = p } else { out += "/" + p }
     }
     return out
+}
+
+/// The directory operations and durability barriers of a run, one line each, appended to the
+/// file named by `WDSYNC_FS_TRACE` (unset: nothing is recorded). The crash-state tests replay
+/// them under a power-loss model (docs/durability.md): `R from to` a rename (or hard link),
+/// `U path` an unlink, `D dir` a directory fsync, `S` a syncfs; the cache adds `C` at each
+/// commit. Paths are absolute; no file contents or secrets are written.
+public enum FileTrace {
+    private static let fd: Int32 = {
+        guard let path = getenv("WDSYNC_FS_TRACE").map({ String(cString: $0) }), !path.isEmpty else { return -1 }
+        return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+    }()
+
+    /// Whether a trace is being written.
+    public static var isOn: Bool { fd >= 0 }
+
+    /// Appends one line in a single write (O_APPEND keeps lines whole across threads).
+    public static func note(_ fields: String...) {
+        guard fd >= 0 else { return }
+        let line = Array((fields.joined(separator: "\t") + "\n").utf8)
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
 }

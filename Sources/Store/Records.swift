@@ -344,6 +344,17 @@ extension Store {
             INSERT OR REPLACE INTO orphans(file, uniq, message_id, size, sha256)
             SELECT file, uniq, message_id, size, sha256 FROM messages WHERE mailbox_id = ? AND uid = ? AND file IS NOT NULL
             """, .text(mailboxId), .int(uid))
+        // After an export that was cut off, a message without a recorded file may still have
+        // one: published, not recorded. It becomes an orphan under its unique name in new/
+        // (the exporter finds the file by its unique part wherever it is), or it would stay
+        // behind as a file nothing knows.
+        try db.run("""
+            INSERT OR IGNORE INTO orphans(file, uniq, message_id, size, sha256)
+            SELECT CASE b.folder WHEN '' THEN '' ELSE b.folder || '/' END || 'new/' || m.uniq, m.uniq, m.message_id, m.size, NULL
+            FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+            WHERE m.mailbox_id = ? AND m.uid = ? AND m.file IS NULL AND b.folder IS NOT NULL
+              AND (SELECT exporting FROM account WHERE id = 1) = 1
+            """, .text(mailboxId), .int(uid))
         try db.run("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", .text(mailboxId), .int(uid))
     }
 

@@ -23,6 +23,7 @@ private let SQLITE_TRANSIENT = unsafeBitCast(-1, to: sqlite3_destructor_type.sel
 public final class Database {
     let handle: OpaquePointer
     private var cache: [String: Statement] = [:]
+    private var commitObserver: CommitObserver?
 
     /// Opens (creating) `path`; `readOnly` opens an existing file for reading only.
     /// A symbolic link, or a file owned by another user, is refused: the cache is written as
@@ -111,6 +112,24 @@ public final class Database {
     }
 
     public var changes: Int { Int(sqlite3_changes(handle)) }
+
+    /// Calls `body` after every commit of this connection, once the commit is in the write-ahead
+    /// log (the crash-state tests record the cache's state there). One observer; it replaces
+    /// the automatic checkpoint (`sqlite3_wal_hook`), so it is for recording runs only.
+    public func observeCommits(_ body: @escaping @Sendable () -> Void) {
+        let box = CommitObserver(body)
+        commitObserver = box
+        sqlite3_wal_hook(handle, { context, _, _, _ in
+            guard let context else { return SQLITE_OK }
+            Unmanaged<CommitObserver>.fromOpaque(context).takeUnretainedValue().body()
+            return SQLITE_OK
+        }, Unmanaged.passUnretained(box).toOpaque())
+    }
+}
+
+private final class CommitObserver: Sendable {
+    let body: @Sendable () -> Void
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
 }
 
 public enum SQLValue: Sendable {

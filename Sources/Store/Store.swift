@@ -25,7 +25,10 @@ public final class Store {
         fchmod(fd, 0o600)
         close(fd)
         db = try Database(path: path)
-        try db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+        // synchronous=FULL: a commit is durable when it returns (the WAL is fsynced). With NORMAL
+        // a power cut can lose commits that the Maildir's later, synced writes already reflect,
+        // and the next scan would read that disagreement as the user's changes (docs/durability.md).
+        try db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
         try migrate()
     }
 

@@ -90,7 +90,6 @@ final class DaemonRun {
         }
         back(nil)
         engine.observer(.ready)
-        mirror.syncFolders = false
         return true
     }
 

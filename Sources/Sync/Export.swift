@@ -38,6 +38,9 @@ extension Mirror {
             }
         }
 
+        // One syncfs for the renames of a batch of rows where one can stand in for the
+        // directories' fsyncs (see `commitDurably`).
+        let renames = DeliveryBatch(maildir: maildir)
         var scanned: [String: [String: String]] = [:]   // folder → unique → file
         var downloads: [DownloadJob] = []
         var after: (String, Int)?
@@ -47,6 +50,7 @@ extension Mirror {
             guard let last = batch.last else { break }
             after = (last.mailboxId, last.uid)
             try store.transaction {
+                var touched = Set<String>()   // folders whose cur/ or new/ a rename of this batch changed
                 for row in batch {
                     do {
                         guard let folder = folderOf[row.mailboxId] else { continue }
@@ -54,7 +58,7 @@ extension Mirror {
                         if let file = row.file {
                             let placed = try relocate(file, folder: folder, flags: flags)
                             if let placed {
-                                if placed != file { summary.renamed += 1 }
+                                if placed != file { summary.renamed += 1; touched.formUnion(Mirror.folders(of: file, placed)) }
                                 try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: nil)
                                 continue
                             }
@@ -63,6 +67,7 @@ extension Mirror {
                         }
                         if let orphan = try store.matchOrphan(messageId: row.messageId, size: row.size),
                            let placed = try relocate(orphan.file, folder: folder, flags: flags) {
+                            touched.formUnion(Mirror.folders(of: orphan.file, placed))
                             try store.removeOrphan(file: orphan.file)
                             try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: orphan.uniq, file: placed, sha256: orphan.sha256)
                             summary.moved += 1
@@ -79,6 +84,7 @@ extension Mirror {
                         if let existing = scanned[folder]?[row.uniq] {
                             let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
                             if placed != existing { onOwnWrite?(existing, false); onOwnWrite?(placed, true) }
+                            touched.formUnion(Mirror.folders(of: existing, placed))
                             let hash = try Maildir.sha256(file: maildir.absolutePath(placed))
                             try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: hash.hex)
                             summary.recovered += 1
@@ -91,6 +97,10 @@ extension Mirror {
                         log.log(.warning, "message \(row.uid) of mailbox \(row.mailboxId) is not exported: \(error)")
                     }
                 }
+                // The renames reach the disk before the commit that records them: a power cut
+                // must not keep the commit and lose a rename, or the next scan would read the
+                // old name as the user's flag change and send it to the server.
+                try maildir.syncFolders(touched, batch: renames)
             }
             // Rows waiting for a download stay dirty, so fetch them before asking for more.
             if !downloads.isEmpty && !markedExporting {
@@ -103,19 +113,33 @@ extension Mirror {
         }
 
         // Files of messages that left the server and were not re-used by a move.
-        for orphan in try store.orphans(olderThan: keepOrphans) {
+        // The unlinks are made durable before the cache forgets the files: a power cut that
+        // kept the commit and lost an unlink would leave a file the cache does not know, which
+        // the next scan would upload as a new message. Interrupted before the commit, the next
+        // run finds the orphans again and their files already gone.
+        let orphans = try store.orphans(olderThan: keepOrphans)
+        var unlinkedIn = Set<String>()
+        for orphan in orphans {
             if try maildir.removeFile(orphan.file) {
                 summary.removed += 1
                 onOwnWrite?(orphan.file, false)
             }
-            try store.removeOrphan(file: orphan.file)
+            unlinkedIn.formUnion(Mirror.folders(of: orphan.file))
+        }
+        if !orphans.isEmpty {
+            try maildir.syncFolders(unlinkedIn, batch: renames)
+            try store.transaction { for orphan in orphans { try store.removeOrphan(file: orphan.file) } }
         }
         if keepOrphans > 0 { try hideOrphans() }
         let live = Set(folderOf.values)
         for folder in try store.deadFolders() {
             // A mailbox deleted and re-created under the same path keeps its folder.
-            if !live.contains(folder), try maildir.removeFolder(folder, owns: Mirror.ownsFile) == false {
-                log.log(.warning, "kept folder \(folder): it holds files wdsync did not write")
+            if !live.contains(folder) {
+                if try maildir.removeFolder(folder, owns: Mirror.ownsFile) == false {
+                    log.log(.warning, "kept folder \(folder): it holds files wdsync did not write")
+                }
+                // Durable before the cache forgets the folder (see the orphans above).
+                try maildir.syncRemovedFolder(folder, batch: renames)
             }
             try store.removeDeadFolder(folder)
         }
@@ -212,6 +236,14 @@ extension Mirror {
             try maildir.renameFolder(from: folder, to: newFolder)
         }
         try store.transaction { try store.moveFolder(from: folder, to: newFolder, nested: maildir.layout == .verbatim) }
+    }
+
+    /// The folders of Maildir files (`<folder>/<cur|new|tmp>/<name>`), for `Maildir.syncFolders`.
+    static func folders(of files: String...) -> Set<String> {
+        Set(files.map { file in
+            let parts = file.split(separator: "/", omittingEmptySubsequences: false)
+            return parts.count >= 2 ? parts.dropLast(2).joined(separator: "/") : ""
+        })
     }
 
     /// Puts an existing file into `folder` with `flags`: into cur/ when seen, new/ when not, as

@@ -119,6 +119,12 @@ extension Mirror {
                 throw refuse("its \(MaildirMarker.fileName) cannot be read")
             case .none:
                 if config.adoptMaildir { return try adopt(id: state.maildirId, from: state.generation) }
+                // A first sync cut off before its marker reached the disk: nothing was written
+                // that a missing marker could hide, so it starts again.
+                if !rootHasEntries(), try !store.hasExportedFiles() {
+                    try startIdentity(state.maildirId, from: state.generation)
+                    return .same
+                }
                 throw refuse(rootExists ? "it has no \(MaildirMarker.fileName) (an empty directory, a disk mounted late, or another directory?)"
                                         : "it is missing (a disk that is not mounted?)")
             }

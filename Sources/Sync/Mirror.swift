@@ -87,9 +87,10 @@ public final class Mirror {
     let log: SyncLog
     let client: WildDuckClient
     public internal(set) var summary = SyncSummary()
-    /// Make the folders durable after a batch of deliveries (`Maildir.syncFolders`). The daemon
-    /// turns it off after its first sync: its batches are one or two files, and a lost rename is
-    /// re-downloaded anyway.
+    /// Make the folders durable after a batch of deliveries (`Maildir.syncFolders`), before the
+    /// cache records them. The live engine keeps it on too: a delivery whose rename a power cut
+    /// lost while the cache kept its record would be read by the next scan as a message the user
+    /// deleted (docs/durability.md). Off only for measurements.
     public var syncFolders = true
     /// Checked between pages and between downloads; when it says true the pass stops with
     /// `SyncError.cancelled`, keeping everything done so far (the daemon's SIGTERM).
@@ -159,6 +160,7 @@ public final class Mirror {
         let dbDir = (config.db as NSString).deletingLastPathComponent
         if !dbDir.isEmpty { try Mirror.makeDirectory(dbDir) }
         store = try Store(path: config.db)
+        if FileTrace.isOn { CrashRecorder.start(store: store, db: config.db, maildir: root) }
         // A root that vanished after files were written is a disk that did not mount, not a
         // user who deleted all mail: write nothing, on either side (`checkMaildir` says more).
         if !FileManager.default.fileExists(atPath: root), !config.adoptMaildir,

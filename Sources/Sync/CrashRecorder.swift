@@ -1,0 +1,30 @@
+import Foundation
+import Maildir
+import Store
+import Lock
+
+/// For the crash-state tests (docs/durability.md): with `WDSYNC_FS_TRACE` set, every commit of
+/// the cache is marked in the file trace (`C <id>`), and with `WDSYNC_FS_TRACE_STATES` naming a
+/// directory, the cache (database and write-ahead log) and the Maildir are copied there after
+/// each commit, as `<id>/cache.sqlite` and `<id>/mail`. The tests build from these copies and
+/// the trace every state a power cut could leave. Nothing of this runs without the variables.
+enum CrashRecorder {
+    static func start(store: Store, db: String, maildir: String) {
+        let states = ProcessInfo.processInfo.environment["WDSYNC_FS_TRACE_STATES"].flatMap { $0.isEmpty ? nil : $0 }
+        let prefix = String(getpid())
+        let counter = Mutex(0)
+        store.db.observeCommits {
+            let id = "\(prefix)-\(counter.withLock { n -> Int in n += 1; return n })"
+            FileTrace.note("C", id)
+            guard let states else { return }
+            let fm = FileManager.default
+            let target = states + "/" + id
+            try? fm.createDirectory(atPath: target, withIntermediateDirectories: true)
+            for suffix in ["", "-wal"] where fm.fileExists(atPath: db + suffix) {
+                try? fm.copyItem(atPath: db + suffix, toPath: target + "/cache.sqlite" + suffix)
+            }
+            if fm.fileExists(atPath: maildir) { try? fm.copyItem(atPath: maildir, toPath: target + "/mail") }
+        }
+    }
+
+}
