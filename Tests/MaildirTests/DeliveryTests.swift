@@ -342,6 +342,14 @@ struct DeliveryTests {
         #expect(try md.removeFile(p2))
         #expect(Set(try md.scanUniqueNames(folder: inbox).keys) == ["3.k.h", "4.k.h"])
         #expect(try md.scanUniqueNames(folder: md.folderDirectory(for: "Nope")).isEmpty)
+        // A move that reached the disk but was never recorded (a power cut before the commit):
+        // moving again from the recorded place finds the file in the destination.
+        let p3 = paths["3.k.h"] ?? ""
+        #expect(rename(md.absolutePath(p3), md.absolutePath(joinPath(archive, "cur", "3.k.h:2,S"))) == 0)
+        let again = try md.moveFile(from: p3, to: archive, flags: [.seen, .replied])
+        #expect(again == joinPath(archive, "cur", "3.k.h:2,RS"))
+        #expect(readBytes(md.absolutePath(again)) == message("m3"))
+        #expect(Set(try md.scanUniqueNames(folder: inbox).keys) == ["4.k.h"])
     }
 
     @Test("hidden files leave cur/ and new/ at once and come back by a move or go by a removal", arguments: MaildirLayout.allCases)

@@ -35,6 +35,10 @@ private func message(_ mailbox: String, _ uid: Int, flags: MessageFlags = [], me
         let fk = try store.db.prepare("PRAGMA foreign_keys")
         #expect(try fk.step())
         #expect(fk.int(0) == 1)
+        // FULL (2): a commit is durable when it returns (docs/durability.md).
+        let synchronous = try store.db.prepare("PRAGMA synchronous")
+        #expect(try synchronous.step())
+        #expect(synchronous.int(0) == 2)
     }
 
     /// A listed message whose file name another row already has (its file was re-used, or the
