@@ -264,6 +264,7 @@ public final class PendingDelivery {
         guard fd >= 0 else { throw .deliveryClosed(path: tmpPath) }
         do throws(MaildirError) {
             try flush()
+            FileTrace.note("W", tmpPath, String(size))
             // Times first, so that the sync makes them durable with the data.
             if let mtime {
                 var times = [timespec(tv_sec: time_t(mtime), tv_nsec: 0), timespec(tv_sec: time_t(mtime), tv_nsec: 0)]
@@ -275,6 +276,7 @@ public final class PendingDelivery {
             if synced {
                 let s = Sys.syncDescriptor(fd)
                 if s != 0 { throw MaildirError.from(errno: s, path: tmpPath, operation: .syncing) }
+                FileTrace.note("F", tmpPath)
             }
             let c = Sys.closeDescriptor(fd)
             fd = -1

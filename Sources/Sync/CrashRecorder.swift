@@ -23,8 +23,22 @@ enum CrashRecorder {
             for suffix in ["", "-wal"] where fm.fileExists(atPath: db + suffix) {
                 try? fm.copyItem(atPath: db + suffix, toPath: target + "/cache.sqlite" + suffix)
             }
-            if fm.fileExists(atPath: maildir) { try? fm.copyItem(atPath: maildir, toPath: target + "/mail") }
+            if fm.fileExists(atPath: maildir) { try? copyTree(maildir, to: target + "/mail") }
         }
     }
 
+    /// Copies a tree with its files' times: FileManager's copy dates every file now, and the
+    /// scan waits for a young file the user wrote to stop changing before it uploads it.
+    /// Directories keep the copy's times (the scan then reads every folder).
+    static func copyTree(_ from: String, to: String) throws {
+        let fm = FileManager.default
+        try fm.copyItem(atPath: from, toPath: to)
+        guard let e = fm.enumerator(atPath: from) else { return }
+        while let rel = e.nextObject() as? String {
+            var st = stat()
+            guard lstat(from + "/" + rel, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
+            var times = [st.st_atim, st.st_mtim]
+            _ = utimensat(AT_FDCWD, to + "/" + rel, &times, AT_SYMLINK_NOFOLLOW)
+        }
+    }
 }

@@ -380,6 +380,11 @@ struct AccountState: Sendable {
     }
 }
 
+/// A copy of a whole account (`SimAccount.snapshot`, `observeChanges`).
+public struct SimSnapshot: Sendable {
+    let state: AccountState
+}
+
 // MARK: - SimAccount
 
 /// An in-memory WildDuck account. All methods are thread-safe.
@@ -405,13 +410,34 @@ public final class SimAccount: Sendable {
         state.withLock { $0.journal.removeAll() }
     }
 
+    /// Called with a copy of the account after every change (`observeChanges`).
+    let changeObserver = Mutex<(@Sendable (SimSnapshot) -> Void)?>(nil)
+
+    /// Calls `body` with a copy of the whole account after every change, before the change is
+    /// answered or announced (nil stops it). For the crash-state tests, which put the account
+    /// back as it was at a point of a recorded run (`restore`); not a WildDuck behaviour.
+    public func observeChanges(_ body: (@Sendable (SimSnapshot) -> Void)?) {
+        changeObserver.withLock { $0 = body }
+    }
+
+    /// The whole account as it is now (messages, mailboxes, journal, counters).
+    public func snapshot() -> SimSnapshot { state.withLock { SimSnapshot(state: $0) } }
+
+    /// Puts the whole account back as it was at `snapshot`.
+    public func restore(_ snapshot: SimSnapshot) { mutate { $0 = snapshot.state } }
+
     public var userId: String { state.withLock { $0.userId } }
     public var username: String { state.withLock { $0.username } }
     public var password: String { state.withLock { $0.password } }
     public var address: String { state.withLock { $0.user["address"] ?? "" } }
 
     func mutate<R>(_ body: (inout AccountState) throws -> R) rethrows -> R {
-        let r = try state.withLock { s in try body(&s) }
+        let r = try state.withLock { s in
+            let r = try body(&s)
+            // Under the account's lock, so each snapshot is exactly one change later than the last.
+            if let observe = changeObserver.withLock({ $0 }) { observe(SimSnapshot(state: s)) }
+            return r
+        }
         // Every change wakes the streams: SSE reads the journal, /ws also watches settings,
         // filters, autoreply and tokens, which are not journaled.
         journalSignal.broadcast()
