@@ -287,8 +287,9 @@ import WildDuckSim
         return partial
     }
 
-    /// Every state (full), or a sample: right before and after each commit and at the end, with
-    /// none or all of the unsynced operations lost, and each one lost alone after the commits.
+    /// Every state (full), or a sample of `sampleSize` out of these: right before and after each
+    /// commit and at the end, with none or all of the unsynced operations lost, and each one lost
+    /// alone after the commits.
     /// Unsynced bodies are cut all together (each cut alone as well in the full run where there
     /// are at most six): recovery treats each the same way, on its own.
     static func states(of r: Recording, full: Bool, seed: UInt64) -> [State] {
@@ -319,10 +320,20 @@ import WildDuckSim
             for lost in subsets { result.append(State(point: point, lost: lost.sorted())) }
         }
         var seen = Set<State>()
-        return result.filter { seen.insert($0).inserted }
+        result = result.filter { seen.insert($0).inserted }
+        guard !full, result.count > sampleSize else { return result }
+        // The normal tests' share: states that lose something first (the seed picks which),
+        // and the end of the run.
+        let end = State(point: r.ops.count, lost: [])
+        let lossy = result.filter { !$0.lost.isEmpty }.shuffled(using: &rng)
+        let rest = result.filter { $0.lost.isEmpty && $0 != end }.shuffled(using: &rng)
+        return ([end] + lossy + rest).prefix(sampleSize).sorted { ($0.point, $0.lost.count) < ($1.point, $1.lost.count) }
     }
 
-    struct SplitMix {
+    /// States per recording in the normal tests (each is a `--once`).
+    static let sampleSize = 16
+
+    struct SplitMix: RandomNumberGenerator {
         var state: UInt64
         init(seed: UInt64) { state = seed }
         mutating func next() -> UInt64 {
