@@ -192,12 +192,12 @@ func joinPath(_ parts: String...) -> String {
     return out
 }
 
-/// The directory operations and durability barriers of a run, one line each, appended to the
-/// file named by `WDSYNC_FS_TRACE` (unset: nothing is recorded). The crash-state tests replay
-/// them under a power-loss model (docs/durability.md): `W path size` a message's body written
-/// (not yet durable), `F path` that file fsynced, `R from to` a rename (or hard link), `U path`
-/// an unlink, `D dir` a directory fsync, `S` a syncfs; the cache adds `C` at each commit. Paths
-/// are absolute; no file contents or secrets are written.
+/// The message bodies, directory operations and durability barriers of a run, one line each,
+/// appended to the file named by `WDSYNC_FS_TRACE` (unset: nothing is recorded). The crash-state
+/// tests replay them under a power-loss model (docs/durability.md): `W path size` a message's
+/// body written (not yet durable), `F path` that file fsynced, `R from to` a rename (or hard
+/// link), `U path` an unlink, `D dir` a directory fsync, `S` a syncfs; the cache adds `C` at each
+/// commit. Paths are absolute; no file contents or secrets are written.
 public enum FileTrace {
     private static let fd: Int32 = {
         guard let path = getenv("WDSYNC_FS_TRACE").map({ String(cString: $0) }), !path.isEmpty else { return -1 }
