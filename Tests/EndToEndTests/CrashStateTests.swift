@@ -93,10 +93,17 @@ import WildDuckSim
         var serverAfter: SimSnapshot
         var expect: Expect
 
-        /// The account as a power cut at `point` leaves it: after the last change it took.
+        /// The account as a power cut at `point` leaves it: after the last change it took, and
+        /// the changes that follow that one with nothing of the client's between them. The
+        /// server does not lose power: a request it was handling when the client lost it is
+        /// finished (one request can be several changes: WildDuck writes a mailbox's
+        /// modifyIndex before the data).
         func server(at point: Int) -> SimSnapshot {
             for i in stride(from: point - 1, through: 0, by: -1) {
-                if case .server(let n) = ops[i], n >= 1, n <= servers.count { return servers[n - 1] }
+                guard case .server = ops[i] else { continue }
+                var last = i
+                while last + 1 < ops.count, case .server = ops[last + 1] { last += 1 }
+                if case .server(let n) = ops[last], n >= 1, n <= servers.count { return servers[n - 1] }
             }
             return serverBefore
         }
@@ -439,7 +446,8 @@ import WildDuckSim
             let server = expected(state, of: r, mail: target + "/mail", h)
             h.maildir = target + "/mail"
             h.db = target + "/cache.sqlite"
-            let result = try h.run()
+            let keepDir = ProcessInfo.processInfo.environment["WDSYNC_CRASHSTATES_KEEP"]
+            let result = try h.run(extra: keepDir == nil ? [] : ["--debug"])
             if result.status != 0 { problems.append("exit \(result.status): \(result.stderr.suffix(400))") }
             let now = serverState(h)
             if now != server {
@@ -447,7 +455,7 @@ import WildDuckSim
             }
             problems += h.mirrorDifferences()
             if !problems.isEmpty { failures.append("\(label) \(state) (seed \(seed)): " + problems.joined(separator: "; ")) }
-            if let keep = ProcessInfo.processInfo.environment["WDSYNC_CRASHSTATES_KEEP"], !problems.isEmpty {
+            if let keep = keepDir, !problems.isEmpty {
                 // For a closer look: the state as built (rebuilt, since recovery changed it) and the trace.
                 let dir = keep + "/\(label)-\(state.point)-\(n)"
                 _ = try build(state, of: r, into: dir)
