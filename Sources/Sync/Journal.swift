@@ -140,12 +140,40 @@ struct JournalReplay {
                 log.log(.verbose, "the journal does not account for every change in \(mailbox.path) (\(own.count) entries for \(mailbox.modifyIndex - synced) modifyIndex steps); listing it")
             }
         }
+        // Entries written in the same second by two server processes do not sort in the order
+        // they were written (an ObjectId's time is in seconds; the rest is per process), so the
+        // replay can bring a message's older flags after its newer ones — the server's setting
+        // from just before a listing after the user's pushed change, which put the pushed flags
+        // back in the Maildir while the server kept them. For such a message which came last is
+        // unknown: its flags are read from the server instead (merged three-way, as a
+        // listing's are).
+        let unordered = Self.unorderedMessages(list)
         outcome.events = fresh.filter { e in
             guard let m = e.mailbox else { return false }
             if outcome.proven[m] != nil { return true }
             return outcome.touched.contains(m) && (e.id ?? "") >= (unsettledFrom[m] ?? "")
-        }.flatMap(\.events)
+        }.flatMap(\.events).map { event in
+            if case .messageFlags(let mailbox, let uid, _) = event, unordered.contains("\(mailbox) \(uid)") {
+                return .messageChanged(mailbox: mailbox, uid: uid)
+            }
+            return event
+        }
         return outcome
+    }
+
+    /// The messages ("mailbox uid") with two entries in `list` from the same second and from
+    /// different server processes: their order is unknown.
+    static func unorderedMessages(_ list: [JournalEntry]) -> Set<String> {
+        var stamps: [String: [(second: Substring, process: Substring)]] = [:]
+        var unordered = Set<String>()
+        for e in list {
+            guard let m = e.mailbox, let uid = e.uid, let id = e.id, id.count == 24 else { continue }
+            let key = "\(m) \(uid)"
+            let second = id.prefix(8), process = id.dropFirst(8).prefix(10)
+            if stamps[key, default: []].contains(where: { $0.second == second && $0.process != process }) { unordered.insert(key) }
+            stamps[key, default: []].append((second, process))
+        }
+        return unordered
     }
 
     /// Rule 3 and 4 above: whether `entries` (one mailbox's new entries, oldest first) account

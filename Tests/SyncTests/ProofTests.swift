@@ -51,4 +51,23 @@ import WildDuck
         #expect(!JournalReplay.explains(list, steps: 5))
         #expect(JournalReplay.explains(list, steps: 5, reflected: { ($0.uid ?? 0) <= 5 }))
     }
+
+    /// A message's entries from the same second and two server processes have no known order
+    /// (the replay brought the server's setting from before a listing after the user's pushed
+    /// flags, which put them back in the Maildir): its flags are read from the server instead.
+    @Test func entriesOfOneSecondFromTwoProcessesHaveNoOrder() {
+        func fetch(_ id: String, uid: Int) -> JournalEntry {
+            let data = #"{"command":"FETCH","uid":\#(uid),"mailbox":"\#(Self.mailbox)","flags":["\\Seen"]}"#
+            return JournalEntry(SSEParser.Event(id: id, event: nil, data: data))
+        }
+        let list = [
+            fetch("6b16aebb053ddd60fb00000b", uid: 1),   // process 053ddd60fb, second 6b16aebb
+            fetch("6b16aebb853ddd60fb00001f", uid: 1),   // another process, the same second
+            fetch("6b16aebb053ddd60fb00000c", uid: 2),   // one process: in order
+            fetch("6b16aebb053ddd60fb00000d", uid: 2),
+            fetch("6b16aebb053ddd60fb00000e", uid: 3),   // other seconds: in order
+            fetch("6b16aebc853ddd60fb000001", uid: 3),
+        ]
+        #expect(JournalReplay.unorderedMessages(list) == ["\(Self.mailbox) 1"])
+    }
 }
