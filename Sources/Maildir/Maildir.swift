@@ -419,12 +419,7 @@ public struct Maildir: Sendable {
         var current = relPath
         var ensured = false, relocated = false
         while true {
-            var sub = flags.contains(.seen) ? "cur" : "new"
-            if let split = try? Self.splitFile(current), split.folder == folder,
-               MessageFlags(fileName: split.name).contains(.seen) == flags.contains(.seen) {
-                sub = split.sub
-            }
-            let target = joinPath(folder, sub, fileName)
+            let target = Self.placement(of: current, in: folder, fileName: fileName, flags: flags)
             if current == target { return target }
             let r = Sys.renamePath(absolutePath(current), absolutePath(target))
             if r == 0 { return target }
@@ -443,6 +438,35 @@ public struct Maildir: Sendable {
                 relocated = true
             }
         }
+    }
+
+    /// Where `moveFile` puts the message whose file is at `current`: in `folder`, named for
+    /// `flags`, in `cur/` with S and `new/` without, except that within its own folder a file
+    /// stays in the directory it is in unless S itself changes. Pure: `--dry-run` shows it.
+    public static func placement(of current: String, in folder: String, flags: MessageFlags) -> String {
+        let unique = uniquePart(ofFileName: String(current.split(separator: "/").last ?? Substring(current)))
+        return placement(of: current, in: folder, fileName: fileName(unique: unique, flags: flags), flags: flags)
+    }
+
+    private static func placement(of current: String, in folder: String, fileName: String, flags: MessageFlags) -> String {
+        var sub = flags.contains(.seen) ? "cur" : "new"
+        if let split = try? splitFile(current), split.folder == folder,
+           MessageFlags(fileName: split.name).contains(.seen) == flags.contains(.seen) {
+            sub = split.sub
+        }
+        return joinPath(folder, sub, fileName)
+    }
+
+    /// Where `moveFile` finds a message file to move into `destination`: `relPath`, or the file
+    /// with its unique part that a reader renamed it to in its folder's `cur/` or `new/`, or one
+    /// already in the destination (moved there by a run cut off before it recorded the move);
+    /// nil when there is none.
+    public func find(_ relPath: String, movingTo destination: String) throws(MaildirError) -> String? {
+        if Sys.kind(absolutePath(relPath)).exists { return relPath }
+        let (folder, _, name) = try Self.splitFile(relPath, hidden: true)
+        let unique = Self.uniquePart(ofFileName: name)
+        if let found = try locate(unique: unique, folder: folder) { return found }
+        return destination == folder ? nil : try locate(unique: unique, folder: destination)
     }
 
     /// Removes a message file (in `cur/` or `new/`, or hidden in `tmp/`). If it was renamed by

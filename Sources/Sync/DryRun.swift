@@ -71,18 +71,14 @@ extension Mirror {
             after = (last.mailboxId, last.uid)
             for row in batch {
                 guard let folder = folderOf[row.mailboxId] else { continue }
-                let flags = row.flags
-                func target(_ file: String) -> String {
-                    let name = Maildir.fileName(unique: Maildir.uniquePart(ofFileName: (file as NSString).lastPathComponent), flags: flags)
-                    return (folder.isEmpty ? "" : folder + "/") + (flags.contains(.seen) ? "cur/" : "new/") + name
-                }
-                if let file = row.file, FileManager.default.fileExists(atPath: maildir.absolutePath(file)) {
-                    let moved = afterFolderRenames(file)
-                    if target(moved) != moved { report.renames.append((file, target(moved))) }
-                } else if let orphan = try store.matchOrphan(messageId: row.messageId, size: row.size), !reused.contains(orphan.file) {
+                // The export's own decision (`plan`), for the folders as it will have renamed them.
+                switch try plan(row, folder: folder, excluding: reused, moved: afterFolderRenames) {
+                case .place(let file, let target):
+                    if target != afterFolderRenames(file) { report.renames.append((file, target)) }
+                case .reuse(let orphan, let file, let target):
                     reused.insert(orphan.file)
-                    report.renames.append((orphan.file, target(orphan.file)))
-                } else {
+                    report.renames.append((file, target))
+                case .download:
                     report.downloads[paths[row.mailboxId] ?? row.mailboxId, default: (0, 0)].count += 1
                     report.downloads[paths[row.mailboxId] ?? row.mailboxId, default: (0, 0)].bytes += row.size
                 }

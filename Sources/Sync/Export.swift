@@ -55,23 +55,25 @@ extension Mirror {
                     do {
                         guard let folder = folderOf[row.mailboxId] else { continue }
                         let flags = row.flags
-                        if let file = row.file {
-                            let placed = try relocate(file, folder: folder, flags: flags)
-                            if let placed {
-                                if placed != file { summary.renamed += 1; touched.formUnion(Mirror.folders(of: file, placed)) }
+                        switch try plan(row, folder: folder) {
+                        case .place(let file, _):
+                            // (Nil: gone since it was found; downloaded below.)
+                            if let placed = try relocate(file, folder: folder, flags: flags) {
+                                if placed != row.file { summary.renamed += 1; touched.formUnion(Mirror.folders(of: file, placed)) }
                                 try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: nil)
                                 continue
                             }
+                        case .reuse(let orphan, let file, _):
+                            if let placed = try relocate(file, folder: folder, flags: flags) {
+                                touched.formUnion(Mirror.folders(of: file, placed))
+                                try store.removeOrphan(file: orphan.file)
+                                try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: orphan.uniq, file: placed, sha256: orphan.sha256)
+                                summary.moved += 1
+                                continue
+                            }
+                        case .download(let missing):
                             // Our file is gone (deleted by hand): fetch it again.
-                            log.log(.warning, "\(file) disappeared from the Maildir; downloading it again")
-                        }
-                        if let orphan = try store.matchOrphan(messageId: row.messageId, size: row.size),
-                           let placed = try relocate(orphan.file, folder: folder, flags: flags) {
-                            touched.formUnion(Mirror.folders(of: orphan.file, placed))
-                            try store.removeOrphan(file: orphan.file)
-                            try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: orphan.uniq, file: placed, sha256: orphan.sha256)
-                            summary.moved += 1
-                            continue
+                            if let missing { log.log(.warning, "\(missing) disappeared from the Maildir; downloading it again") }
                         }
                         // Crash recovery: a file renamed into place by an interrupted export but not
                         // recorded. After a clean export there is none, so big folders are not scanned.
@@ -250,6 +252,22 @@ extension Mirror {
     /// the server says (a message marked unseen again goes back to new/); a file whose S does
     /// not change stays where it is (mutt's "old" messages are in cur/ without S). Nil if the
     /// file is gone.
+    /// What the export does for a message whose file is not what the store says, decided from
+    /// the store and the disk before anything changes: `export` applies it, `--dry-run` prints
+    /// it. `excluding`: orphans already taken by an earlier step of a plan that is not applied;
+    /// `moved`: where a file is once its folder's rename is done (the dry run does none).
+    func plan(_ row: MessageRecord, folder: String, excluding taken: Set<String> = [],
+              moved: (String) -> String = { $0 }) throws -> ExportStep {
+        if let file = row.file, let current = try maildir.find(file, movingTo: folder) {
+            return .place(current, to: Maildir.placement(of: moved(current), in: folder, flags: row.flags))
+        }
+        if let orphan = try store.matchOrphan(messageId: row.messageId, size: row.size), !taken.contains(orphan.file),
+           let current = try maildir.find(orphan.file, movingTo: folder) {
+            return .reuse(orphan, current, to: Maildir.placement(of: moved(current), in: folder, flags: row.flags))
+        }
+        return .download(missing: row.file)
+    }
+
     private func relocate(_ file: String, folder: String, flags: MessageFlags) throws -> String? {
         do {
             let placed = try maildir.moveFile(from: file, to: folder, flags: flags)
@@ -259,6 +277,16 @@ extension Mirror {
             return nil
         }
     }
+}
+
+/// What the export does for one message (`plan`).
+enum ExportStep {
+    /// Its file is at this path: put it where its folder and flags say (a rename, or nothing).
+    case place(String, to: String)
+    /// An orphan holding the same message (a move whose halves came apart), at this path.
+    case reuse(OrphanRecord, String, to: String)
+    /// No file: downloaded. `missing`: the file the store knew, gone from the Maildir.
+    case download(missing: String?)
 }
 
 struct DownloadJob: Sendable {

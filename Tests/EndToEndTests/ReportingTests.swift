@@ -354,4 +354,28 @@ import WildDuckSim
         #expect(first.stdout.contains("download \(h2.totalServerMessages) messages"), "\(first.stdout)")
         #expect(!FileManager.default.fileExists(atPath: h2.maildir) && !FileManager.default.fileExists(atPath: h2.db))
     }
+
+    /// The dry run prints the export's own decisions: a message mutt moved to cur/ without S
+    /// (read, kept "old") whose flags the server changes stays in cur/, in the report as on disk.
+    @Test func theReportNamesThePathsTheSyncThenWrites() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 20)
+        try h.sync()
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        let fresh = try FileManager.default.contentsOfDirectory(atPath: h.maildir + "/INBOX/new").sorted()
+        let name = try #require(fresh.first)
+        try FileManager.default.moveItem(atPath: h.maildir + "/INBOX/new/" + name, toPath: h.maildir + "/INBOX/cur/" + name)
+        let unique = String(name.prefix { $0 != ":" })
+        let uid = try #require(h.account.messages(mailboxId: inbox).first { unique.contains("_\($0.uid).") }?.uid)
+        try h.account.setFlags(mailboxId: inbox, uid: uid, flagged: true)
+
+        let result = try h.run(h.baseArguments + ["--dry-run", "-v"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let rename = result.stdout.split(separator: "\n").first { $0.hasPrefix("    rename ") && $0.contains(unique) }
+        let announced = try #require(rename.map { String($0.split(separator: "→").last ?? "").trimmingCharacters(in: .whitespaces) },
+                                     "\(result.stdout)")
+        #expect(announced == "INBOX/cur/" + unique + ":2,F", "\(result.stdout)")
+        try h.sync()
+        #expect(FileManager.default.fileExists(atPath: h.maildir + "/" + announced), "the sync put it elsewhere")
+    }
 }
