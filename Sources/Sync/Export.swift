@@ -23,77 +23,54 @@ extension Mirror {
         // Files renamed into place but not recorded can only exist if an export was interrupted
         // while downloading; the flag is set around downloads and cleared when the export ends.
         let interrupted = try store.isExporting()
-        var markedExporting = interrupted   // the cache says "exporting" (see `isExporting`)
         let mailboxes = try store.mailboxes()
         let folderOf = try placeFolders(mailboxes)
-        downloadProgress = nil
+        try startDownloadProgress(mailboxes)
         defer { downloadProgress = nil }
-        if onProgress != nil {
-            let counts = try store.counts()
-            if counts.pendingDownloads > 0 {
-                downloadProgress = (SyncProgress(phase: .downloading, mailbox: "", done: 0, total: counts.pendingDownloads,
-                                                 totalBytes: counts.pendingBytes),
-                                    summary.downloaded, summary.bytesDownloaded,
-                                    Dictionary(mailboxes.map { ($0.id, $0.path) }, uniquingKeysWith: { a, _ in a }))
-            }
-        }
-
         // One syncfs for the renames of a batch of rows where one can stand in for the
         // directories' fsyncs (see `commitDurably`).
         let renames = DeliveryBatch(maildir: maildir)
-        var scanned: [String: [String: String]] = [:]   // folder → unique → file
-        var downloads: [DownloadJob] = []
+        let markedExporting = try exportMessages(folderOf: folderOf, interrupted: interrupted, renames: renames)
+        try removeOrphans(olderThan: keepOrphans, renames: renames)
+        if keepOrphans > 0 { try hideOrphans() }
+        try removeDeadFolders(keeping: Set(folderOf.values), renames: renames)
+        if markedExporting { try store.setExporting(false) }
+    }
+
+    /// The progress line of the downloads to come (on a terminal).
+    private func startDownloadProgress(_ mailboxes: [MailboxRecord]) throws {
+        downloadProgress = nil
+        guard onProgress != nil else { return }
+        let counts = try store.counts()
+        guard counts.pendingDownloads > 0 else { return }
+        downloadProgress = (SyncProgress(phase: .downloading, mailbox: "", done: 0, total: counts.pendingDownloads,
+                                         totalBytes: counts.pendingBytes),
+                            summary.downloaded, summary.bytesDownloaded,
+                            Dictionary(mailboxes.map { ($0.id, $0.path) }, uniquingKeysWith: { a, _ in a }))
+    }
+
+    /// Every message whose file is not what the store says, 2,000 rows at a time: its plan
+    /// applied and recorded in one transaction per batch (renames durable before the commit),
+    /// then the batch's downloads. Returns whether the cache says "exporting" (`isExporting`).
+    private func exportMessages(folderOf: [String: String], interrupted: Bool, renames: DeliveryBatch?) throws -> Bool {
+        var markedExporting = interrupted
+        // After an interrupted export: folder → unique → file, read once per folder.
+        var scanned: [String: [String: String]]? = interrupted ? [:] : nil
         var after: (String, Int)?
         while true {
             if isCancelled() { throw SyncError.cancelled }
             let batch = try store.dirtyMessages(after: after, limit: 2000)
             guard let last = batch.last else { break }
             after = (last.mailboxId, last.uid)
+            var downloads: [DownloadJob] = []
             try store.transaction {
                 var touched = Set<String>()   // folders whose cur/ or new/ a rename of this batch changed
                 for row in batch {
+                    guard let folder = folderOf[row.mailboxId] else { continue }
                     do {
-                        guard let folder = folderOf[row.mailboxId] else { continue }
-                        let flags = row.flags
-                        switch try plan(row, folder: folder) {
-                        case .place(let file, _):
-                            // (Nil: gone since it was found; downloaded below.)
-                            if let placed = try relocate(file, folder: folder, flags: flags) {
-                                if placed != row.file { summary.renamed += 1; touched.formUnion(Mirror.folders(of: file, placed)) }
-                                try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: nil)
-                                continue
-                            }
-                        case .reuse(let orphan, let file, _):
-                            if let placed = try relocate(file, folder: folder, flags: flags) {
-                                touched.formUnion(Mirror.folders(of: file, placed))
-                                try store.removeOrphan(file: orphan.file)
-                                try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: orphan.uniq, file: placed, sha256: orphan.sha256)
-                                summary.moved += 1
-                                continue
-                            }
-                        case .download(let missing):
-                            // Our file is gone (deleted by hand): fetch it again.
-                            if let missing { log.log(.warning, "\(missing) disappeared from the Maildir; downloading it again") }
+                        if let job = try exportRow(row, folder: folder, recovering: &scanned, touched: &touched) {
+                            downloads.append(job)
                         }
-                        // Crash recovery: a file renamed into place by an interrupted export but not
-                        // recorded. After a clean export there is none, so big folders are not scanned.
-                        if interrupted && scanned[folder] == nil {
-                            scanned[folder] = try maildir.scanUniqueNames(folder: folder)
-                            // Only download leftovers (named by the bare unique part), not the
-                            // files of orphans kept there for a possible move (`hideOrphans`).
-                            _ = try maildir.cleanTmp(folder: folder, owns: { !$0.contains(":") && Mirror.ownsFile($0) })
-                        }
-                        if let existing = scanned[folder]?[row.uniq] {
-                            let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
-                            if placed != existing { onOwnWrite?(existing, false); onOwnWrite?(placed, true) }
-                            touched.formUnion(Mirror.folders(of: existing, placed))
-                            let hash = try Maildir.sha256(file: maildir.absolutePath(placed))
-                            try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: hash.hex)
-                            summary.recovered += 1
-                            continue
-                        }
-                        downloads.append(DownloadJob(mailboxId: row.mailboxId, uid: row.uid, folder: folder, unique: row.uniq,
-                                                     flags: flags, mtime: row.idate, size: row.size))
                     } catch let error where Mirror.concernsOneItem(error) {
                         // One message whose file cannot be placed must not stop the others.
                         log.log(.warning, "message \(row.uid) of mailbox \(row.mailboxId) is not exported: \(error)")
@@ -110,16 +87,65 @@ extension Mirror {
                 markedExporting = true
             }
             try download(downloads)
-            downloads.removeAll()
             if batch.count < 2000 { break }
         }
+        return markedExporting
+    }
 
-        // Files of messages that left the server and were not re-used by a move.
-        // The unlinks are made durable before the cache forgets the files: a power cut that
-        // kept the commit and lost an unlink would leave a file the cache does not know, which
-        // the next scan would upload as a new message. Interrupted before the commit, the next
-        // run finds the orphans again and their files already gone.
+    /// Applies the plan of one message; returns its download when it needs one. `recovering`
+    /// (after an interrupted export): the folders' files by unique part, read once per folder.
+    private func exportRow(_ row: MessageRecord, folder: String, recovering scanned: inout [String: [String: String]]?,
+                           touched: inout Set<String>) throws -> DownloadJob? {
+        let flags = row.flags
+        switch try plan(row, folder: folder) {
+        case .place(let file, _):
+            // (Nil: gone since it was found; downloaded below.)
+            if let placed = try relocate(file, folder: folder, flags: flags) {
+                if placed != row.file { summary.renamed += 1; touched.formUnion(Mirror.folders(of: file, placed)) }
+                try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: nil)
+                return nil
+            }
+        case .reuse(let orphan, let file, _):
+            if let placed = try relocate(file, folder: folder, flags: flags) {
+                touched.formUnion(Mirror.folders(of: file, placed))
+                try store.removeOrphan(file: orphan.file)
+                try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: orphan.uniq, file: placed, sha256: orphan.sha256)
+                summary.moved += 1
+                return nil
+            }
+        case .download(let missing):
+            // Our file is gone (deleted by hand): fetch it again.
+            if let missing { log.log(.warning, "\(missing) disappeared from the Maildir; downloading it again") }
+        }
+        // Crash recovery: a file renamed into place by an interrupted export but not recorded.
+        // After a clean export there is none, so big folders are not scanned.
+        if scanned != nil && scanned?[folder] == nil {
+            scanned?[folder] = try maildir.scanUniqueNames(folder: folder)
+            // Only download leftovers (named by the bare unique part), not the files of
+            // orphans kept there for a possible move (`hideOrphans`).
+            _ = try maildir.cleanTmp(folder: folder, owns: { !$0.contains(":") && Mirror.ownsFile($0) })
+        }
+        if let existing = scanned?[folder]?[row.uniq] {
+            let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
+            if placed != existing { onOwnWrite?(existing, false); onOwnWrite?(placed, true) }
+            touched.formUnion(Mirror.folders(of: existing, placed))
+            let hash = try Maildir.sha256(file: maildir.absolutePath(placed))
+            try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: hash.hex)
+            summary.recovered += 1
+            return nil
+        }
+        return DownloadJob(mailboxId: row.mailboxId, uid: row.uid, folder: folder, unique: row.uniq,
+                           flags: flags, mtime: row.idate, size: row.size)
+    }
+
+    /// Files of messages that left the server and were not re-used by a move. The unlinks are
+    /// made durable before the cache forgets the files: a power cut that kept the commit and
+    /// lost an unlink would leave a file the cache does not know, which the next scan would
+    /// upload as a new message. Interrupted before the commit, the next run finds the orphans
+    /// again and their files already gone.
+    private func removeOrphans(olderThan keepOrphans: Double, renames: DeliveryBatch?) throws {
         let orphans = try store.orphans(olderThan: keepOrphans)
+        guard !orphans.isEmpty else { return }
         var unlinkedIn = Set<String>()
         for orphan in orphans {
             if try maildir.removeFile(orphan.file) {
@@ -128,24 +154,22 @@ extension Mirror {
             }
             unlinkedIn.formUnion(Mirror.folders(of: orphan.file))
         }
-        if !orphans.isEmpty {
-            try maildir.syncFolders(unlinkedIn, batch: renames)
-            try store.transaction { for orphan in orphans { try store.removeOrphan(file: orphan.file) } }
-        }
-        if keepOrphans > 0 { try hideOrphans() }
-        let live = Set(folderOf.values)
+        try maildir.syncFolders(unlinkedIn, batch: renames)
+        try store.transaction { for orphan in orphans { try store.removeOrphan(file: orphan.file) } }
+    }
+
+    /// The folders of mailboxes gone from the server (a mailbox deleted and re-created under
+    /// the same path keeps its folder), durable before the cache forgets them.
+    private func removeDeadFolders(keeping live: Set<String>, renames: DeliveryBatch?) throws {
         for folder in try store.deadFolders() {
-            // A mailbox deleted and re-created under the same path keeps its folder.
             if !live.contains(folder) {
                 if try maildir.removeFolder(folder, owns: Mirror.ownsFile) == false {
                     log.log(.warning, "kept folder \(folder): it holds files wdsync did not write")
                 }
-                // Durable before the cache forgets the folder (see the orphans above).
                 try maildir.syncRemovedFolder(folder, batch: renames)
             }
             try store.removeDeadFolder(folder)
         }
-        if markedExporting { try store.setExporting(false) }
     }
 
     /// Settles every orphan kept for a possible move when the daemon stops: its file is
