@@ -5,7 +5,7 @@ import WildDuck
 /// Applying remote events to the store, then exporting. Exact events (a flag list, an expunge,
 /// a uid that appeared) are applied directly or with one small REST read per mailbox;
 /// everything else makes the engine reconcile that part over REST, which is the truth.
-extension Mirror {
+extension AccountSync {
     /// When a batch was committed to the store and when its files were in place.
     public struct BatchTiming: Sendable {
         public var committed: ContinuousClock.Instant
@@ -92,7 +92,7 @@ extension Mirror {
                     try store.insertMessage(MessageRecord(
                         mailboxId: mailbox, uid: item.uid, messageId: item.messageId, size: item.size, idate: item.idate,
                         flags: MessageFlags(listing: item), json: item.json.text,
-                        uniq: Mirror.uniqueName(mailboxId: mailbox, uid: item.uid, idate: item.idate)))
+                        uniq: AccountSync.uniqueName(mailboxId: mailbox, uid: item.uid, idate: item.idate)))
                 }
                 for uid in missing { try store.removeMessage(mailboxId: mailbox, uid: uid) }
             }

@@ -11,7 +11,7 @@ final class DaemonRun {
     typealias Instant = ContinuousClock.Instant
 
     let engine: LiveSync
-    let mirror: Mirror
+    let mirror: AccountSync
     let options: LiveOptions
     var log: SyncLog { engine.log }
     var inbox: Inbox { engine.inbox }
@@ -33,7 +33,7 @@ final class DaemonRun {
     private var pushFailures = 0
     private var nextPush: Instant
 
-    init(engine: LiveSync, mirror: Mirror) {
+    init(engine: LiveSync, mirror: AccountSync) {
         self.engine = engine
         self.mirror = mirror
         self.options = engine.options

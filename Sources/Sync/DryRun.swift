@@ -21,7 +21,7 @@ public struct DryRunReport: Sendable {
     public init() {}
 }
 
-extension Mirror {
+extension AccountSync {
     /// `--dry-run`: what a sync would download, rename, remove and push, found by running the
     /// scan and the pull against a throw-away copy of the cache (this mirror's store must be
     /// that copy, and its config `pullOnly` and `dryRun`), and asking, instead of exporting,

@@ -10,7 +10,7 @@ import WildDuck
 
 /// The exporter: makes the Maildir match the store. It reads only the store (never network
 /// events); the one thing it asks the server for is the bytes of a message that has no file yet.
-extension Mirror {
+extension AccountSync {
     /// Makes the Maildir match the store. Files of messages that left the server are unlinked
     /// unless they became orphans less than `keepOrphans` seconds ago: the live engine keeps
     /// them for a while, so a move whose two halves arrive in different batches is still a
@@ -71,7 +71,7 @@ extension Mirror {
                         if let job = try exportRow(row, folder: folder, recovering: &scanned, touched: &touched) {
                             downloads.append(job)
                         }
-                    } catch let error where Mirror.concernsOneItem(error) {
+                    } catch let error where AccountSync.concernsOneItem(error) {
                         // One message whose file cannot be placed must not stop the others.
                         log.log(.warning, "message \(row.uid) of mailbox \(row.mailboxId) is not exported: \(error)")
                     }
@@ -101,13 +101,13 @@ extension Mirror {
         case .place(let file, _):
             // (Nil: gone since it was found; downloaded below.)
             if let placed = try relocate(file, folder: folder, flags: flags) {
-                if placed != row.file { summary.renamed += 1; touched.formUnion(Mirror.folders(of: file, placed)) }
+                if placed != row.file { summary.renamed += 1; touched.formUnion(AccountSync.folders(of: file, placed)) }
                 try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: nil)
                 return nil
             }
         case .reuse(let orphan, let file, _):
             if let placed = try relocate(file, folder: folder, flags: flags) {
-                touched.formUnion(Mirror.folders(of: file, placed))
+                touched.formUnion(AccountSync.folders(of: file, placed))
                 try store.removeOrphan(file: orphan.file)
                 try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: orphan.uniq, file: placed, sha256: orphan.sha256)
                 summary.moved += 1
@@ -123,12 +123,12 @@ extension Mirror {
             scanned?[folder] = try maildir.scanUniqueNames(folder: folder)
             // Only download leftovers (named by the bare unique part), not the files of
             // orphans kept there for a possible move (`hideOrphans`).
-            _ = try maildir.cleanTmp(folder: folder, owns: { !$0.contains(":") && Mirror.ownsFile($0) })
+            _ = try maildir.cleanTmp(folder: folder, owns: { !$0.contains(":") && AccountSync.ownsFile($0) })
         }
         if let existing = scanned?[folder]?[row.uniq] {
             let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
             if placed != existing { onOwnWrite?(existing, false); onOwnWrite?(placed, true) }
-            touched.formUnion(Mirror.folders(of: existing, placed))
+            touched.formUnion(AccountSync.folders(of: existing, placed))
             let hash = try Maildir.sha256(file: maildir.absolutePath(placed))
             try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: hash.hex)
             summary.recovered += 1
@@ -152,7 +152,7 @@ extension Mirror {
                 summary.removed += 1
                 onOwnWrite?(orphan.file, false)
             }
-            unlinkedIn.formUnion(Mirror.folders(of: orphan.file))
+            unlinkedIn.formUnion(AccountSync.folders(of: orphan.file))
         }
         try maildir.syncFolders(unlinkedIn, batch: renames)
         try store.transaction { for orphan in orphans { try store.removeOrphan(file: orphan.file) } }
@@ -163,7 +163,7 @@ extension Mirror {
     private func removeDeadFolders(keeping live: Set<String>, renames: DeliveryBatch?) throws {
         for folder in try store.deadFolders() {
             if !live.contains(folder) {
-                if try maildir.removeFolder(folder, owns: Mirror.ownsFile) == false {
+                if try maildir.removeFolder(folder, owns: AccountSync.ownsFile) == false {
                     log.log(.warning, "kept folder \(folder): it holds files wdsync did not write")
                 }
                 try maildir.syncRemovedFolder(folder, batch: renames)
@@ -222,13 +222,13 @@ extension Mirror {
                     guard try store.isKnownFolder(wanted) else {
                         throw SyncError.localIO("cannot rename \(folder) to \(wanted) for mailbox \(mailbox.path): \(destination) exists and is not wdsync's; move it away and re-run")
                     }
-                    try moveFolder(wanted, to: Mirror.asideFolder(for: mailbox.id))
+                    try moveFolder(wanted, to: AccountSync.asideFolder(for: mailbox.id))
                 }
                 log.log(.verbose, "renaming folder \(folder) → \(wanted)")
                 try moveFolder(folder, to: wanted)
                 summary.renamed += 1
                 current = Dictionary(try store.mailboxes().map { ($0.id, $0.folder) }, uniquingKeysWith: { a, _ in a })
-            } catch let error where Mirror.concernsOneItem(error) {
+            } catch let error where AccountSync.concernsOneItem(error) {
                 // One mailbox whose folder cannot be placed (a name the file system refuses, a
                 // foreign file in the way) must not stop the others: its messages wait.
                 result[mailbox.id] = nil
@@ -349,7 +349,7 @@ private enum DownloadResult: Sendable {
     }
 }
 
-extension Mirror {
+extension AccountSync {
     /// Downloads message bodies with `config.connections` parallel connections, each streaming
     /// into tmp/ and sealing the file there; this thread publishes what they sealed in batches
     /// (one sync for the bodies, the renames into new/ and cur/, one sync for the folders) and
@@ -369,10 +369,10 @@ extension Mirror {
             do {
                 for job in jobs {
                     do {
-                        results.append(.delivered(job, try maildir.publish(Mirror.fetch(job, with: client, into: maildir))))
+                        results.append(.delivered(job, try maildir.publish(AccountSync.fetch(job, with: client, into: maildir))))
                     } catch {
                         if let result = DownloadResult(job, failedWith: error) { results.append(result) }
-                        else if Mirror.concernsOneItem(error) { skipped(job, error) }
+                        else if AccountSync.concernsOneItem(error) { skipped(job, error) }
                         else { throw error }
                     }
                 }
@@ -400,14 +400,14 @@ extension Mirror {
                     let jobs = shared.next()
                     guard !jobs.isEmpty else { break }
                     // The batch in one pipeline; whatever it did not deliver, one at a time.
-                    let done = jobs.count > 1 ? Mirror.fetch(jobs, with: client, into: maildir, batch: batch, log: log,
+                    let done = jobs.count > 1 ? AccountSync.fetch(jobs, with: client, into: maildir, batch: batch, log: log,
                                                              isCancelled: isCancelled, settle: shared.finish) : 0
                     for job in jobs[done...] where !isCancelled() {
                         do {
-                            shared.finish(.sealed(job, try Mirror.fetch(job, with: client, into: maildir, batch: batch)))
+                            shared.finish(.sealed(job, try AccountSync.fetch(job, with: client, into: maildir, batch: batch)))
                         } catch {
                             if let result = DownloadResult(job, failedWith: error) { shared.finish(result) }
-                            else if Mirror.concernsOneItem(error) { skipped(job, error) }
+                            else if AccountSync.concernsOneItem(error) { skipped(job, error) }
                             else { shared.fail(error); return }
                         }
                     }
@@ -512,7 +512,7 @@ extension Mirror {
             case .success(let delivered):
                 return .delivered(job, delivered)
             case .failure(let error):
-                if Mirror.concernsOneItem(error) { skipped(job, error) } else if failure == nil { failure = error }
+                if AccountSync.concernsOneItem(error) { skipped(job, error) } else if failure == nil { failure = error }
                 return nil
             }
         }
@@ -635,7 +635,7 @@ public struct VerifyReport: Sendable {
     public var movedAside: [String] = []
 }
 
-extension Mirror {
+extension AccountSync {
     /// Checks, without the network, that every cached message has its file with the recorded
     /// SHA-256. A file is recognised by the unique part of its name, whatever its flags, its
     /// `cur/` or `new/` and its folder: mutt reading a message offline (`new/` to `cur/`, `S`)

@@ -243,7 +243,7 @@ public final class LiveSync: Sendable {
     /// Runs one step of the engine and reports what it changed in the Maildir: to the status in
     /// the cache (`wdsync --status`), and the observer (which runs the post-sync hook). `events` marks a batch
     /// of updates, `completeSync` a full sync or reconcile.
-    func step(_ mirror: Mirror, events: Int? = nil, completeSync: Bool = false, _ body: () throws -> Bool) throws -> Bool {
+    func step(_ mirror: AccountSync, events: Int? = nil, completeSync: Bool = false, _ body: () throws -> Bool) throws -> Bool {
         mirror.summary = SyncSummary()
         let start = ContinuousClock.now
         let ok = try body()
@@ -264,7 +264,7 @@ public final class LiveSync: Sendable {
     }
 
     private func loop() throws {
-        let mirror = try Mirror(config: config, log: log, mode: .daemon(settle: options.massDeleteSettle))
+        let mirror = try AccountSync(config: config, log: log, mode: .daemon(settle: options.massDeleteSettle))
         let inbox = self.inbox
         mirror.isCancelled = { inbox.stopRequested }
         // The Maildir's generation moves forward within a second after changes (not before
@@ -286,14 +286,14 @@ public final class LiveSync: Sendable {
     func resumeSSE(at id: String) { sseResumeId.withLock { $0 = id } }
 
     func applyBatch(_ events: [RemoteEvent], received: ContinuousClock.Instant?, lastEventId: String?,
-                            mirror: Mirror, source: EventSource?) throws {
+                            mirror: AccountSync, source: EventSource?) throws {
         let start = ContinuousClock.now
         // A mailbox created on the server is subscribed to first and listed when the
         // subscription is settled, as after a reconnect; without a WebSocket it is listed now.
         let timing = try mirror.apply(events, keepOrphans: options.orphanGrace,
                                       subscribe: { [source] in source?.follow(mailboxes: $0) ?? false })
         // Only the SSE reconnect resumes from here. The cache's journal position is the passes'
-        // (Mirror.syncOnce): applied events do not move a mailbox's synced modifyIndex, so the
+        // (AccountSync.syncOnce): applied events do not move a mailbox's synced modifyIndex, so the
         // journal entries after the last pass must stay ahead of that position for `--once`.
         if let lastEventId { sseResumeId.withLock { $0 = lastEventId } }
         let first = received ?? start
@@ -327,7 +327,7 @@ public final class LiveSync: Sendable {
 
     var backoff: Backoff { TransportPlan.Limits(options).backoff }
 
-    func makeSource(_ transport: Transport, mirror: Mirror) throws -> EventSource? {
+    func makeSource(_ transport: Transport, mirror: AccountSync) throws -> EventSource? {
         switch transport {
         case .webSocket:
             let wsOptions = WebSocketStreamOptions(compression: options.compression, pingInterval: options.pingInterval,

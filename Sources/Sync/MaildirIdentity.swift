@@ -71,7 +71,7 @@ struct MaildirMarker: Equatable, Sendable {
     }
 }
 
-extension Mirror {
+extension AccountSync {
     /// What the start of a pass found (`checkMaildir`).
     enum MaildirCheck: Equatable {
         /// The Maildir is the one this cache last wrote.
@@ -228,7 +228,7 @@ extension Mirror {
     }
 }
 
-extension Mirror {
+extension AccountSync {
     /// Whether the exporter has anything to change on disk: then the generation is opened first.
     func exportHasWork() throws -> Bool {
         if try !store.dirtyMessages(limit: 1).isEmpty || store.orphanCount() > 0 || !store.deadFolders().isEmpty { return true }
@@ -306,7 +306,7 @@ extension Mirror {
                 for file in files.sorted(by: { $0.file < $1.file }) {
                     if let i = byUniq[file.unique] {
                         if claimed.contains(i) { aside.append(file) } else { try claim(i, file) }
-                    } else if let key = Mirror.carriedKey(file.unique), let i = byKey["\(key.mailboxId) \(key.uid)"] {
+                    } else if let key = AccountSync.carriedKey(file.unique), let i = byKey["\(key.mailboxId) \(key.uid)"] {
                         if claimed.contains(i) { aside.append(file) } else { try claim(i, file) }
                     } else {
                         leftover.append((mailboxId, file))
@@ -320,16 +320,16 @@ extension Mirror {
                 let free = candidates.filter { !claimed.contains($0) }
                 if let i = free.first(where: { rows[$0].mailboxId == mailboxId }) ?? free.first {
                     try claim(i, file)
-                } else if Mirror.ownsFile(file.unique) || !candidates.isEmpty {
+                } else if AccountSync.ownsFile(file.unique) || !candidates.isEmpty {
                     aside.append(file)
                 }
                 // Otherwise: mail of yours the server does not have; the scan uploads it.
             }
         }
         if !aside.isEmpty {
-            let stamp = Mirror.setAsideStamp()
-            for file in aside { try setAside(file, into: Mirror.setAsideFolder + "/" + stamp) }
-            log.log(.warning, "\(aside.count) files in \(maildir.root) belong to no message on the server or are second copies; they were moved to \(maildir.absolutePath(Mirror.setAsideFolder + "/" + stamp)) (wdsync does not read it, nothing in it is uploaded): look through them, then delete it")
+            let stamp = AccountSync.setAsideStamp()
+            for file in aside { try setAside(file, into: AccountSync.setAsideFolder + "/" + stamp) }
+            log.log(.warning, "\(aside.count) files in \(maildir.root) belong to no message on the server or are second copies; they were moved to \(maildir.absolutePath(AccountSync.setAsideFolder + "/" + stamp)) (wdsync does not read it, nothing in it is uploaded): look through them, then delete it")
         }
         log.log(.verbose, "adopted \(matched) files already in the Maildir; \(rows.count - matched) messages have none")
     }

@@ -431,7 +431,7 @@ struct Push {
     /// unknown goes, with the change that makes it a copy (same transaction): the export unlinks
     /// it. Only wdsync's own files: the user's file is the message.
     private func forget(duplicate file: String?) throws {
-        guard let file, Mirror.ownsFile(Maildir.uniquePart(ofFileName: (file as NSString).lastPathComponent)) else { return }
+        guard let file, AccountSync.ownsFile(Maildir.uniquePart(ofFileName: (file as NSString).lastPathComponent)) else { return }
         try store.recordDuplicate(file: file)
         log.log(.verbose, "\(file) is a second copy of a message whose file is elsewhere; it is removed")
     }

@@ -785,7 +785,7 @@ struct RestoreJournal: Sendable {
     func record(_ entry: Entry, durable: Bool) throws {
         let line = JSON.array([.string(entry.mailbox), .string(entry.key.id), .number(Double(entry.key.date)), .number(Double(entry.key.size))]).text + "\n"
         try lock.withLock { _ in
-            try Mirror.makeDirectory((path as NSString).deletingLastPathComponent)
+            try AccountSync.makeDirectory((path as NSString).deletingLastPathComponent)
             let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw SyncError.localIO("cannot write \(path): \(String(cString: strerror(errno)))") }
             defer { close(fd) }

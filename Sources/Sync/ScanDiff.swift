@@ -260,7 +260,7 @@ struct ScanDiff {
                                        uniquingKeysWith: { a, _ in a })
         var rest: [Candidate] = []
         for candidate in fresh {
-            guard let key = Mirror.carriedKey(candidate.file.unique) else {
+            guard let key = AccountSync.carriedKey(candidate.file.unique) else {
                 rest.append(candidate)
                 continue
             }

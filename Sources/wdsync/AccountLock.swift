@@ -11,7 +11,7 @@ final class AccountLock {
     init(dbPath: String) throws {
         // The cache's folder may not exist yet (the XDG default on a first run).
         let dir = (dbPath as NSString).deletingLastPathComponent
-        if !dir.isEmpty { try Mirror.makeDirectory(dir) }
+        if !dir.isEmpty { try AccountSync.makeDirectory(dir) }
         let path = dbPath + ".lock"
         // O_NOFOLLOW: a link planted at the lock's path must not make wdsync open (and write
         // to) some other file. The file is never truncated, and must be the user's own.

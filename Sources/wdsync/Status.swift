@@ -215,7 +215,7 @@ func dryRun(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
             if FileManager.default.fileExists(atPath: account.db) {
                 try Database(path: account.db, readOnly: true).backup(to: copy.db)
             }
-            let report = try Mirror(config: copy, log: log).dryRun()
+            let report = try AccountSync(config: copy, log: log).dryRun()
             print(render(report, account: accounts.count > 1 ? account.name : nil, verbose: level >= .verbose), terminator: "")
         } catch {
             let (code, message) = classify(error)

@@ -134,14 +134,14 @@ func run() -> ExitCode {
                             account: accounts.count > 1 ? account.name : nil)
         warnAboutTransport(account, log: log)
         let hook = account.postSync.map { PostSyncHook(command: $0, account: account.name, maildir: account.maildir, log: log) }
-        var started: Mirror?
+        var started: AccountSync?
         do {
             let lock: AccountLock
             do { lock = try AccountLock(dbPath: account.db) } catch SyncError.locked(_) where release || discard {
                 try handOffHeld(account, discard: discard, log: log)
                 continue
             }
-            let mirror = try Mirror(config: account, log: log)
+            let mirror = try AccountSync(config: account, log: log)
             started = mirror
             if discard { try mirror.store.decideHeld(.discarded) }
             if Terminal.shared.progressEnabled {
@@ -189,7 +189,7 @@ func verify(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
         let log = StderrLog(level: level, timestamps: level >= .verbose, account: accounts.count > 1 ? account.name : nil)
         do {
             let lock = try AccountLock(dbPath: account.db)
-            let report = try Mirror(config: account, log: log).verify()
+            let report = try AccountSync(config: account, log: log).verify()
             withExtendedLifetime(lock) {}
             for problem in report.problems { log.log(.error, problem) }
             if report.localChanges > 0 {

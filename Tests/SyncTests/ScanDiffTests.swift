@@ -181,7 +181,7 @@ import Store
     }
 
     @Test func aFileWithWdsyncsNameIsNeverAnUpload() throws {
-        let name = Mirror.uniqueName(mailboxId: Self.inbox.id, uid: 3, idate: 1_600_000_000)
+        let name = AccountSync.uniqueName(mailboxId: Self.inbox.id, uid: 3, idate: 1_600_000_000)
         // Its message is not the one whose file vanished: reported, left alone.
         let alone = try Self.diff(inbox: ["INBOX/cur/\(name):2,S"], rows: [])
         #expect(alone.uploads.isEmpty && alone.messages.isEmpty)

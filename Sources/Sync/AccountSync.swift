@@ -71,14 +71,16 @@ public enum RunMode: Sendable, Equatable {
     case daemon(settle: Int)
 }
 
-/// Mirrors one account: server → Store → Maildir. One instance per account, used by one thread.
+/// Syncs one account: the steps around the store (scan, push, pull, export; `syncOnce` runs
+/// them as one pass, `DaemonRun` as changes come) and what they share: the account's cache,
+/// Maildir and server session. One instance per account, used by one thread.
 ///
 /// The order of every step keeps the cache and the Maildir consistent whatever moment the
 /// process is killed at: metadata from the server is committed first (messages without a file
 /// are "pending"); files are written to tmp/, fsynced and renamed into place; then the store
 /// records the file. A file that is in place but not yet recorded is found again by its unique
 /// name on the next run (`recoverPending`), so nothing is downloaded twice or left behind.
-public final class Mirror {
+public final class AccountSync {
     public let config: AccountConfig
     public let store: Store
     public let maildir: Maildir
@@ -158,7 +160,7 @@ public final class Mirror {
         }
         let root = URL(fileURLWithPath: config.maildir).standardizedFileURL.path
         let dbDir = (config.db as NSString).deletingLastPathComponent
-        if !dbDir.isEmpty { try Mirror.makeDirectory(dbDir) }
+        if !dbDir.isEmpty { try AccountSync.makeDirectory(dbDir) }
         store = try Store(path: config.db)
         if FileTrace.isOn { CrashRecorder.start(store: store, db: config.db, maildir: root) }
         // A root that vanished after files were written is a disk that did not mount, not a
@@ -167,7 +169,7 @@ public final class Mirror {
            try store.hasExportedFiles() || store.maildirState() != nil {
             throw SyncError.localIO("the Maildir \(root) is missing (a disk that is not mounted?); nothing was changed on the server or on disk. Mount it, or run wdsync --once --adopt-maildir to have every message downloaded into a new one")
         }
-        if !config.dryRun { try Mirror.makeDirectory(root) }
+        if !config.dryRun { try AccountSync.makeDirectory(root) }
         maildir = Maildir(root: root, layout: config.layout)
         let password = config.password
         session = Session(server: server, username: config.username, password: { try password.read() },
@@ -216,7 +218,7 @@ public final class Mirror {
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,
                                            maildir: maildir.root, layout: config.layout.rawValue))
         var pushFailure: WildDuckError?
-        do { try phase("push") { try push() } } catch let error as WildDuckError where Mirror.pullsAfter(error) {
+        do { try phase("push") { try push() } } catch let error as WildDuckError where AccountSync.pullsAfter(error) {
             // What could not be sent waits in the outbox, and what the server changed is still
             // pulled: the outbox rule holds back what would conflict with it.
             log.log(.warning, "sending local changes: \(error); they are kept and sent by a later run")
@@ -461,7 +463,7 @@ public final class Mirror {
         summary.mailboxesListed = remote.count
         let local = try store.mailboxes()
         let remoteIds = Set(remote.map(\.id))
-        try Mirror.checkMailboxList(remote.map(\.path), dropping: local.filter { !remoteIds.contains($0.id) }.map(\.path),
+        try AccountSync.checkMailboxList(remote.map(\.path), dropping: local.filter { !remoteIds.contains($0.id) }.map(\.path),
                                     of: local.count, allowed: config.allowMassDelete)
         try store.transaction {
             for m in remote {
@@ -527,7 +529,7 @@ public final class Mirror {
         }
         let seen = try store.journalSeen()
         let outcome = journal.read(session: session, resumeId: resume, changed: changed, unsettled: unsettled + changed.filter { $0.unsettledFrom != nil },
-                                   seen: seen, sent: sentThisPass, reflected: { [store] e in Mirror.reflected(e, in: store) }, log: log)
+                                   seen: seen, sent: sentThisPass, reflected: { [store] e in AccountSync.reflected(e, in: store) }, log: log)
         if let failure = outcome.failure {
             log.log(.verbose, "\(failure); listing the changed mailboxes")
             return CatchUp(relist: changed + unsettled)
@@ -658,7 +660,7 @@ public final class Mirror {
                         try store.insertMessage(MessageRecord(
                             mailboxId: mailbox.id, uid: item.uid, messageId: item.messageId, size: item.size,
                             idate: item.idate, flags: flags, json: item.json.text,
-                            uniq: Mirror.uniqueName(mailboxId: mailbox.id, uid: item.uid, idate: item.idate)))
+                            uniq: AccountSync.uniqueName(mailboxId: mailbox.id, uid: item.uid, idate: item.idate)))
                         known[item.uid] = flags
                     }
                 }
