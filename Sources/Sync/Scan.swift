@@ -93,12 +93,10 @@ struct LocalScan {
             // Before the rows are read: a message whose file is forgotten is no longer found
             // by its unique part (an interrupted export's file, which the adoption takes).
             for (mailbox, folder) in snapshot.missing { try restore(mailbox, folder: folder) }
-            var rows: [String: [FileRow]] = [:]
-            for folder in snapshot.read {
-                rows[folder.mailbox.id] = try store.fileRows(mailboxId: folder.mailbox.id) + store.fileRows(movingTo: folder.mailbox.id)
-            }
             let highestUid = Dictionary(try store.mailboxes().map { ($0.id, $0.highestUid) }, uniquingKeysWith: { a, _ in a })
-            let diff = ScanDiff(snapshot: snapshot, rows: rows, outbox: try store.outbox(), highestUid: highestUid)
+            let store = self.store
+            let diff = ScanDiff(snapshot: snapshot, rows: { try store.fileRows(mailboxId: $0) + store.fileRows(movingTo: $0) },
+                                outbox: try store.outbox(), highestUid: highestUid)
             let changes = try diff.changes(Lookup(store: store, maildir: maildir))
             try apply(changes)
             result = changes.result

@@ -106,9 +106,10 @@ struct ScanChanges: Sendable, Equatable {
 struct ScanDiff {
     /// The folders read.
     let snapshot: ScanSnapshot
-    /// Each read folder's mailbox → its messages that have a file, and those whose pending move
-    /// takes them into it.
-    let rows: [String: [FileRow]]
+    /// A read folder's mailbox → its messages that have a file, and those whose pending move
+    /// takes them into it. Asked for one folder at a time, and not kept: a scan of many large
+    /// folders holds the rows of one, plus those left unmatched.
+    let rows: (String) throws -> [FileRow]
     /// Every pending mutation, oldest first.
     let outbox: [OutboxEntry]
     /// Mailbox id → its highest uid (an upload's `afterUid`).
@@ -126,7 +127,8 @@ struct ScanDiff {
     private var changes = ScanChanges()
     private var unsettled = Set<String>()          // mailboxes whose scan must be repeated
     private var vanished: [String: FileRow] = [:]  // unique → row whose file is gone from its folder
-    private var present = Set<String>()            // unique parts in the folders read
+    private var present = Set<String>()            // unique parts of pending uploads found in the folders read
+    private let uploadUniques: Set<String>
     private var prefixes: [String] = []            // the folders read, as path prefixes
     private var relinked: [Key: FileRow] = [:]     // rows this diff gave another file, as they are now
     private var relinkedUniq: [String: Key] = [:]
@@ -134,8 +136,14 @@ struct ScanDiff {
     private let pendingOf: [Key: OutboxEntry]      // a message's pending entry
 
     init(snapshot: ScanSnapshot, rows: [String: [FileRow]], outbox: [OutboxEntry], highestUid: [String: Int]) {
+        self.init(snapshot: snapshot, rows: { rows[$0] ?? [] }, outbox: outbox, highestUid: highestUid)
+    }
+
+    init(snapshot: ScanSnapshot, rows: @escaping (String) throws -> [FileRow], outbox: [OutboxEntry],
+         highestUid: [String: Int]) {
         self.snapshot = snapshot
         self.rows = rows
+        uploadUniques = Set(outbox.compactMap { $0.kind == .upload ? $0.uniq : nil })
         self.outbox = outbox
         self.highestUid = highestUid
         pendingOf = Dictionary(outbox.compactMap { e in e.uid.map { (Key(mailboxId: e.mailboxId, uid: $0), e) } },
@@ -162,16 +170,16 @@ struct ScanDiff {
 
     /// Each folder's files against its rows: renames in place, rows whose file is gone
     /// (`vanished`), and the files no row of the folder knows (returned).
-    private mutating func matchFolders() -> [Candidate] {
+    private mutating func matchFolders() throws -> [Candidate] {
         var unknown: [Candidate] = []
         for folder in snapshot.read {
             let mailboxId = folder.mailbox.id
             changes.result.scanned += 1
             var byUnique = Dictionary(folder.files.map { ($0.unique, $0) }, uniquingKeysWith: { a, _ in a })
-            for f in folder.files { present.insert(f.unique) }
+            for f in folder.files where uploadUniques.contains(f.unique) { present.insert(f.unique) }
             let prefix = folder.folder.isEmpty ? "" : folder.folder + "/"
             prefixes.append(prefix)
-            for row in rows[mailboxId] ?? [] {
+            for row in try rows(mailboxId) {
                 guard let file = row.file, file.hasPrefix(prefix + "cur/") || file.hasPrefix(prefix + "new/") else { continue }
                 let pending = pendingOf[Key(mailboxId: row.mailboxId, uid: row.uid)]
                 if pending?.sent == true {
