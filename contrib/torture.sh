@@ -17,8 +17,7 @@
 # Off by default (`--all` turns everything on, `--list` says why each is off): the kinds of
 # operation today's wdsync is known to fail, so the short run in the test suite
 # (TortureTests) stays green; they are switched on as the fixes land. At the time of writing:
-# serverFlag (another client sets T on a message whose S the person changes before wdsync saw
-# it: the server ends with both, the file loses the S and stays so), serverMove (kill -9 of the daemon while it applies another client's
+# serverMove (kill -9 of the daemon while it applies another client's
 # move can leave the old file as a second file in the new folder), emptyRoot (a daemon's scan
 # running while the root is replaced records a move as a delete, which a later run on a
 # Maildir at the same generation pushes), restoreCache (an older cache adopts the Maildir

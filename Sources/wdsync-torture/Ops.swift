@@ -82,8 +82,6 @@ enum OpKind: String, CaseIterable, Sendable {
                 : "wdsync has no option to go on with a Maildir it refused (74), and restored caches duplicate messages"
         case .daemonStopEarly:
             return "a SIGTERM in the daemon's first milliseconds is sometimes lost (before its signal handling is in place), and it runs on (hang)"
-        case .serverFlag:
-            return "another client sets a flag (T) on a message whose flag the person changes (S) before wdsync saw the other change: the server ends with both, the file loses the person's S (and goes back to new/) and keeps so (mirror)"
         default:
             return nil
         }

@@ -464,6 +464,21 @@ import WildDuckSim
         try h.expectMirror()
         try Self.expectQuiet(h)
     }
+
+    /// Another client sets T on a message whose S the person set before wdsync saw the T:
+    /// the server keeps both, and so must the file (it lost the S and went back to new/).
+    @Test func aLocalFlagAndAnotherClientsFlagOnOneMessageBothStay() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work")
+        let m = try #require(h.account.messages(mailboxId: work).first { !$0.seen && !$0.deleted && !$0.flagged })
+        let file = try #require(Self.file(h, work, m.uid))
+        try h.account.setFlags(mailboxId: work, uid: m.uid, deleted: true)
+        try Self.rename(h, file, flags: "S")
+        try h.sync()
+        let server = try #require(h.account.messages(mailboxId: work).first { $0.uid == m.uid })
+        #expect(server.seen && server.deleted)
+        try h.expectMirror()
+    }
 }
 
 @Suite(.serialized) struct TwoWayLiveTests {
