@@ -312,8 +312,16 @@ import WildDuckSim
         let m = try #require(h.account.messages(mailboxId: inbox).first)
         try h.account.setFlags(mailboxId: inbox, uid: m.uid, flagged: !m.flagged)
         try h.expectMirrorEventually()
+        // Done when the cache records INBOX at the server's index and a new position: the
+        // position alone can have moved at the daemon's first pass, before the change, and the
+        // change applied from the live event leaves INBOX one step short, which the next run
+        // rightly lists.
+        let index = try #require(h.account.mailboxes().first { $0.id == inbox }).modifyIndex
         d.signal(SIGUSR1)
-        #expect(Harness.wait(timeout: 20) { (try? Store(path: h.db).lastEventId()) != before }, "\(d.log.suffix(1500))")
+        #expect(Harness.wait(timeout: 20) {
+            guard let store = try? Store(path: h.db), (try? store.lastEventId()) != before else { return false }
+            return (try? store.mailboxes())?.first { $0.id == inbox }?.syncedIndex == index
+        }, "\(d.log.suffix(1500))")
         #expect(d.terminate() == 0)
         try change(h, inbox: inbox)
         h.server.resetStats()
