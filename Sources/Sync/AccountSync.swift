@@ -140,7 +140,10 @@ public final class AccountSync {
     var onNewFolder: ((String) -> Void)?
     /// The marker the Maildir must have (`MaildirMarker`), from the check at the start of the
     /// last pass; nil before the first.
-    var expectedMarker: MaildirMarker?
+    var expectedMarker: MaildirMarker? { didSet { if expectedMarker?.id != oldValue?.id { expectedRoot = nil } } }
+    /// The root directory's device and inode when the marker was first found there: a copy with
+    /// the same marker put in its place (`cp -a` of a backup) is another directory all the same.
+    var expectedRoot: [UInt64]?
     /// This process moved the generation forward before changing the Maildir and has not
     /// closed it yet (`openGeneration`).
     var generationOpen = false
@@ -380,7 +383,11 @@ public final class AccountSync {
     @discardableResult
     func scanLocal(force: Bool = false, scope: LocalScan.Scope? = nil, quietSince: Int? = nil) throws -> Int {
         try requireSameMaildir()
-        let result = try LocalScan(store: store, maildir: maildir, log: log).run(force: force, scope: scope, quietSince: quietSince)
+        // And once more after the folders are read, before what they hold is recorded: a root
+        // replaced during the scan (an unmounted disk, a restore) may have shown some folders
+        // before and some after, and a message moved between them would read as a delete.
+        let result = try LocalScan(store: store, maildir: maildir, log: log)
+            .run(force: force, scope: scope, quietSince: quietSince, confirm: { try self.requireSameMaildir() })
         readAgain = result.readAgain
         unstableFiles = result.unstable
         let queued = result.flagChanges + result.moves + result.deletes + result.uploads

@@ -186,7 +186,14 @@ extension AccountSync {
     /// started with (the daemon's root can be moved away or unmounted under it).
     func requireSameMaildir() throws {
         guard let expected = expectedMarker, !config.dryRun else { return }
-        if case .marker(let m) = MaildirMarker.read(root: maildir.root), m == expected { return }
+        if case .marker(let m) = MaildirMarker.read(root: maildir.root), m == expected {
+            var st = stat()
+            if stat(maildir.root, &st) == 0 {
+                let here = [UInt64(st.st_dev), UInt64(st.st_ino)]
+                if expectedRoot == nil { expectedRoot = here }
+                if expectedRoot == here { return }
+            }
+        }
         throw SyncError.localIO("the Maildir \(maildir.root) changed under wdsync (moved, unmounted or replaced: its \(MaildirMarker.fileName) is not the one wdsync wrote); wdsync stopped and changed nothing more. Put the directory back and start it again, or run wdsync --once --adopt-maildir to bring this one to the server's state")
     }
 
@@ -259,9 +266,11 @@ extension AccountSync {
     ///    mailbox first) is that message's file: a message moved on the server keeps its old
     ///    name, and a file you wrote keeps your name after its upload.
     /// 3. What is left: a file with wdsync's name (a message the server no longer has, or a
-    ///    second copy) and a file of yours whose Message-ID the server already has are moved
-    ///    into `%wdsync-set-aside/<time>/` (never deleted, never uploaded); any other file of
-    ///    yours stays where it is and is uploaded as new mail by the scan that follows.
+    ///    second copy) and a file of yours whose Message-ID the server already has in the same
+    ///    mailbox are moved into `%wdsync-set-aside/<time>/` (never deleted, never uploaded);
+    ///    any other file of yours stays where it is and is uploaded as new mail by the scan that
+    ///    follows — a copy of a message of another mailbox too (a save or copy by mutt: the
+    ///    original may be removed next).
     ///
     /// A matched file keeps the flags wdsync cannot push (D, R, P); S, F and T become the
     /// server's (local changes recorded from this Maildir were dropped: it is not trusted).
@@ -320,10 +329,13 @@ extension AccountSync {
                 let free = candidates.filter { !claimed.contains($0) }
                 if let i = free.first(where: { rows[$0].mailboxId == mailboxId }) ?? free.first {
                     try claim(i, file)
-                } else if AccountSync.ownsFile(file.unique) || !candidates.isEmpty {
+                } else if AccountSync.ownsFile(file.unique) || candidates.contains(where: { rows[$0].mailboxId == mailboxId }) {
                     aside.append(file)
                 }
-                // Otherwise: mail of yours the server does not have; the scan uploads it.
+                // Otherwise: mail of yours the server does not have in this mailbox (new, or a
+                // copy of a message of another one: what mutt's save writes before it removes
+                // the original, so setting it aside would lose the message once it does); the
+                // scan uploads it.
             }
         }
         if !aside.isEmpty {

@@ -84,12 +84,14 @@ struct LocalScan {
 
     /// Scans the folders that changed (every folder with `force`; see `Scope`): reads them
     /// (`snapshot`), decides what the user did (`ScanDiff`, which writes nothing) and queues it
-    /// (`apply`), in one transaction.
-    func run(force: Bool = false, scope: Scope? = nil, quietSince: Int? = nil) throws -> Result {
+    /// (`apply`), in one transaction. `confirm` runs once the folders are read, before anything
+    /// is recorded: when it throws (the Maildir is no longer the one the scan began in), nothing is.
+    func run(force: Bool = false, scope: Scope? = nil, quietSince: Int? = nil, confirm: () throws -> Void = {}) throws -> Result {
         var result = Result()
         let started = Int(Date().timeIntervalSince1970 * 1e9)
         try store.transaction {
             let snapshot = try self.snapshot(force: force, scope: scope, quietSince: quietSince, started: started)
+            try confirm()
             // Before the rows are read: a message whose file is forgotten is no longer found
             // by its unique part (an interrupted export's file, which the adoption takes).
             for (mailbox, folder) in snapshot.missing { try restore(mailbox, folder: folder) }

@@ -179,6 +179,32 @@ import WildDuckSim
         #expect(h.server.stats()["message.eml"] == 0)
     }
 
+    /// A copy with the same marker put in the root's place (`cp -a` of it, a message removed in
+    /// the copy) is another directory all the same: the daemon stops at its next scan and sends
+    /// nothing — a scan that read some folders before such a swap and some after would read a
+    /// message moved between them as a delete.
+    @Test func theDaemonStopsWhenItsMaildirIsReplacedByACopy() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 20)
+        let daemon = try h.startDaemon(extra: ["--poll-interval", "3600"])
+        #expect(daemon.waitForLog("connected (WebSocket)"), "\(daemon.log.suffix(2000))")
+        try h.expectMirrorEventually()
+        let inbox = try #require(h.account.mailboxId(path: "INBOX"))
+        let m = try #require(h.account.messages(mailboxId: inbox).first)
+        let copy = try Self.backup(h)
+        let file = try #require(TwoWayTests.file(h, inbox, m.uid))
+        #expect(unlink(copy + "/" + file) == 0)
+        let server = TwoWayTests.serverState(h)
+        #expect(rename(h.maildir, h.dir + "/old") == 0 && rename(copy, h.maildir) == 0)
+        daemon.signal(SIGUSR1)
+        let stopped = Harness.wait(timeout: 20) { !daemon.process.isRunning }
+        #expect(stopped, "the daemon kept running: \(daemon.log.suffix(2000))")
+        if stopped { #expect(daemon.process.terminationStatus == 74, "\(daemon.log.suffix(2000))") }
+        #expect(daemon.log.contains("changed under wdsync"), "\(daemon.log.suffix(2000))")
+        #expect(TwoWayTests.serverState(h) == server, "the daemon wrote to the server")
+        #expect(h.account.messages(mailboxId: inbox).contains { $0.uid == m.uid })
+    }
+
     @Test func aCacheRestoredFromABackupUploadsNothingTwice() throws {
         let h = try TwoWayTests.synced()
         let work = try TwoWayTests.mailbox(h, "Work")
@@ -211,6 +237,39 @@ import WildDuckSim
         try h.expectMirror(old: ["\(work) \(m.uid)"])
         let again = try h.run()
         #expect(again.status == 0, "\(again.stderr)")
+        try TwoWayTests.expectQuiet(h)
+    }
+
+    /// mutt saves a message into another folder by writing the copy first and removing the
+    /// original later. An older cache that adopts the Maildir in between must keep the copy as
+    /// the person's mail (a copy of a message of another mailbox is not a second copy), or the
+    /// removal that follows deletes the message on the server and leaves it nowhere.
+    @Test func aMuttSaveHalfDoneWhenAnOlderCacheComesBackLosesNothing() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work")
+        let (status, out) = try shell("cp -a '\(h.db)' '\(h.db).backup'")
+        #expect(status == 0, "\(out)")
+        try h.account.deliver(Self.message(1, "after-cache-backup"), to: work)
+        try h.sync()
+        let m = try #require(h.account.messages(mailboxId: work).first { !$0.deleted })
+        let original = try #require(TwoWayTests.file(h, work, m.uid))
+        let copy = "INBOX/cur/1750000000.M2P4242.testhost:2,S"
+        try FileManager.default.copyItem(atPath: h.maildir + "/" + original, toPath: h.maildir + "/" + copy)
+        var times = [timespec(tv_sec: 1_750_000_000, tv_nsec: 0), timespec(tv_sec: 1_750_000_000, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, h.maildir + "/" + copy, &times, 0) == 0)
+
+        for suffix in ["-wal", "-shm"] { unlink(h.db + suffix) }
+        #expect(rename(h.db + ".backup", h.db) == 0)
+        let r = try h.run()
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(FileManager.default.fileExists(atPath: h.maildir + "/" + copy), "the copy was set aside: \(r.stderr)")
+        // mutt finishes its save.
+        #expect(unlink(h.maildir + "/" + original) == 0)
+        let after = try h.run()
+        #expect(after.status == 0, "\(after.stderr)")
+        let everywhere = h.account.mailboxes().flatMap { h.account.messages(mailboxId: $0.id) }
+        #expect(everywhere.contains { $0.messageId == m.messageId && !$0.deleted }, "the message is gone from the server: \(r.stderr)\n\(after.stderr)")
+        try h.expectMirror()
         try TwoWayTests.expectQuiet(h)
     }
 
