@@ -10,6 +10,9 @@ import Store
 import Sync
 import WildDuck
 
+// Before anything else, and before any thread exists (see `StopSignals`).
+StopSignals.block()
+
 /// Writes log lines to standard error. Every message goes through `LogText.clean`: secrets
 /// are redacted and control characters from server strings escaped here, in one place.
 struct StderrLog: SyncLog {
@@ -77,6 +80,9 @@ func run() -> ExitCode {
         print(script, terminator: "")
         return .ok
     }
+    // Everything but the daemon stops on a signal as any program does (see `StopSignals`).
+    let live = !["once", "allow-mass-delete", "discard-held", "status", "json", "restore", "verify", "dry-run"].contains { args.flags.contains($0) }
+    if !live { StopSignals.release() }
     let level: LogLevel = args.flags.contains("debug") ? .debug : args.flags.contains("verbose") ? .verbose
         : args.flags.contains("quiet") ? .error : .info
     var accounts: [AccountConfig]
@@ -125,9 +131,7 @@ func run() -> ExitCode {
         FileHandle.standardError.write(Data("wdsync: give only one of --allow-mass-delete and --discard-held\n".utf8))
         return .usage
     }
-    if !args.flags.contains("once") && !release && !discard {
-        return runLive(accounts, level: level)
-    }
+    if live { return runLive(accounts, level: level) }
     var result = ExitCode.ok
     for account in accounts {
         let log = StderrLog(level: level, timestamps: level >= .verbose,
@@ -316,26 +320,19 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
     // The watchdog pings come from their own thread: they show the process is alive and
     // scheduled; a stalled network operation is bounded by wdsync's own timeouts.
     notifier?.startWatchdog { true }
-    var sources: [DispatchSourceSignal] = []
     let reload = Mutex(false), hangup = Mutex(false)
     // On a terminal, SIGHUP is the terminal going away: stop. Without one (systemd, nohup) it
     // asks for the config file to be read again.
     let hangupStops = isatty(STDIN_FILENO) == 1 || isatty(STDERR_FILENO) == 1
-    for sig in [SIGINT, SIGTERM, SIGUSR1, SIGHUP] {
-        signal(sig, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        source.setEventHandler {
-            if sig == SIGHUP { hangup.withLock { $0 = true } }
-            if sig == SIGHUP && !hangupStops {
-                reload.withLock { $0 = true }
-                notifier?.send("RELOADING=1")
-            } else if sig != SIGUSR1 {
-                notifier?.send("STOPPING=1")
-            }
-            for engine in engines { sig == SIGUSR1 ? engine.reconcileNow() : engine.stop() }
+    StopSignals.take { sig in
+        if sig == SIGHUP { hangup.withLock { $0 = true } }
+        if sig == SIGHUP && !hangupStops {
+            reload.withLock { $0 = true }
+            notifier?.send("RELOADING=1")
+        } else if sig != SIGUSR1 {
+            notifier?.send("STOPPING=1")
         }
-        source.resume()
-        sources.append(source)
+        for engine in engines { sig == SIGUSR1 ? engine.reconcileNow() : engine.stop() }
     }
     let results = Mutex<[ExitCode]>([])
     let group = DispatchGroup()
@@ -363,7 +360,6 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
         thread.start()
     }
     group.wait()
-    withExtendedLifetime(sources) {}
     if reload.withLock({ $0 }) { restart() }
     return results.withLock { $0.first { $0 != .ok } ?? .ok }
 }
@@ -374,11 +370,8 @@ func runLive(_ accounts: [AccountConfig], level: LogLevel) -> ExitCode {
 func restart() {
     let args = CommandLine.arguments.map { strdup($0) } + [nil]
     defer { for arg in args { free(arg) } }
-    // Ignored signals and the signal mask survive exec: the new process starts as a fresh one.
-    for sig in [SIGINT, SIGTERM, SIGUSR1, SIGHUP] { signal(sig, SIG_DFL) }
-    var none = sigset_t()
-    sigemptyset(&none)
-    sigprocmask(SIG_SETMASK, &none, nil)
+    // The signal mask survives exec: a signal sent meanwhile waits for the new process's
+    // signal thread (see `StopSignals`).
     execv("/proc/self/exe", args)
     FileHandle.standardError.write(Data("wdsync: cannot start again after SIGHUP (\(String(cString: strerror(errno)))); stopped\n".utf8))
 }

@@ -172,6 +172,20 @@ import WildDuckSim
         #expect(d.terminate() == 0)
     }
 
+    /// A SIGTERM at any moment of the start stops the daemon — systemd's `stop` right after
+    /// `start`, or a torture run's. A signal ignored until its handler was in place used to be
+    /// dropped, and the daemon ran on.
+    @Test func sigtermInTheFirstMillisecondsStopsTheDaemon() throws {
+        let h = try Harness()
+        try h.seedStandard(generated: 5)
+        for ms in [0, 1, 2, 3, 5, 8, 12, 20, 30, 50] {
+            let d = try h.startDaemon()
+            usleep(useconds_t(ms * 1000))
+            let status = d.terminate(timeout: 15)
+            #expect(status != nil, "SIGTERM \(ms) ms after the start was lost: \(d.log.suffix(1500))")
+        }
+    }
+
     @Test func sigtermDuringALongInitialSyncStopsWithinSecondsAndLosesNothing() throws {
         let h = try Harness()
         let inbox = try #require(h.account.mailboxId(path: "INBOX"))
