@@ -147,10 +147,6 @@ public final class AccountSync {
     /// This process moved the generation forward before changing the Maildir and has not
     /// closed it yet (`openGeneration`).
     var generationOpen = false
-    /// Whether the generation is moved forward before the Maildir is first changed, too. Not in
-    /// the daemon: a marker write (an fsync, a few ms) would delay every live change; it moves
-    /// the generation forward within a second after its changes instead (`LiveSync`).
-    var opensGenerationBeforeWriting: Bool { mode == .once }
     /// The downloads of the current export, for `onProgress`.
     var downloadProgress: (progress: SyncProgress, base: Int, baseBytes: Int, paths: [String: String])?
 
@@ -383,16 +379,24 @@ public final class AccountSync {
     @discardableResult
     func scanLocal(force: Bool = false, scope: LocalScan.Scope? = nil, quietSince: Int? = nil) throws -> Int {
         try requireSameMaildir()
-        // And once more after the folders are read, before what they hold is recorded: a root
+        let scan = LocalScan(store: store, maildir: maildir, log: log)
+        // Once more after the folders are read, before what they hold is recorded: a root
         // replaced during the scan (an unmounted disk, a restore) may have shown some folders
         // before and some after, and a message moved between them would read as a delete.
-        let result = try LocalScan(store: store, maildir: maildir, log: log)
-            .run(force: force, scope: scope, quietSince: quietSince, confirm: { try self.requireSameMaildir() })
+        let confirm = { try self.requireSameMaildir() }
+        // The generation moves before the cache records a change read from the Maildir: from
+        // then on a copy taken before the change is older than the cache, and refused — not
+        // read again as the Maildir the cache knows (whose folders' times it may even share).
+        let result: LocalScan.Result
+        do {
+            result = try scan.run(force: force, scope: scope, quietSince: quietSince, confirm: confirm, mayRecord: { self.generationOpen || self.expectedMarker == nil || self.config.dryRun })
+        } catch is LocalScan.GenerationFirst {
+            try openGeneration()
+            result = try scan.run(force: force, scope: scope, quietSince: quietSince, confirm: confirm)
+        }
         readAgain = result.readAgain
         unstableFiles = result.unstable
         let queued = result.flagChanges + result.moves + result.deletes + result.uploads
-        // The cache now knows a Maildir that a copy taken before this scan does not show.
-        if queued > 0 { try openGeneration() }
         summary.localChanges += queued
         summary.tooLarge += result.tooLarge
         if result.scanned > 0 {

@@ -267,8 +267,9 @@ public final class LiveSync: Sendable {
         let mirror = try AccountSync(config: config, log: log, mode: .daemon(settle: options.massDeleteSettle))
         let inbox = self.inbox
         mirror.isCancelled = { inbox.stopRequested }
-        // The Maildir's generation moves forward within a second after changes (not before
-        // each one, which would cost every live change a marker write), and when it stops.
+        // The Maildir's generation moves forward before the first change of a burst, and again
+        // within a second after it (`moveGenerationIfDue`) and when it stops: a copy taken
+        // during a burst is older than the cache once it is over.
         defer { try? mirror.closeGeneration() }
         try mirror.store.recordDaemon(pid: Int(getpid()))
         defer { try? mirror.store.recordDaemon(pid: nil) }

@@ -201,10 +201,8 @@ extension AccountSync {
     /// local change (see `MaildirMarker`); nothing once it is open.
     func openGeneration() throws {
         guard !generationOpen, !config.dryRun, expectedMarker != nil else { return }
-        if opensGenerationBeforeWriting {
-            try requireSameMaildir()
-            try advanceGeneration()
-        }
+        try requireSameMaildir()
+        try advanceGeneration()
         generationOpen = true
     }
 

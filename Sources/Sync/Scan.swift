@@ -70,6 +70,8 @@ struct LocalScan {
         var readAgain: Set<String> = []
     }
 
+    struct GenerationFirst: Error {}
+
     /// Which folders the daemon's inotify watch (`LocalWatch`) says to read: `changed` ones
     /// whatever their mtimes, none of the `unchanged` ones (watched, and nothing but wdsync's own
     /// writes happened there), the rest by their mtimes.
@@ -86,7 +88,11 @@ struct LocalScan {
     /// (`snapshot`), decides what the user did (`ScanDiff`, which writes nothing) and queues it
     /// (`apply`), in one transaction. `confirm` runs once the folders are read, before anything
     /// is recorded: when it throws (the Maildir is no longer the one the scan began in), nothing is.
-    func run(force: Bool = false, scope: Scope? = nil, quietSince: Int? = nil, confirm: () throws -> Void = {}) throws -> Result {
+    /// When the scan found changes and `mayRecord` says they may not be recorded yet, it throws
+    /// `GenerationFirst` and records nothing (the caller moves the Maildir's generation, then
+    /// scans again).
+    func run(force: Bool = false, scope: Scope? = nil, quietSince: Int? = nil, confirm: () throws -> Void = {},
+             mayRecord: () -> Bool = { true }) throws -> Result {
         var result = Result()
         let started = Int(Date().timeIntervalSince1970 * 1e9)
         try store.transaction {
@@ -100,6 +106,8 @@ struct LocalScan {
             let diff = ScanDiff(snapshot: snapshot, rows: { try store.fileRows(mailboxId: $0) + store.fileRows(movingTo: $0) },
                                 outbox: try store.outbox(), highestUid: highestUid)
             let changes = try diff.changes(Lookup(store: store, maildir: maildir))
+            let r = changes.result
+            if r.flagChanges + r.moves + r.deletes + r.uploads > 0 && !mayRecord() { throw GenerationFirst() }
             try apply(changes)
             result = changes.result
         }

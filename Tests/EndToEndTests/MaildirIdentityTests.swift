@@ -205,6 +205,28 @@ import WildDuckSim
         #expect(h.account.messages(mailboxId: inbox).contains { $0.uid == m.uid })
     }
 
+    /// The daemon moves the generation before it records a change read from the Maildir, not a
+    /// second later: a copy taken before the change and put in the root's place right after it
+    /// is older than the cache, and the next run refuses it instead of taking it for the
+    /// Maildir it last wrote (and reading the change back out of it).
+    @Test func aCopyFromBeforeADaemonsChangeIsOlderAtOnce() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work")
+        let m = try #require(h.account.messages(mailboxId: work).first { !$0.flagged && !$0.deleted })
+        let file = try #require(TwoWayTests.file(h, work, m.uid))
+        let copy = try Self.backup(h)
+        let daemon = try h.startDaemon(extra: ["--poll-interval", "3600"])
+        #expect(daemon.waitForLog("connected (WebSocket)"), "\(daemon.log.suffix(2000))")
+        try TwoWayTests.rename(h, file, flags: (Harness.letters(m) + "F").sortedLetters)
+        #expect(Harness.wait(timeout: 10) { h.account.messages(mailboxId: work).first { $0.uid == m.uid }?.flagged == true },
+                "\(daemon.log.suffix(2000))")
+        #expect(rename(h.maildir, h.dir + "/old") == 0 && rename(copy, h.maildir) == 0)
+        _ = daemon.terminate()
+        let r = try h.run()
+        #expect(r.status == 74, "a copy from before the daemon's change was taken as the Maildir: \(r.stderr)")
+        #expect(h.account.messages(mailboxId: work).first { $0.uid == m.uid }?.flagged == true, "the change was undone")
+    }
+
     @Test func aCacheRestoredFromABackupUploadsNothingTwice() throws {
         let h = try TwoWayTests.synced()
         let work = try TwoWayTests.mailbox(h, "Work")
