@@ -87,7 +87,7 @@ public final class AccountSync {
     public let session: Session
     public let mode: RunMode
     let log: SyncLog
-    let client: WildDuckClient
+    let client: any RemoteAccount
     public internal(set) var summary = SyncSummary()
     /// Make the folders durable after a batch of deliveries (`Maildir.syncFolders`), before the
     /// cache records them. The live engine keeps it on too: a delivery whose rename a power cut
@@ -419,7 +419,7 @@ public final class AccountSync {
                 for (decision, mailbox, uid) in decisions { try store.setHeld(mailboxId: mailbox, uid: uid, decision, from: .held) }
             }
         }
-        let result = try Push(store: store, maildir: maildir, client: client, log: log,
+        let result = try Push(store: store, maildir: maildir, client: client, log: log, isCancelled: isCancelled,
                               allowMassDelete: config.allowMassDelete, massDeleteExempt: config.massDeleteExempt,
                               settle: settleSeconds).run()
         settleUntil = result.settleUntil

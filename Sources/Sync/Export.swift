@@ -443,7 +443,7 @@ extension AccountSync {
     /// Streams one message into tmp/ and seals it there (see `PendingDelivery.seal`). A try
     /// that the client repeats after a broken connection starts over in a fresh tmp file, so a
     /// file is only ever one complete body.
-    static func fetch(_ job: DownloadJob, with client: WildDuckClient, into maildir: Maildir,
+    static func fetch(_ job: DownloadJob, with client: any RemoteAccount, into maildir: Maildir,
                       batch: DeliveryBatch? = nil) throws -> SealedDelivery {
         var pending: PendingDelivery?
         do {
@@ -468,7 +468,7 @@ extension AccountSync {
     /// sealed like `fetch(_:with:into:batch:)` does, its result handed to `settle` at once.
     /// Returns how many were settled: the rest, from the first one that was not, are the
     /// caller's to fetch one at a time, which tells their errors apart.
-    private static func fetch(_ jobs: [DownloadJob], with client: WildDuckClient, into maildir: Maildir, batch: DeliveryBatch?,
+    private static func fetch(_ jobs: [DownloadJob], with client: any RemoteAccount, into maildir: Maildir, batch: DeliveryBatch?,
                               log: SyncLog, isCancelled: () -> Bool, settle: (DownloadResult) -> Void) -> Int {
         var pending: PendingDelivery?
         defer { pending?.abort() }

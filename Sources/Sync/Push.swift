@@ -22,8 +22,10 @@ import WildDuck
 struct Push {
     let store: Store
     let maildir: Maildir
-    let client: WildDuckClient
+    let client: any RemoteAccount
     let log: SyncLog
+    /// Checked between the pages of a search (the daemon's SIGTERM).
+    let isCancelled: () -> Bool
     var allowMassDelete = false
     /// Mailboxes where the breaker counts nothing (`mass-delete-exempt`).
     var massDeleteExempt: [String] = []
@@ -457,7 +459,7 @@ struct Push {
         var cursor: String?
         let total = try store.mailboxes().first { $0.id == mailbox }?.total ?? 0
         var paging = Paging(route: "GET search", limit: Paging.limit(total: max(total, try store.messageCount(mailboxId: mailbox))),
-                            isCancelled: client.session.isCancelled)
+                            isCancelled: isCancelled)
         repeat {
             let page: MessagePage
             do {
@@ -495,7 +497,7 @@ struct Push {
         let wanted = Set(uids)
         for list in client.uidLists(mailbox: target, uids.sorted()) {
             var cursor: String?
-            var paging = Paging(route: "GET search", limit: Paging.limit(total: uids.count), isCancelled: client.session.isCancelled)
+            var paging = Paging(route: "GET search", limit: Paging.limit(total: uids.count), isCancelled: isCancelled)
             repeat {
                 result.requests += 1
                 let page: MessagePage
@@ -521,7 +523,7 @@ struct Push {
     func findMovedElsewhere(messageId: String?, date: Int?, source: String, target: String) throws -> MessageItem? {
         guard let wanted = MessageHeaders.normalized(messageId), let date else { return nil }
         let total = try store.mailboxes().reduce(0) { $0 + ($1.total ?? 0) }
-        var paging = Paging(route: "GET search", limit: Paging.limit(total: total), isCancelled: client.session.isCancelled)
+        var paging = Paging(route: "GET search", limit: Paging.limit(total: total), isCancelled: isCancelled)
         var cursor: String?
         repeat {
             let page = try client.searchByDate(mailbox: nil, from: date - 1, to: date + 1, cursor: cursor)

@@ -357,7 +357,7 @@ public final class Restore {
 
     /// Creates the mailboxes the target lacks (hidden, subscribed and retention as in the
     /// backup), parents before children.
-    private func createMailboxes(_ steps: inout [Step], targets: [Mailbox], client: WildDuckClient,
+    private func createMailboxes(_ steps: inout [Step], targets: [Mailbox], client: any RemoteAccount,
                                  into summary: inout Summary) throws {
         var targets = targets
     for i in steps.indices.sorted(by: { steps[$0].folder.path < steps[$1].folder.path }) where steps[i].target == nil {
@@ -386,7 +386,7 @@ public final class Restore {
     /// How one folder of the backup goes onto the target: the mailbox it goes into (nil: to be
     /// created) and the messages the target lacks. A target message matched to a backup
     /// message with T whose delete a killed run did not do is added to `unfinishedDeletes`.
-    private func plan(_ folder: Folder, targets: [Mailbox], recorded: Set<RestoreJournal.Entry>, client: WildDuckClient,
+    private func plan(_ folder: Folder, targets: [Mailbox], recorded: Set<RestoreJournal.Entry>, client: any RemoteAccount,
                       settleDeadline: inout Date?, unfinishedDeletes: inout [String: [Int]],
                       into summary: inout Summary) throws -> Step {
         summary.messages += folder.messages.count
@@ -468,7 +468,7 @@ public final class Restore {
     /// target is never changed. The same for the autoreply: only onto a target without one.
     /// And the backup's filters whole (the sync keeps them so since schema 13; see
     /// `plannedFilters`); one the backup has only as listed, in words, is listed as not restored.
-    func plannedSettings(_ client: WildDuckClient, into summary: inout Summary) throws -> PlannedSettings {
+    func plannedSettings(_ client: any RemoteAccount, into summary: inout Summary) throws -> PlannedSettings {
         guard FileManager.default.fileExists(atPath: config.db) else { return PlannedSettings() }
         let store = try Store(readOnlyPath: config.db)
         var planned = PlannedSettings()
@@ -544,7 +544,7 @@ public final class Restore {
     /// is, one of the same name but other rules included (the backup's is added beside it).
     /// A filter an interrupted run recorded but the target does not list yet is waited for a
     /// few seconds, as an upload is: a creation is not sent twice blindly.
-    func plannedFilters(_ planned: PlannedSettings, steps: [Step], client: WildDuckClient, recorded: Set<RestoreJournal.Entry>,
+    func plannedFilters(_ planned: PlannedSettings, steps: [Step], client: any RemoteAccount, recorded: Set<RestoreJournal.Entry>,
                         dryRun: Bool, into summary: inout Summary) throws -> [FilterPlan] {
         guard !planned.filters.isEmpty else { return [] }
         var targetOf: [String: String?] = [:]     // backup path → target id, nil until created (dry run)
@@ -620,7 +620,7 @@ public final class Restore {
     }
 
     /// Creates the planned filters, each recorded in the journal before it is sent.
-    func createFilters(_ plans: [FilterPlan], client: WildDuckClient, into summary: inout Summary) throws {
+    func createFilters(_ plans: [FilterPlan], client: any RemoteAccount, into summary: inout Summary) throws {
         for plan in plans {
             try journal.record(RestoreJournal.Entry(mailbox: RestoreJournal.filters, key: plan.key), durable: false)
             do {
