@@ -96,6 +96,14 @@ public struct MessagePage: Sendable {
     public var total: Int?
     /// Items left out because they were not valid (see `MessageItem.init`).
     public var skipped = 0
+
+    /// Public for other implementations of `RemoteAccount`.
+    public init(items: [MessageItem], nextCursor: String?, total: Int?, skipped: Int = 0) {
+        self.items = items
+        self.nextCursor = nextCursor
+        self.total = total
+        self.skipped = skipped
+    }
 }
 
 /// The flags a REST push can set on messages (`seen`, `flagged`, `deleted` of
