@@ -215,12 +215,20 @@ extension AccountSync {
         generationOpen = false
     }
 
+    /// How far a step moves the generation at most: a random distance, not one. A cache restored
+    /// from a backup goes on from an older generation along another history than the Maildir
+    /// copies taken since; counting by one, it came back to a generation one of those copies
+    /// carried, and the copy, restored later, was taken for the Maildir it last wrote (the
+    /// torture's restoreCache then restoreMaildir). Two histories now meet on one number with a
+    /// chance of one in four billion per step; the order within one history is kept.
+    static let generationStride = 1 << 32
+
     /// The cache records the next generation as pending, the marker gets it (durably), then the
     /// cache makes it its own. Killed between any two steps, the next run finds the marker at
     /// the old or the pending generation and accepts either.
     private func advanceGeneration() throws {
         guard let state = try store.maildirState() else { return }
-        let next = max(state.generation, state.pending ?? 0) + 1
+        let next = max(state.generation, state.pending ?? 0) + Int.random(in: 1...Self.generationStride)
         var record = state
         record.pending = next
         try store.setMaildirState(record)

@@ -227,6 +227,40 @@ import WildDuckSim
         #expect(h.account.messages(mailboxId: work).first { $0.uid == m.uid }?.flagged == true, "the change was undone")
     }
 
+    /// A cache restored from a backup goes on along another history than the Maildir copies
+    /// taken since. Counting generations by one, it came back to the generation of such a copy,
+    /// and the copy, restored later, was taken for the Maildir the cache last wrote: a message
+    /// gone from the server stayed in it for good. The copy is refused or adopted instead.
+    @Test func aMaildirCopyFromAnotherHistoryIsNotTakenForTheCachesOwn() throws {
+        let h = try TwoWayTests.synced()
+        let work = try TwoWayTests.mailbox(h, "Work")
+        let oldMaildir = try Self.backup(h)
+        var (status, out) = try shell("cp -a '\(h.db)' '\(h.db).old'")
+        #expect(status == 0, "\(out)")
+        try h.account.deliver(Self.message(1, "gone-later"), to: work)
+        try h.sync()
+        let copy = try Self.backup(h)
+        let gone = try #require(h.account.messages(mailboxId: work).first { $0.messageId == "<gone-later-1@example.org>" })
+        try h.account.expunge(mailboxId: work, uid: gone.uid)
+        try h.sync()
+        // The old pair put back, and one pass with a download: as far from it as the copy.
+        try Self.restore(h, from: oldMaildir)
+        for suffix in ["-wal", "-shm"] { unlink(h.db + suffix) }
+        (status, out) = try shell("cp -a '\(h.db).old' '\(h.db)'")
+        #expect(status == 0, "\(out)")
+        try h.account.deliver(Self.message(2, "since"), to: work)
+        try h.sync()
+        try Self.restore(h, from: copy)
+        let r = try h.run()
+        if r.status == 74 {
+            #expect(try h.run(extra: ["--adopt-maildir"]).status == 0)
+        } else {
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(r.stderr.contains("older than the Maildir"), "the copy was taken for the cache's own Maildir: \(r.stderr)")
+        }
+        try h.expectMirror()
+    }
+
     @Test func aCacheRestoredFromABackupUploadsNothingTwice() throws {
         let h = try TwoWayTests.synced()
         let work = try TwoWayTests.mailbox(h, "Work")
