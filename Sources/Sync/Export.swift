@@ -272,26 +272,32 @@ extension AccountSync {
         })
     }
 
-    /// Puts an existing file into `folder` with `flags`: into cur/ when seen, new/ when not, as
-    /// the server says (a message marked unseen again goes back to new/); a file whose S does
-    /// not change stays where it is (mutt's "old" messages are in cur/ without S). Nil if the
-    /// file is gone.
     /// What the export does for a message whose file is not what the store says, decided from
     /// the store and the disk before anything changes: `export` applies it, `--dry-run` prints
     /// it. `excluding`: orphans already taken by an earlier step of a plan that is not applied;
     /// `moved`: where a file is once its folder's rename is done (the dry run does none).
     func plan(_ row: MessageRecord, folder: String, excluding taken: Set<String> = [],
               moved: (String) -> String = { $0 }) throws -> ExportStep {
-        if let file = row.file, let current = try maildir.find(file, movingTo: folder) {
+        try Self.plan(row, folder: folder, store: store, folders: maildir, excluding: taken, moved: moved)
+    }
+
+    /// `plan` from the cache and any local folders (the tests' own, in a temporary directory).
+    static func plan(_ row: MessageRecord, folder: String, store: Store, folders: any LocalFolders,
+                     excluding taken: Set<String> = [], moved: (String) -> String = { $0 }) throws -> ExportStep {
+        if let file = row.file, let current = try folders.find(file, movingTo: folder) {
             return .place(current, to: Maildir.placement(of: moved(current), in: folder, flags: row.flags))
         }
         if let orphan = try store.matchOrphan(messageId: row.messageId, size: row.size), !taken.contains(orphan.file),
-           let current = try maildir.find(orphan.file, movingTo: folder) {
+           let current = try folders.find(orphan.file, movingTo: folder) {
             return .reuse(orphan, current, to: Maildir.placement(of: moved(current), in: folder, flags: row.flags))
         }
         return .download(missing: row.file)
     }
 
+    /// Puts an existing file into `folder` with `flags`: into cur/ when seen, new/ when not, as
+    /// the server says (a message marked unseen again goes back to new/); a file whose S does
+    /// not change stays where it is (mutt's "old" messages are in cur/ without S). Nil if the
+    /// file is gone.
     private func relocate(_ file: String, folder: String, flags: MessageFlags) throws -> String? {
         do {
             let placed = try maildir.moveFile(from: file, to: folder, flags: flags)

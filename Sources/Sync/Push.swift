@@ -21,7 +21,7 @@ import WildDuck
 /// breaker first (`Breaker`).
 struct Push {
     let store: Store
-    let maildir: Maildir
+    let maildir: any LocalFolders
     let client: any RemoteAccount
     let log: SyncLog
     /// Checked between the pages of a search (the daemon's SIGTERM).

@@ -27,7 +27,7 @@ import Store
 /// the cache's rows without writing, `apply` queues what it decided.
 struct LocalScan {
     let store: Store
-    let maildir: Maildir
+    let maildir: any LocalFolders
     let log: SyncLog
 
     /// WildDuck refuses messages over 64 MiB (`MAX_ALLOWED_MESSAGE_SIZE`).
@@ -202,7 +202,7 @@ struct LocalScan {
     /// What the diff looks up, from the cache and the Maildir.
     struct Lookup: ScanLookup {
         let store: Store
-        let maildir: Maildir
+        let maildir: any LocalFolders
         func row(uniq: String) throws -> FileRow? { try store.fileRow(uniq: uniq) }
         func isOrphan(uniq: String) throws -> Bool { try store.isOrphan(uniq: uniq) }
         func rows(messageId: String, notIn mailboxId: String) throws -> [FileRow] {
