@@ -310,7 +310,7 @@ extension AccountSync {
 }
 
 /// What the export does for one message (`plan`).
-enum ExportStep {
+enum ExportStep: Equatable {
     /// Its file is at this path: put it where its folder and flags say (a rename, or nothing).
     case place(String, to: String)
     /// An orphan holding the same message (a move whose halves came apart), at this path.

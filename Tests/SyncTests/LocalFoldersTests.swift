@@ -1,0 +1,170 @@
+import Foundation
+import Testing
+@testable import Sync
+import Maildir
+import Store
+
+/// The engine's decisions about the local folders, without a server or sockets: what the
+/// export's plan does for a message (`AccountSync.plan`) and what the scan makes of what a
+/// reader did to the files (`LocalScan`), both through `LocalFolders`.
+///
+/// Against the real `Maildir` in a temporary directory, not an in-memory `LocalFolders`: these
+/// decisions hinge on the Maildir's own rules (a file found again by its unique part after a
+/// reader renamed it, `cur/` with S and `new/` without, the name's flags), which a double would
+/// have to copy, and could copy wrong; the real one costs a temporary directory, as the push's
+/// fixture does, and the tests read as what a user does (`mv`, `rm`).
+@Suite struct LocalFoldersTests {
+    static let inbox = "aaaaaaaaaaaaaaaaaaaaaa01"
+    static let archive = "bbbbbbbbbbbbbbbbbbbbbb02"
+    static let date = 1_700_000_000
+
+    /// A cache and a Maildir (folders INBOX and Archive) in a temporary directory.
+    final class Fixture {
+        let dir: String
+        let store: Store
+        let maildir: Maildir
+
+        init() throws {
+            dir = FileManager.default.temporaryDirectory.appendingPathComponent("local-\(UUID().uuidString)").path
+            maildir = Maildir(root: dir + "/mail")
+            for folder in ["INBOX", "Archive"] { try maildir.ensureFolder(folder) }
+            store = try Store(path: dir + "/cache.db")
+            for (id, path) in [(LocalFoldersTests.inbox, "INBOX"), (LocalFoldersTests.archive, "Archive")] {
+                try store.upsertMailbox(MailboxRecord(id: id, path: path, specialUse: nil, modifyIndex: 0, json: "{}"))
+                try store.setMailboxFolder(id: id, folder: path)
+            }
+        }
+
+        deinit { try? FileManager.default.removeItem(atPath: dir) }
+
+        static func raw(_ messageId: String) -> [UInt8] {
+            Array("Message-ID: <\(messageId)>\r\nSubject: about \(messageId)\r\n\r\nbody\r\n".utf8)
+        }
+
+        /// A message as the pull lists it (`flags` the server's), with its file `file`, as an
+        /// export leaves it.
+        func synced(_ messageId: String, uid: Int = 1, in mailbox: String = LocalFoldersTests.inbox,
+                    flags: MessageFlags = [], file: String) throws {
+            let raw = Self.raw(messageId)
+            try Data(raw).write(to: URL(fileURLWithPath: maildir.absolutePath(file)))
+            let unique = Maildir.uniquePart(ofFileName: String(file.split(separator: "/").last ?? ""))
+            try store.insertMessage(MessageRecord(mailboxId: mailbox, uid: uid, messageId: "<\(messageId)>", size: raw.count,
+                                                  idate: LocalFoldersTests.date, flags: flags, json: "{}", uniq: unique))
+            try store.markExported(mailboxId: mailbox, uid: uid, file: file, sha256: nil)
+            try store.setMailboxSynced(id: mailbox, index: 0, highestUid: uid)
+        }
+
+        func message(_ mailbox: String, _ uid: Int) throws -> MessageRecord {
+            guard let row = try store.message(mailboxId: mailbox, uid: uid) else { throw NoRow() }
+            return row
+        }
+
+        func plan(_ mailbox: String, _ uid: Int, folder: String, excluding taken: Set<String> = []) throws -> ExportStep {
+            try AccountSync.plan(message(mailbox, uid), folder: folder, store: store, folders: maildir, excluding: taken)
+        }
+
+        /// What a user's `mv` does.
+        func rename(_ from: String, to: String) throws {
+            try FileManager.default.moveItem(atPath: maildir.absolutePath(from), toPath: maildir.absolutePath(to))
+        }
+
+        func remove(_ file: String) throws {
+            try FileManager.default.removeItem(atPath: maildir.absolutePath(file))
+        }
+
+        func scan() throws -> LocalScan.Result {
+            try LocalScan(store: store, maildir: maildir, log: PushTests.NoLog()).run(force: true)
+        }
+    }
+
+    struct NoRow: Error {}
+
+    // MARK: The export's plan
+
+    /// The server marked the message seen and flagged: its file leaves new/ for cur/ with F and S.
+    @Test func aFileIsRenamedToTheServersFlags() throws {
+        let f = try Fixture()
+        try f.synced("a@x", file: "INBOX/new/1.a:2,")
+        try f.store.updateFlags(mailboxId: Self.inbox, uid: 1, flags: [.seen, .flagged], json: nil)
+        #expect(try f.plan(Self.inbox, 1, folder: "INBOX") == .place("INBOX/new/1.a:2,", to: "INBOX/cur/1.a:2,FS"))
+    }
+
+    /// A file recorded in another folder than its mailbox's goes into its mailbox's folder.
+    @Test func aFileIsPlacedInItsMailboxsFolder() throws {
+        let f = try Fixture()
+        try f.synced("a@x", in: Self.archive, flags: [.seen], file: "INBOX/cur/1.a:2,S")
+        #expect(try f.plan(Self.archive, 1, folder: "Archive") == .place("INBOX/cur/1.a:2,S", to: "Archive/cur/1.a:2,S"))
+    }
+
+    /// A reader moved the file to cur/ and marked it seen since the export: it is found by its
+    /// unique part, not downloaded again.
+    @Test func aFileAReaderRenamedIsFoundByItsUniquePart() throws {
+        let f = try Fixture()
+        try f.synced("a@x", file: "INBOX/new/1.a:2,")
+        try f.rename("INBOX/new/1.a:2,", to: "INBOX/cur/1.a:2,S")
+        try f.store.updateFlags(mailboxId: Self.inbox, uid: 1, flags: [.seen, .flagged], json: nil)
+        #expect(try f.plan(Self.inbox, 1, folder: "INBOX") == .place("INBOX/cur/1.a:2,S", to: "INBOX/cur/1.a:2,FS"))
+    }
+
+    /// Moved on the server: the pull lists the message in Archive (without a file) and no longer
+    /// in INBOX, whose file becomes an orphan; the plan re-uses that file, unless an earlier
+    /// step of the same plan took it.
+    @Test func anOrphansFileIsReusedForAMessageMovedOnTheServer() throws {
+        let f = try Fixture()
+        try f.synced("a@x", flags: [.seen], file: "INBOX/cur/1.a:2,S")
+        let raw = Fixture.raw("a@x")
+        try f.store.insertMessage(MessageRecord(mailboxId: Self.archive, uid: 7, messageId: "<a@x>", size: raw.count,
+                                                idate: Self.date, flags: [.seen], json: "{}", uniq: "2.b"))
+        try f.store.removeMessage(mailboxId: Self.inbox, uid: 1)
+        let orphan = try #require(try f.store.orphans().first)
+        #expect(orphan.file == "INBOX/cur/1.a:2,S" && orphan.uniq == "1.a")
+        #expect(try f.plan(Self.archive, 7, folder: "Archive")
+                == .reuse(orphan, "INBOX/cur/1.a:2,S", to: "Archive/cur/1.a:2,S"))
+        #expect(try f.plan(Self.archive, 7, folder: "Archive", excluding: [orphan.file]) == .download(missing: nil))
+    }
+
+    /// The file was deleted by hand and is nowhere: downloaded again, and said so.
+    @Test func aMessageWhoseFileIsGoneIsDownloaded() throws {
+        let f = try Fixture()
+        try f.synced("a@x", flags: [.seen], file: "INBOX/cur/1.a:2,S")
+        try f.remove("INBOX/cur/1.a:2,S")
+        #expect(try f.plan(Self.inbox, 1, folder: "INBOX") == .download(missing: "INBOX/cur/1.a:2,S"))
+    }
+
+    // MARK: The scan
+
+    @Test func aFileRenamedByTheUserIsAFlagChange() throws {
+        let f = try Fixture()
+        try f.synced("a@x", file: "INBOX/cur/1.a:2,")
+        try f.rename("INBOX/cur/1.a:2,", to: "INBOX/cur/1.a:2,S")
+        let result = try f.scan()
+        #expect(result.flagChanges == 1 && result.moves == 0 && result.deletes == 0 && result.uploads == 0)
+        let entries = try f.store.outbox()
+        #expect(entries.map(\.kind) == [.flags] && entries.first?.uid == 1 && entries.first?.mailboxId == Self.inbox)
+        let row = try f.store.fileRow(mailboxId: Self.inbox, uid: 1)
+        #expect(row?.file == "INBOX/cur/1.a:2,S" && row?.flags == [.seen] && row?.baseFlags == [])
+    }
+
+    @Test func aRemovedFileIsADelete() throws {
+        let f = try Fixture()
+        try f.synced("keep@x", uid: 1, file: "INBOX/cur/1.a:2,")
+        try f.synced("a@x", uid: 2, file: "INBOX/cur/2.a:2,")
+        try f.remove("INBOX/cur/2.a:2,")
+        let result = try f.scan()
+        #expect(result.deletes == 1 && result.flagChanges == 0 && result.moves == 0 && result.uploads == 0)
+        let entries = try f.store.outbox()
+        #expect(entries.map(\.kind) == [.delete] && entries.first?.uid == 2 && entries.first?.mailboxId == Self.inbox)
+    }
+
+    @Test func aFileMovedToAnotherFolderIsAMove() throws {
+        let f = try Fixture()
+        try f.synced("a@x", flags: [.seen], file: "INBOX/cur/1.a:2,S")
+        try f.rename("INBOX/cur/1.a:2,S", to: "Archive/cur/1.a:2,S")
+        let result = try f.scan()
+        #expect(result.moves == 1 && result.deletes == 0 && result.uploads == 0)
+        let entries = try f.store.outbox()
+        #expect(entries.map(\.kind) == [.move] && entries.first?.uid == 1 && entries.first?.mailboxId == Self.inbox
+                && entries.first?.target == Self.archive)
+        #expect(try f.store.fileRow(mailboxId: Self.inbox, uid: 1)?.file == "Archive/cur/1.a:2,S")
+    }
+}
