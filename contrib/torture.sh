@@ -17,13 +17,8 @@
 # Off by default (`--all` turns everything on, `--list` says why each is off): the kinds of
 # operation today's wdsync is known to fail, so the short run in the test suite
 # (TortureTests) stays green; they are switched on as the fixes land. At the time of writing:
-# serverMove (kill -9 of the daemon while it applies another client's
-# move can leave the old file as a second file in the new folder), emptyRoot (a daemon's scan
-# running while the root is replaced records a move as a delete, which a later run on a
-# Maildir at the same generation pushes), restoreCache (an older cache adopts the Maildir
-# while a mutt save is half done: the copy is set aside as a second copy, and the unlink of the
-# original then deletes the message on the server) and daemonStopEarly (a SIGTERM in the
-# daemon's first milliseconds is sometimes lost, and it runs on). The run prints each kind that
+# serverMove (kill -9 of the daemon while it applies another client's move can leave the old
+# file as a second file in the new folder). The run prints each kind that
 # is off with its reason.
 #
 # At the end it prints the seconds, the steps taken, the quiet points checked and the steps of

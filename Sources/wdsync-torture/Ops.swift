@@ -68,20 +68,10 @@ enum OpKind: String, CaseIterable, Sendable {
     /// Maildir it refused as it is (the person's way on after a restore).
     func disabledBecause(canContinue: Bool) -> String? {
         switch self {
-        case .restoreMaildir:
+        case .restoreMaildir, .emptyRoot, .restoreCache:
             return canContinue ? nil : "wdsync has no option to go on with a Maildir it refused (74)"
-        case .emptyRoot:
-            return canContinue
-                ? "a daemon's scan that runs while the root is being replaced reads some folders before and some after: a message the person moved between them is recorded as deleted, the scan's records outlive the refusal that follows, and a later run on a Maildir at the same generation (a backup) pushes the delete (lost)"
-                : "wdsync has no option to go on with a Maildir it refused (74)"
         case .serverMove:
             return "kill -9 of the daemon while it applies another client's move can leave the message's old file, under wdsync's name, next to the one downloaded for its new place: a second file that no later run removes (mirror)"
-        case .restoreCache:
-            return canContinue
-                ? "after an older cache adopts the Maildir, a mutt save in progress (the copy made, the original not yet unlinked) is set aside as a second copy, and the unlink then deletes the message on the server: it is left only in %wdsync-set-aside (lost)"
-                : "wdsync has no option to go on with a Maildir it refused (74), and restored caches duplicate messages"
-        case .daemonStopEarly:
-            return "a SIGTERM in the daemon's first milliseconds is sometimes lost (before its signal handling is in place), and it runs on (hang)"
         default:
             return nil
         }
