@@ -390,9 +390,9 @@ public final class AccountSync {
         let result: LocalScan.Result
         do {
             result = try scan.run(force: force, scope: scope, quietSince: quietSince, confirm: confirm, mayRecord: { self.generationOpen || self.expectedMarker == nil || self.config.dryRun })
-        } catch is LocalScan.GenerationFirst {
+        } catch let first as LocalScan.GenerationFirst {
             try openGeneration()
-            result = try scan.run(force: force, scope: scope, quietSince: quietSince, confirm: confirm)
+            result = try scan.run(confirm: confirm, snapshot: first.snapshot)
         }
         readAgain = result.readAgain
         unstableFiles = result.unstable

@@ -70,7 +70,7 @@ struct LocalScan {
         var readAgain: Set<String> = []
     }
 
-    struct GenerationFirst: Error {}
+    struct GenerationFirst: Error { var snapshot: ScanSnapshot }
 
     /// Which folders the daemon's inotify watch (`LocalWatch`) says to read: `changed` ones
     /// whatever their mtimes, none of the `unchanged` ones (watched, and nothing but wdsync's own
@@ -90,13 +90,13 @@ struct LocalScan {
     /// is recorded: when it throws (the Maildir is no longer the one the scan began in), nothing is.
     /// When the scan found changes and `mayRecord` says they may not be recorded yet, it throws
     /// `GenerationFirst` and records nothing (the caller moves the Maildir's generation, then
-    /// scans again).
+    /// runs it again with the snapshot the error carries: the folders are not read twice).
     func run(force: Bool = false, scope: Scope? = nil, quietSince: Int? = nil, confirm: () throws -> Void = {},
-             mayRecord: () -> Bool = { true }) throws -> Result {
+             mayRecord: () -> Bool = { true }, snapshot taken: ScanSnapshot? = nil) throws -> Result {
         var result = Result()
         let started = Int(Date().timeIntervalSince1970 * 1e9)
         try store.transaction {
-            let snapshot = try self.snapshot(force: force, scope: scope, quietSince: quietSince, started: started)
+            let snapshot = try taken ?? self.snapshot(force: force, scope: scope, quietSince: quietSince, started: started)
             try confirm()
             // Before the rows are read: a message whose file is forgotten is no longer found
             // by its unique part (an interrupted export's file, which the adoption takes).
@@ -107,7 +107,7 @@ struct LocalScan {
                                 outbox: try store.outbox(), highestUid: highestUid)
             let changes = try diff.changes(Lookup(store: store, maildir: maildir))
             let r = changes.result
-            if r.flagChanges + r.moves + r.deletes + r.uploads > 0 && !mayRecord() { throw GenerationFirst() }
+            if r.flagChanges + r.moves + r.deletes + r.uploads > 0 && !mayRecord() { throw GenerationFirst(snapshot: snapshot) }
             try apply(changes)
             result = changes.result
         }
