@@ -62,6 +62,7 @@ let package = Package(
 
         .testTarget(name: "NetTests", dependencies: ["Lock", "Net"], swiftSettings: strict),
         .testTarget(name: "WebSocketTests", dependencies: ["Lock", "WebSocket"], exclude: ["Fixtures"], swiftSettings: strict),
+        .testTarget(name: "FailuresTests", dependencies: ["Failures"], swiftSettings: strict),
         .testTarget(name: "WildDuckTests", dependencies: ["WildDuck", "WildDuckSim", "Failures"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store", "Maildir"], swiftSettings: strict),
         .testTarget(name: "MaildirTests", dependencies: ["Maildir"], swiftSettings: strict),

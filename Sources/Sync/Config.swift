@@ -22,7 +22,7 @@ public struct AccountConfig: Sendable {
     /// Settings of the live engine (plain `wdsync`).
     public var live = LiveOptions()
     /// How a failed request is tried again within a run.
-    public var retry = RetryPolicy.standard
+    public var retry = Backoff.requests
     /// How long a journal replay may take, in seconds (nil: the journal's default, 30).
     public var journalTimeout: Double?
     /// `--post-sync CMD`: run after a sync that changed the Maildir (see `PostSyncHook`).

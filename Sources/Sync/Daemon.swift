@@ -1,4 +1,5 @@
 import Foundation
+import Failures
 import Store
 import WildDuck
 
@@ -82,8 +83,8 @@ final class DaemonRun {
                 return failure == nil
             }) { break }
             if let failure { lost(.offline, failure) }
-            let delay = engine.backoff.delay(attempt: failures)
             failures += 1
+            let delay = engine.backoff.delay(beforeTry: failures + 1)
             log.log(.verbose, "trying again in \(String(format: "%.1f", delay)) s")
             inbox.wait(seconds: delay)
             if inbox.stopRequested { return false }
@@ -249,8 +250,8 @@ final class DaemonRun {
             pushFailures = 0
             nextPush = .now
         } else {
-            nextPush = .now + .seconds(min(engine.backoff.delay(attempt: pushFailures), options.scanInterval))
             pushFailures += 1
+            nextPush = .now + .seconds(min(engine.backoff.delay(beforeTry: pushFailures + 1), options.scanInterval))
             nextScan = min(nextScan, nextPush)
         }
     }

@@ -1,15 +1,4 @@
-/// Exponential backoff with jitter, capped: 1, 2, 4 … `cap` seconds (×0.8–1.2 so that many
-/// clients cut off together do not come back together).
-struct Backoff: Sendable {
-    var base: Double
-    var cap: Double
-
-    func delay(attempt: Int, jitter: Double = Double.random(in: 0.8...1.2)) -> Double {
-        var base = self.base
-        for _ in 0..<min(max(attempt, 0), 30) where base < cap { base *= 2 }
-        return min(base, cap) * jitter
-    }
-}
+import Failures
 
 /// Which event source the daemon follows, and when it connects again: the WebSocket first; SSE
 /// after `fallbackAfter` consecutive WebSocket failures (or at once when the server says it has
@@ -30,7 +19,7 @@ struct TransportPlan: Sendable {
         var giveUpAfter: Int
 
         init(_ o: LiveOptions) {
-            backoff = Backoff(base: o.reconnectDelay, cap: o.maxReconnectDelay)
+            backoff = .doubling(base: o.reconnectDelay, cap: o.maxReconnectDelay)
             fallbackAfter = o.wsFailuresBeforeFallback
             probeInterval = o.wsProbeInterval
             pollInterval = o.pollInterval
@@ -74,7 +63,7 @@ struct TransportPlan: Sendable {
 
     /// A source was started; if it neither connects nor fails, another try comes after the cap.
     mutating func started(now: Instant) {
-        nextAttempt = now + .seconds(limits.backoff.cap)
+        nextAttempt = now + .seconds(limits.backoff.longestDelay)
     }
 
     /// The source of `t` connected. False when `t` is not the current transport (a late note).
@@ -87,8 +76,8 @@ struct TransportPlan: Sendable {
 
     /// The source of `t` failed; nil when `t` is not the current transport. `unavailable`: the
     /// server said it has no such endpoint (a 404 to the upgrade), so waiting will not help.
-    mutating func failed(_ t: Transport, unavailable: Bool, now: Instant,
-                         jitter: Double = Double.random(in: 0.8...1.2)) -> Reaction? {
+    /// `jitter`: the factor of the delay (nil: drawn from the backoff's range; tests pass 1).
+    mutating func failed(_ t: Transport, unavailable: Bool, now: Instant, jitter: Double? = nil) -> Reaction? {
         guard t == transport else { return nil }
         up = false
         failures += 1
@@ -101,7 +90,7 @@ struct TransportPlan: Sendable {
             return .switched(to: next)
         }
         if limits.giveUpAfter > 0 && failures > limits.giveUpAfter { return .giveUp(attempts: failures - 1) }
-        let delay = limits.backoff.delay(attempt: failures - 1, jitter: jitter)
+        let delay = limits.backoff.delay(beforeTry: failures + 1, jitter: jitter ?? Double.random(in: limits.backoff.jitter))
         nextAttempt = now + .seconds(delay)
         return .reconnect(after: delay)
     }

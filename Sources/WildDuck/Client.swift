@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Net
+import Failures
 import Lock
 
 /// The account's credentials and current access token, shared by every connection of one
@@ -15,7 +16,7 @@ public final class Session: Sendable {
     let password: @Sendable () throws -> String
     public let connector: HTTPConnection.Connector
     /// How requests that failed for a passing reason are tried again (see `retrying`).
-    public let retry: RetryPolicy
+    public let retry: Backoff
     /// Limits of every REST request (not of the SSE stream): deadline, interim responses, trailers.
     public let limits: HTTPLimits
     private struct State { var token: String?; var userId: String?; var generation = 0 }
@@ -27,7 +28,7 @@ public final class Session: Sendable {
     private let hooks = Mutex(Hooks())
 
     public init(endpoint: HTTPEndpoint, username: String, password: @escaping @Sendable () throws -> String,
-                connector: @escaping HTTPConnection.Connector, retry: RetryPolicy = .standard,
+                connector: @escaping HTTPConnection.Connector, retry: Backoff = .requests,
                 limits: HTTPLimits = HTTPLimits(deadline: 120)) {
         self.endpoint = endpoint
         self.username = username
@@ -151,7 +152,7 @@ public final class Session: Sendable {
                 let response = try attempt()
                 guard idempotent, transient(response) else { return response }
                 reason = "HTTP \(response.status)"
-                delay = retry.delay(before: tries + 1)
+                delay = retry.delay(beforeTry: tries + 1)
                 if let after = response.head.header("retry-after").flatMap({ Double(String($0.filter { !$0.isWhitespace })) }), after >= 0 {
                     guard after <= retry.maxRetryAfter else { return response }
                     delay = after
@@ -160,12 +161,12 @@ public final class Session: Sendable {
             } catch let error as NetError {
                 guard Session.isTransient(error), idempotent || Session.neverSent(error) else { throw error }
                 reason = error.description
-                delay = retry.delay(before: tries + 1)
+                delay = retry.delay(beforeTry: tries + 1)
                 giveUp = { throw error }
             }
-            guard tries <= retry.delays.count, !isCancelled() else { return try giveUp() }
+            guard retry.allows(try: tries + 1), !isCancelled() else { return try giveUp() }
             tries += 1
-            retryLog("\(route): \(reason); trying again in \(Session.seconds(delay)) (try \(tries) of \(retry.delays.count + 1))")
+            retryLog("\(route): \(reason); trying again in \(Session.seconds(delay)) (try \(tries)\(retry.tries.map { " of \($0)" } ?? ""))")
             guard pause(delay) else { return try giveUp() }
         }
     }
@@ -209,29 +210,6 @@ public final class Session: Sendable {
 
     static func seconds(_ value: Double) -> String {
         value == value.rounded() ? "\(Int(value)) s" : "\((value * 100).rounded() / 100) s"
-    }
-}
-
-/// How often and how long a request that failed for a passing reason is tried again.
-public struct RetryPolicy: Sendable, Equatable {
-    /// Seconds to wait before the 2nd, 3rd, … try: `delays.count + 1` tries in all.
-    public var delays: [Double]
-    /// A `Retry-After` longer than this is not waited for: the request fails at once.
-    public var maxRetryAfter: Double
-
-    public init(delays: [Double], maxRetryAfter: Double = 300) {
-        self.delays = delays
-        self.maxRetryAfter = maxRetryAfter
-    }
-
-    /// 5 tries over about a minute: 1, 4, 15 and 40 s apart.
-    public static let standard = RetryPolicy(delays: [1, 4, 15, 40])
-    /// One try.
-    public static let none = RetryPolicy(delays: [])
-
-    func delay(before attempt: Int) -> Double {
-        let i = attempt - 2
-        return delays.indices.contains(i) ? delays[i] : 0
     }
 }
 

@@ -1,4 +1,5 @@
 import Net
+import Failures
 
 /// Opens the byte streams under HTTP: TCP, or TLS over TCP for https.
 enum Connectors {
@@ -32,7 +33,7 @@ extension Session {
     /// A session whose connections are TCP, or TLS for https (checked against `caFile` when
     /// given, the system's roots otherwise; not checked at all with `insecure`).
     public convenience init(server: ServerURL, username: String, password: @escaping @Sendable () throws -> String,
-                            caFile: String?, insecure: Bool, retry: RetryPolicy = .standard) {
+                            caFile: String?, insecure: Bool, retry: Backoff = .requests) {
         self.init(endpoint: server.endpoint, username: username, password: password,
                   connector: Connectors.make(caFile: caFile, insecure: insecure), retry: retry)
     }

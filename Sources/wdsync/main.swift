@@ -104,10 +104,10 @@ func run() -> ExitCode {
         return .usage
     }
     // For the test suite only: seconds between the tries of a failed request, comma-separated
-    // (the default is 1,4,15,40; see RetryPolicy.standard).
+    // (the default is 1,4,15,40; see Backoff.requests).
     if let text = ProcessInfo.processInfo.environment["WDSYNC_RETRY_DELAYS"] {
         let delays = text.split(separator: ",").compactMap { Double($0) }.filter { $0 >= 0 }
-        for i in accounts.indices { accounts[i].retry = RetryPolicy(delays: delays) }
+        for i in accounts.indices { accounts[i].retry = .fixed(delays) }
     }
     // For the test suite only: how long a journal replay may take, in seconds.
     if let t = ProcessInfo.processInfo.environment["WDSYNC_JOURNAL_TIMEOUT"].flatMap(Double.init), t > 0 {

@@ -16,12 +16,12 @@ import Testing
     }
     func at(_ s: Double) -> ContinuousClock.Instant { t0 + .seconds(s) }
 
-    @Test func backoffDoublesUpToItsCapWithJitter() {
-        let b = Backoff(base: 1, cap: 32)
-        #expect((0...7).map { b.delay(attempt: $0, jitter: 1) } == [1, 2, 4, 8, 16, 32, 32, 32])
-        #expect(b.delay(attempt: 1000, jitter: 1) == 32)
-        #expect(b.delay(attempt: -1, jitter: 1) == 1)
-        for _ in 0..<100 { #expect((0.8...1.2).contains(b.delay(attempt: 0))) }
+    @Test func reconnectsBackOffByDoublingUpToTheCapWithJitter() {
+        let b = limits().backoff
+        #expect(b == .doubling(base: 1, cap: 32))
+        #expect((2...9).map { b.delay(beforeTry: $0, jitter: 1) } == [1, 2, 4, 8, 16, 32, 32, 32])
+        #expect(b.tries == nil)
+        for _ in 0..<100 { #expect((0.8...1.2).contains(b.delay(beforeTry: 2))) }
     }
 
     @Test func theWebSocketIsRetriedWithBackoffThenSSEThenPolling() {

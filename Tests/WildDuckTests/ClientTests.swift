@@ -7,7 +7,7 @@ import WildDuckSim
 
 /// The REST client against the simulator (the two share no code).
 @Suite struct ClientTests {
-    func client(_ server: SimServer, password: String = "demo", retry: RetryPolicy = .none,
+    func client(_ server: SimServer, password: String = "demo", retry: Backoff = .oneTry,
                 limits: HTTPLimits = HTTPLimits(deadline: 120)) throws -> WildDuckClient {
         let endpoint = try #require(HTTPEndpoint(url: server.baseURL))
         let session = Session(endpoint: endpoint, username: "demo", password: { password },
@@ -66,7 +66,7 @@ import WildDuckSim
         try account.generate(count: 10, mailboxIds: [inbox], seed: 2, sizeMix: .small)
         let endpoint = try #require(HTTPEndpoint(url: server.baseURL + "/" + String(repeating: "p", count: 500)))
         let session = Session(endpoint: endpoint, username: "demo", password: { "demo" },
-                              connector: HTTPConnection.tcpConnector(timeout: 5), retry: .none)
+                              connector: HTTPConnection.tcpConnector(timeout: 5), retry: .oneTry)
         let prefixed = WildDuckClient(session: session, timeout: 5)
         let uids = Array(4_294_957_295...4_294_967_295)
         let lists = prefixed.uidLists(mailbox: inbox, uids)
@@ -176,7 +176,7 @@ import WildDuckSim
     @Test func unreachableServer() throws {
         let endpoint = try #require(HTTPEndpoint(url: "http://127.0.0.1:1"))
         let session = Session(endpoint: endpoint, username: "demo", password: { "x" }, connector: HTTPConnection.tcpConnector(timeout: 1),
-                              retry: RetryPolicy(delays: [0, 0]))
+                              retry: .fixed([0, 0]))
         #expect { try WildDuckClient(session: session).authenticate() } throws: { error in
             if case WildDuckError.unreachable = error { return true }
             return false

@@ -1,15 +1,16 @@
 import Foundation
 import Net
 import Testing
+import Failures
 import WildDuckSim
 @testable import WildDuck
 
 /// The one retry policy, and the limits of a request, against the simulator's fault modes.
 @Suite(.timeLimit(.minutes(2))) struct RetryTests {
     /// Retries without waiting, so the tests do not sleep through the real schedule.
-    static let fast = RetryPolicy(delays: [0, 0, 0, 0])
+    static let fast = Backoff.fixed([0, 0, 0, 0])
 
-    func setUp(retry: RetryPolicy = fast, limits: HTTPLimits = HTTPLimits(deadline: 120)) throws
+    func setUp(retry: Backoff = fast, limits: HTTPLimits = HTTPLimits(deadline: 120)) throws
         -> (SimAccount, SimServer, WildDuckClient) {
         let account = SimAccount()
         let server = SimServer(account: account)
@@ -142,7 +143,7 @@ import WildDuckSim
     }
 
     @Test func aDripFedResponseHitsTheDeadline() throws {
-        let (_, server, c) = try setUp(retry: .none, limits: HTTPLimits(deadline: 1, minimumRate: 1 << 20))
+        let (_, server, c) = try setUp(retry: .oneTry, limits: HTTPLimits(deadline: 1, minimumRate: 1 << 20))
         defer { server.stop() }
         // ~300 bytes, one every 50 ms: 15 s in all, far past the 1 s deadline, while every single
         // read comes well within the 5 s read timeout.
@@ -155,7 +156,7 @@ import WildDuckSim
     }
 
     @Test func floodsOfInterimResponsesAndTrailersAreBounded() throws {
-        let (account, server, c) = try setUp(retry: .none)
+        let (account, server, c) = try setUp(retry: .oneTry)
         defer { server.stop() }
         server.injectFault(.interimFlood, on: "user", count: 1)
         #expect { _ = try c.fetchUser() } throws: { error in
