@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "WildDuck", dependencies: ["Lock", "Net", "WebSocket", "Failures"], swiftSettings: strict),
         .target(name: "Store", dependencies: ["CSQLite", "Maildir", "Failures"], swiftSettings: strict,
                 plugins: ["EmbedMigrations"]),
-        .target(name: "Maildir", dependencies: ["COpenSSL", "Failures"], swiftSettings: strict),
+        .target(name: "Maildir", dependencies: ["Lock", "COpenSSL", "Failures"], swiftSettings: strict),
         .target(name: "Sync", dependencies: ["Lock", "WildDuck", "Store", "Maildir", "Failures"],
                 swiftSettings: strict),
         .executableTarget(name: "wdsync", dependencies: ["Lock", "Config", "Sync", "Failures"], swiftSettings: strict,

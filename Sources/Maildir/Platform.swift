@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Lock
 
 /// Thin, checked wrappers around the system calls the module uses. Every wrapper retries on
 /// EINTR and turns a failure into a `MaildirError` that names the path and the operation.
@@ -193,22 +194,30 @@ func joinPath(_ parts: String...) -> String {
 }
 
 /// The message bodies, directory operations and durability barriers of a run, one line each,
-/// appended to the file named by `WDSYNC_FS_TRACE` (unset: nothing is recorded). The crash-state
-/// tests replay them under a power-loss model (docs/durability.md): `W path size` a message's
-/// body written (not yet durable), `F path` that file fsynced, `R from to` a rename (or hard
-/// link), `U path` an unlink, `D dir` a directory fsync, `S` a syncfs; the cache adds `C` at each
+/// appended to the file given to `start` (none: nothing is recorded). The crash-state tests
+/// replay them under a power-loss model (docs/durability.md): `W path size` a message's body
+/// written (not yet durable), `F path` that file fsynced, `R from to` a rename (or hard link),
+/// `U path` an unlink, `D dir` a directory fsync, `S` a syncfs; the cache adds `C` at each
 /// commit. Paths are absolute; no file contents or secrets are written.
 public enum FileTrace {
-    private static let fd: Int32 = {
-        guard let path = getenv("WDSYNC_FS_TRACE").map({ String(cString: $0) }), !path.isEmpty else { return -1 }
-        return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-    }()
+    private static let file = Mutex<Int32>(-1)
+
+    /// Starts recording into `path` (the tests' `WDSYNC_FS_TRACE`, which the executable reads
+    /// and the engine is given: nothing deeper reads the environment). One trace per process:
+    /// a later call, for another account, leaves it as it is.
+    public static func start(path: String) {
+        guard !path.isEmpty else { return }
+        file.withLock { fd in
+            if fd < 0 { fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600) }
+        }
+    }
 
     /// Whether a trace is being written.
-    public static var isOn: Bool { fd >= 0 }
+    public static var isOn: Bool { file.withLock { $0 } >= 0 }
 
     /// Appends one line in a single write (O_APPEND keeps lines whole across threads).
     public static func note(_ fields: String...) {
+        let fd = file.withLock { $0 }
         guard fd >= 0 else { return }
         let line = Array((fields.joined(separator: "\t") + "\n").utf8)
         _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }

@@ -154,6 +154,7 @@ public final class AccountSync {
         self.config = config
         self.mode = mode
         self.log = log
+        CrashRecorder.startTrace(config)
         guard let server = ServerURL(config.server) else {
             throw SyncError.config("--server \(config.server) is not an http:// or https:// URL")
         }
@@ -161,7 +162,7 @@ public final class AccountSync {
         let dbDir = (config.db as NSString).deletingLastPathComponent
         if !dbDir.isEmpty { try AccountSync.makeDirectory(dbDir) }
         store = try Store(path: config.db)
-        if FileTrace.isOn { CrashRecorder.start(store: store, db: config.db, maildir: root) }
+        if FileTrace.isOn { CrashRecorder.start(store: store, db: config.db, maildir: root, states: config.fileTraceStates) }
         // A root that vanished after files were written is a disk that did not mount, not a
         // user who deleted all mail: write nothing, on either side (`checkMaildir` says more).
         if !FileManager.default.fileExists(atPath: root), !config.adoptMaildir,

@@ -46,6 +46,12 @@ public struct AccountConfig: Sendable {
     public var fullCheckInterval: Double = 24 * 3600
     /// `--full-check`: this pass does the full check, whenever the last one was.
     public var fullCheckNow = false
+    /// For the crash-state tests only (docs/durability.md): the file that records the Maildir's
+    /// operations and the cache's commits (`FileTrace`), and a directory where the cache and the
+    /// Maildir are copied after each commit (`CrashRecorder`). The executable reads them from
+    /// `WDSYNC_FS_TRACE` and `WDSYNC_FS_TRACE_STATES`; the engine reads no environment.
+    public var fileTrace: String?
+    public var fileTraceStates: String?
 
     public init(name: String, server: String, username: String, password: PasswordSource, maildir: String,
                 db: String, layout: MaildirLayout = .verbatim, caFile: String? = nil, insecure: Bool = false,

@@ -3,14 +3,19 @@ import Maildir
 import Store
 import Lock
 
-/// For the crash-state tests (docs/durability.md): with `WDSYNC_FS_TRACE` set, every commit of
-/// the cache is marked in the file trace (`C <id>`), and with `WDSYNC_FS_TRACE_STATES` naming a
+/// For the crash-state tests (docs/durability.md): with a file trace (`AccountConfig.fileTrace`),
+/// every commit of the cache is marked in it (`C <id>`), and with `fileTraceStates` naming a
 /// directory, the cache (database and write-ahead log) and the Maildir are copied there after
 /// each commit, as `<id>/cache.sqlite` and `<id>/mail`. The tests build from these copies and
-/// the trace every state a power cut could leave. Nothing of this runs without the variables.
+/// the trace every state a power cut could leave. Nothing of this runs without the settings.
 enum CrashRecorder {
-    static func start(store: Store, db: String, maildir: String) {
-        let states = ProcessInfo.processInfo.environment["WDSYNC_FS_TRACE_STATES"].flatMap { $0.isEmpty ? nil : $0 }
+    /// Starts the file trace the config names, if any, before the account's first operation.
+    static func startTrace(_ config: AccountConfig) {
+        if let path = config.fileTrace { FileTrace.start(path: path) }
+    }
+
+    static func start(store: Store, db: String, maildir: String, states: String?) {
+        let states = states.flatMap { $0.isEmpty ? nil : $0 }
         let prefix = String(getpid())
         let counter = Mutex(0)
         store.db.observeCommits {

@@ -95,6 +95,7 @@ public final class Restore {
     public init(config: AccountConfig, log: SyncLog) throws {
         self.config = config
         self.log = log
+        CrashRecorder.startTrace(config)
         guard let server = ServerURL(config.server) else {
             throw SyncError.config("--server \(config.server) is not an http:// or https:// URL")
         }

@@ -113,6 +113,13 @@ func run() -> ExitCode {
     if let t = ProcessInfo.processInfo.environment["WDSYNC_JOURNAL_TIMEOUT"].flatMap(Double.init), t > 0 {
         for i in accounts.indices { accounts[i].journalTimeout = t }
     }
+    // For the crash-state tests only (docs/durability.md): the file trace, and where the cache and
+    // the Maildir are copied after each commit.
+    let environment = ProcessInfo.processInfo.environment
+    for i in accounts.indices {
+        accounts[i].fileTrace = environment["WDSYNC_FS_TRACE"].flatMap { $0.isEmpty ? nil : $0 }
+        accounts[i].fileTraceStates = environment["WDSYNC_FS_TRACE_STATES"].flatMap { $0.isEmpty ? nil : $0 }
+    }
     if !args.flags.contains("quiet") && isatty(STDERR_FILENO) == 1 {
         for i in accounts.indices { accounts[i].retriesVisible = true }
     }
