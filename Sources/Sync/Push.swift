@@ -258,6 +258,9 @@ struct Push {
                 if let pair = pairs.first(where: { $0.0 == moved.uid }) {
                     try store.transaction {
                         try forget(duplicate: try store.completeMove(mailboxId: entry.mailboxId, uid: uid, target: target, newUid: pair.1, baseFlags: base))
+                        // Its copy downloaded where the other client had put it is not the
+                        // person's: its file goes (the person's is the moved message's now).
+                        try store.removeMessage(mailboxId: from, uid: moved.uid)
                     }
                     try mergeFlagsAfterMove(target: target, uids: [pair.1], into: &result)
                     result.moves += 1
@@ -517,9 +520,11 @@ struct Push {
     }
 
     /// The message of a move that found it in neither the source nor the target: the same
-    /// Message-ID and internal date in another mailbox where the cache does not know it, i.e.
-    /// moved there by another client since the last pull. Without a Message-ID nothing is
-    /// matched (a message of the same date and subject may be another one).
+    /// Message-ID and internal date in another mailbox, moved there by another client since the
+    /// last pull — or before it: the cache may know it there already, with a file wdsync
+    /// downloaded for it (its name carries that mailbox and uid; a copy the person made has a
+    /// name of their own and is not taken). Without a Message-ID nothing is matched (a message
+    /// of the same date and subject may be another one).
     func findMovedElsewhere(messageId: String?, date: Int?, source: String, target: String) throws -> MessageItem? {
         guard let wanted = MessageHeaders.normalized(messageId), let date else { return nil }
         let total = try store.mailboxes().reduce(0) { $0 + ($1.total ?? 0) }
@@ -530,8 +535,9 @@ struct Push {
             for item in page.items {
                 guard let mailbox = item.mailbox, mailbox != source, mailbox != target,
                       let idate = item.idate, abs(idate - date) <= 1,
-                      MessageHeaders.normalized(item.messageId) == wanted,
-                      try store.fileRow(mailboxId: mailbox, uid: item.uid) == nil else { continue }
+                      MessageHeaders.normalized(item.messageId) == wanted else { continue }
+                if let known = try store.fileRow(mailboxId: mailbox, uid: item.uid),
+                   AccountSync.carriedKey(known.uniq).map({ $0.mailboxId != mailbox || $0.uid != item.uid }) ?? true { continue }
                 return item
             }
             cursor = try paging.next(after: page)

@@ -221,6 +221,30 @@ import WildDuckSim
         try Self.expectQuiet(h)
     }
 
+    /// The same, when a pass already brought the other client's move into the cache before the
+    /// person's move was sent (the daemon applies it as it happens; here `--pull-only`): the
+    /// message is known, with a file wdsync downloaded for it, where the other client put it. It
+    /// is moved from there, and that file goes — not uploaded from the person's file as a
+    /// second copy (found by wdsync-torture, seed 71068).
+    @Test func aMoveOfAMessageWhoseOtherMoveWasPulledFirstIsNotACopy() throws {
+        let h = try Self.synced()
+        let work = try Self.mailbox(h, "Work"), projects = try Self.mailbox(h, "Work/Projects")
+        let inbox = try Self.mailbox(h, "INBOX")
+        let m = try #require(h.account.messages(mailboxId: work).first { $0.seen && !$0.deleted })
+        let file = try #require(Self.file(h, work, m.uid))
+        let total = h.totalServerMessages
+        try Self.rename(h, file, flags: Harness.letters(m), folder: "Work/Projects")
+        _ = try h.account.move(mailboxId: work, uid: m.uid, to: inbox)
+        let pulled = try h.run(extra: ["--pull-only"])
+        #expect(pulled.status == 0, "\(pulled.stderr)")
+        let r = try h.sync()
+        #expect(h.totalServerMessages == total, "the message was uploaded a second time: \(r.stderr)")
+        let places = h.account.mailboxes().flatMap { mb in h.account.messages(mailboxId: mb.id).filter { $0.messageId == m.messageId }.map { _ in mb.id } }
+        #expect(places == [projects], "\(m.messageId) is in \(places)")
+        try h.expectMirror()
+        try Self.expectQuiet(h)
+    }
+
     /// Another client flags a message and the person moves it (mv) into Work/Projects before
     /// wdsync saw the flag: the server keeps the flag through the move, and so does the moved
     /// file (issue 19, found by wdsync-torture).
