@@ -16,10 +16,9 @@
 #
 # Off by default (`--all` turns everything on, `--list` says why each is off): the kinds of
 # operation today's wdsync is known to fail, so the short run in the test suite
-# (TortureTests) stays green; they are switched on as the fixes land. At the time of writing:
-# serverMove (kill -9 of the daemon while it applies another client's move can leave the old
-# file as a second file in the new folder). The run prints each kind that
-# is off with its reason.
+# (TortureTests) stays green; they are switched on as the fixes land. At the time of writing
+# every kind is on (the restore kinds need wdsync's --adopt-maildir). The run prints each kind
+# that is off with its reason.
 #
 # At the end it prints the seconds, the steps taken, the quiet points checked and the steps of
 # each kind. `--script KIND,...` runs a fixed sequence of kinds, `--weight KIND=N,...` dwells on

@@ -70,8 +70,6 @@ enum OpKind: String, CaseIterable, Sendable {
         switch self {
         case .restoreMaildir, .emptyRoot, .restoreCache:
             return canContinue ? nil : "wdsync has no option to go on with a Maildir it refused (74)"
-        case .serverMove:
-            return "kill -9 of the daemon while it applies another client's move can leave the message's old file, under wdsync's name, next to the one downloaded for its new place: a second file that no later run removes (mirror)"
         default:
             return nil
         }
