@@ -95,7 +95,7 @@ struct JournalReplay {
     /// which `unsettled` mailboxes (unchanged since their last sync) it confirms; `sent` are the
     /// writes this pass itself sent (Push), whose steps are known exactly. `reflected` says
     /// whether the cache already shows an entry's effect.
-    func read(session: Session, resumeId: String, changed: [MailboxRecord], unsettled: [MailboxRecord] = [],
+    func read(session: any JournalSource, resumeId: String, changed: [MailboxRecord], unsettled: [MailboxRecord] = [],
               seen: Set<String>, sent: [SentRequest] = [], reflected: (JournalEntry) -> Bool = { _ in false },
               log: SyncLog) -> Outcome {
         let collected = collect(session: session, resumeId: resumeId, log: log)
@@ -268,7 +268,7 @@ struct JournalReplay {
     private enum Collected { case success([JournalEntry], marked: Bool), failure(String) }
 
     /// Reads entries until the end of the replay (see above), then closes the stream.
-    private func collect(session: Session, resumeId: String, log: SyncLog) -> Collected {
+    private func collect(session: any JournalSource, resumeId: String, log: SyncLog) -> Collected {
         struct State {
             var entries: [JournalEntry] = []
             var lastActivity = ContinuousClock.now

@@ -64,13 +64,23 @@ public enum JournalStream {
     }
 }
 
-extension Session {
+/// The account's event stream from a position (the journal's replay, then what comes next):
+/// the part of the remote side that `RemoteAccount` leaves out, because it is read on a thread
+/// of its own while the engine waits for its end. `Session` is the real one; the tests give the
+/// journal replay an in-memory one.
+public protocol JournalSource: Sendable {
     /// Reads the journal from after `lastEventId` (none: no backlog, only what comes next),
-    /// handing every entry to `onEntry`, until the server ends the stream or `handle` is closed
-    /// (from another thread). `timeout` bounds each wait for the server.
+    /// handing every entry to `onEntry`, until the stream ends or `handle` is closed (from
+    /// another thread). `timeout` bounds each wait for the server.
+    func readJournal(after lastEventId: String?, handle: CloseHandle, timeout: Double,
+                     onOpen: () -> Void, onEntry: (JournalEntry) -> Void,
+                     onComment: () -> Void) throws -> JournalStream.End
+}
+
+extension Session: JournalSource {
     public func readJournal(after lastEventId: String?, handle: CloseHandle, timeout: Double,
                             onOpen: () -> Void, onEntry: (JournalEntry) -> Void,
-                            onComment: () -> Void = {}) throws -> JournalStream.End {
+                            onComment: () -> Void) throws -> JournalStream.End {
         try JournalStream.run(session: self, lastEventId: lastEventId, handle: handle, timeout: timeout,
                               onOpen: onOpen, onEntry: onEntry, onComment: onComment)
     }
