@@ -36,7 +36,8 @@ struct MaildirMarker: Equatable, Sendable {
             if parts[0] == "id", parts[1].utf8.count == 32, parts[1].allSatisfy(\.isHexDigit) { id = parts[1] }
             if parts[0] == "generation" { generation = Int(parts[1]) }
         }
-        guard let id, let generation, generation >= 0 else { return .unreadable }
+        // Far below Int.max: a step adds up to `generationStride` (a billion steps fit).
+        guard let id, let generation, generation >= 0, generation <= 1 << 62 else { return .unreadable }
         return .marker(MaildirMarker(id: id, generation: generation))
     }
 

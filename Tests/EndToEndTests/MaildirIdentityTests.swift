@@ -381,6 +381,21 @@ import WildDuckSim
         try TwoWayTests.expectQuiet(h)
     }
 
+    /// A marker whose generation is out of range (edited by hand, or damaged) is a marker that
+    /// cannot be read: refused with a clear error, not a crash when the next step adds to it.
+    @Test func aMarkerWithAnOutOfRangeGenerationIsRefused() throws {
+        let h = try TwoWayTests.synced()
+        let path = h.maildir + "/.wdsync-state"
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let edited = text.split(separator: "\n").map { $0.hasPrefix("generation ") ? "generation 9223372036854775807" : String($0) }
+        try (edited.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let r = try h.run()
+        #expect(r.status == 74, "\(r.stderr)")
+        #expect(r.stderr.contains("cannot be read"), "\(r.stderr)")
+        #expect(try h.run(extra: ["--adopt-maildir"]).status == 0)
+        try h.expectMirror()
+    }
+
     /// The marker's generation moves only when the Maildir changes: a run that changes
     /// nothing leaves it alone, and wdsync killed between the marker and the cache goes on.
     @Test func aKillBetweenTheMarkerAndTheCacheDoesNotWedge() throws {
