@@ -107,11 +107,11 @@ extension AccountSync {
                 if m.generation > state.generation {
                     // The cache is the older one (restored from a backup): the Maildir's files are
                     // taken as they are, and its pending changes with the cache's are dropped.
-                    log.log(.warning, "the cache \(config.db) is older than the Maildir \(root) (generation \(state.generation), the Maildir has \(m.generation): restored from a backup?); the files already there are matched to the server's messages again and nothing is sent from this pass")
+                    log.log(.warning, "the cache \(config.db) is older than the Maildir \(root) (its generation is behind the Maildir's: restored from a backup?); the files already there are matched to the server's messages again and nothing is sent from this pass")
                     return try adopt(id: m.id, from: m.generation)
                 }
                 if config.adoptMaildir { return try adopt(id: m.id, from: state.generation) }
-                throw refuse("it is older (generation \(m.generation), the cache wrote \(state.generation): restored from a backup?)")
+                throw refuse("it is older than what the cache last wrote (its generation is behind the cache's: restored from a backup?)")
             case .marker:
                 if config.adoptMaildir { return try adopt(id: state.maildirId, from: state.generation) }
                 throw refuse("it belongs to another wdsync cache (its \(MaildirMarker.fileName) has another id)")
