@@ -301,7 +301,7 @@ import WildDuckSim
     /// are at most six): recovery treats each the same way, on its own.
     static func states(of r: Recording, full: Bool, seed: UInt64) -> [State] {
         var result: [State] = []
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let commitPoints = r.ops.indices.filter { isCommit(r.ops[$0]) }
         let points = full ? Array(0...r.ops.count) : Array(Set(commitPoints.flatMap { [$0, $0 + 1] } + [r.ops.count])).sorted()
         for point in points {
@@ -339,18 +339,6 @@ import WildDuckSim
 
     /// States per recording in the normal tests (each is a `--once`).
     static let sampleSize = 16
-
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
 
     /// What the server holds, for "recovery sent nothing the user did not do".
     static func serverState(_ h: Harness) -> [String] {
