@@ -38,7 +38,6 @@ final class TortureRun {
     /// every Message-ID this run created, wherever
     var known: Set<String> = []
     var daemon: Process?
-    var daemonStarted = Date()
     /// When the person last wrote a new file (a save, a record, a cp).
     var lastPersonWrite: Date?
     /// Earlier states of the Maildir and the cache, taken at quiet points (the person's backups).
@@ -464,7 +463,6 @@ final class TortureRun {
         p.standardInput = FileHandle.nullDevice
         try p.run()
         daemon = p
-        daemonStarted = Date()
     }
 
     /// A daemon that ended by itself: a crash is a failure, an exit with a reason is noted.
@@ -477,17 +475,11 @@ final class TortureRun {
         note("the daemon exited \(d.terminationStatus) by itself: \(lastLines("daemon.log"))")
     }
 
-    /// `early`: SIGTERM at once; otherwise not before the daemon is a second old, because a
-    /// SIGTERM in its first milliseconds is sometimes lost (the kind daemonStopEarly, off by
-    /// default, finds that).
-    func stopDaemon(kill9: Bool, early: Bool = false) throws {
+    /// SIGTERM (or SIGKILL) at once, however young the daemon is.
+    func stopDaemon(kill9: Bool) throws {
         try checkDaemon()
         guard let d = daemon else { return }
         daemon = nil
-        if !kill9 && !early {
-            let age = Date().timeIntervalSince(daemonStarted)
-            if age < 1 { usleep(UInt32((1 - age) * 1_000_000)) }
-        }
         kill(d.processIdentifier, kill9 ? SIGKILL : SIGTERM)
         let deadline = Date().addingTimeInterval(120)
         while d.isRunning && Date() < deadline { usleep(5_000) }

@@ -35,7 +35,7 @@ extension TortureRun {
             try startDaemon()
             let ms = rng.int(0...60)
             usleep(UInt32(ms) * 1000)
-            try stopDaemon(kill9: false, early: true)
+            try stopDaemon(kill9: false)
             return "started, SIGTERM after \(ms) ms, stopped"
         case .daemonKill9:
             guard daemon != nil else { return "none running" }
