@@ -84,7 +84,8 @@ public final class AccountSync {
     public let config: AccountConfig
     public let store: Store
     public let maildir: Maildir
-    public let session: Session
+    /// The server behind the account; `client` is this thread's connection to it.
+    let server: any RemoteServer
     public let mode: RunMode
     let log: SyncLog
     let client: any RemoteAccount
@@ -97,7 +98,7 @@ public final class AccountSync {
     /// Checked between pages and between downloads; when it says true the pass stops with
     /// `SyncError.cancelled`, keeping everything done so far (the daemon's SIGTERM).
     public var isCancelled: @Sendable () -> Bool = { false } {
-        didSet { session.isCancelled = isCancelled }
+        didSet { server.isCancelled = isCancelled }
     }
     /// `syncOnce` catches up from the server's journal (see `JournalReplay`) and keeps a journal
     /// position. Not in the daemon: its own event source follows the journal.
@@ -150,12 +151,14 @@ public final class AccountSync {
     /// The downloads of the current export, for `onProgress`.
     var downloadProgress: (progress: SyncProgress, base: Int, baseBytes: Int, paths: [String: String])?
 
-    public init(config: AccountConfig, log: SyncLog, mode: RunMode = .once) throws {
+    /// `remote`: the server to sync with; nil, the WildDuck at `config.server` (the tests pass
+    /// one that is not).
+    public init(config: AccountConfig, log: SyncLog, mode: RunMode = .once, remote: (any RemoteServer)? = nil) throws {
         self.config = config
         self.mode = mode
         self.log = log
         CrashRecorder.startTrace(config)
-        guard let server = ServerURL(config.server) else {
+        guard let url = ServerURL(config.server) else {
             throw SyncError.config("--server \(config.server) is not an http:// or https:// URL")
         }
         let root = URL(fileURLWithPath: config.maildir).standardizedFileURL.path
@@ -171,16 +174,22 @@ public final class AccountSync {
         }
         if !config.dryRun { try AccountSync.makeDirectory(root) }
         maildir = Maildir(root: root, layout: config.layout)
-        let password = config.password
-        session = Session(server: server, username: config.username, password: { try password.read() },
-                          caFile: config.caFile, insecure: config.insecure, retry: config.retry)
-        session.retryLog = { [log, level = config.retriesVisible ? LogLevel.info : .verbose] message in log.log(level, message) }
-        client = WildDuckClient(session: session)
+        self.server = remote ?? AccountSync.wildDuck(url, config: config, log: log)
+        client = self.server.connect()
         client.onSkipped = { [log] in log.log(.warning, $0) }
         if let t = config.journalTimeout { journal.timeout = t }
         if let account = try store.account(), account.layout != config.layout.rawValue {
             throw SyncError.config("the cache \(config.db) was exported with layout \(account.layout); use --layout \(account.layout) or a new --maildir and --db")
         }
+    }
+
+    /// The WildDuck at `url`: the one place the engine names the WildDuck module's session.
+    static func wildDuck(_ url: ServerURL, config: AccountConfig, log: SyncLog) -> any RemoteServer {
+        let password = config.password
+        let session = Session(server: url, username: config.username, password: { try password.read() },
+                              caFile: config.caFile, insecure: config.insecure, retry: config.retry)
+        session.retryLog = { [log, level = config.retriesVisible ? LogLevel.info : .verbose] message in log.log(level, message) }
+        return session
     }
 
     /// Creates a directory and its parents, mode 0700, with an error the user can act on.
@@ -214,8 +223,8 @@ public final class AccountSync {
         // changes, its files matched to the server's messages after the pull.
         let check = try phase("maildir check") { try checkMaildir() }
         if check == .same { try phase("local scan") { try scanLocal() } }
-        if session.userId == nil { try phase("authenticate") { try client.authenticate() } }
-        try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,
+        if server.userId == nil { try phase("authenticate") { try client.authenticate() } }
+        try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: server.userId,
                                            maildir: maildir.root, layout: config.layout.rawValue))
         var pushFailure: WildDuckError?
         do { try phase("push") { try push() } } catch let error as WildDuckError where AccountSync.pullsAfter(error) {
@@ -540,7 +549,7 @@ public final class AccountSync {
             return CatchUp(relist: changed + unsettled)
         }
         let seen = try store.journalSeen()
-        let outcome = journal.read(session: session, resumeId: resume, changed: changed, unsettled: unsettled + changed.filter { $0.unsettledFrom != nil },
+        let outcome = journal.read(session: server, resumeId: resume, changed: changed, unsettled: unsettled + changed.filter { $0.unsettledFrom != nil },
                                    seen: seen, sent: sentThisPass, reflected: { [store] e in AccountSync.reflected(e, in: store) }, log: log)
         if let failure = outcome.failure {
             log.log(.verbose, "\(failure); listing the changed mailboxes")

@@ -36,8 +36,8 @@ extension AccountSync {
         // not read as local changes.
         if try checkMaildir() == .same, FileManager.default.fileExists(atPath: maildir.root) { try scanLocal() }
         for entry in try store.outbox() { report.pushes["\(entry.kind)", default: 0] += 1 }
-        if session.userId == nil { try client.authenticate() }
-        try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: session.userId,
+        if server.userId == nil { try client.authenticate() }
+        try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: server.userId,
                                            maildir: maildir.root, layout: config.layout.rawValue))
         try syncSettings()
         for mailbox in try syncMailboxList() { try syncMessages(of: mailbox) }

@@ -394,13 +394,13 @@ extension AccountSync {
         let isCancelled = self.isCancelled
         let skipped = self.skipped
         let log = self.log
-        let session = self.session
+        let server = self.server
         let maildir = self.maildir
         let batch = DeliveryBatch(maildir: maildir)
         var threads: [Thread] = []
         for _ in 0..<workers {
             let thread = Thread {
-                let client = WildDuckClient(session: session)
+                let client = server.connect()
                 defer { client.close(); shared.workerFinished() }
                 while !isCancelled() {
                     let jobs = shared.next()

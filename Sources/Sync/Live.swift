@@ -172,17 +172,14 @@ final class Inbox: Sendable {
     }
 }
 
-/// A running source of events (the WildDuck module's update streams), with the transport it is.
-protocol EventSource: UpdateStream {
-    var transport: Transport { get }
-}
+/// A running source of events (one of the server's update streams), with the transport it is.
+struct EventSource {
+    let stream: any UpdateStream
+    let transport: Transport
 
-extension WebSocketUpdateStream: EventSource {
-    var transport: Transport { .webSocket }
-}
-
-extension SSEUpdateStream: EventSource {
-    var transport: Transport { .sse }
+    func stop() { stream.stop() }
+    @discardableResult
+    func follow(mailboxes: [String]) -> Bool { stream.follow(mailboxes: mailboxes) }
 }
 
 /// Where a source delivers: the inbox, its notes naming the source's transport.
@@ -329,22 +326,23 @@ public final class LiveSync: Sendable {
     var backoff: Backoff { TransportPlan.Limits(options).backoff }
 
     func makeSource(_ transport: Transport, mirror: AccountSync) throws -> EventSource? {
+        let sink = InboxSink(inbox: inbox, transport: transport)
         switch transport {
         case .webSocket:
             let wsOptions = WebSocketStreamOptions(compression: options.compression, pingInterval: options.pingInterval,
                                                    pongTimeout: options.pongTimeout, replyTimeout: options.replyTimeout,
                                                    caFile: config.caFile, insecure: config.insecure)
-            return WebSocketUpdateStream(session: mirror.session, server: config.server, options: wsOptions,
-                                         mailboxes: try mirror.store.mailboxes().map(\.id),
-                                         sink: InboxSink(inbox: inbox, transport: .webSocket),
-                                         log: { [log] level, message in log.log(LogLevel(level), message) })
+            return EventSource(stream: mirror.server.webSocketUpdates(mailboxes: try mirror.store.mailboxes().map(\.id),
+                                                                      options: wsOptions, sink: sink,
+                                                                      log: { [log] level, message in log.log(LogLevel(level), message) }),
+                               transport: transport)
         case .sse:
             // Not the cache's journal position: that may lie up to a second ahead (a pass that
             // read nothing puts it at the second after its start), and a stream resumed there
             // would skip live changes made before it. Without an id the stream sends no backlog;
             // the reconcile after every connection covers what came before.
-            return SSEUpdateStream(session: mirror.session, lastEventId: sseResumeId.withLock { $0 },
-                                   sink: InboxSink(inbox: inbox, transport: .sse))
+            return EventSource(stream: mirror.server.journalUpdates(after: sseResumeId.withLock { $0 }, sink: sink),
+                               transport: transport)
         case .polling:
             return nil
         }

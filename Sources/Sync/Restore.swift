@@ -79,7 +79,7 @@ public final class Restore {
 
     public let config: AccountConfig
     let log: SyncLog
-    let session: Session
+    let server: any RemoteServer
     let maildir: Maildir
     /// Told how the uploads advance (the progress line), from the upload threads.
     public var onProgress: (@Sendable (SyncProgress) -> Void)?
@@ -92,11 +92,11 @@ public final class Restore {
     /// never written); removed after a complete run.
     let journal: RestoreJournal
 
-    public init(config: AccountConfig, log: SyncLog) throws {
+    public init(config: AccountConfig, log: SyncLog, remote: (any RemoteServer)? = nil) throws {
         self.config = config
         self.log = log
         CrashRecorder.startTrace(config)
-        guard let server = ServerURL(config.server) else {
+        guard let url = ServerURL(config.server) else {
             throw SyncError.config("--server \(config.server) is not an http:// or https:// URL")
         }
         let root = URL(fileURLWithPath: config.maildir).standardizedFileURL.path
@@ -105,10 +105,7 @@ public final class Restore {
             throw SyncError.config("the backup's Maildir \(root) does not exist; give the backup's directory with --maildir")
         }
         maildir = Maildir(root: root, layout: config.layout)
-        let password = config.password
-        session = Session(server: server, username: config.username, password: { try password.read() },
-                          caFile: config.caFile, insecure: config.insecure, retry: config.retry)
-        session.retryLog = { [log, level = config.retriesVisible ? LogLevel.info : .verbose] message in log.log(level, message) }
+        server = remote ?? AccountSync.wildDuck(url, config: config, log: log)
         journal = RestoreJournal(path: RestoreJournal.path(username: config.username, server: config.server))
     }
 
@@ -310,7 +307,7 @@ public final class Restore {
     public func run(dryRun: Bool) throws -> Summary {
         var summary = Summary()
         let backup = try readBackup()
-        let client = WildDuckClient(session: session)
+        let client = server.connect()
         defer { client.close() }
         client.onSkipped = { [log] in log.log(.warning, $0) }
         try client.authenticate()
@@ -409,7 +406,7 @@ public final class Restore {
             if let existing {
                 var cursor: String?
                 var paging = Paging(route: "GET messages", limit: Paging.limit(total: existing.total ?? 0),
-                                    isCancelled: session.isCancelled)
+                                    isCancelled: server.isCancelled)
                 repeat {
                     let page = try client.listMessages(mailbox: existing.id, cursor: cursor)
                     for item in page.items { present.add(item) }
@@ -657,7 +654,7 @@ public final class Restore {
         let shared = Mutex(UploadState(deleted: unfinished))
         let totals = (count: jobs.count, bytes: jobs.reduce(0) { $0 + $1.message.size })
         let queued = jobs
-        let worker = UploadWorker(session: session, maildir: maildir, journal: journal, log: log, onProgress: onProgress)
+        let worker = UploadWorker(server: server, maildir: maildir, journal: journal, log: log, onProgress: onProgress)
         let group = DispatchGroup()
         for _ in 0..<min(config.connections, jobs.count) {
             group.enter()
@@ -673,7 +670,7 @@ public final class Restore {
         summary.uploaded += result.done
         summary.bytes += result.bytes
         summary.failed += result.failed
-        let client = WildDuckClient(session: session)
+        let client = server.connect()
         defer { client.close() }
         for (mailbox, uids) in result.deleted.sorted(by: { $0.key < $1.key }) {
             for chunk in Push.chunks(uids.sorted()) {
@@ -688,14 +685,14 @@ public final class Restore {
 /// One upload thread of a restore: takes the next job until none is left or one failed for
 /// good. Each upload is recorded in the journal before it is sent (durably when a T is to follow).
 struct UploadWorker: Sendable {
-    let session: Session
+    let server: any RemoteServer
     let maildir: Maildir
     let journal: RestoreJournal
     let log: SyncLog
     let onProgress: (@Sendable (SyncProgress) -> Void)?
 
     func run(_ queued: [Restore.UploadJob], shared: Mutex<Restore.UploadState>, totals: (count: Int, bytes: Int)) {
-        let client = WildDuckClient(session: session)
+        let client = server.connect()
         defer { client.close() }
         while true {
             let index: Int? = shared.withLock { s in

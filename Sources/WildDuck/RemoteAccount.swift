@@ -3,10 +3,8 @@
 /// over HTTP (the tests' in-memory server). `WildDuckClient` is the one real implementation;
 /// the methods' documentation is there. Like it, one per thread.
 ///
-/// Left out, because they need the `Session` itself and not one connection's calls: the
-/// journal and the update streams (`Session.readJournal`, `SSEUpdateStream`,
-/// `WebSocketUpdateStream`), and the parallel downloads, whose threads each open a
-/// `WildDuckClient` of their own on the session.
+/// What all connections share (the login, the journal, the update streams) is the
+/// `RemoteServer` each account connection comes from.
 public protocol RemoteAccount: AnyObject {
     /// The server's clock at its last answer, when it sent one.
     var serverTime: Int? { get }
@@ -76,3 +74,36 @@ extension RemoteAccount {
 }
 
 extension WildDuckClient: RemoteAccount {}
+
+/// The server behind the account, as the engine holds it: what its connections share (the
+/// login, the cancellation of a pass), where a thread gets a connection of its own, and the
+/// server's changes from a position: the journal read to its end (`JournalSource`, for
+/// `--once`) and the live update streams (for the daemon). `Session` is the one real
+/// implementation; the wire (SSE framing, the WebSocket's subscriptions) stays behind it.
+public protocol RemoteServer: AnyObject, JournalSource {
+    /// The account's id once authenticated.
+    var userId: String? { get }
+    /// Checked between retries: true stops the waiting (the daemon's SIGTERM).
+    var isCancelled: @Sendable () -> Bool { get set }
+    /// A connection of its own, for one thread (each download thread opens one).
+    func connect() -> any RemoteAccount
+    /// The server's updates over its WebSocket, following `mailboxes` (and the new ones
+    /// `UpdateStream.follow` adds). The stream reports to `sink` until it is stopped.
+    func webSocketUpdates(mailboxes: [String], options: WebSocketStreamOptions, sink: UpdateSink,
+                          log: @escaping @Sendable (StreamLogLevel, String) -> Void) -> any UpdateStream
+    /// The server's journal as it grows, from after `lastEventId` (none: only what comes next).
+    func journalUpdates(after lastEventId: String?, sink: UpdateSink) -> any UpdateStream
+}
+
+extension Session: RemoteServer {
+    public func connect() -> any RemoteAccount { WildDuckClient(session: self) }
+
+    public func webSocketUpdates(mailboxes: [String], options: WebSocketStreamOptions, sink: UpdateSink,
+                                 log: @escaping @Sendable (StreamLogLevel, String) -> Void) -> any UpdateStream {
+        WebSocketUpdateStream(session: self, options: options, mailboxes: mailboxes, sink: sink, log: log)
+    }
+
+    public func journalUpdates(after lastEventId: String?, sink: UpdateSink) -> any UpdateStream {
+        SSEUpdateStream(session: self, lastEventId: lastEventId, sink: sink)
+    }
+}

@@ -54,35 +54,56 @@ public struct WebSocketStreamOptions: Sendable {
 }
 
 /// `GET /users/:user/updates`: WildDuck's journal as Server-Sent Events, resumed with
-/// Last-Event-ID. Runs on its own thread. A stream that ends, breaks or stays silent for 120 s
-/// (the server writes `: idling` every 15 s, which also keeps its 30-minute inactivity timeout
-/// from firing; see docs/wildduck-api.md) is a reconnect for the engine.
+/// Last-Event-ID. A stream that ends, breaks or stays silent for 120 s (the server writes
+/// `: idling` every 15 s, which also keeps its 30-minute inactivity timeout from firing; see
+/// docs/wildduck-api.md) is a reconnect for the engine.
+///
+/// Both update streams run the same way: one task per connection, started by `init` and
+/// reporting to the sink; the blocking reads on a thread of their own (here the journal's
+/// reader, for the WebSocket its client's reader thread), so nothing blocks the cooperative
+/// pool; the end reported once, and never after `stop`, which closes the connection from any
+/// thread and returns quickly.
 public final class SSEUpdateStream: UpdateStream {
     private let handle = CloseHandle()
+    private let task: Task<Void, Never>
 
-    public init(session: Session, lastEventId: String?, sink: UpdateSink) {
-        let thread = Thread { [handle] in
-            let failure: (reason: String, unavailable: Bool, auth: Bool)
-            do {
-                let end = try JournalStream.run(session: session, lastEventId: lastEventId, handle: handle, timeout: 120,
-                                                onOpen: { sink.connected() },
-                                                onEntry: { sink.push($0.events, lastEventId: $0.id) })
-                switch end {
-                case .ended:
-                    failure = ("the server ended the update stream", false, false)
-                case .refused(let status, let code):
-                    failure = ("the update stream was refused (HTTP \(status)\(code.map { ", \($0)" } ?? ""))",
-                               status == 404 || status == 405, code == "InvalidToken")
+    init(session: Session, lastEventId: String?, sink: UpdateSink) {
+        task = Task.detached { [handle] in
+            let failure = await withTaskCancellationHandler {
+                await withCheckedContinuation { (done: CheckedContinuation<(String, Bool, Bool), Never>) in
+                    let thread = Thread {
+                        done.resume(returning: Self.read(session, after: lastEventId, handle: handle, sink: sink))
+                    }
+                    thread.name = "journal-stream"
+                    thread.start()
                 }
-            } catch {
-                failure = ("update stream: \(error)", false, false)
+            } onCancel: {
+                handle.close()
             }
-            if !handle.isClosed { sink.failed(reason: failure.reason, unavailable: failure.unavailable, auth: failure.auth) }
+            if !handle.isClosed { sink.failed(reason: failure.0, unavailable: failure.1, auth: failure.2) }
         }
-        thread.start()
     }
 
-    public func stop() { handle.close() }
+    /// Reads the journal until it ends; what ended it, for the sink.
+    private static func read(_ session: Session, after lastEventId: String?, handle: CloseHandle,
+                             sink: UpdateSink) -> (reason: String, unavailable: Bool, auth: Bool) {
+        do {
+            let end = try JournalStream.run(session: session, lastEventId: lastEventId, handle: handle, timeout: 120,
+                                            onOpen: { sink.connected() },
+                                            onEntry: { sink.push($0.events, lastEventId: $0.id) })
+            switch end {
+            case .ended:
+                return ("the server ended the update stream", false, false)
+            case .refused(let status, let code):
+                return ("the update stream was refused (HTTP \(status)\(code.map { ", \($0)" } ?? ""))",
+                        status == 404 || status == 405, code == "InvalidToken")
+            }
+        } catch {
+            return ("update stream: \(error)", false, false)
+        }
+    }
+
+    public func stop() { task.cancel() }
 
     public func follow(mailboxes: [String]) -> Bool { false }
 }
@@ -106,6 +127,7 @@ public final class CloseHandle: Sendable {
 
 /// The `/ws` endpoint: subscribes to every channel and every mailbox, answers liveness with its
 /// own pings, and maps updates to remote events.
+/// Runs as `SSEUpdateStream` says: a task per connection, the reads on the client's thread.
 public final class WebSocketUpdateStream: UpdateStream {
     private struct State {
         var client: WebSocketClient?
@@ -127,27 +149,26 @@ public final class WebSocketUpdateStream: UpdateStream {
     private let options: WebSocketStreamOptions
     private let task = Mutex<Task<Void, Never>?>(nil)
 
-    /// Connects to `server`'s `/ws` and subscribes to `mailboxes` and every channel.
-    public init(session: Session, server: String, options: WebSocketStreamOptions, mailboxes: [String],
-                sink: UpdateSink, log: @escaping @Sendable (StreamLogLevel, String) -> Void) {
+    /// Connects to the session's server's `/ws` and subscribes to `mailboxes` and every channel.
+    init(session: Session, options: WebSocketStreamOptions, mailboxes: [String],
+         sink: UpdateSink, log: @escaping @Sendable (StreamLogLevel, String) -> Void) {
         self.session = session
         self.sink = sink
         self.log = log
         self.options = options
-        let url = WebSocketUpdateStream.url(for: server)
+        let url = WebSocketUpdateStream.url(for: session.endpoint)
         let wsOptions = WebSocketOptions(compression: options.compression, timeout: 10,
                                          tls: WebSocketTLSOptions(caFile: options.caFile, insecure: options.insecure))
         let t = Task.detached { [self] in await self.run(url: url, options: wsOptions, mailboxes: mailboxes) }
         task.withLock { $0 = t }
     }
 
-    /// `http://host/api` → `ws://host/api/ws`.
-    static func url(for server: String) -> String {
-        var url = server
-        while url.hasSuffix("/") { url.removeLast() }
-        if url.lowercased().hasPrefix("https://") { url = "wss://" + url.dropFirst(8) }
-        else if url.lowercased().hasPrefix("http://") { url = "ws://" + url.dropFirst(7) }
-        return url + "/ws"
+    /// `http://host/api` → `ws://host/api/ws` (the port only when it is not the default, so
+    /// the Host header is the one the REST requests send).
+    static func url(for endpoint: HTTPEndpoint) -> String {
+        let host = endpoint.host.contains(":") ? "[\(endpoint.host)]" : endpoint.host
+        let port = endpoint.port == (endpoint.tls ? 443 : 80) ? "" : ":\(endpoint.port)"
+        return "\(endpoint.tls ? "wss" : "ws")://\(host)\(port)\(endpoint.prefix)/ws"
     }
 
     private func fail(_ reason: String, unavailable: Bool = false, auth: Bool = false) {

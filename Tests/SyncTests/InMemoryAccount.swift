@@ -21,7 +21,9 @@ final class InMemoryAccount: RemoteAccount {
         var path: String
         var specialUse: String?
         var nextUid = 1
-        var messages: [Int: Message] = [:]
+        /// Moves with every change to the mailbox's messages, as WildDuck's does.
+        var modifyIndex = 0
+        var messages: [Int: Message] = [:] { didSet { modifyIndex += 1 } }
     }
 
     /// The writes, as the push sends them; everything else by its name.
@@ -88,7 +90,8 @@ final class InMemoryAccount: RemoteAccount {
         calls.append(.other("fetchMailboxes"))
         return boxes.sorted { $0.key < $1.key }.compactMap { id, box in
             var fields: [(String, JSON)] = [("id", .string(id)), ("path", .string(box.path)),
-                                            ("total", .number(Double(box.messages.count)))]
+                                            ("total", .number(Double(box.messages.count))),
+                                            ("modifyIndex", .number(Double(box.modifyIndex)))]
             if let use = box.specialUse { fields.append(("specialUse", .string(use))) }
             return Mailbox(.object(fields))
         }
