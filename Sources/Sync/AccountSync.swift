@@ -192,6 +192,12 @@ public final class AccountSync {
         return session
     }
 
+    /// The pull step over this account's store and server.
+    var pull: Pull {
+        Pull(store: store, client: client, server: server, config: config, log: log, readsJournal: readsJournal,
+             journal: journal, isCancelled: isCancelled, onProgress: onProgress)
+    }
+
     /// Creates a directory and its parents, mode 0700, with an error the user can act on.
     public static func makeDirectory(_ path: String) throws {
         do {
@@ -221,21 +227,30 @@ public final class AccountSync {
         // A Maildir that is not the one this cache last wrote is refused here (74, nothing
         // changed); one whose files the cache does not know is adopted: not read as local
         // changes, its files matched to the server's messages after the pull.
-        let check = try phase("maildir check") { try checkMaildir() }
-        if check == .same { try phase("local scan") { try scanLocal() } }
-        if server.userId == nil { try phase("authenticate") { try client.authenticate() } }
+        let check = try log.timed("maildir check") { try checkMaildir() }
+        if check == .same { try log.timed("local scan") { try scanLocal() } }
+        if server.userId == nil { try log.timed("authenticate") { try client.authenticate() } }
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: server.userId,
                                            maildir: maildir.root, layout: config.layout.rawValue))
         var pushFailure: WildDuckError?
-        do { try phase("push") { try push() } } catch let error as WildDuckError where AccountSync.pullsAfter(error) {
+        do { try log.timed("push") { try push() } } catch let error as WildDuckError where AccountSync.pullsAfter(error) {
             // What could not be sent waits in the outbox, and what the server changed is still
             // pulled: the outbox rule holds back what would conflict with it.
             log.log(.warning, "sending local changes: \(error); they are kept and sent by a later run")
             pushFailure = error
         }
-        let pulled = try pull()
-        if check == .adopt { try phase("adopt files") { try adoptFiles() } }
-        try phase("export") { try export() }
+        let pulled = try pull.run(sent: sentThisPass, fullCheck: fullCheckAsked)
+        summary.mailboxesListed = pulled.mailboxes
+        summary.mailboxesChanged = pulled.changed.count
+        summary.fromJournal = pulled.caught.fromJournal
+        if let differences = pulled.fullCheck {
+            // `--full-check` asks for one, not one per pass (the daemon reconciles often).
+            fullCheckAsked = false
+            summary.fullCheck = true
+            summary.fullCheckDifferences = differences
+        }
+        if check == .adopt { try log.timed("adopt files") { try adoptFiles() } }
+        try log.timed("export") { try export() }
         try lastScan(adopting: check == .adopt, watch: watch)
         try store.setSyncedNow()
         if check == .adopt { try finishAdoption() }
@@ -244,17 +259,6 @@ public final class AccountSync {
         summary.pending = try store.outboxCount()
         if let pushFailure, stopsOnFailedPush { throw pushFailure }
         return summary
-    }
-
-    /// What a pass's pull did, for the journal position it keeps.
-    struct Pulled {
-        /// The mailboxes whose modifyIndex had changed.
-        var changed: [MailboxRecord]
-        var caught: CatchUp
-        /// The mailboxes this pass listed or brought up to date.
-        var synced: Set<String>
-        /// The server's second of the mailbox listing.
-        var listed: Int
     }
 
     /// A watch of every folder for this pass (nil in the daemon, which watches all the time).
@@ -268,39 +272,13 @@ public final class AccountSync {
         return watch
     }
 
-    /// pull: server → store. Settings, the mailbox list, the journal since the last pass, the
-    /// listings of what it cannot account for, and the full check when it is due.
-    private func pull() throws -> Pulled {
-        try phase("settings") { try syncSettings() }
-        let changed = try phase("mailbox list") { try syncMailboxList() }
-        // The journal's ids carry the server's clock, so the position is taken from it: the
-        // second in which the server answered the listing (the client's clock, after the
-        // listing, when it sends no Date). A client clock behind the server's would start the
-        // next replay before the listing, and entries counted twice could hide a missing one.
-        let listed = client.serverTime ?? Int(Date().timeIntervalSince1970)
-        let caught = try phase("journal") { try catchUpFromJournal(changed) }
-        var synced = caught.synced
-        try phase("listings") {
-            for mailbox in caught.relist {
-                try syncMessages(of: mailbox)
-                synced.insert(mailbox.id)
-            }
-        }
-        if try fullCheckDue(now: listed) {
-            // Mailboxes brought up to date from the journal are checked too: that is what it checks.
-            let listedNow = Set(caught.relist.map(\.id))
-            try phase("full check") { synced.formUnion(try fullCheck(except: listedNow, now: listed)) }
-        }
-        return Pulled(changed: changed, caught: caught, synced: synced, listed: listed)
-    }
-
     /// The scan after the export: records the folders as the export left them, and reads what
     /// the user changed meanwhile. After an adoption every folder is read: what was not matched
     /// is the user's new mail, uploaded now.
     private func lastScan(adopting: Bool, watch: LocalWatch?) throws {
         if adopting {
-            try phase("last local scan") { try scanLocal(force: true) }
-            try phase("push") { try push() }
+            try log.timed("last local scan") { try scanLocal(force: true) }
+            try log.timed("push") { try push() }
         } else if let watch, watch.complete {
             // A folder the export wrote to is recorded as scanned only once its mtimes are a
             // tick old (see `LocalScan.snapshot`): wait until the newest one is, so that this pass
@@ -317,16 +295,16 @@ public final class AccountSync {
                 }
             }
             let scope = scanScope(watch.drain())
-            try phase("last local scan") { try scanLocal(scope: scope, quietSince: scope == nil ? nil : quietSince) }
+            try log.timed("last local scan") { try scanLocal(scope: scope, quietSince: scope == nil ? nil : quietSince) }
         } else {
-            try phase("last local scan") { try scanLocal() }
+            try log.timed("last local scan") { try scanLocal() }
         }
     }
 
     /// Keeps the journal position a later pass replays from. It is kept by every complete pass,
     /// the daemon's reconciles too (which do not read the journal): a `--once` after the daemon
     /// starts from its last reconcile.
-    private func keepJournalPosition(after pulled: Pulled) throws {
+    private func keepJournalPosition(after pulled: Pull.Pulled) throws {
         var from = pulled.caught.read
         let stored = try store.lastEventId().flatMap { ObjectIdTime.seconds(of: $0) != nil ? $0.lowercased() : nil }
         if from == nil, pulled.changed.isEmpty, pulled.synced.isEmpty, let stored {
@@ -352,15 +330,6 @@ public final class AccountSync {
             next = (oldest, seen.filter { $0 > oldest }.sorted())
         }
         try store.setJournalPosition(next.position, seen: next.seen)
-    }
-
-    /// Runs one phase of a pass and logs how long it took (`--debug`): where a slow run's time
-    /// goes, without a profiler.
-    @discardableResult
-    private func phase<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
-        let start = ContinuousClock.now
-        defer { log.log(.debug, "\(name) took \((ContinuousClock.now - start).logText)") }
-        return try body()
     }
 
     /// A push that failed this way does not stop the pull: the server answered (an error, or
@@ -448,267 +417,6 @@ public final class AccountSync {
         for h in held where remindsOfHeld || newly.contains(h.mailboxId) {
             log.log(.error, "mass-delete breaker: \(h.description) held back, nothing of it sent to the server (10 or more and over 25 % of a mailbox within 24 h). If you meant it: wdsync --allow-mass-delete (it also reaches a running daemon); to undo it: wdsync --discard-held")
         }
-    }
-
-    /// Settings (the user object), filters and autoreply: small, fetched whole every pass.
-    public func syncSettings() throws {
-        let user = try client.fetchUser()
-        let autoreply = try client.fetchAutoreply()
-        let filters = try client.fetchFilters()
-        try store.transaction {
-            try store.setUserJSON(user.text)
-            try store.setAutoreplyJSON(autoreply.text)
-            try store.replaceFilters(filters.filters.map { ($0.id, $0.json.text) }, limitsJSON: filters.limits?.text)
-        }
-        // Each new or changed filter whole, once: the listing has query and action only in
-        // words, and `--restore` needs them as objects. An unchanged listing costs no request.
-        // One that cannot be read now is read by a later pass; the mail goes on either way.
-        for filter in try store.filterDetails() where filter.detail == nil {
-            do {
-                try store.setFilterDetail(id: filter.id, json: try client.fetchFilter(id: filter.id).text)
-            } catch let error as WildDuckError {
-                log.log(.verbose, "filter \(filter.id) could not be read whole: \(error); a later pass tries again")
-                // Deleted since the listing, or refused alone: the next; anything else, later.
-                guard case .server(_, let status, _, _) = error, status < 500, status != 429 else { break }
-            }
-        }
-    }
-
-    /// Lists mailboxes, records them, forgets the ones the server no longer has, and returns
-    /// those whose modifyIndex differs from what was last mirrored.
-    ///
-    /// A list that cannot be the account's is refused before anything is recorded (see
-    /// `checkMailboxList`): removing a mailbox discards its pending changes and its files.
-    public func syncMailboxList() throws -> [MailboxRecord] {
-        let remote = try client.fetchMailboxes()
-        summary.mailboxesListed = remote.count
-        let local = try store.mailboxes()
-        let remoteIds = Set(remote.map(\.id))
-        try AccountSync.checkMailboxList(remote.map(\.path), dropping: local.filter { !remoteIds.contains($0.id) }.map(\.path),
-                                    of: local.count, allowed: config.allowMassDelete)
-        try store.transaction {
-            for m in remote {
-                try store.upsertMailbox(MailboxRecord(id: m.id, path: m.path, specialUse: m.specialUse,
-                                                      modifyIndex: m.modifyIndex, total: m.total, unseen: m.unseen,
-                                                      json: m.json.text))
-            }
-            for m in local where !remoteIds.contains(m.id) {
-                log.log(.verbose, "mailbox \(m.path) was deleted on the server")
-                try store.removeMailbox(id: m.id)
-            }
-        }
-        let changed = try store.mailboxes().filter { $0.syncedIndex != $0.modifyIndex }
-        summary.mailboxesChanged = changed.count
-        return changed
-    }
-
-    /// Refuses a mailbox list that is bad data rather than the account's mailboxes: one without
-    /// INBOX (WildDuck creates it with the user and refuses to rename or delete it:
-    /// https://github.com/nodemailer/wildduck/blob/08c5804798e7ffe1b281859c4edcec2465d058c2/lib/mailbox-handler.js,
-    /// `rename` and `del`; an empty success from a broken proxy has none), or one that drops
-    /// more than half of at least 4 known mailboxes at once (unless `--allow-mass-delete`).
-    /// Acting on either would remove the mailboxes from the cache, discard their pending changes
-    /// and delete every file, to download them again when the server answers properly.
-    static func checkMailboxList(_ paths: [String], dropping dropped: [String], of known: Int, allowed: Bool) throws {
-        let route = "GET /users/:user/mailboxes"
-        let kept = "nothing was removed locally and pending changes are kept"
-        guard paths.contains(where: { $0.uppercased() == "INBOX" }) else {
-            throw WildDuckError.malformed(route: route, detail: "the server listed \(paths.count) mailboxes and no INBOX, which WildDuck always has (a proxy answering for it?); \(kept); re-run when the server answers properly")
-        }
-        if !allowed && known >= 4 && dropped.count * 2 > known {
-            throw WildDuckError.malformed(route: route, detail: "the server no longer lists \(dropped.count) of the \(known) mailboxes (\(dropped.prefix(5).joined(separator: ", "))\(dropped.count > 5 ? ", …" : "")); \(kept). If they were deleted on the server, run once with --allow-mass-delete")
-        }
-    }
-
-    /// What `catchUpFromJournal` did: the mailboxes still to list, the mailboxes it brought up to
-    /// date (`synced`: proven, or unsettled ones it applied new entries to) and those it confirmed
-    /// (`settled`), and, when the replay was read, where from, the ids applied (for the next
-    /// position) and whether it was read to a mark of its end.
-    struct CatchUp {
-        var relist: [MailboxRecord]
-        var synced: Set<String> = []
-        var settled: Set<String> = []
-        var read: (from: String, seen: Set<String>, complete: Bool)?
-    }
-
-    /// Brings the changed mailboxes the journal can account for up to date from its replay
-    /// (through the same path as the daemon's events, so pending local changes are merged as a
-    /// listing would), confirms or completes the unsettled ones, and returns what must still be
-    /// listed: the changed mailboxes it could not prove, and the unsettled ones it could not
-    /// confirm (no journal to read them from).
-    func catchUpFromJournal(_ changed: [MailboxRecord]) throws -> CatchUp {
-        let changedIds = Set(changed.map(\.id))
-        let unsettled = try store.mailboxes().filter { $0.unsettledFrom != nil && !changedIds.contains($0.id) && $0.syncedIndex != nil }
-        // The daemon reads no replay here: what it cannot confirm it lists (and its own update
-        // stream follows what comes after).
-        guard readsJournal else { return CatchUp(relist: changed + unsettled) }
-        guard changed.contains(where: { $0.syncedIndex != nil }) || !unsettled.isEmpty else { return CatchUp(relist: changed) }
-        let now = client.serverTime.map(Double.init) ?? Date().timeIntervalSince1970
-        guard let resume = journal.resumeId(position: try store.lastEventId(), now: now) else {
-            log.log(.verbose, "no journal position from the last \(Int(journal.journalLife - journal.ageMargin)) minutes; listing the changed mailboxes")
-            return CatchUp(relist: changed + unsettled)
-        }
-        let seen = try store.journalSeen()
-        let outcome = journal.read(session: server, resumeId: resume, changed: changed, unsettled: unsettled + changed.filter { $0.unsettledFrom != nil },
-                                   seen: seen, sent: sentThisPass, reflected: { [store] e in AccountSync.reflected(e, in: store) }, log: log)
-        if let failure = outcome.failure {
-            log.log(.verbose, "\(failure); listing the changed mailboxes")
-            return CatchUp(relist: changed + unsettled)
-        }
-        if !outcome.proven.isEmpty || !outcome.touched.isEmpty {
-            _ = try applyEvents(outcome.events)
-            var highest: [String: Int] = [:]
-            for case .messageAdded(let m, let uid) in outcome.events { highest[m] = max(highest[m] ?? 0, uid) }
-            let touched = unsettled.filter { outcome.touched.contains($0.id) }
-            try store.transaction {
-                for (id, index) in outcome.proven {
-                    try store.setMailboxSynced(id: id, index: index, highestUid: highest[id] ?? 0)
-                }
-                for m in touched { try store.setMailboxSynced(id: m.id, index: m.modifyIndex, highestUid: highest[m.id] ?? 0) }
-            }
-            log.log(.verbose, "\(outcome.proven.count) mailboxes brought up to date from the journal (\(outcome.events.count) events)")
-        }
-        summary.fromJournal = outcome.proven.count
-        return CatchUp(relist: changed.filter { outcome.proven[$0.id] == nil },
-                       synced: Set(outcome.proven.keys).union(outcome.touched), settled: outcome.settled,
-                       read: (resume, seen.union(outcome.ids), outcome.complete))
-    }
-
-    /// Whether the cache already shows what a journal entry says: its message is there (EXISTS),
-    /// gone (EXPUNGE), or has these flags as the server last gave them (FETCH).
-    static func reflected(_ e: JournalEntry, in store: Store) -> Bool {
-        guard let m = e.mailbox, let uid = e.uid, e.events.count == 1 else { return false }
-        let row = try? store.message(mailboxId: m, uid: uid)
-        switch e.events[0] {
-        case .messageAdded: return row != nil
-        case .messageRemoved: return row == nil
-        case .messageFlags(_, _, let flags): return row.map { $0.baseFlags == MessageFlags(imap: flags) } ?? false
-        default: return false
-        }
-    }
-
-    /// How a listing differed from the cache.
-    public struct ListingDifference: Sendable, Equatable {
-        public var missing = 0      // messages the cache did not have
-        public var staleFlags = 0   // messages whose flags the cache had wrong
-        public var extra = 0        // messages the cache had that the server no longer lists
-        public var total: Int { missing + staleFlags + extra }
-    }
-
-    /// Whether this pass does the full check: asked for (`--full-check`), or the last one is
-    /// older than `fullCheckInterval` (a cache that never had one counts its first sync as one).
-    func fullCheckDue(now: Int) throws -> Bool {
-        guard !config.dryRun else { return false }
-        if fullCheckAsked { return true }
-        guard config.fullCheckInterval > 0 else { return false }
-        guard let last = try store.lastFullCheck() else {
-            try store.setLastFullCheck(now)
-            return false
-        }
-        return Double(now - last) >= config.fullCheckInterval
-    }
-
-    /// The safety net, which depends on nothing the journal or `modifyIndex` say: every mailbox
-    /// not listed by this pass is listed in full and compared with the cache. A difference is
-    /// repaired like any listing's, and logged as a warning: the incremental sync missed it,
-    /// which is a defect to report (or a change another client made while this pass ran).
-    /// Returns the mailboxes it listed.
-    func fullCheck(except listed: Set<String>, now: Int) throws -> Set<String> {
-        var checked = Set<String>()
-        var found = ListingDifference()
-        for mailbox in try store.mailboxes() where !listed.contains(mailbox.id) && mailbox.syncedIndex != nil {
-            let difference = try syncMessages(of: mailbox)
-            checked.insert(mailbox.id)
-            guard difference.total > 0 else { continue }
-            found.missing += difference.missing; found.staleFlags += difference.staleFlags; found.extra += difference.extra
-            log.log(.warning, "full check: \(mailbox.path) differed from the server although the incremental sync had it as current: \(difference.missing) messages missing, \(difference.staleFlags) with stale flags, \(difference.extra) no longer on the server; repaired. Please report this as a wdsync defect (unless another client was changing this mailbox during the run)")
-        }
-        try store.setLastFullCheck(now)
-        fullCheckAsked = false
-        log.log(found.total > 0 ? .warning : .verbose, "full check of \(checked.count) mailboxes: \(found.total == 0 ? "the cache matched the server" : "\(found.total) differences repaired")")
-        summary.fullCheckDifferences = found.total
-        summary.fullCheck = true
-        return checked
-    }
-
-    /// Re-lists one mailbox page by page and applies new, changed and vanished messages; says
-    /// how the listing differed from the cache.
-    @discardableResult
-    public func syncMessages(of mailbox: MailboxRecord) throws -> ListingDifference {
-        var difference = ListingDifference()
-        var known = try store.messageFlags(mailboxId: mailbox.id)
-        var seen = Set<Int>()
-        var cursor: String?
-        var highest = mailbox.highestUid
-        var restarted = false
-        var incomplete = false   // the server listed items that are not valid
-        let limit = Paging.limit(total: max(mailbox.total ?? 0, known.count))
-        var paging = Paging(route: "GET messages", limit: limit, isCancelled: isCancelled)
-        log.log(.verbose, "listing \(mailbox.path)")
-        while true {
-            if isCancelled() { throw SyncError.cancelled }
-            let page: MessagePage
-            do {
-                page = try client.listMessages(mailbox: mailbox.id, cursor: cursor)
-            } catch let error as WildDuckError where cursor != nil && error.isInputValidation && !restarted {
-                log.log(.warning, "the server rejected a listing cursor for \(mailbox.path); listing it again from the start")
-                restarted = true
-                cursor = nil
-                paging = Paging(route: "GET messages", limit: limit, isCancelled: isCancelled)
-                seen.removeAll()
-                incomplete = false
-                continue
-            } catch let error as WildDuckError where error.isNotFound {
-                log.log(.verbose, "mailbox \(mailbox.path) disappeared while listing; the next pass removes it")
-                return difference
-            }
-            if page.skipped > 0 { incomplete = true }
-            onProgress?(SyncProgress(phase: .listing, mailbox: mailbox.path, done: seen.count + page.items.count,
-                                     total: max(mailbox.total ?? 0, seen.count + page.items.count)))
-            try store.transaction {
-                for item in page.items {
-                    let first = seen.insert(item.uid).inserted
-                    highest = max(highest, item.uid)
-                    let flags = MessageFlags(listing: item)
-                    if let old = known[item.uid] {
-                        if old != flags {
-                            if first { difference.staleFlags += 1 }
-                            try store.updateFlags(mailboxId: mailbox.id, uid: item.uid, flags: flags, json: item.json.text)
-                            known[item.uid] = flags
-                        }
-                    } else {
-                        difference.missing += 1
-                        try store.insertMessage(MessageRecord(
-                            mailboxId: mailbox.id, uid: item.uid, messageId: item.messageId, size: item.size,
-                            idate: item.idate, flags: flags, json: item.json.text,
-                            uniq: AccountSync.uniqueName(mailboxId: mailbox.id, uid: item.uid, idate: item.idate)))
-                        known[item.uid] = flags
-                    }
-                }
-            }
-            do {
-                guard let next = try paging.next(after: page) else { break }
-                cursor = next
-            } catch let error as WildDuckError {
-                // What was read is kept; the mailbox is listed again next pass.
-                try store.markMailboxStale(id: mailbox.id)
-                throw error
-            }
-        }
-        try store.transaction {
-            // A listing with invalid items is not the whole truth: nothing is removed on its
-            // word, and the mailbox is listed again next pass.
-            if incomplete {
-                try store.markMailboxStale(id: mailbox.id)
-                return
-            }
-            for uid in known.keys where !seen.contains(uid) {
-                difference.extra += 1
-                try store.removeMessage(mailboxId: mailbox.id, uid: uid)
-            }
-            try store.setMailboxSynced(id: mailbox.id, index: mailbox.modifyIndex, highestUid: highest)
-        }
-        return difference
     }
 
     /// `<idate>.wd<mailboxId>_<uid>.<host>`: fixed when the message is first seen, never changed.

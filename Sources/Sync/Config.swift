@@ -150,6 +150,17 @@ public protocol SyncLog: Sendable {
     func log(_ level: LogLevel, _ message: String)
 }
 
+extension SyncLog {
+    /// Runs one phase of a pass and logs how long it took (`--debug`): where a slow run's time
+    /// goes, without a profiler.
+    @discardableResult
+    func timed<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
+        let start = ContinuousClock.now
+        defer { log(.debug, "\(name) took \((ContinuousClock.now - start).logText)") }
+        return try body()
+    }
+}
+
 public enum LogLevel: Int, Sendable, Comparable {
     case error, warning, info, verbose, debug
     public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }

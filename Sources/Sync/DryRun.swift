@@ -39,8 +39,9 @@ extension AccountSync {
         if server.userId == nil { try client.authenticate() }
         try store.setAccount(AccountRecord(server: config.server, username: config.username, userId: server.userId,
                                            maildir: maildir.root, layout: config.layout.rawValue))
-        try syncSettings()
-        for mailbox in try syncMailboxList() { try syncMessages(of: mailbox) }
+        let pull = self.pull
+        try pull.settings()
+        for mailbox in try pull.mailboxList().changed { try pull.listing(of: mailbox) }
 
         // What `export` would do with the store as the pull left it.
         let mailboxes = try store.mailboxes()
