@@ -8,8 +8,10 @@ import Store
 import Lock
 import WildDuck
 
-/// The exporter: makes the Maildir match the store. It reads only the store (never network
-/// events); the one thing it asks the server for is the bytes of a message that has no file yet.
+/// export: store → Maildir. Makes the files match the store, reading only the store (never
+/// network events); each message's step is decided first (`plan`, which `--dry-run` prints)
+/// and then applied. The one thing it needs from the server is the bytes of a message that has
+/// no file yet, which `Downloads` (Download.swift) fetches.
 extension AccountSync {
     /// Makes the Maildir match the store. Files of messages that left the server are unlinked
     /// unless they became orphans less than `keepOrphans` seconds ago: the live engine keeps
@@ -319,48 +321,8 @@ enum ExportStep: Equatable {
     case download(missing: String?)
 }
 
-struct DownloadJob: Sendable {
-    var mailboxId: String
-    var uid: Int
-    var folder: String
-    var unique: String
-    var flags: MessageFlags
-    var mtime: Int?
-    /// The listing's size: the basis of the download's size cap.
-    var size: Int
-}
-
-/// What a download worker hands back.
-private enum DownloadResult: Sendable {
-    case delivered(DownloadJob, Delivered)
-    /// Complete in tmp/: `record` publishes it.
-    case sealed(DownloadJob, SealedDelivery)
-    case vanished(DownloadJob)
-    /// This message's body was refused (`WildDuckError.badMessage`); the others go on.
-    case refused(DownloadJob, String)
-
-    /// What a failed download comes to when the error concerns this message alone: it is gone
-    /// (expunged since the listing), or its body was refused (over its size cap, or without a
-    /// length). Nil for every other error: a pipeline stops at any other answer and leaves the
-    /// message to `downloadMessage`, which asks again, authenticates again and tells them apart.
-    init?(_ job: DownloadJob, failedWith error: Error) {
-        guard let error = error as? WildDuckError else { return nil }
-        if error.failure.remedy == .gone {
-            self = .vanished(job)
-        } else if case .badMessage = error {
-            self = .refused(job, error.description)
-        } else {
-            return nil
-        }
-    }
-}
-
 extension AccountSync {
-    /// Downloads message bodies with `config.connections` parallel connections, each streaming
-    /// into tmp/ and sealing the file there; this thread publishes what they sealed in batches
-    /// (one sync for the bodies, the renames into new/ and cur/, one sync for the folders) and
-    /// records them in the same batches, so memory stays bounded by the number of connections
-    /// and a kill at any moment loses nothing.
+    /// Downloads message bodies (`Downloads`) and records them as they come.
     func download(_ jobs: [DownloadJob]) throws {
         guard !jobs.isEmpty else { return }
         if let onProgress, var state = downloadProgress, state.progress.done == 0, let first = jobs.first {
@@ -369,136 +331,11 @@ extension AccountSync {
             onProgress(state.progress)
         }
         log.log(.verbose, "downloading \(jobs.count) messages")
-        // A message or two (the live case): on this thread, over the kept-alive connection.
-        if jobs.count <= 2 {
-            var results: [DownloadResult] = []
-            do {
-                for job in jobs {
-                    do {
-                        results.append(.delivered(job, try maildir.publish(AccountSync.fetch(job, with: client, into: maildir))))
-                    } catch {
-                        if let result = DownloadResult(job, failedWith: error) { results.append(result) }
-                        else if AccountSync.concernsOneItem(error) { skipped(job, error) }
-                        else { throw error }
-                    }
-                }
-            } catch {
-                try? record(results)   // what was delivered before the error is kept
-                throw error
-            }
-            try record(results)
-            return
-        }
-        let workers = max(1, min(config.connections, jobs.count))
-        let shared = DownloadQueue(jobs: jobs, workers: workers)
-        let isCancelled = self.isCancelled
-        let skipped = self.skipped
-        let log = self.log
-        let server = self.server
-        let maildir = self.maildir
-        let batch = DeliveryBatch(maildir: maildir)
-        var threads: [Thread] = []
-        for _ in 0..<workers {
-            let thread = Thread {
-                let client = server.connect()
-                defer { client.close(); shared.workerFinished() }
-                while !isCancelled() {
-                    let jobs = shared.next()
-                    guard !jobs.isEmpty else { break }
-                    // The batch in one pipeline; whatever it did not deliver, one at a time.
-                    let done = jobs.count > 1 ? AccountSync.fetch(jobs, with: client, into: maildir, batch: batch, log: log,
-                                                             isCancelled: isCancelled, settle: shared.finish) : 0
-                    for job in jobs[done...] where !isCancelled() {
-                        do {
-                            shared.finish(.sealed(job, try AccountSync.fetch(job, with: client, into: maildir, batch: batch)))
-                        } catch {
-                            if let result = DownloadResult(job, failedWith: error) { shared.finish(result) }
-                            else if AccountSync.concernsOneItem(error) { skipped(job, error) }
-                            else { shared.fail(error); return }
-                        }
-                    }
-                }
-            }
-            thread.stackSize = 1 << 20
-            threads.append(thread)
-        }
-        threads.forEach { $0.start() }
-
-        var failure: Error?
-        while true {
-            let (results, done, error) = shared.take(waitUpTo: 0.1)
-            if let error, failure == nil { failure = error }
-            do {
-                try record(results, batch: batch)
-            } catch {
-                if failure == nil { failure = error }
-                shared.fail(error)
-            }
-            if done { break }
-        }
-        if let failure { throw failure }
-        if isCancelled() { throw SyncError.cancelled }
+        try Downloads(server: server, client: client, maildir: maildir, connections: config.connections, log: log,
+                      isCancelled: isCancelled).run(jobs) { results, batch in try record(results, batch: batch) }
     }
 
-    /// Logs a message whose file cannot be written (see `concernsOneItem`); it stays pending.
-    private var skipped: @Sendable (DownloadJob, Error) -> Void {
-        let log = self.log
-        return { job, error in log.log(.warning, "message \(job.uid) of mailbox \(job.mailboxId) is not exported: \(error)") }
-    }
-
-    /// Streams one message into tmp/ and seals it there (see `PendingDelivery.seal`). A try
-    /// that the client repeats after a broken connection starts over in a fresh tmp file, so a
-    /// file is only ever one complete body.
-    static func fetch(_ job: DownloadJob, with client: any RemoteAccount, into maildir: Maildir,
-                      batch: DeliveryBatch? = nil) throws -> SealedDelivery {
-        var pending: PendingDelivery?
-        do {
-            try client.downloadMessage(mailbox: job.mailboxId, uid: job.uid,
-                                       maxBytes: WildDuckClient.messageSizeCap(listedSize: job.size), begin: {
-                pending?.abort()
-                pending = nil
-                pending = try maildir.beginDelivery(folder: job.folder, unique: job.unique)
-            }, sink: { chunk in
-                guard let pending else { throw MaildirError.deliveryClosed(path: job.unique) }
-                try pending.write(chunk)
-            })
-            guard let delivery = pending else { throw MaildirError.deliveryClosed(path: job.unique) }
-            return try delivery.seal(flags: job.flags, mtime: job.mtime, batch: batch)
-        } catch {
-            pending?.abort()
-            throw error
-        }
-    }
-
-    /// Downloads `jobs` in one HTTP/1.1 pipeline (see `WildDuckClient.downloadMessages`), each
-    /// sealed like `fetch(_:with:into:batch:)` does, its result handed to `settle` at once.
-    /// Returns how many were settled: the rest, from the first one that was not, are the
-    /// caller's to fetch one at a time, which tells their errors apart.
-    private static func fetch(_ jobs: [DownloadJob], with client: any RemoteAccount, into maildir: Maildir, batch: DeliveryBatch?,
-                              log: SyncLog, isCancelled: () -> Bool, settle: (DownloadResult) -> Void) -> Int {
-        var pending: PendingDelivery?
-        defer { pending?.abort() }
-        let requests = jobs.map { ($0.mailboxId, $0.uid, WildDuckClient.messageSizeCap(listedSize: $0.size)) }
-        let (done, stoppedBy) = client.downloadMessages(requests, begin: { i in
-            // A stop request ends the pipeline between messages, as it ends the loop of single ones.
-            if isCancelled() { throw SyncError.cancelled }
-            pending = try maildir.beginDelivery(folder: jobs[i].folder, unique: jobs[i].unique)
-        }, sink: { i, chunk in
-            guard let pending else { throw MaildirError.deliveryClosed(path: jobs[i].unique) }
-            try pending.write(chunk)
-        }, end: { i in
-            guard let delivery = pending else { throw MaildirError.deliveryClosed(path: jobs[i].unique) }
-            pending = nil
-            settle(.sealed(jobs[i], try delivery.seal(flags: jobs[i].flags, mtime: jobs[i].mtime, batch: batch)))
-        })
-        guard let stoppedBy else { return done }
-        log.log(.debug, "a pipeline of \(jobs.count) downloads stopped after \(done): \(stoppedBy)")
-        guard let result = DownloadResult(jobs[done], failedWith: stoppedBy) else { return done }
-        settle(result)
-        return done + 1
-    }
-
-    /// Publishes what the workers sealed (`Maildir.publish(_:batch:)`: every body durable before
+    /// Publishes what the downloads sealed (`Maildir.publish(_:batch:)`: every body durable before
     /// any rename), makes the renames durable, and records the batch in one transaction. A
     /// message that cannot be published because of something about it alone is skipped (see
     /// `concernsOneItem`); any other error is thrown, but only after everything published is
@@ -518,7 +355,7 @@ extension AccountSync {
             case .success(let delivered):
                 return .delivered(job, delivered)
             case .failure(let error):
-                if AccountSync.concernsOneItem(error) { skipped(job, error) } else if failure == nil { failure = error }
+                if AccountSync.concernsOneItem(error) { job.skipped(error, log: log) } else if failure == nil { failure = error }
                 return nil
             }
         }
@@ -563,155 +400,3 @@ extension AccountSync {
     }
 }
 
-/// The work list shared by the download threads and the recording thread.
-private final class DownloadQueue: Sendable {
-    private struct State {
-        var jobs: [DownloadJob]
-        var nextIndex = 0
-        var results: [DownloadResult] = []
-        var error: Error?
-        var running: Int
-        let workers: Int
-        var stopped = false
-    }
-    private let state: Mutex<State>
-    /// Signalled when a worker ends or fails; results are collected on a timer instead, so that
-    /// each transaction records a batch of them.
-    private let signal = DispatchSemaphore(value: 0)
-
-    init(jobs: [DownloadJob], workers: Int) {
-        state = Mutex(State(jobs: jobs, running: workers, workers: workers))
-    }
-
-    /// The next few jobs for one worker: up to `pipelineDepth`, fewer near the end so that
-    /// every worker gets some. Empty when all are handed out or the download stopped.
-    func next() -> [DownloadJob] {
-        state.withLock { s in
-            guard !s.stopped, s.nextIndex < s.jobs.count else { return [] }
-            let left = s.jobs.count - s.nextIndex
-            let n = min(DownloadQueue.pipelineDepth, max(1, left / s.workers))
-            defer { s.nextIndex += n }
-            return Array(s.jobs[s.nextIndex..<(s.nextIndex + n)])
-        }
-    }
-
-    /// Requests in flight on one connection. One request per message costs a write, a wake-up
-    /// and the server's turnaround each; eight in one write cost those once, and a pipeline
-    /// that breaks sends at most seven again.
-    static let pipelineDepth = 8
-
-    func finish(_ result: DownloadResult) {
-        state.withLock { $0.results.append(result) }
-    }
-
-    func fail(_ error: Error) {
-        state.withLock { s in
-            if s.error == nil { s.error = error }
-            s.stopped = true
-        }
-        signal.signal()
-    }
-
-    func workerFinished() {
-        state.withLock { $0.running -= 1 }
-        signal.signal()
-    }
-
-    /// Waits up to `seconds` (less if a worker ends), then returns the results so far, whether
-    /// every worker has finished, and the first error.
-    func take(waitUpTo seconds: Double) -> ([DownloadResult], Bool, Error?) {
-        _ = signal.wait(timeout: .now() + seconds)
-        return state.withLock { s in
-            let results = s.results
-            s.results.removeAll(keepingCapacity: true)
-            return (results, s.running == 0, s.error)
-        }
-    }
-}
-
-/// What `--verify` found: problems (a file missing or altered, a message never downloaded),
-/// files the user's mail program renamed or moved that the next sync sends, and where altered
-/// files were put.
-public struct VerifyReport: Sendable {
-    public var problems: [String] = []
-    /// Files found under another name or in another folder than the cache recorded (a read, a
-    /// flag change, a move in a mail program): not damage; the next sync sends the change.
-    public var localChanges = 0
-    /// Where each altered file went (outside the Maildir, next to the cache).
-    public var movedAside: [String] = []
-}
-
-extension AccountSync {
-    /// Checks, without the network, that every cached message has its file with the recorded
-    /// SHA-256. A file is recognised by the unique part of its name, whatever its flags, its
-    /// `cur/` or `new/` and its folder: mutt reading a message offline (`new/` to `cur/`, `S`)
-    /// or a move not yet synced is a change the next sync sends, not damage. A file that is
-    /// nowhere is queued for download again (after a disk scare, the scan would otherwise read
-    /// its absence as a delete). An altered file is queued too, but first moved aside — never
-    /// deleted: it may be the only complete copy (a server copy can be damaged as well).
-    public func verify() throws -> VerifyReport {
-        var report = VerifyReport()
-        var onDisk: [String: String] = [:]   // unique part → file, over every mailbox's folder
-        for mailbox in try store.mailboxes() {
-            guard let folder = mailbox.folder else { continue }
-            for (unique, file) in try maildir.scanUniqueNames(folder: folder) where onDisk[unique] == nil {
-                onDisk[unique] = file
-            }
-        }
-        let aside = config.db + ".altered"
-        for row in try store.messages() {
-            // Deleted or moved locally, not pushed yet (e.g. --pull-only): not damage.
-            if let pending = try store.outboxEntry(mailboxId: row.mailboxId, uid: row.uid), pending.kind != .flags { continue }
-            guard let recorded = row.file else {
-                report.problems.append("message \(row.uid) of mailbox \(row.mailboxId) has not been downloaded yet")
-                continue
-            }
-            var file = recorded
-            if !FileManager.default.fileExists(atPath: maildir.absolutePath(recorded)) {
-                guard let found = onDisk[Maildir.uniquePart(ofFileName: String(recorded.split(separator: "/").last ?? ""))] else {
-                    report.problems.append("\(recorded): missing from every folder; queued to be downloaded again")
-                    try store.markForDownload(mailboxId: row.mailboxId, uid: row.uid)
-                    continue
-                }
-                report.localChanges += 1
-                file = found
-            }
-            let hash: String
-            do { hash = try Maildir.sha256(file: maildir.absolutePath(file)).hex } catch {
-                report.problems.append("\(file): \(error)")
-                continue
-            }
-            guard let expected = row.sha256, hash != expected else { continue }
-            let target = try Self.moveAside(maildir.absolutePath(file), into: aside)
-            try store.markForDownload(mailboxId: row.mailboxId, uid: row.uid)
-            report.problems.append("\(file): contents differ from the cache (SHA-256); moved to \(target) and queued to be downloaded again")
-            report.movedAside.append(target)
-        }
-        return report
-    }
-
-    /// Moves a file into `directory` without ever deleting the only copy: a rename when both
-    /// are on one file system, otherwise a copy made durable before the original is unlinked.
-    /// A name already there gets a numbered suffix. Returns the new path.
-    static func moveAside(_ path: String, into directory: String) throws -> String {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
-        let name = URL(fileURLWithPath: path).lastPathComponent
-        var target = directory + "/" + name
-        var n = 1
-        while FileManager.default.fileExists(atPath: target) { target = directory + "/\(name).\(n)"; n += 1 }
-        if rename(path, target) == 0 { return target }
-        let e = errno
-        guard e == EXDEV else { throw MaildirError.system(path: path, operation: .renaming, errno: e) }
-        try FileManager.default.copyItem(atPath: path, toPath: target)
-        let fd = open(target, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0, fsync(fd) == 0 else {
-            let e = errno
-            if fd >= 0 { close(fd) }
-            throw MaildirError.system(path: target, operation: .syncing, errno: e)
-        }
-        close(fd)
-        try FileManager.default.removeItem(atPath: path)
-        return target
-    }
-}
