@@ -8,21 +8,21 @@
 /// (`beginDelivery`, `publish`, `PendingDelivery`, whose bodies are fsynced and renamed into
 /// place in batches) and durability (`syncFolders` and `syncRemovedFolder`, which share one
 /// syncfs through a `DeliveryBatch`), which the export and the download pool call on the
-/// concrete `Maildir`; and the pure helpers (`Maildir.placement`, `Maildir.sha256`, the name
-/// parsing), which stay static on `Maildir`. The identity check (`MaildirMarker`), the
-/// restore's reading of a backup and `--verify`'s moving aside work on the directory itself.
+/// concrete `Maildir`; and the pure helpers (`Maildir.placement`, the name parsing), which stay
+/// static on `Maildir`. The identity check (`MaildirMarker`), the restore's reading of a backup
+/// and `--verify`'s moving aside work on the directory itself.
 public protocol LocalFolders {
-    /// The root directory, for messages (and for what hashes a file, via `absolutePath`).
+    /// The root directory, for messages.
     var root: String { get }
     var layout: MaildirLayout { get }
     func folderDirectory(for mailboxPath: String) -> String
-    func absolutePath(_ relative: String) -> String
 
     // Reading (the scan).
     func folderTimes(_ folder: String) -> (cur: Int, new: Int)?
     func listFolder(_ folder: String) throws(MaildirError) -> [LocalFile]?
     func fileSize(_ relPath: String) -> (size: Int, regular: Bool)?
     func readFile(_ relPath: String, limit: Int) throws(MaildirError) -> LocalContent
+    func sha256(_ relPath: String) throws(MaildirError) -> String
     func scanUniqueNames(folder: String) throws(MaildirError) -> [String: String]
     func find(_ relPath: String, movingTo destination: String) throws(MaildirError) -> String?
 

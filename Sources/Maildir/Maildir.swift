@@ -487,6 +487,12 @@ public struct Maildir: Sendable {
 
     // MARK: - Hashing
 
+    /// SHA-256 (lowercase hex) of the file at `relPath`, streamed (`sha256(file:)`): what the
+    /// scan compares a new file with the files that vanished by.
+    public func sha256(_ relPath: String) throws(MaildirError) -> String {
+        try Self.sha256(file: absolutePath(relPath)).hex
+    }
+
     /// SHA-256 (lowercase hex) and size of a file, streamed in 128 KiB reads (for `verify`).
     public static func sha256(file path: String) throws(MaildirError) -> (hex: String, size: Int64) {
         let fd = Sys.openFile(path, O_RDONLY | O_CLOEXEC)

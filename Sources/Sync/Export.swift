@@ -131,8 +131,8 @@ extension AccountSync {
             let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
             if placed != existing { onOwnWrite?(existing, false); onOwnWrite?(placed, true) }
             touched.formUnion(AccountSync.folders(of: existing, placed))
-            let hash = try Maildir.sha256(file: maildir.absolutePath(placed))
-            try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: hash.hex)
+            let hash = try maildir.sha256(placed)
+            try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: hash)
             summary.recovered += 1
             return nil
         }

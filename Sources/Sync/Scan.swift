@@ -209,7 +209,7 @@ struct LocalScan {
             try store.fileRows(messageId: messageId, notIn: mailboxId)
         }
         func info(_ file: String) -> (size: Int, regular: Bool)? { maildir.fileSize(file) }
-        func sha256(_ file: String) -> String? { try? Maildir.sha256(file: maildir.absolutePath(file)).hex }
+        func sha256(_ file: String) -> String? { try? maildir.sha256(file) }
         func content(_ file: String) throws -> LocalContent { try maildir.readFile(file, limit: LocalScan.uploadLimit) }
         func now() -> Double { Date().timeIntervalSince1970 }
     }

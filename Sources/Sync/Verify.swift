@@ -53,7 +53,7 @@ extension AccountSync {
                 file = found
             }
             let hash: String
-            do { hash = try Maildir.sha256(file: maildir.absolutePath(file)).hex } catch {
+            do { hash = try maildir.sha256(file) } catch {
                 report.problems.append("\(file): \(error)")
                 continue
             }
