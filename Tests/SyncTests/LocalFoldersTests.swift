@@ -8,26 +8,29 @@ import Store
 /// export's plan does for a message (`AccountSync.plan`) and what the scan makes of what a
 /// reader did to the files (`LocalScan`), both through `LocalFolders`.
 ///
-/// Against the real `Maildir` in a temporary directory, not an in-memory `LocalFolders`: these
-/// decisions hinge on the Maildir's own rules (a file found again by its unique part after a
-/// reader renamed it, `cur/` with S and `new/` without, the name's flags), which a double would
-/// have to copy, and could copy wrong; the real one costs a temporary directory, as the push's
-/// fixture does, and the tests read as what a user does (`mv`, `rm`).
+/// Each test runs against the real `Maildir` in a temporary directory and against
+/// `InMemoryFolders`. These decisions hinge on the Maildir's own rules (a file found again by
+/// its unique part after a reader renamed it, `cur/` with S and `new/` without, the name's
+/// flags); the double does not copy them but calls the Maildir's helpers for them, and
+/// `InMemoryFoldersTests` checks it against the real one step by step. The tests read as what
+/// a user does (`mv`, `rm`), through `UserFiles`.
 @Suite struct LocalFoldersTests {
     static let inbox = "aaaaaaaaaaaaaaaaaaaaaa01"
     static let archive = "bbbbbbbbbbbbbbbbbbbbbb02"
     static let date = 1_700_000_000
 
-    /// A cache and a Maildir (folders INBOX and Archive) in a temporary directory.
+    /// A cache in a temporary directory and the folders INBOX and Archive on `backend`.
     final class Fixture {
         let dir: String
         let store: Store
-        let maildir: Maildir
+        let local: TestFolders
+        var folders: any LocalFolders { local.folders }
 
-        init() throws {
+        init(_ backend: Backend) throws {
+            local = try TestFolders(backend)
+            for folder in ["INBOX", "Archive"] { try local.folders.ensureFolder(folder) }
             dir = FileManager.default.temporaryDirectory.appendingPathComponent("local-\(UUID().uuidString)").path
-            maildir = Maildir(root: dir + "/mail")
-            for folder in ["INBOX", "Archive"] { try maildir.ensureFolder(folder) }
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             store = try Store(path: dir + "/cache.db")
             for (id, path) in [(LocalFoldersTests.inbox, "INBOX"), (LocalFoldersTests.archive, "Archive")] {
                 try store.upsertMailbox(MailboxRecord(id: id, path: path, specialUse: nil, modifyIndex: 0, json: "{}"))
@@ -42,15 +45,15 @@ import Store
         }
 
         /// A message as the pull lists it (`flags` the server's), with its file `file`, as an
-        /// export leaves it.
+        /// export leaves it (with its SHA-256 when `hashed`, as a download records it).
         func synced(_ messageId: String, uid: Int = 1, in mailbox: String = LocalFoldersTests.inbox,
-                    flags: MessageFlags = [], file: String) throws {
+                    flags: MessageFlags = [], file: String, hashed: Bool = false) throws {
             let raw = Self.raw(messageId)
-            try Data(raw).write(to: URL(fileURLWithPath: maildir.absolutePath(file)))
+            try local.user.write(file, bytes: raw)
             let unique = Maildir.uniquePart(ofFileName: String(file.split(separator: "/").last ?? ""))
             try store.insertMessage(MessageRecord(mailboxId: mailbox, uid: uid, messageId: "<\(messageId)>", size: raw.count,
                                                   idate: LocalFoldersTests.date, flags: flags, json: "{}", uniq: unique))
-            try store.markExported(mailboxId: mailbox, uid: uid, file: file, sha256: nil)
+            try store.markExported(mailboxId: mailbox, uid: uid, file: file, sha256: hashed ? folders.sha256(file) : nil)
             try store.setMailboxSynced(id: mailbox, index: 0, highestUid: uid)
         }
 
@@ -60,20 +63,16 @@ import Store
         }
 
         func plan(_ mailbox: String, _ uid: Int, folder: String, excluding taken: Set<String> = []) throws -> ExportStep {
-            try AccountSync.plan(message(mailbox, uid), folder: folder, store: store, folders: maildir, excluding: taken)
+            try AccountSync.plan(message(mailbox, uid), folder: folder, store: store, folders: folders, excluding: taken)
         }
 
         /// What a user's `mv` does.
-        func rename(_ from: String, to: String) throws {
-            try FileManager.default.moveItem(atPath: maildir.absolutePath(from), toPath: maildir.absolutePath(to))
-        }
+        func rename(_ from: String, to: String) throws { try local.user.rename(from, to: to) }
 
-        func remove(_ file: String) throws {
-            try FileManager.default.removeItem(atPath: maildir.absolutePath(file))
-        }
+        func remove(_ file: String) throws { try local.user.remove(file) }
 
         func scan() throws -> LocalScan.Result {
-            try LocalScan(store: store, maildir: maildir, log: PushTests.NoLog()).run(force: true)
+            try LocalScan(store: store, maildir: folders, log: PushTests.NoLog()).run(force: true)
         }
     }
 
@@ -82,24 +81,24 @@ import Store
     // MARK: The export's plan
 
     /// The server marked the message seen and flagged: its file leaves new/ for cur/ with F and S.
-    @Test func aFileIsRenamedToTheServersFlags() throws {
-        let f = try Fixture()
+    @Test(arguments: Backend.allCases) func aFileIsRenamedToTheServersFlags(_ backend: Backend) throws {
+        let f = try Fixture(backend)
         try f.synced("a@x", file: "INBOX/new/1.a:2,")
         try f.store.updateFlags(mailboxId: Self.inbox, uid: 1, flags: [.seen, .flagged], json: nil)
         #expect(try f.plan(Self.inbox, 1, folder: "INBOX") == .place("INBOX/new/1.a:2,", to: "INBOX/cur/1.a:2,FS"))
     }
 
     /// A file recorded in another folder than its mailbox's goes into its mailbox's folder.
-    @Test func aFileIsPlacedInItsMailboxsFolder() throws {
-        let f = try Fixture()
+    @Test(arguments: Backend.allCases) func aFileIsPlacedInItsMailboxsFolder(_ backend: Backend) throws {
+        let f = try Fixture(backend)
         try f.synced("a@x", in: Self.archive, flags: [.seen], file: "INBOX/cur/1.a:2,S")
         #expect(try f.plan(Self.archive, 1, folder: "Archive") == .place("INBOX/cur/1.a:2,S", to: "Archive/cur/1.a:2,S"))
     }
 
     /// A reader moved the file to cur/ and marked it seen since the export: it is found by its
     /// unique part, not downloaded again.
-    @Test func aFileAReaderRenamedIsFoundByItsUniquePart() throws {
-        let f = try Fixture()
+    @Test(arguments: Backend.allCases) func aFileAReaderRenamedIsFoundByItsUniquePart(_ backend: Backend) throws {
+        let f = try Fixture(backend)
         try f.synced("a@x", file: "INBOX/new/1.a:2,")
         try f.rename("INBOX/new/1.a:2,", to: "INBOX/cur/1.a:2,S")
         try f.store.updateFlags(mailboxId: Self.inbox, uid: 1, flags: [.seen, .flagged], json: nil)
@@ -109,8 +108,8 @@ import Store
     /// Moved on the server: the pull lists the message in Archive (without a file) and no longer
     /// in INBOX, whose file becomes an orphan; the plan re-uses that file, unless an earlier
     /// step of the same plan took it.
-    @Test func anOrphansFileIsReusedForAMessageMovedOnTheServer() throws {
-        let f = try Fixture()
+    @Test(arguments: Backend.allCases) func anOrphansFileIsReusedForAMessageMovedOnTheServer(_ backend: Backend) throws {
+        let f = try Fixture(backend)
         try f.synced("a@x", flags: [.seen], file: "INBOX/cur/1.a:2,S")
         let raw = Fixture.raw("a@x")
         try f.store.insertMessage(MessageRecord(mailboxId: Self.archive, uid: 7, messageId: "<a@x>", size: raw.count,
@@ -124,8 +123,8 @@ import Store
     }
 
     /// The file was deleted by hand and is nowhere: downloaded again, and said so.
-    @Test func aMessageWhoseFileIsGoneIsDownloaded() throws {
-        let f = try Fixture()
+    @Test(arguments: Backend.allCases) func aMessageWhoseFileIsGoneIsDownloaded(_ backend: Backend) throws {
+        let f = try Fixture(backend)
         try f.synced("a@x", flags: [.seen], file: "INBOX/cur/1.a:2,S")
         try f.remove("INBOX/cur/1.a:2,S")
         #expect(try f.plan(Self.inbox, 1, folder: "INBOX") == .download(missing: "INBOX/cur/1.a:2,S"))
@@ -133,8 +132,8 @@ import Store
 
     // MARK: The scan
 
-    @Test func aFileRenamedByTheUserIsAFlagChange() throws {
-        let f = try Fixture()
+    @Test(arguments: Backend.allCases) func aFileRenamedByTheUserIsAFlagChange(_ backend: Backend) throws {
+        let f = try Fixture(backend)
         try f.synced("a@x", file: "INBOX/cur/1.a:2,")
         try f.rename("INBOX/cur/1.a:2,", to: "INBOX/cur/1.a:2,S")
         let result = try f.scan()
@@ -145,8 +144,8 @@ import Store
         #expect(row?.file == "INBOX/cur/1.a:2,S" && row?.flags == [.seen] && row?.baseFlags == [])
     }
 
-    @Test func aRemovedFileIsADelete() throws {
-        let f = try Fixture()
+    @Test(arguments: Backend.allCases) func aRemovedFileIsADelete(_ backend: Backend) throws {
+        let f = try Fixture(backend)
         try f.synced("keep@x", uid: 1, file: "INBOX/cur/1.a:2,")
         try f.synced("a@x", uid: 2, file: "INBOX/cur/2.a:2,")
         try f.remove("INBOX/cur/2.a:2,")
@@ -156,8 +155,8 @@ import Store
         #expect(entries.map(\.kind) == [.delete] && entries.first?.uid == 2 && entries.first?.mailboxId == Self.inbox)
     }
 
-    @Test func aFileMovedToAnotherFolderIsAMove() throws {
-        let f = try Fixture()
+    @Test(arguments: Backend.allCases) func aFileMovedToAnotherFolderIsAMove(_ backend: Backend) throws {
+        let f = try Fixture(backend)
         try f.synced("a@x", flags: [.seen], file: "INBOX/cur/1.a:2,S")
         try f.rename("INBOX/cur/1.a:2,S", to: "Archive/cur/1.a:2,S")
         let result = try f.scan()
@@ -166,5 +165,19 @@ import Store
         #expect(entries.map(\.kind) == [.move] && entries.first?.uid == 1 && entries.first?.mailboxId == Self.inbox
                 && entries.first?.target == Self.archive)
         #expect(try f.store.fileRow(mailboxId: Self.inbox, uid: 1)?.file == "Archive/cur/1.a:2,S")
+    }
+
+    /// mutt's save within a folder: a copy under a new name, then an unlink of the original.
+    /// The copy has the original's bytes (its SHA-256, which the scan reads through
+    /// `LocalFolders`): the same message, not a delete and an upload.
+    @Test(arguments: Backend.allCases) func aCopyWithTheBytesOfARemovedFileIsTheSameMessage(_ backend: Backend) throws {
+        let f = try Fixture(backend)
+        try f.synced("a@x", flags: [.seen], file: "INBOX/cur/1.a:2,S", hashed: true)
+        try f.local.user.write("INBOX/cur/2.b:2,S", bytes: Fixture.raw("a@x"))
+        try f.remove("INBOX/cur/1.a:2,S")
+        let result = try f.scan()
+        #expect(result.moves == 1 && result.deletes == 0 && result.uploads == 0 && result.unstable == 0)
+        #expect(try f.store.outbox().isEmpty)
+        #expect(try f.store.fileRow(mailboxId: Self.inbox, uid: 1)?.file == "INBOX/cur/2.b:2,S")
     }
 }

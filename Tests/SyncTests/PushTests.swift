@@ -5,29 +5,26 @@ import Maildir
 import Store
 import WildDuck
 
-/// The push against an account in memory (`InMemoryAccount`): what each local change becomes
-/// on the server, and what happens when the server's answer is an error or never arrives.
+/// The push against an account in memory (`InMemoryAccount`) and local folders in memory
+/// (`InMemoryFolders`, which the push only reads an upload's file from): what each local change
+/// becomes on the server, and what happens when the server's answer is an error or never arrives.
 @Suite struct PushTests {
     static let inbox = "aaaaaaaaaaaaaaaaaaaaaa01"
     static let archive = "bbbbbbbbbbbbbbbbbbbbbb02"
 
-    /// A cache and a Maildir in a temporary directory, both in step with `server`.
+    /// A cache in a temporary directory and folders in memory, both in step with `server`.
     final class Fixture {
         let dir: String
         let store: Store
-        let maildir: Maildir
+        let folders = InMemoryFolders()
         let server = InMemoryAccount()
         static let date = 1_700_000_000
 
         init() throws {
+            for folder in ["INBOX", "Archive"] { try folders.ensureFolder(folder) }
             dir = FileManager.default.temporaryDirectory.appendingPathComponent("push-\(UUID().uuidString)").path
-            for folder in ["INBOX", "Archive"] {
-                for sub in ["cur", "new", "tmp"] {
-                    try FileManager.default.createDirectory(atPath: "\(dir)/mail/\(folder)/\(sub)", withIntermediateDirectories: true)
-                }
-            }
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             store = try Store(path: dir + "/cache.db")
-            maildir = Maildir(root: dir + "/mail")
             for (id, path) in [(PushTests.inbox, "INBOX"), (PushTests.archive, "Archive")] {
                 server.addMailbox(id, path: path)
                 try store.upsertMailbox(MailboxRecord(id: id, path: path, specialUse: nil, modifyIndex: 0, json: "{}"))
@@ -38,7 +35,7 @@ import WildDuck
         deinit { try? FileManager.default.removeItem(atPath: dir) }
 
         func push() throws -> Push.Result {
-            try Push(store: store, maildir: maildir, client: server, log: NoLog(), isCancelled: { false }).run()
+            try Push(store: store, maildir: folders, client: server, log: NoLog(), isCancelled: { false }).run()
         }
 
         static func raw(_ messageId: String) -> [UInt8] {
@@ -54,7 +51,7 @@ import WildDuck
             let folder = mailbox == PushTests.inbox ? "INBOX" : "Archive"
             let unique = "\(Self.date).M\(uid)P1.test"
             let file = "\(folder)/cur/\(unique):2,\(local.contains(.seen) ? "S" : "")"
-            try Data(raw).write(to: URL(fileURLWithPath: maildir.absolutePath(file)))
+            try folders.write(file, bytes: raw)
             try store.insertMessage(MessageRecord(mailboxId: mailbox, uid: uid, messageId: "<\(messageId)>", size: raw.count,
                                                   idate: Self.date, flags: [], json: "{}", uniq: unique))
             try store.setLocalFile(mailboxId: mailbox, uid: uid, file: file, uniq: unique, flags: local)
@@ -65,9 +62,7 @@ import WildDuck
         /// A new file in INBOX, written long ago, queued for upload as the scan queues it.
         func newFile(_ messageId: String) throws -> String {
             let file = "INBOX/cur/\(Self.date).M99P1.test:2,S"
-            let path = maildir.absolutePath(file)
-            try Data(Self.raw(messageId)).write(to: URL(fileURLWithPath: path))
-            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSince1970: Double(Self.date))], ofItemAtPath: path)
+            try folders.write(file, bytes: Self.raw(messageId), mtime: Self.date)   // long ago: not being written
             try store.queueUpload(OutboxEntry(kind: .upload, mailboxId: PushTests.inbox, file: file,
                                               uniq: "\(Self.date).M99P1.test", flags: [.seen]))
             return file
