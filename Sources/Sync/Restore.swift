@@ -92,7 +92,7 @@ public final class Restore {
     /// never written); removed after a complete run.
     let journal: RestoreJournal
 
-    public init(config: AccountConfig, log: SyncLog, remote: (any RemoteServer)? = nil) throws {
+    public init(config: AccountConfig, log: SyncLog) throws {
         self.config = config
         self.log = log
         CrashRecorder.startTrace(config)
@@ -105,7 +105,7 @@ public final class Restore {
             throw SyncError.config("the backup's Maildir \(root) does not exist; give the backup's directory with --maildir")
         }
         maildir = Maildir(root: root, layout: config.layout)
-        server = remote ?? AccountSync.wildDuck(url, config: config, log: log)
+        server = AccountSync.wildDuck(url, config: config, log: log)
         journal = RestoreJournal(path: RestoreJournal.path(username: config.username, server: config.server))
     }
 

@@ -1,4 +1,5 @@
 import Testing
+import Net
 @testable import WildDuck
 
 private let M = "5f1e0b9a2c3d4e5f60718293"
@@ -160,5 +161,23 @@ private let X = "5f1e0b9a2c3d4e5f607182ff"
         #expect(MessageItem(try JSON.parse(#"{"id":-3}"#)) == nil)
         #expect(MessageItem(try JSON.parse(#"{"id":4294967296}"#)) == nil)
         #expect(MessageItem(try JSON.parse(#"{"id":12,"mailbox":"../x"}"#))?.mailbox == nil)
+    }
+}
+
+/// Where the WebSocket stream connects: the REST endpoint's host, port and prefix, so a
+/// WildDuck under a path behind nginx gets its `/ws` there, and the Host header is the one the
+/// REST requests send.
+@Suite struct WebSocketURLTests {
+    func url(_ server: String) throws -> String {
+        let endpoint = try #require(HTTPEndpoint(url: server))
+        return WebSocketUpdateStream.url(for: endpoint)
+    }
+
+    @Test func theRESTEndpointBecomesItsWebSocket() throws {
+        #expect(try url("http://127.0.0.1:8080") == "ws://127.0.0.1:8080/ws")
+        #expect(try url("https://mail.example.org/api/") == "wss://mail.example.org/api/ws")
+        #expect(try url("https://mail.example.org:443/api") == "wss://mail.example.org/api/ws")
+        #expect(try url("http://mail.example.org:443/api") == "ws://mail.example.org:443/api/ws")
+        #expect(try url("http://[::1]:8080/wd?x=1") == "ws://[::1]:8080/wd/ws")
     }
 }
