@@ -55,6 +55,13 @@ public struct SyncSummary: Sendable, Equatable {
 }
 
 extension SyncSummary {
+    /// Adds what an export changed.
+    mutating func add(_ export: Export.Counts) {
+        downloaded += export.downloaded; bytesDownloaded += export.bytesDownloaded
+        moved += export.moved; renamed += export.renamed; removed += export.removed
+        recovered += export.recovered; vanished += export.vanished; failed += export.failed
+    }
+
     /// What the pass changed in the Maildir.
     public var changes: ChangeCounts {
         ChangeCounts(new: downloaded + recovered, bytes: bytesDownloaded, changed: renamed + moved, removed: removed)
@@ -148,8 +155,6 @@ public final class AccountSync {
     /// This process moved the generation forward before changing the Maildir and has not
     /// closed it yet (`openGeneration`).
     var generationOpen = false
-    /// The downloads of the current export, for `onProgress`.
-    var downloadProgress: (progress: SyncProgress, base: Int, baseBytes: Int, paths: [String: String])?
 
     /// `remote`: the server to sync with; nil, the WildDuck at `config.server` (the tests pass
     /// one that is not).
@@ -190,6 +195,29 @@ public final class AccountSync {
                               caFile: config.caFile, insecure: config.insecure, retry: config.retry)
         session.retryLog = { [log, level = config.retriesVisible ? LogLevel.info : .verbose] message in log.log(level, message) }
         return session
+    }
+
+    /// The export step over this account's store and Maildir.
+    var exporter: Export {
+        Export(store: store, maildir: maildir, log: log,
+               downloads: Downloads(server: server, client: client, maildir: maildir, connections: config.connections,
+                                    log: log, isCancelled: isCancelled),
+               isCancelled: isCancelled, syncFolders: syncFolders, onOwnWrite: onOwnWrite, onNewFolder: onNewFolder,
+               onProgress: onProgress)
+    }
+
+    /// Makes the Maildir match the store (`Export`). Files of messages that left the server are
+    /// unlinked unless they became orphans less than `keepOrphans` seconds ago: the live engine
+    /// keeps them for a while, so a move whose two halves arrive in different batches is still
+    /// a rename — but out of the readers' view at once (see `Export.hideOrphans`).
+    public func export(keepOrphans: Double = 0) throws {
+        // Never into a Maildir that is not the one the pass started with (a root moved away
+        // under the daemon is not created again); the generation moves before the first change.
+        try requireSameMaildir()
+        if try exportHasWork() { try openGeneration() }
+        var export = exporter
+        defer { summary.add(export.counts) }
+        try export.run(keepOrphans: keepOrphans)
     }
 
     /// The pull step over this account's store and server.

@@ -40,7 +40,7 @@ enum DownloadResult: Sendable {
 }
 
 extension DownloadJob {
-    /// Logs a message whose file cannot be written (see `AccountSync.concernsOneItem`); it
+    /// Logs a message whose file cannot be written (see `Export.concernsOneItem`); it
     /// stays pending.
     func skipped(_ error: Error, log: SyncLog) {
         log.log(.warning, "message \(uid) of mailbox \(mailboxId) is not exported: \(error)")
@@ -88,7 +88,7 @@ struct Downloads {
                             shared.finish(.sealed(job, try Downloads.fetch(job, with: client, into: maildir, batch: batch)))
                         } catch {
                             if let result = DownloadResult(job, failedWith: error) { shared.finish(result) }
-                            else if AccountSync.concernsOneItem(error) { job.skipped(error, log: log) }
+                            else if Export.concernsOneItem(error) { job.skipped(error, log: log) }
                             else { shared.fail(error); return }
                         }
                     }
@@ -124,7 +124,7 @@ struct Downloads {
                 results.append(.sealed(job, try Downloads.fetch(job, with: client, into: maildir)))
             } catch {
                 if let result = DownloadResult(job, failedWith: error) { results.append(result) }
-                else if AccountSync.concernsOneItem(error) { job.skipped(error, log: log) }
+                else if Export.concernsOneItem(error) { job.skipped(error, log: log) }
                 else {
                     try? record(results, nil)   // what was delivered before the error is kept
                     throw error

@@ -73,7 +73,7 @@ extension AccountSync {
             for row in batch {
                 guard let folder = folderOf[row.mailboxId] else { continue }
                 // The export's own decision (`plan`), for the folders as it will have renamed them.
-                switch try plan(row, folder: folder, excluding: reused, moved: afterFolderRenames) {
+                switch try exporter.plan(row, folder: folder, excluding: reused, moved: afterFolderRenames) {
                 case .place(let file, let target):
                     if target != afterFolderRenames(file) { report.renames.append((file, target)) }
                 case .reuse(let orphan, let file, let target):

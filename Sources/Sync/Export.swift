@@ -11,17 +11,41 @@ import WildDuck
 /// export: store → Maildir. Makes the files match the store, reading only the store (never
 /// network events); each message's step is decided first (`plan`, which `--dry-run` prints)
 /// and then applied. The one thing it needs from the server is the bytes of a message that has
-/// no file yet, which `Downloads` (Download.swift) fetches.
-extension AccountSync {
-    /// Makes the Maildir match the store. Files of messages that left the server are unlinked
-    /// unless they became orphans less than `keepOrphans` seconds ago: the live engine keeps
-    /// them for a while, so a move whose two halves arrive in different batches is still a
-    /// rename — but out of the readers' view at once (see `hideOrphans`).
-    public func export(keepOrphans: Double = 0) throws {
-        // Never into a Maildir that is not the one the pass started with (a root moved away
-        // under the daemon is not created again); the generation moves before the first change.
-        try requireSameMaildir()
-        if try exportHasWork() { try openGeneration() }
+/// no file yet, which `Downloads` (Download.swift) fetches. `AccountSync.export` makes one for
+/// each run, after checking that the Maildir is still the one the pass started with.
+struct Export {
+    let store: Store
+    let maildir: Maildir
+    let log: SyncLog
+    /// Where the bodies it lacks come from.
+    let downloads: Downloads
+    let isCancelled: @Sendable () -> Bool
+    /// Make the folders durable after a batch of deliveries (`AccountSync.syncFolders`).
+    let syncFolders: Bool
+    /// Told of every file it makes appear (true) or go away (false) (`AccountSync.onOwnWrite`).
+    let onOwnWrite: ((String, Bool) -> Void)?
+    /// Told of each folder it creates for a mailbox that had none (`AccountSync.onNewFolder`).
+    let onNewFolder: ((String) -> Void)?
+    /// Told how the downloads advance (the progress line).
+    let onProgress: ((SyncProgress) -> Void)?
+    /// What it changed, for the pass's summary (`SyncSummary.add`).
+    var counts = Counts()
+    /// The downloads' progress line, with each mailbox's path.
+    var downloadProgress: (progress: SyncProgress, paths: [String: String])?
+
+    struct Counts: Sendable, Equatable {
+        var downloaded = 0
+        var bytesDownloaded = 0
+        var moved = 0
+        var renamed = 0
+        var removed = 0
+        var recovered = 0
+        var vanished = 0
+        var failed = 0
+    }
+
+    /// Makes the Maildir match the store (`AccountSync.export` says what `keepOrphans` does).
+    mutating func run(keepOrphans: Double = 0) throws {
         // Files renamed into place but not recorded can only exist if an export was interrupted
         // while downloading; the flag is set around downloads and cleared when the export ends.
         let interrupted = try store.isExporting()
@@ -40,21 +64,20 @@ extension AccountSync {
     }
 
     /// The progress line of the downloads to come (on a terminal).
-    private func startDownloadProgress(_ mailboxes: [MailboxRecord]) throws {
+    private mutating func startDownloadProgress(_ mailboxes: [MailboxRecord]) throws {
         downloadProgress = nil
         guard onProgress != nil else { return }
-        let counts = try store.counts()
-        guard counts.pendingDownloads > 0 else { return }
-        downloadProgress = (SyncProgress(phase: .downloading, mailbox: "", done: 0, total: counts.pendingDownloads,
-                                         totalBytes: counts.pendingBytes),
-                            summary.downloaded, summary.bytesDownloaded,
+        let pending = try store.counts()
+        guard pending.pendingDownloads > 0 else { return }
+        downloadProgress = (SyncProgress(phase: .downloading, mailbox: "", done: 0, total: pending.pendingDownloads,
+                                         totalBytes: pending.pendingBytes),
                             Dictionary(mailboxes.map { ($0.id, $0.path) }, uniquingKeysWith: { a, _ in a }))
     }
 
     /// Every message whose file is not what the store says, 2,000 rows at a time: its plan
     /// applied and recorded in one transaction per batch (renames durable before the commit),
     /// then the batch's downloads. Returns whether the cache says "exporting" (`isExporting`).
-    private func exportMessages(folderOf: [String: String], interrupted: Bool, renames: DeliveryBatch?) throws -> Bool {
+    private mutating func exportMessages(folderOf: [String: String], interrupted: Bool, renames: DeliveryBatch?) throws -> Bool {
         var markedExporting = interrupted
         // After an interrupted export: folder → unique → file, read once per folder.
         var scanned: [String: [String: String]]? = interrupted ? [:] : nil
@@ -73,7 +96,7 @@ extension AccountSync {
                         if let job = try exportRow(row, folder: folder, recovering: &scanned, touched: &touched) {
                             downloads.append(job)
                         }
-                    } catch let error where AccountSync.concernsOneItem(error) {
+                    } catch let error where Export.concernsOneItem(error) {
                         // One message whose file cannot be placed must not stop the others.
                         log.log(.warning, "message \(row.uid) of mailbox \(row.mailboxId) is not exported: \(error)")
                     }
@@ -96,23 +119,23 @@ extension AccountSync {
 
     /// Applies the plan of one message; returns its download when it needs one. `recovering`
     /// (after an interrupted export): the folders' files by unique part, read once per folder.
-    private func exportRow(_ row: MessageRecord, folder: String, recovering scanned: inout [String: [String: String]]?,
+    private mutating func exportRow(_ row: MessageRecord, folder: String, recovering scanned: inout [String: [String: String]]?,
                            touched: inout Set<String>) throws -> DownloadJob? {
         let flags = row.flags
         switch try plan(row, folder: folder) {
         case .place(let file, _):
             // (Nil: gone since it was found; downloaded below.)
             if let placed = try relocate(file, folder: folder, flags: flags) {
-                if placed != row.file { summary.renamed += 1; touched.formUnion(AccountSync.folders(of: file, placed)) }
+                if placed != row.file { counts.renamed += 1; touched.formUnion(Export.folders(of: file, placed)) }
                 try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: nil)
                 return nil
             }
         case .reuse(let orphan, let file, _):
             if let placed = try relocate(file, folder: folder, flags: flags) {
-                touched.formUnion(AccountSync.folders(of: file, placed))
+                touched.formUnion(Export.folders(of: file, placed))
                 try store.removeOrphan(file: orphan.file)
                 try store.markExported(mailboxId: row.mailboxId, uid: row.uid, uniq: orphan.uniq, file: placed, sha256: orphan.sha256)
-                summary.moved += 1
+                counts.moved += 1
                 return nil
             }
         case .download(let missing):
@@ -130,10 +153,10 @@ extension AccountSync {
         if let existing = scanned?[folder]?[row.uniq] {
             let placed = try maildir.moveFile(from: existing, to: folder, flags: flags)
             if placed != existing { onOwnWrite?(existing, false); onOwnWrite?(placed, true) }
-            touched.formUnion(AccountSync.folders(of: existing, placed))
+            touched.formUnion(Export.folders(of: existing, placed))
             let hash = try maildir.sha256(placed)
             try store.markExported(mailboxId: row.mailboxId, uid: row.uid, file: placed, sha256: hash)
-            summary.recovered += 1
+            counts.recovered += 1
             return nil
         }
         return DownloadJob(mailboxId: row.mailboxId, uid: row.uid, folder: folder, unique: row.uniq,
@@ -145,16 +168,16 @@ extension AccountSync {
     /// lost an unlink would leave a file the cache does not know, which the next scan would
     /// upload as a new message. Interrupted before the commit, the next run finds the orphans
     /// again and their files already gone.
-    private func removeOrphans(olderThan keepOrphans: Double, renames: DeliveryBatch?) throws {
+    private mutating func removeOrphans(olderThan keepOrphans: Double, renames: DeliveryBatch?) throws {
         let orphans = try store.orphans(olderThan: keepOrphans)
         guard !orphans.isEmpty else { return }
         var unlinkedIn = Set<String>()
         for orphan in orphans {
             if try maildir.removeFile(orphan.file) {
-                summary.removed += 1
+                counts.removed += 1
                 onOwnWrite?(orphan.file, false)
             }
-            unlinkedIn.formUnion(AccountSync.folders(of: orphan.file))
+            unlinkedIn.formUnion(Export.folders(of: orphan.file))
         }
         try maildir.syncFolders(unlinkedIn, batch: renames)
         try store.transaction { for orphan in orphans { try store.removeOrphan(file: orphan.file) } }
@@ -201,7 +224,7 @@ extension AccountSync {
 
     /// Creates or renames the folders of all mailboxes so they match the mailboxes' current
     /// paths, parents first. Returns mailbox id → folder.
-    private func placeFolders(_ mailboxes: [MailboxRecord]) throws -> [String: String] {
+    private mutating func placeFolders(_ mailboxes: [MailboxRecord]) throws -> [String: String] {
         var result: [String: String] = [:]
         // Current folders; re-read after a move, which can shift others (children in verbatim,
         // an occupant moved aside).
@@ -224,13 +247,13 @@ extension AccountSync {
                     guard try store.isKnownFolder(wanted) else {
                         throw SyncError.localIO("cannot rename \(folder) to \(wanted) for mailbox \(mailbox.path): \(destination) exists and is not wdsync's; move it away and re-run")
                     }
-                    try moveFolder(wanted, to: AccountSync.asideFolder(for: mailbox.id))
+                    try moveFolder(wanted, to: Export.asideFolder(for: mailbox.id))
                 }
                 log.log(.verbose, "renaming folder \(folder) → \(wanted)")
                 try moveFolder(folder, to: wanted)
-                summary.renamed += 1
+                counts.renamed += 1
                 current = Dictionary(try store.mailboxes().map { ($0.id, $0.folder) }, uniquingKeysWith: { a, _ in a })
-            } catch let error where AccountSync.concernsOneItem(error) {
+            } catch let error where Export.concernsOneItem(error) {
                 // One mailbox whose folder cannot be placed (a name the file system refuses, a
                 // foreign file in the way) must not stop the others: its messages wait.
                 result[mailbox.id] = nil
@@ -280,7 +303,7 @@ extension AccountSync {
     /// `moved`: where a file is once its folder's rename is done (the dry run does none).
     func plan(_ row: MessageRecord, folder: String, excluding taken: Set<String> = [],
               moved: (String) -> String = { $0 }) throws -> ExportStep {
-        try Self.plan(row, folder: folder, store: store, folders: maildir, excluding: taken, moved: moved)
+        try Export.plan(row, folder: folder, store: store, folders: maildir, excluding: taken, moved: moved)
     }
 
     /// `plan` from the cache and any local folders (the tests' own, in a temporary directory).
@@ -321,9 +344,9 @@ enum ExportStep: Equatable {
     case download(missing: String?)
 }
 
-extension AccountSync {
+extension Export {
     /// Downloads message bodies (`Downloads`) and records them as they come.
-    func download(_ jobs: [DownloadJob]) throws {
+    private mutating func download(_ jobs: [DownloadJob]) throws {
         guard !jobs.isEmpty else { return }
         if let onProgress, var state = downloadProgress, state.progress.done == 0, let first = jobs.first {
             state.progress.mailbox = state.paths[first.mailboxId] ?? ""
@@ -331,8 +354,7 @@ extension AccountSync {
             onProgress(state.progress)
         }
         log.log(.verbose, "downloading \(jobs.count) messages")
-        try Downloads(server: server, client: client, maildir: maildir, connections: config.connections, log: log,
-                      isCancelled: isCancelled).run(jobs) { results, batch in try record(results, batch: batch) }
+        try downloads.run(jobs) { results, batch in try record(results, batch: batch) }
     }
 
     /// Publishes what the downloads sealed (`Maildir.publish(_:batch:)`: every body durable before
@@ -341,7 +363,7 @@ extension AccountSync {
     /// `concernsOneItem`); any other error is thrown, but only after everything published is
     /// recorded: a file in new/ or cur/ that the store does not know would come back as a
     /// message written locally.
-    private func record(_ results: [DownloadResult], batch: DeliveryBatch? = nil) throws {
+    private mutating func record(_ results: [DownloadResult], batch: DeliveryBatch? = nil) throws {
         guard !results.isEmpty else { return }
         let sealed = results.compactMap { result -> SealedDelivery? in
             guard case .sealed(_, let delivery) = result else { return nil }
@@ -355,7 +377,7 @@ extension AccountSync {
             case .success(let delivered):
                 return .delivered(job, delivered)
             case .failure(let error):
-                if AccountSync.concernsOneItem(error) { job.skipped(error, log: log) } else if failure == nil { failure = error }
+                if Export.concernsOneItem(error) { job.skipped(error, log: log) } else if failure == nil { failure = error }
                 return nil
             }
         }
@@ -373,17 +395,17 @@ extension AccountSync {
                     onOwnWrite?(delivered.relativePath, true)
                     try store.markExported(mailboxId: job.mailboxId, uid: job.uid, file: delivered.relativePath,
                                            sha256: delivered.sha256)
-                    summary.downloaded += 1
-                    summary.bytesDownloaded += Int(delivered.size)
+                    counts.downloaded += 1
+                    counts.bytesDownloaded += Int(delivered.size)
                 case .vanished(let job):
                     // Expunged between listing and download: list the mailbox again next pass.
                     log.log(.verbose, "message \(job.uid) vanished from the server during the sync")
                     try store.markMailboxStale(id: job.mailboxId)
-                    summary.vanished += 1
+                    counts.vanished += 1
                 case .refused(let job, let reason):
                     // Stays pending: the next pass tries again (and says so again).
                     log.log(.error, "\(job.folder): \(reason)")
-                    summary.failed += 1
+                    counts.failed += 1
                 case .sealed:
                     break  // none left: each was published (now .delivered) or skipped above
                 }
@@ -391,8 +413,8 @@ extension AccountSync {
         }
         if let onProgress, var state = downloadProgress {
             for case .delivered(let job, _) in results.suffix(1) { state.progress.mailbox = state.paths[job.mailboxId] ?? "" }
-            state.progress.done = min(summary.downloaded - state.base, state.progress.total)
-            state.progress.bytes = summary.bytesDownloaded - state.baseBytes
+            state.progress.done = min(counts.downloaded, state.progress.total)
+            state.progress.bytes = counts.bytesDownloaded
             downloadProgress = state
             onProgress(state.progress)
         }

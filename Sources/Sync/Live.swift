@@ -273,7 +273,7 @@ public final class LiveSync: Sendable {
         // However the engine ends (SIGTERM included), the files it kept out of view for a
         // possible move are settled: a stopped daemon leaves nothing in tmp/.
         defer {
-            do { try mirror.removeKeptOrphans() } catch { log.log(.warning, "removing the files of expunged messages: \(error)") }
+            do { try mirror.exporter.removeKeptOrphans() } catch { log.log(.warning, "removing the files of expunged messages: \(error)") }
         }
         let run = DaemonRun(engine: self, mirror: mirror)
         guard try run.firstSync() else { return }

@@ -5,7 +5,7 @@ import Maildir
 import Store
 
 /// The engine's decisions about the local folders, without a server or sockets: what the
-/// export's plan does for a message (`AccountSync.plan`) and what the scan makes of what a
+/// export's plan does for a message (`Export.plan`) and what the scan makes of what a
 /// reader did to the files (`LocalScan`), both through `LocalFolders`.
 ///
 /// Each test runs against the real `Maildir` in a temporary directory and against
@@ -63,7 +63,7 @@ import Store
         }
 
         func plan(_ mailbox: String, _ uid: Int, folder: String, excluding taken: Set<String> = []) throws -> ExportStep {
-            try AccountSync.plan(message(mailbox, uid), folder: folder, store: store, folders: folders, excluding: taken)
+            try Export.plan(message(mailbox, uid), folder: folder, store: store, folders: folders, excluding: taken)
         }
 
         /// What a user's `mv` does.
