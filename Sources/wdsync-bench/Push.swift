@@ -39,9 +39,17 @@ extension Bench {
         return rename("\(maildir)/\(rel)", "\(maildir)/\(target)") == 0 ? target : nil
     }
 
+    /// The uid in the name of a file wdsync wrote (`<idate>.wd<mailbox>_<uid>.<host>:2,…`).
+    func uid(ofFile file: String) -> Int? {
+        guard let r = file.range(of: "_") else { return nil }
+        return Int(file[r.upperBound...].prefix { $0.isNumber })
+    }
+
     /// Live push latency: a rename in the Maildir (mutt reading or un-reading a message) → the
-    /// server's state changed (its change signal, then the mailbox's modifyIndex), one at a time,
-    /// with the daemon on the WebSocket.
+    /// server's message has the file's \Seen (woken by the simulator's change signal), one at a
+    /// time, with the daemon on the WebSocket. Not "the mailbox's modifyIndex moved": WildDuck
+    /// moves it twice for one REST flag update (the request, then its journal entries), and a
+    /// change taken as done at the first would let the next rename in before it is sent.
     func pushLive(wdsync: String) throws {
         let changes = 200
         eprint("  live push latency (\(changes) renames)\n")
@@ -49,7 +57,7 @@ extension Bench {
         defer { server.stop() }
         let args = try wdsyncArgs(wdsync, server: server, maildir: maildir, db: db, once: false, log: "-v")
         guard let inbox = account.mailboxId(path: "INBOX") ?? ids.first else { throw BenchError("no INBOX") }
-        func modifyIndex() -> Int { account.mailboxes().first { $0.id == inbox }?.modifyIndex ?? -1 }
+        func seenOnServer(_ uid: Int) -> Bool? { account.messages(mailboxId: inbox).first { $0.uid == uid }?.seen }
 
         var latencies: [Double] = []
         var problem: String?
@@ -68,17 +76,18 @@ extension Bench {
             var buffer = [UInt8](repeating: 0, count: 256)
             for i in 0..<changes {
                 while read(signal, &buffer, buffer.count) > 0 {}
-                let before = modifyIndex()
                 let k = i % files.count
+                guard let uid = uid(ofFile: files[k]) else { problem = "\(files[k]) is not wdsync's"; return }
                 let t0 = monotonicNs()
                 guard let renamed = toggle(maildir, files[k], flag: "S") else { problem = "rename of \(files[k]) failed"; return }
                 files[k] = renamed
+                let seen = renamed.contains("/cur/")
                 var done = false
                 while !done && monotonicNs() - t0 < 5_000_000_000 {
                     var p = pollfd(fd: signal, events: Int16(POLLIN), revents: 0)
                     guard poll(&p, 1, 100) > 0 else { continue }
                     while read(signal, &buffer, buffer.count) > 0 {}
-                    done = modifyIndex() > before
+                    done = seenOnServer(uid) == seen
                 }
                 guard done else { problem = "change \(i) never reached the server"; return }
                 latencies.append(Double(monotonicNs() - t0) / 1e6)
@@ -96,7 +105,7 @@ extension Bench {
             let seen = Dictionary(account.messages(mailboxId: inbox).map { ($0.uid, $0.seen) }, uniquingKeysWith: { a, _ in a })
             var wrong = 0
             for file in messageFiles(maildir, folder: "INBOX") {
-                guard let r = file.range(of: "_"), let uid = Int(file[r.upperBound...].prefix { $0.isNumber }) else { continue }
+                guard let uid = uid(ofFile: file) else { continue }
                 let letters = file.split(separator: ":").last.map { String($0.dropFirst(2)) } ?? ""
                 if seen[uid] != letters.contains("S") { wrong += 1 }
             }
