@@ -211,8 +211,12 @@ public final class LiveSync: Sendable {
     /// only: a daemon that starts has its first stream send no backlog).
     private let sseResumeId = Mutex<String?>(nil)
 
+    /// The server to follow; nil: the WildDuck at `config.server` (the tests pass one that is not).
+    let remote: (any RemoteServer)?
+
     public init(config: AccountConfig, log: SyncLog, progress: (@Sendable (SyncProgress) -> Void)? = nil,
-                observer: @escaping @Sendable (LiveEvent) -> Void = { _ in }) {
+                remote: (any RemoteServer)? = nil, observer: @escaping @Sendable (LiveEvent) -> Void = { _ in }) {
+        self.remote = remote
         self.progress = progress
         self.config = config
         self.options = config.live
@@ -261,7 +265,7 @@ public final class LiveSync: Sendable {
     }
 
     private func loop() throws {
-        let mirror = try AccountSync(config: config, log: log, mode: .daemon(settle: options.massDeleteSettle))
+        let mirror = try AccountSync(config: config, log: log, mode: .daemon(settle: options.massDeleteSettle), remote: remote)
         let inbox = self.inbox
         mirror.isCancelled = { inbox.stopRequested }
         // The Maildir's generation moves forward before the first change of a burst, and again

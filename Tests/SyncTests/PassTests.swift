@@ -7,7 +7,7 @@ import WildDuck
 /// Whole passes of the engine (`AccountSync.syncOnce`, what `wdsync --once` runs) against a
 /// server in memory (`InMemoryServer`) and a Maildir in a temporary directory: the four steps
 /// and their order, with no socket and no simulator. Each pass is a new `AccountSync` over the
-/// same cache, as each `--once` run is.
+/// same cache, as each `--once` run is. (The daemon's are `DaemonTests`.)
 @Suite struct PassTests {
     static let inbox = "aaaaaaaaaaaaaaaaaaaaaa01"
     static let archive = "bbbbbbbbbbbbbbbbbbbbbb02"
@@ -17,7 +17,8 @@ import WildDuck
         let dir: String
         let server = InMemoryServer()
         let config: AccountConfig
-        var account: InMemoryAccount { server.account }
+        /// The account (the passes run on this thread, so the lock is not needed here).
+        var account: InMemoryAccount { server.withAccount { $0 } }
 
         init() {
             dir = FileManager.default.temporaryDirectory.appendingPathComponent("pass-\(UUID().uuidString)").path
