@@ -50,7 +50,7 @@ extension DownloadJob {
 /// The bodies of messages that have no file yet: the one thing the export asks the server for.
 /// Each is streamed into its folder's `tmp/` and sealed there (complete; durable at once, or
 /// with its batch's one sync); the export publishes and records what comes back
-/// (`AccountSync.record`), on its own thread, in batches. A message or two (the live case) are
+/// (`Export.record`), on its own thread, in batches. A message or two (the live case) are
 /// fetched on the calling thread over its connection; more by `connections` threads with a
 /// connection each, pipelining their requests, so memory stays bounded by the number of
 /// connections and a kill at any moment loses nothing.

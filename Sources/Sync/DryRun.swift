@@ -64,6 +64,7 @@ extension AccountSync {
             }
             return file
         }
+        let exporter = self.exporter
         var reused = Set<String>()
         var after: (String, Int)?
         while true {

@@ -5,7 +5,6 @@ import Foundation
 import Failures
 import Maildir
 import Store
-import Lock
 import WildDuck
 
 /// export: store → Maildir. Makes the files match the store, reading only the store (never

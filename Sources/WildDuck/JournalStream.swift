@@ -64,10 +64,9 @@ public enum JournalStream {
     }
 }
 
-/// The account's event stream from a position (the journal's replay, then what comes next):
-/// the part of the remote side that `RemoteAccount` leaves out, because it is read on a thread
-/// of its own while the engine waits for its end. `Session` is the real one; the tests give the
-/// journal replay an in-memory one.
+/// The account's event stream from a position (the journal's replay, then what comes next), as
+/// `--once` reads it to its end: part of `RemoteServer`. `Session` is the real one; the tests
+/// give the journal replay an in-memory one.
 public protocol JournalSource: Sendable {
     /// Reads the journal from after `lastEventId` (none: no backlog, only what comes next),
     /// handing every entry to `onEntry`, until the stream ends or `handle` is closed (from

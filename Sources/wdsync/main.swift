@@ -85,15 +85,16 @@ func run() -> ExitCode {
     if !live { StopSignals.release() }
     let level: LogLevel = args.flags.contains("debug") ? .debug : args.flags.contains("verbose") ? .verbose
         : args.flags.contains("quiet") ? .error : .info
+    let environment = ProcessInfo.processInfo.environment
     var accounts: [AccountConfig]
     do {
-        accounts = try resolveAccounts(args, environment: ProcessInfo.processInfo.environment,
+        accounts = try resolveAccounts(args, environment: environment,
                                        credentials: !args.flags.contains("status"))
     } catch {
         FileHandle.standardError.write(Data("wdsync: \(error)\n".utf8))
         return .usage
     }
-    let configPath = configFilePath(args, environment: ProcessInfo.processInfo.environment)
+    let configPath = configFilePath(args, environment: environment)
     StderrLog(level: level, timestamps: true, account: nil).log(.verbose,
         (FileManager.default.fileExists(atPath: configPath) ? "read the config file \(configPath)" : "no config file at \(configPath)")
         + "; accounts: " + accounts.map(\.name).joined(separator: ", "))
@@ -105,17 +106,16 @@ func run() -> ExitCode {
     }
     // For the test suite only: seconds between the tries of a failed request, comma-separated
     // (the default is 1,4,15,40; see Backoff.requests).
-    if let text = ProcessInfo.processInfo.environment["WDSYNC_RETRY_DELAYS"] {
+    if let text = environment["WDSYNC_RETRY_DELAYS"] {
         let delays = text.split(separator: ",").compactMap { Double($0) }.filter { $0 >= 0 }
         for i in accounts.indices { accounts[i].retry = .fixed(delays) }
     }
     // For the test suite only: how long a journal replay may take, in seconds.
-    if let t = ProcessInfo.processInfo.environment["WDSYNC_JOURNAL_TIMEOUT"].flatMap(Double.init), t > 0 {
+    if let t = environment["WDSYNC_JOURNAL_TIMEOUT"].flatMap(Double.init), t > 0 {
         for i in accounts.indices { accounts[i].journalTimeout = t }
     }
     // For the crash-state tests only (docs/durability.md): the file trace, and where the cache and
     // the Maildir are copied after each commit.
-    let environment = ProcessInfo.processInfo.environment
     for i in accounts.indices {
         accounts[i].fileTrace = environment["WDSYNC_FS_TRACE"].flatMap { $0.isEmpty ? nil : $0 }
         accounts[i].fileTraceStates = environment["WDSYNC_FS_TRACE_STATES"].flatMap { $0.isEmpty ? nil : $0 }
