@@ -22,10 +22,7 @@ import WildDuck
         init(streams: Bool) {
             dir = FileManager.default.temporaryDirectory.appendingPathComponent("daemon-\(UUID().uuidString)").path
             server = InMemoryServer(streams: streams)
-            // Never read: the server in memory takes no password.
-            config = AccountConfig(name: "test", server: "http://127.0.0.1:9", username: "user",
-                                   password: .file(dir + "/no-password"), maildir: dir + "/mail", db: dir + "/cache.db",
-                                   connections: 1)
+            config = InMemoryServer.config(in: dir)
             config.live.pollInterval = 0.2
             config.live.reconnectDelay = 0.05
             server.withAccount { $0.addMailbox(DaemonTests.inbox, path: "INBOX") }
@@ -46,12 +43,7 @@ import WildDuck
             }
         }
 
-        var files: [String] {
-            ["new", "cur"].flatMap { sub in
-                ((try? FileManager.default.contentsOfDirectory(atPath: "\(dir)/mail/INBOX/\(sub)")) ?? [])
-                    .filter { !$0.hasPrefix(".") }.map { "INBOX/\(sub)/\($0)" }
-            }.sorted()
-        }
+        var files: [String] { InMemoryServer.files(in: dir + "/mail", folder: "INBOX") }
 
         func seenOnServer(_ uid: Int) -> Bool? { server.withAccount { $0.boxes[DaemonTests.inbox]?.messages[uid]?.seen } }
 

@@ -135,3 +135,21 @@ final class InMemoryServer: RemoteServer, @unchecked Sendable {
         }
     }
 }
+
+extension InMemoryServer {
+    /// An account in `dir` for this server: its Maildir `dir/mail`, its cache `dir/cache.db`, one
+    /// connection (the account serves one at a time), and a password file that is never read
+    /// (the server in memory takes no password).
+    static func config(in dir: String) -> AccountConfig {
+        AccountConfig(name: "test", server: "http://127.0.0.1:9", username: "user", password: .file(dir + "/no-password"),
+                      maildir: dir + "/mail", db: dir + "/cache.db", connections: 1)
+    }
+
+    /// The message files of `folder` under the Maildir `root`, relative to it, sorted.
+    static func files(in root: String, folder: String) -> [String] {
+        ["new", "cur"].flatMap { sub in
+            ((try? FileManager.default.contentsOfDirectory(atPath: "\(root)/\(folder)/\(sub)")) ?? [])
+                .filter { !$0.hasPrefix(".") }.map { "\(folder)/\(sub)/\($0)" }
+        }.sorted()
+    }
+}

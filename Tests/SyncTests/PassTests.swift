@@ -22,10 +22,7 @@ import WildDuck
 
         init() {
             dir = FileManager.default.temporaryDirectory.appendingPathComponent("pass-\(UUID().uuidString)").path
-            // Never read: the server in memory takes no password.
-            config = AccountConfig(name: "test", server: "http://127.0.0.1:9", username: "user",
-                                   password: .file(dir + "/no-password"), maildir: dir + "/mail", db: dir + "/cache.db",
-                                   connections: 1)
+            config = InMemoryServer.config(in: dir)
             account.addMailbox(PassTests.inbox, path: "INBOX")
             account.addMailbox(PassTests.archive, path: "Archive", specialUse: "\\Archive")
         }
@@ -44,12 +41,7 @@ import WildDuck
         }
 
         /// The message files of a folder, relative to the root.
-        func files(_ folder: String) -> [String] {
-            ["new", "cur"].flatMap { sub in
-                ((try? FileManager.default.contentsOfDirectory(atPath: "\(dir)/mail/\(folder)/\(sub)")) ?? [])
-                    .filter { !$0.hasPrefix(".") }.map { "\(folder)/\(sub)/\($0)" }
-            }.sorted()
-        }
+        func files(_ folder: String) -> [String] { InMemoryServer.files(in: dir + "/mail", folder: folder) }
 
         func contents(_ file: String) -> String {
             (try? String(contentsOfFile: "\(dir)/mail/\(file)", encoding: .utf8)) ?? ""
